@@ -1,0 +1,44 @@
+# Every target bootstraps uv and installs the locked environment itself,
+# so a fresh clone needs nothing but `make run` or `make test`.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen
+
+.DEFAULT_GOAL := help
+.PHONY: help uv sync run emulator test lint typecheck format perf clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+sync: uv ## Install the locked dependencies into .venv
+	$(UV) sync --frozen
+
+run: sync ## Serve the app on HOST:PORT (the embedded emulator when OPENROUTER_API_KEY is empty)
+	PYTHONPATH=app $(RUN) python -m src.serve
+
+emulator: sync ## Serve the OpenRouter emulator alone on EMULATOR_HOST:EMULATOR_PORT
+	PYTHONPATH=app $(RUN) python -m src.services.emulator
+
+lint: sync ## ruff check and ruff format --check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: sync ## mypy, strict
+	$(RUN) mypy
+
+format: sync ## Apply ruff's fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+test: lint typecheck ## Lint, type-check, then run the test suite
+	$(RUN) pytest
+
+perf: sync ## Measure proxy overhead against direct calls to a loopback upstream
+	$(RUN) python scripts/perf.py
+
+clean: ## Remove caches
+	rm -rf .mypy_cache .pytest_cache .ruff_cache

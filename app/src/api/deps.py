@@ -1,0 +1,26 @@
+"""Dependencies read what the lifespan built; they create nothing."""
+
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from src.config import Settings
+from src.services.openrouter.catalog import ModelCatalog
+from src.services.openrouter.client import OpenRouterClient
+
+
+def get_settings_state(request: Request) -> Settings:
+    return cast(Settings, request.state.settings)
+
+
+def get_openrouter(request: Request) -> OpenRouterClient:
+    return cast(OpenRouterClient, request.state.openrouter)
+
+
+def get_catalog(request: Request) -> ModelCatalog:
+    return cast(ModelCatalog, request.state.catalog)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_state)]
+OpenRouterDep = Annotated[OpenRouterClient, Depends(get_openrouter)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]

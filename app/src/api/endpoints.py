@@ -1,0 +1,93 @@
+"""HTTP routes: parse the request, call one service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from src.api.deps import CatalogDep, OpenRouterDep, SettingsDep
+from src.api.exception_handlers import request_id_of
+from src.api.sse import sse_from_stream
+from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse, Pricing
+from src.schemas.prompts import ErrorResponse, GenerateRequest, GenerateResponse
+from src.services.generation.service import generate as generate_text
+from src.services.generation.service import open_generation_stream
+from src.services.openrouter.catalog import is_free
+from src.services.openrouter.schemas import ChatParameters
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse} for status in (400, 402, 403, 404, 429, 502, 504)
+}
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(settings: SettingsDep) -> HealthResponse:
+    """Liveness, and which upstream this instance talks to."""
+    return HealthResponse(status="ok", upstream=settings.upstream_label)
+
+
+@router.get("/models", responses=ERROR_RESPONSES)
+async def get_models(
+    catalog: CatalogDep,
+    free: Annotated[bool, Query(description="Only free models")] = False,
+) -> ModelsResponse:
+    """List the upstream's models (cached with a TTL)."""
+    models = [
+        ModelInfo(
+            id=model.id,
+            name=model.name or model.id,
+            context_length=model.context_length,
+            pricing=Pricing(prompt=model.pricing.prompt, completion=model.pricing.completion),
+            free=is_free(model),
+        )
+        for model in await catalog.models()
+    ]
+    if free:
+        models = [model for model in models if model.free]
+    return ModelsResponse(count=len(models), models=models)
+
+
+@router.post(
+    "/generate",
+    response_model=GenerateResponse,
+    responses={
+        **ERROR_RESPONSES,
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streamed"},
+    },
+)
+async def generate(
+    body: GenerateRequest,
+    request: Request,
+    settings: SettingsDep,
+    client: OpenRouterDep,
+    stream: Annotated[bool, Query(description="Stream tokens as server-sent events")] = False,
+) -> GenerateResponse | StreamingResponse:
+    """Generate text with one model (`?stream=true` or `"stream": true` for SSE)."""
+    params = ChatParameters(
+        model=body.model,
+        prompt=body.prompt,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+    )
+    if stream or body.stream:
+        items = await open_generation_stream(settings, client, params)
+        return StreamingResponse(
+            sse_from_stream(items, request_id_of(request)),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    completion = await generate_text(settings, client, params)
+    return GenerateResponse(
+        text=completion.text,
+        tokens_used=completion.tokens_used,
+        latency_seconds=completion.latency_seconds,
+        model=completion.model,
+        finish_reason=completion.finish_reason,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+    )

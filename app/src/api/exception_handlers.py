@@ -1,0 +1,96 @@
+"""The one place where service errors become HTTP responses: {"detail", "error", "request_id"}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from src.redaction import Redactor
+from src.services.base.exceptions import (
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+    UnknownModelError,
+    UpstreamConnectionError,
+    UpstreamInvalidResponseError,
+    UpstreamStatusError,
+    UpstreamStreamError,
+    UpstreamTimeoutError,
+)
+
+# Checked in order: the first class the error is an instance of decides the status.
+STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
+    (PayloadTooLargeError, 413),
+    (LimitExceededError, 422),
+    (InvalidInputError, 422),
+    (NotFoundError, 404),
+    (UnknownModelError, 404),
+    (UpstreamTimeoutError, 504),
+    (UpstreamConnectionError, 502),
+    (UpstreamInvalidResponseError, 502),
+    (UpstreamStreamError, 502),
+)
+
+# Upstream statuses passed through as they are; 401 means OUR key is wrong, so it is a 502.
+UPSTREAM_STATUS_PASSTHROUGH = frozenset({400, 402, 403, 404, 429})
+UPSTREAM_TIMEOUT_STATUSES = frozenset({408, 504})
+
+
+def status_for(error: ServiceError) -> int:
+    if isinstance(error, UpstreamStatusError):
+        if error.status_code in UPSTREAM_STATUS_PASSTHROUGH:
+            return error.status_code
+        return 504 if error.status_code in UPSTREAM_TIMEOUT_STATUSES else 502
+    for error_type, status in STATUS_BY_ERROR:
+        if isinstance(error, error_type):
+            return status
+    return 500
+
+
+def error_body(error_name: str, detail: str, request_id: str) -> dict[str, str]:
+    return {"detail": detail, "error": error_name, "request_id": request_id}
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def public_detail(request: Request, error: ServiceError) -> str:
+    """The error text a client may see: upstream messages can echo keys back."""
+    if isinstance(error, UpstreamStatusError) and error.status_code == 401:
+        return "The upstream rejected the service's API key (OPENROUTER_API_KEY)."
+    redactor: Redactor | None = getattr(request.state, "redactor", None)
+    return redactor(error.detail) if redactor else error.detail
+
+
+async def handle_service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    request.state.error = exc  # read by the logging middleware
+    status = status_for(exc)
+    headers: dict[str, str] = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if status == 429:
+        # Round up: telling a client to come back early only earns it another 429.
+        headers["Retry-After"] = str(max(1, int(-(-(retry_after or 1) // 1))))
+    return JSONResponse(
+        error_body(type(exc).__name__, public_detail(request, exc), request_id_of(request)),
+        status_code=status,
+        headers=headers,
+    )
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        error_body("HTTPError", str(exc.detail), request_id_of(request)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def register_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, handle_service_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)

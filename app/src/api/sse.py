@@ -1,0 +1,43 @@
+"""Server-sent events framing for streamed /generate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import orjson
+
+from src.api.exception_handlers import error_body, status_for
+from src.schemas.prompts import StreamDoneEvent
+from src.services.base.exceptions import ServiceError
+from src.services.openrouter.client import StreamDelta, StreamEnd, StreamItem
+
+
+def sse_event(event: str, data: object) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+async def sse_from_stream(
+    items: AsyncGenerator[StreamItem], request_id: str
+) -> AsyncIterator[bytes]:
+    try:
+        async for item in items:
+            if isinstance(item, StreamDelta):
+                yield sse_event("token", {"text": item.text})
+            elif isinstance(item, StreamEnd):
+                done = StreamDoneEvent(
+                    tokens_used=item.tokens_used,
+                    latency_seconds=item.latency_seconds,
+                    ttft_seconds=item.ttft_seconds,
+                    finish_reason=item.finish_reason,
+                    model=item.model,
+                    prompt_tokens=item.prompt_tokens,
+                    completion_tokens=item.completion_tokens,
+                )
+                yield sse_event("done", done.model_dump())
+    except ServiceError as exc:
+        # The 200 status is already sent: the error travels as the stream's last event.
+        body: dict[str, object] = dict(error_body(type(exc).__name__, exc.detail, request_id))
+        body["status_code"] = status_for(exc)
+        yield sse_event("error", body)
+    finally:
+        await items.aclose()

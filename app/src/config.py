@@ -1,0 +1,97 @@
+"""Every tunable of the service, read from the environment and `.env` at the repo root."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=REPO_ROOT / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    openrouter_api_key: SecretStr = SecretStr("")
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    log_dir: Path = Path("logs")
+    log_level: str = "INFO"
+    log_max_bytes: int = Field(default=10 * MIB, ge=1024)
+    log_backup_count: int = Field(default=5, ge=0)
+    benchmarks_dir: Path = Path("benchmarks")
+
+    models_cache_ttl_seconds: float = Field(default=600.0, ge=0)
+
+    retry_attempts: int = Field(default=5, ge=1, le=20)
+    retry_multiplier: float = Field(default=1.0, ge=0)
+    retry_min_seconds: float = Field(default=1.0, ge=0)
+    retry_max_seconds: float = Field(default=30.0, ge=0)
+
+    upstream_timeout_seconds: float = Field(default=120.0, gt=0)
+    upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    upstream_max_connections: int = Field(default=1000, ge=1)
+
+    max_upload_bytes: int = Field(default=MIB, ge=1)
+    max_prompts: int = Field(default=1000, ge=1)
+    max_runs: int = Field(default=100, ge=1)
+    max_concurrency: int = Field(default=100, ge=1)
+    max_benchmark_requests: int = Field(default=10000, ge=1)
+
+    # Inbound authentication: empty means the proxy is open (the default for a laptop).
+    proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    emulator_host: str = "127.0.0.1"
+    emulator_port: int = Field(default=8001, ge=1, le=65535)
+    emulator_ttft_seconds: float = Field(default=0.3, ge=0)
+    emulator_tokens_per_second: float = Field(default=40.0, ge=0)
+    emulator_rate_limit_probability: float = Field(default=0.0, ge=0, le=1)
+    emulator_server_error_probability: float = Field(default=0.0, ge=0, le=1)
+    emulator_stream_error_probability: float = Field(default=0.0, ge=0, le=1)
+    emulator_retry_after_seconds: float = Field(default=1.0, ge=0)
+
+    @field_validator("log_dir", "benchmarks_dir")
+    @classmethod
+    def _resolve_against_repo_root(cls, value: Path) -> Path:
+        # The service may be started from any directory (make, Docker, an IDE).
+        return value if value.is_absolute() else (REPO_ROOT / value).resolve()
+
+    @field_validator("proxy_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def uses_emulator(self) -> bool:
+        """Without a key the service answers from the built-in OpenRouter emulator."""
+        return not self.openrouter_api_key.get_secret_value()
+
+    @property
+    def upstream_label(self) -> str:
+        return "emulator" if self.uses_emulator else urlsplit(self.openrouter_base_url).netloc
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach logs, responses or files."""
+        values = [self.openrouter_api_key.get_secret_value()]
+        values += [key.get_secret_value() for key in self.proxy_api_keys]
+        return [value for value in values if value]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

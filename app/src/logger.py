@@ -1,0 +1,190 @@
+"""Logging setup (queue-backed, redacted) and the request logging middleware (pure ASGI)."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import queue
+import re
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from src.redaction import Redactor
+from src.services.base.exceptions import UpstreamError
+
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+LOG_FILE_NAME = "server_logs.txt"
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+logger = logging.getLogger(__name__)
+
+
+class RedactingFilter(logging.Filter):
+    """Removes secrets and Authorization values from the final text of every record."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.redact = Redactor(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        record.msg = self.redact(message)
+        record.args = None
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        return True
+
+
+def setup_logging(
+    log_dir: Path,
+    *,
+    secrets: Iterable[str],
+    level: str = "INFO",
+    max_bytes: int = 10 * 1024 * 1024,
+    backup_count: int = 5,
+) -> LoggingHandle:
+    """Route every log record through a queue, so file writes never block the event loop.
+
+    The caller (the lifespan) must stop the returned handle at shutdown.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    redactor = RedactingFilter(secrets)
+    formatter = logging.Formatter(LOG_FORMAT)
+    file_handler = logging.handlers.RotatingFileHandler(
+        log_dir / LOG_FILE_NAME, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
+    )
+    stream_handler = logging.StreamHandler(sys.stdout)
+    for handler in (file_handler, stream_handler):
+        handler.setFormatter(formatter)
+        handler.addFilter(redactor)
+
+    log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queue_handler = logging.handlers.QueueHandler(log_queue)
+    queue_handler.addFilter(redactor)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, logging.handlers.QueueHandler)]:
+        root.removeHandler(old)  # a previous app instance in the same process (tests)
+    root.addHandler(queue_handler)
+    root.setLevel(level.upper())
+    # Our middleware writes one line per request; uvicorn's access log would duplicate it.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+    listener = logging.handlers.QueueListener(
+        log_queue, file_handler, stream_handler, respect_handler_level=True
+    )
+    listener.start()
+    return LoggingHandle(listener, queue_handler)
+
+
+class LoggingHandle:
+    """What setup_logging installed, so the lifespan can flush and remove it at shutdown."""
+
+    def __init__(
+        self,
+        listener: logging.handlers.QueueListener,
+        queue_handler: logging.handlers.QueueHandler,
+    ) -> None:
+        self.listener = listener
+        self.queue_handler = queue_handler
+
+    def stop(self) -> None:
+        logging.getLogger().removeHandler(self.queue_handler)
+        self.listener.stop()  # drains the queue: every record is written before we return
+        for handler in self.listener.handlers:
+            handler.close()
+
+
+class RequestLoggingMiddleware:
+    """One log line per HTTP request, an X-Request-ID on every response, a JSON 500 for crashes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_code = 500
+        response_started = False
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status_code, response_started
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                response_started = True
+                headers = [h for h in message.get("headers", []) if h[0] != REQUEST_ID_HEADER]
+                headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except Exception as exc:
+            _log_request(scope, started, 500, exc)
+            if response_started:
+                raise  # a stream broke mid-way: let the server drop the connection
+            await _send_internal_error(send_with_request_id, request_id)
+            return
+        _log_request(scope, started, status_code, scope["state"].get("error"))
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            candidate = value.decode("latin-1")
+            return candidate if _VALID_REQUEST_ID.match(candidate) else None
+    return None
+
+
+def _log_request(scope: Scope, started: float, status_code: int, error: Any) -> None:
+    endpoint = scope.get("endpoint")
+    handler = getattr(endpoint, "__name__", "-")
+    line = "%s | %s %s | handler=%s | time=%.4fs | status_code=%d"
+    args: tuple[Any, ...] = (scope["method"], scope["path"], handler, time.perf_counter() - started)
+    if isinstance(error, UpstreamError):
+        # Not our fault: the message is enough, a traceback would only be noise.
+        logger.error(line + " | %s: %s", "ERROR", *args, status_code, type(error).__name__, error)
+    elif isinstance(error, BaseException) and status_code >= 500:
+        logger.error(line, "ERROR", *args, status_code, exc_info=error)
+    elif status_code >= 400:
+        detail = f" | {type(error).__name__}: {error}" if isinstance(error, BaseException) else ""
+        logger.warning(line + "%s", "CLIENT_ERROR", *args, status_code, detail)
+    else:
+        logger.info(line, "OK", *args, status_code)
+
+
+async def _send_internal_error(send: Send, request_id: str) -> None:
+    body = (
+        b'{"detail":"Internal server error","error":"InternalServerError","request_id":"'
+        + request_id.encode()
+        + b'"}'
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,107 @@
+"""The FastAPI application. The lifespan builds, and closes, every long-lived resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TypedDict
+
+import httpx
+from fastapi import FastAPI
+
+from src.api.endpoints import router
+from src.api.exception_handlers import register_exception_handlers
+from src.config import Settings, get_settings
+from src.logger import RequestLoggingMiddleware, setup_logging
+from src.redaction import Redactor
+from src.services.base.client import RetryPolicy, build_http_client
+from src.services.openrouter.catalog import ModelCatalog
+from src.services.openrouter.client import OpenRouterClient
+
+logger = logging.getLogger(__name__)
+
+# The embedded emulator wants a Bearer token like OpenRouter does; this one unlocks nothing real.
+EMULATOR_API_KEY = "emulator-local-key"
+
+
+class AppState(TypedDict):
+    settings: Settings
+    openrouter: OpenRouterClient
+    catalog: ModelCatalog
+    redactor: Redactor
+
+
+def create_app(
+    settings: Settings | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """`transport` replaces the network layer under httpx (tests inject respx or a mock)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
+        active = settings or get_settings()
+        async with AsyncExitStack() as stack:
+            logging_handle = setup_logging(
+                active.log_dir,
+                secrets=active.secrets(),
+                level=active.log_level,
+                max_bytes=active.log_max_bytes,
+                backup_count=active.log_backup_count,
+            )
+            stack.callback(logging_handle.stop)
+            base_url = active.openrouter_base_url
+            api_key = active.openrouter_api_key.get_secret_value()
+            if active.uses_emulator:
+                # Imported here: with a key set, nothing of the emulator is loaded.
+                from src.services.emulator import EmulatorConfig
+                from src.services.emulator.server import serve_embedded_emulator
+
+                base_url = await stack.enter_async_context(
+                    serve_embedded_emulator(EmulatorConfig.from_settings(active))
+                )
+                api_key = EMULATOR_API_KEY
+                logger.warning(
+                    "OPENROUTER_API_KEY is not set: serving against the built-in OpenRouter "
+                    "emulator at %s (only emulator/... models). Set the key to use OpenRouter.",
+                    base_url,
+                )
+            http = build_http_client(
+                base_url,
+                api_key=api_key,
+                timeout_seconds=active.upstream_timeout_seconds,
+                connect_timeout_seconds=active.upstream_connect_timeout_seconds,
+                max_connections=active.upstream_max_connections,
+                transport=transport,
+            )
+            stack.push_async_callback(http.aclose)
+            client = OpenRouterClient(
+                http,
+                RetryPolicy(
+                    attempts=active.retry_attempts,
+                    multiplier=active.retry_multiplier,
+                    min_seconds=active.retry_min_seconds,
+                    max_seconds=active.retry_max_seconds,
+                ),
+            )
+            catalog = ModelCatalog(client, active.models_cache_ttl_seconds)
+            logger.info("Service started; upstream: %s", active.upstream_label)
+            yield {
+                "settings": active,
+                "openrouter": client,
+                "catalog": catalog,
+                "redactor": Redactor(active.secrets()),
+            }
+
+    app = FastAPI(
+        title="LLM gateway",
+        description="OpenRouter proxy: list models, generate text, benchmark latency.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    register_exception_handlers(app)
+    app.include_router(router)
+    app.add_middleware(RequestLoggingMiddleware)
+    return app
+
+
+app = create_app()

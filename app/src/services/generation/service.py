@@ -1,0 +1,60 @@
+"""Text generation: the rules around the upstream call that are ours, not OpenRouter's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from src.config import Settings
+from src.services.base.exceptions import UnknownModelError
+from src.services.openrouter.client import Completion, OpenRouterClient, StreamItem
+from src.services.openrouter.schemas import ChatParameters
+
+EMULATOR_MODEL_PREFIX = "emulator/"
+
+
+def ensure_model_reachable(settings: Settings, model: str) -> None:
+    """Without a key only the emulator answers, so a real model id would fail obscurely later."""
+    if settings.uses_emulator and not model.startswith(EMULATOR_MODEL_PREFIX):
+        raise UnknownModelError(
+            f"Model '{model}' needs OpenRouter: set OPENROUTER_API_KEY. Without a key the service "
+            f"runs against its built-in emulator, which serves only '{EMULATOR_MODEL_PREFIX}...' "
+            "models (GET /models lists them)."
+        )
+
+
+async def generate(
+    settings: Settings, client: OpenRouterClient, params: ChatParameters
+) -> Completion:
+    ensure_model_reachable(settings, params.model)
+    return await client.complete(params)
+
+
+async def open_generation_stream(
+    settings: Settings, client: OpenRouterClient, params: ChatParameters
+) -> AsyncGenerator[StreamItem]:
+    """Start the upstream stream and wait for its first item.
+
+    Errors before the first byte surface here, so the caller can still answer with a plain
+    JSON error and the right status instead of a 200 stream that fails.
+    """
+    ensure_model_reachable(settings, params.model)
+    items = client.stream_complete(params)
+    try:
+        first = await anext(items)
+    except BaseException:
+        await items.aclose()
+        raise
+    return _prepend(first, items)
+
+
+async def _prepend(
+    first: StreamItem, rest: AsyncGenerator[StreamItem]
+) -> AsyncGenerator[StreamItem]:
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        # Closing the upstream generator closes its response: the connection goes back to
+        # the pool and, if the client left early, the upstream stops generating.
+        await rest.aclose()

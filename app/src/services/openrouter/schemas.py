@@ -1,0 +1,98 @@
+"""OpenRouter's wire format, parsed at the client boundary so nothing untyped goes further in.
+
+Only the fields the service reads are declared; the rest of each object is ignored.
+"""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Upstream(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class UpstreamPricing(_Upstream):
+    prompt: str = "0"
+    completion: str = "0"
+
+
+class UpstreamModel(_Upstream):
+    id: str
+    name: str = ""
+    context_length: int | None = None
+    pricing: UpstreamPricing = Field(default_factory=UpstreamPricing)
+
+
+class UpstreamModelList(_Upstream):
+    data: list[UpstreamModel]
+
+
+class Usage(_Upstream):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatMessage(_Upstream):
+    role: str = "assistant"
+    content: str | None = None
+
+
+class ChatChoice(_Upstream):
+    message: ChatMessage
+    finish_reason: str | None = None
+
+
+class UpstreamErrorBody(_Upstream):
+    code: int | str | None = None
+    message: str = "unknown upstream error"
+
+
+class ChatCompletion(_Upstream):
+    id: str = ""
+    model: str = ""
+    choices: list[ChatChoice] = Field(default_factory=list)
+    usage: Usage | None = None
+    # OpenRouter may answer 200 with an error object (for example a provider failure).
+    error: UpstreamErrorBody | None = None
+
+
+class ChunkDelta(_Upstream):
+    content: str | None = None
+
+
+class ChunkChoice(_Upstream):
+    delta: ChunkDelta = Field(default_factory=ChunkDelta)
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(_Upstream):
+    model: str = ""
+    choices: list[ChunkChoice] = Field(default_factory=list)
+    usage: Usage | None = None
+    error: UpstreamErrorBody | None = None
+
+
+class ChatParameters(BaseModel):
+    """What we send to POST /chat/completions. Optional sampling fields are omitted when unset."""
+
+    model: str
+    prompt: str
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def payload(self, *, stream: bool) -> dict[str, object]:
+        body: dict[str, object] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": self.prompt}],
+            "max_tokens": self.max_tokens,
+        }
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.top_p is not None:
+            body["top_p"] = self.top_p
+        if stream:
+            body["stream"] = True
+            # OpenRouter sends the token counts in a last chunk only when asked.
+            body["stream_options"] = {"include_usage": True}
+        return body

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from src.config import Settings
+from src.logger import RedactingFilter
+from tests.conftest import API_KEY, MODELS_BODY, completion_body, read_log, serve
+
+pytestmark = pytest.mark.anyio
+
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - INFO - "
+    r"OK \| GET /models \| handler=get_models \| time=\d+\.\d{4}s \| status_code=200$",
+    re.M,
+)
+
+
+async def test_each_request_writes_one_line_in_the_documented_format(
+    settings: Settings, upstream: respx.MockRouter
+) -> None:
+    upstream.get("/models").respond(json=MODELS_BODY)
+
+    async with serve(settings) as client:
+        await client.get("/models")
+        await client.get("/models")
+
+    assert len(LINE.findall(read_log(settings))) == 2
+
+
+async def test_upstream_error_is_logged_at_error_without_traceback(
+    settings: Settings, upstream: respx.MockRouter, retry_waits: list[float]
+) -> None:
+    upstream.post("/chat/completions").respond(403, json={"error": {"message": "forbidden"}})
+
+    async with serve(settings) as client:
+        await client.post("/generate", json={"model": "m/x", "prompt": "hi"})
+
+    log = read_log(settings)
+    assert re.search(
+        r" - ERROR - ERROR \| POST /generate \| handler=generate \| time=\S+ \| "
+        r"status_code=403 \| UpstreamStatusError: Upstream returned 403: forbidden",
+        log,
+    )
+    assert "Traceback" not in log
+
+
+async def test_unexpected_error_is_logged_with_traceback_and_answered_as_json_500(
+    settings: Settings, upstream: respx.MockRouter
+) -> None:
+    upstream.post("/chat/completions").mock(side_effect=RuntimeError("boom in our code"))
+
+    async with serve(settings) as client:
+        response = await client.post("/generate", json={"model": "m/x", "prompt": "hi"})
+
+    assert response.status_code == 500
+    assert response.json()["error"] == "InternalServerError"
+    assert "boom" not in response.text
+    log = read_log(settings)
+    assert "status_code=500" in log
+    assert "Traceback" in log and "RuntimeError: boom in our code" in log
+
+
+async def test_validation_errors_are_logged_as_client_errors(settings: Settings) -> None:
+    async with serve(settings) as client:
+        await client.post("/generate", json={"model": "m/x"})
+
+    assert re.search(
+        r" - WARNING - CLIENT_ERROR \| POST /generate .* status_code=422", read_log(settings)
+    )
+
+
+async def test_the_api_key_never_reaches_the_logs(
+    settings: Settings, upstream: respx.MockRouter, retry_waits: list[float]
+) -> None:
+    upstream.post("/chat/completions").mock(
+        side_effect=[
+            httpx.Response(500, json={"error": {"message": f"bad key {API_KEY}"}}),
+            httpx.Response(200, json=completion_body()),
+        ]
+    )
+    upstream.get("/models").mock(side_effect=RuntimeError(f"Authorization: Bearer {API_KEY}"))
+
+    async with serve(settings) as client:
+        response = await client.post("/generate", json={"model": "m/x", "prompt": "hi"})
+        await client.get("/models")
+        logging.getLogger("test").info("key in a message %s", API_KEY)
+
+    log = read_log(settings)
+    assert API_KEY not in log
+    assert API_KEY not in response.text
+    assert "[REDACTED]" in log
+
+
+def test_redacting_filter_hides_secrets_and_authorization_values() -> None:
+    redactor = RedactingFilter(["s3cr3t"])
+
+    assert redactor.redact("token s3cr3t here") == "token [REDACTED] here"
+    assert redactor.redact("{'Authorization': 'Bearer abc.def'}") == (
+        "{'Authorization': 'Bearer [REDACTED]'}"
+    )
+    assert redactor.redact("authorization=xyz") == "authorization=[REDACTED]"
+
+
+async def test_log_file_is_rotated_by_size(tmp_path: Path, upstream: respx.MockRouter) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, log_max_bytes=2048, log_backup_count=2)
+    upstream.get("/models").respond(json=MODELS_BODY)
+
+    async with serve(settings) as client:
+        for _ in range(60):
+            await client.get("/models")
+
+    files = sorted(p.name for p in settings.log_dir.iterdir())
+    assert files == ["server_logs.txt", "server_logs.txt.1", "server_logs.txt.2"]
+    assert all(p.stat().st_size <= 2048 for p in settings.log_dir.iterdir())

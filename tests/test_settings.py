@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from src.config import REPO_ROOT, Settings
+
+
+def test_relative_dirs_resolve_against_the_repo_root_whatever_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOG_DIR", "logs")
+    monkeypatch.setenv("BENCHMARKS_DIR", "out/bench")
+
+    settings = Settings(_env_file=None)
+
+    assert settings.log_dir == REPO_ROOT / "logs"
+    assert settings.benchmarks_dir == REPO_ROOT / "out" / "bench"
+
+
+def test_durations_accept_floats_and_keys_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRY_MIN_SECONDS", "0.05")
+    monkeypatch.setenv("PROXY_API_KEYS", " a1 , b2 ,,")
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-x")
+
+    settings = Settings(_env_file=None)
+
+    assert settings.retry_min_seconds == 0.05
+    assert [key.get_secret_value() for key in settings.proxy_api_keys] == ["a1", "b2"]
+    assert settings.secrets() == ["sk-x", "a1", "b2"]
+    assert "sk-x" not in repr(settings)
+
+
+def test_without_a_key_the_emulator_is_the_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+
+    settings = Settings(_env_file=None)
+
+    assert settings.uses_emulator
+    assert settings.upstream_label == "emulator"
+
+
+def test_example_env_documents_every_setting() -> None:
+    example = (REPO_ROOT / "app" / "example.env").read_text(encoding="utf-8")
+    documented = {
+        line.split("=")[0].lstrip("# ").strip() for line in example.splitlines() if "=" in line
+    }
+
+    assert {name.upper() for name in Settings.model_fields} <= documented
