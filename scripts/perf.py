@@ -129,9 +129,21 @@ def wrk(url: str, body: dict[str, object], connections: int, workdir: Path) -> W
     )
     threads = 1 if connections < 4 else 2
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{WRK_SECONDS}s", "--latency",
-         "--timeout", "10s", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{WRK_SECONDS}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
@@ -152,7 +164,11 @@ def goal_1_and_2(emulator: str, app: str, workdir: Path) -> list[Row]:
 
     def bodies(directive: str) -> tuple[dict[str, object], dict[str, object]]:
         prompt = f"{directive} Why is the sky blue?"
-        direct = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "max_tokens": 32}
+        direct = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": 32,
+        }
         proxy = {"model": MODEL, "prompt": prompt, "max_tokens": 32}
         return direct, proxy
 
@@ -167,20 +183,45 @@ def goal_1_and_2(emulator: str, app: str, workdir: Path) -> list[Row]:
     print_raw("goal 1 (200 in flight, 0.5 s upstream)", direct, proxy)
     throughput = proxy.requests_per_second / direct.requests_per_second
     p50_ratio = proxy.p50 / direct.p50
-    rows.append(Row("1: 200 in flight, upstream 0.5 s", "throughput (req/s)",
-                    direct.requests_per_second, proxy.requests_per_second, throughput,
-                    ">= 0.90x", throughput >= 0.9 and proxy.errors == 0))
-    rows.append(Row("1: 200 in flight, upstream 0.5 s", "p50 latency (s)", direct.p50, proxy.p50,
-                    p50_ratio, "<= 1.10x", p50_ratio <= 1.1 and proxy.errors == 0))
+    rows.append(
+        Row(
+            "1: 200 in flight, upstream 0.5 s",
+            "throughput (req/s)",
+            direct.requests_per_second,
+            proxy.requests_per_second,
+            throughput,
+            ">= 0.90x",
+            throughput >= 0.9 and proxy.errors == 0,
+        )
+    )
+    rows.append(
+        Row(
+            "1: 200 in flight, upstream 0.5 s",
+            "p50 latency (s)",
+            direct.p50,
+            proxy.p50,
+            p50_ratio,
+            "<= 1.10x",
+            p50_ratio <= 1.1 and proxy.errors == 0,
+        )
+    )
 
     direct_body, proxy_body = bodies(FAST)
     direct = wrk(direct_url, direct_body, 1, workdir)
     proxy = wrk(proxy_url, proxy_body, 1, workdir)
     print_raw("goal 2 (1 connection, instant upstream)", direct, proxy)
     added_ms = (proxy.p50 - direct.p50) * 1000
-    rows.append(Row("2: 1 connection, instant upstream", "p50 latency (ms)", direct.p50 * 1000,
-                    proxy.p50 * 1000, proxy.p50 / direct.p50, f"<= +1.0 ms (added {added_ms:.2f} ms)",
-                    added_ms <= 1.0 and proxy.errors == 0))
+    rows.append(
+        Row(
+            "2: 1 connection, instant upstream",
+            "p50 latency (ms)",
+            direct.p50 * 1000,
+            proxy.p50 * 1000,
+            proxy.p50 / direct.p50,
+            f"<= +1.0 ms (added {added_ms:.2f} ms)",
+            added_ms <= 1.0 and proxy.errors == 0,
+        )
+    )
     return rows
 
 
@@ -204,20 +245,38 @@ def goal_3(app: str) -> list[Row]:
     wall = float(summary["wall_seconds"])
     print(f"  goal 3: ok={stats['ok']} failed={stats['failed']} p50={p50:.4f} wall={wall:.3f}")
     return [
-        Row("3: /benchmark 100x2 @100, upstream 0.5 s", "reported p50 (s)", 0.5, p50, p50 / 0.5,
-            "within 5% of 0.5 s", abs(p50 - 0.5) <= 0.025 and stats["failed"] == 0),
-        Row("3: /benchmark 100x2 @100, upstream 0.5 s", "wall time (s)", 1.0, wall, wall / 1.0,
-            "within 15% of 1.0 s", abs(wall - 1.0) <= 0.15),
+        Row(
+            "3: /benchmark 100x2 @100, upstream 0.5 s",
+            "reported p50 (s)",
+            0.5,
+            p50,
+            p50 / 0.5,
+            "within 5% of 0.5 s",
+            abs(p50 - 0.5) <= 0.025 and stats["failed"] == 0,
+        ),
+        Row(
+            "3: /benchmark 100x2 @100, upstream 0.5 s",
+            "wall time (s)",
+            1.0,
+            wall,
+            wall / 1.0,
+            "within 15% of 1.0 s",
+            abs(wall - 1.0) <= 0.15,
+        ),
     ]
 
 
-async def _stream_all(url: str, payload: dict[str, object], count: int, done_marker: bytes) -> tuple[int, float]:
+async def _stream_all(
+    url: str, payload: dict[str, object], count: int, done_marker: bytes
+) -> tuple[int, float]:
     connector = aiohttp.TCPConnector(limit=0)
     headers = {"Authorization": f"Bearer {API_KEY}"}
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def one() -> bool:
-            async with session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=60)) as r:
+            async with session.post(
+                url, json=payload, timeout=aiohttp.ClientTimeout(total=60)
+            ) as r:
                 body = await r.read()
                 return r.status == 200 and done_marker in body
 
@@ -228,32 +287,67 @@ async def _stream_all(url: str, payload: dict[str, object], count: int, done_mar
 
 def goal_4(emulator: str, app: str, app_pid: int) -> list[Row]:
     prompt = "[[emulator:delay=0.5,tps=50]] Stream me a long answer please"
-    direct_payload = {"model": MODEL, "messages": [{"role": "user", "content": prompt}],
-                      "max_tokens": 64, "stream": True}
+    direct_payload = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 64,
+        "stream": True,
+    }
     proxy_payload = {"model": MODEL, "prompt": prompt, "max_tokens": 64, "stream": True}
     direct_ok, direct_time = asyncio.run(
-        _stream_all(f"{emulator}/api/v1/chat/completions", direct_payload, 500, b"[DONE]"))
+        _stream_all(f"{emulator}/api/v1/chat/completions", direct_payload, 500, b"[DONE]")
+    )
     rss_before = rss_kib(app_pid)
-    proxy_ok, proxy_time = asyncio.run(_stream_all(f"{app}/generate", proxy_payload, 500, b"event: done"))
+    proxy_ok, proxy_time = asyncio.run(
+        _stream_all(f"{app}/generate", proxy_payload, 500, b"event: done")
+    )
     rss_after = rss_kib(app_pid)
     growth_mib = (rss_after - rss_before) / 1024
-    print(f"  goal 4: direct {direct_ok}/500 in {direct_time:.2f}s; proxy {proxy_ok}/500 in "
-          f"{proxy_time:.2f}s; app RSS {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB")
+    print(
+        f"  goal 4: direct {direct_ok}/500 in {direct_time:.2f}s; proxy {proxy_ok}/500 in "
+        f"{proxy_time:.2f}s; app RSS {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB"
+    )
     return [
-        Row("4: 500 concurrent streams", "completed", direct_ok, proxy_ok, proxy_ok / 500,
-            "all 500", proxy_ok == 500),
-        Row("4: 500 concurrent streams", "time for all (s)", direct_time, proxy_time,
-            proxy_time / direct_time, "reported", True),
-        Row("4: 500 concurrent streams", "app RSS growth (MiB)", 0.0, growth_mib, 0.0,
-            f"reported ({rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB)", True),
+        Row(
+            "4: 500 concurrent streams",
+            "completed",
+            direct_ok,
+            proxy_ok,
+            proxy_ok / 500,
+            "all 500",
+            proxy_ok == 500,
+        ),
+        Row(
+            "4: 500 concurrent streams",
+            "time for all (s)",
+            direct_time,
+            proxy_time,
+            proxy_time / direct_time,
+            "reported",
+            True,
+        ),
+        Row(
+            "4: 500 concurrent streams",
+            "app RSS growth (MiB)",
+            0.0,
+            growth_mib,
+            0.0,
+            f"reported ({rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB)",
+            True,
+        ),
     ]
 
 
 def render(rows: list[Row]) -> str:
-    lines = ["| goal | metric | direct | proxy | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| goal | metric | direct | proxy | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r.goal} | {r.metric} | {r.direct:.4g} | {r.proxy:.4g} | {r.ratio:.3f} "
-                     f"| {r.target} | {'yes' if r.met else 'NO'} |")
+        lines.append(
+            f"| {r.goal} | {r.metric} | {r.direct:.4g} | {r.proxy:.4g} | {r.ratio:.3f} "
+            f"| {r.target} | {'yes' if r.met else 'NO'} |"
+        )
     return "\n".join(lines)
 
 
@@ -265,16 +359,30 @@ def main() -> int:
     emulator_port, app_port = free_port(), free_port()
     emulator_url = f"http://127.0.0.1:{emulator_port}"
     app_url = f"http://127.0.0.1:{app_port}"
-    emulator = start("src.services.emulator", {
-        "EMULATOR_HOST": "127.0.0.1", "EMULATOR_PORT": str(emulator_port),
-        "EMULATOR_TTFT_SECONDS": "0", "EMULATOR_TOKENS_PER_SECOND": "0",
-    }, workdir / "emulator.log")
-    app = start("src.serve", {
-        "HOST": "127.0.0.1", "PORT": str(app_port), "WORKERS": "1",
-        "OPENROUTER_API_KEY": API_KEY, "OPENROUTER_BASE_URL": f"{emulator_url}/api/v1",
-        "LOG_DIR": str(workdir / "logs"), "BENCHMARKS_DIR": str(workdir / "benchmarks"),
-        "LOG_LEVEL": "WARNING",
-    }, workdir / "app.log")
+    emulator = start(
+        "src.services.emulator",
+        {
+            "EMULATOR_HOST": "127.0.0.1",
+            "EMULATOR_PORT": str(emulator_port),
+            "EMULATOR_TTFT_SECONDS": "0",
+            "EMULATOR_TOKENS_PER_SECOND": "0",
+        },
+        workdir / "emulator.log",
+    )
+    app = start(
+        "src.serve",
+        {
+            "HOST": "127.0.0.1",
+            "PORT": str(app_port),
+            "WORKERS": "1",
+            "OPENROUTER_API_KEY": API_KEY,
+            "OPENROUTER_BASE_URL": f"{emulator_url}/api/v1",
+            "LOG_DIR": str(workdir / "logs"),
+            "BENCHMARKS_DIR": str(workdir / "benchmarks"),
+            "LOG_LEVEL": "WARNING",
+        },
+        workdir / "app.log",
+    )
     try:
         wait_ready(f"{emulator_url}/api/v1/models", emulator)
         wait_ready(f"{app_url}/health", app)
@@ -286,7 +394,9 @@ def main() -> int:
         stop(emulator)
     table = render(rows)
     print()
-    print(f"Machine: {os.cpu_count()} cores, one uvicorn worker per process, loopback, wrk {WRK_SECONDS}s")
+    print(
+        f"Machine: {os.cpu_count()} cores, one uvicorn worker per process, loopback, wrk {WRK_SECONDS}s"
+    )
     print(table)
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
