@@ -395,7 +395,8 @@ def main() -> int:
     table = render(rows)
     print()
     print(
-        f"Machine: {os.cpu_count()} cores, one uvicorn worker per process, loopback, wrk {WRK_SECONDS}s"
+        f"Machine: {os.cpu_count()} cores, one uvicorn worker per process, loopback, "
+        f"wrk {WRK_SECONDS}s"
     )
     print(table)
     RESULTS_DIR.mkdir(exist_ok=True)
