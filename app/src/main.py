@@ -8,9 +8,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from src.api.endpoints import router
+from src.api.auth import require_inbound_key
+from src.api.endpoints import public_router, router
 from src.api.exception_handlers import register_exception_handlers
 from src.config import Settings, get_settings
 from src.logger import RequestLoggingMiddleware, setup_logging
@@ -99,7 +100,8 @@ def create_app(
         lifespan=lifespan,
     )
     register_exception_handlers(app)
-    app.include_router(router)
+    app.include_router(public_router)
+    app.include_router(router, dependencies=[Depends(require_inbound_key)])
     app.add_middleware(RequestLoggingMiddleware)
     return app
 

@@ -21,10 +21,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse} for status in (400, 402, 403, 404, 429, 502, 504)
 }
 
+# /health stays open for load balancers and container health checks; the rest may need a key.
+public_router = APIRouter()
 router = APIRouter()
 
 
-@router.get("/health")
+@public_router.get("/health")
 async def health(settings: SettingsDep) -> HealthResponse:
     """Liveness, and which upstream this instance talks to."""
     return HealthResponse(status="ok", upstream=settings.upstream_label)

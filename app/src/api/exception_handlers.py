@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.redaction import Redactor
 from src.services.base.exceptions import (
+    AuthenticationError,
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
@@ -23,6 +24,7 @@ from src.services.base.exceptions import (
 
 # Checked in order: the first class the error is an instance of decides the status.
 STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
+    (AuthenticationError, 401),
     (PayloadTooLargeError, 413),
     (LimitExceededError, 422),
     (InvalidInputError, 422),
@@ -72,6 +74,8 @@ async def handle_service_error(request: Request, exc: Exception) -> JSONResponse
     status = status_for(exc)
     headers: dict[str, str] = {}
     retry_after = getattr(exc, "retry_after", None)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     if status == 429:
         # Round up: telling a client to come back early only earns it another 429.
         headers["Retry-After"] = str(max(1, int(-(-(retry_after or 1) // 1))))

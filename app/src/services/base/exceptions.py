@@ -27,6 +27,10 @@ class PayloadTooLargeError(InvalidInputError):
     """An upload is larger than MAX_UPLOAD_BYTES."""
 
 
+class AuthenticationError(ServiceError):
+    """The caller did not present one of PROXY_API_KEYS."""
+
+
 class NotFoundError(ServiceError):
     """A resource of ours (a saved benchmark) does not exist."""
 
