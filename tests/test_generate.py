@@ -125,3 +125,19 @@ async def test_generate_maps_an_error_object_in_a_200_answer_to_502(
 
     assert response.status_code == 502
     assert "provider crashed" in response.json()["detail"]
+
+
+async def test_upstream_cookies_never_reach_the_next_callers_request(
+    client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post("/chat/completions").mock(
+        side_effect=[
+            httpx.Response(200, json=completion_body(), headers={"set-cookie": "session=alice"}),
+            httpx.Response(200, json=completion_body()),
+        ]
+    )
+
+    await client.post("/generate", json={"model": "m/x", "prompt": "from alice"})
+    await client.post("/generate", json={"model": "m/x", "prompt": "from bob"})
+
+    assert "cookie" not in route.calls[1].request.headers

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     emulator_server_error_probability: float = Field(default=0.0, ge=0, le=1)
     emulator_stream_error_probability: float = Field(default=0.0, ge=0, le=1)
     emulator_retry_after_seconds: float = Field(default=1.0, ge=0)
+    emulator_seed: int = 0
 
     @field_validator("log_dir", "benchmarks_dir")
     @classmethod

@@ -77,6 +77,8 @@ def setup_logging(
         root.removeHandler(old)  # a previous app instance in the same process (tests)
     root.addHandler(queue_handler)
     root.setLevel(level.upper())
+    # httpx logs every upstream call at INFO: noise next to our one line per request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # Our middleware writes one line per request; uvicorn's access log would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

@@ -11,6 +11,7 @@ import httpx
 from fastapi import Depends, FastAPI
 
 from src.api.auth import require_inbound_key
+from src.api.benchmarks import router as benchmarks_router
 from src.api.endpoints import public_router, router
 from src.api.exception_handlers import register_exception_handlers
 from src.config import Settings, get_settings
@@ -101,9 +102,12 @@ def create_app(
     )
     register_exception_handlers(app)
     app.include_router(public_router)
-    app.include_router(router, dependencies=[Depends(require_inbound_key)])
+    # Without inbound keys the check would be a no-op dependency on every request: skip it.
+    guarded = settings is None or bool(settings.proxy_api_keys)
+    app.include_router(router, dependencies=[Depends(require_inbound_key)] if guarded else [])
+    app.include_router(benchmarks_router, dependencies=[Depends(require_inbound_key)])
     app.add_middleware(RequestLoggingMiddleware)
     return app
 
 
-app = create_app()
+app = create_app(get_settings())

@@ -1,4 +1,8 @@
-"""Dependencies read what the lifespan built; they create nothing."""
+"""Dependencies read what the lifespan built; they create nothing.
+
+They are async on purpose: FastAPI runs plain `def` dependencies in a thread pool, a thread hop
+per dependency per request on the hot path.
+"""
 
 from typing import Annotated, cast
 
@@ -9,15 +13,15 @@ from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import OpenRouterClient
 
 
-def get_settings_state(request: Request) -> Settings:
+async def get_settings_state(request: Request) -> Settings:
     return cast(Settings, request.state.settings)
 
 
-def get_openrouter(request: Request) -> OpenRouterClient:
+async def get_openrouter(request: Request) -> OpenRouterClient:
     return cast(OpenRouterClient, request.state.openrouter)
 
 
-def get_catalog(request: Request) -> ModelCatalog:
+async def get_catalog(request: Request) -> ModelCatalog:
     return cast(ModelCatalog, request.state.catalog)
 
 

@@ -1,0 +1,309 @@
+"""The emulator's ASGI callable: routing, authentication, faults and plain answers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from typing import Final
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from src.services.emulator.asgi import (
+    ClientGoneError,
+    HttpError,
+    lifespan,
+    read_body,
+    send_bytes,
+    sleep_unless_disconnected,
+)
+from src.services.emulator.catalog import MODELS, MODELS_BY_ID, models_body
+from src.services.emulator.config import EmulatorConfig
+from src.services.emulator.request import BadRequestError, parse_chat_request
+from src.services.emulator.scenarios import (
+    NO_SCENARIO,
+    Scenario,
+    ScenarioError,
+    parse_scenario,
+    scenario_for,
+)
+from src.services.emulator.streaming import (
+    MID_STREAM_ERROR_CODE,
+    MID_STREAM_ERROR_MESSAGE,
+    StreamPlan,
+    stream_answer,
+)
+from src.services.emulator.text import answer_tokens, count_prompt_tokens
+from src.services.emulator.wire import (
+    JSON_CONTENT_TYPE,
+    PROVIDER,
+    ChunkFramer,
+    Headers,
+    completion_body,
+    completion_error_body,
+    error_body,
+    usage,
+)
+
+API_PREFIX: Final = "/api/v1"
+SCENARIO_HEADER: Final = b"x-emulator-scenario"
+MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+# Long enough that any client timeout fires first; the sleep ends early if the client leaves.
+TIMEOUT_SCENARIO_SECONDS: Final = 3600.0
+
+_JSON_HEADERS: Final[Headers] = [JSON_CONTENT_TYPE]
+_FAULT_MESSAGES: Final[dict[int, str]] = {
+    401: "No auth credentials found",
+    402: "Insufficient credits (emulated): this account never has any",
+    403: "Forbidden (emulated)",
+    408: "Request timed out (emulated)",
+    429: "Rate limit exceeded (emulated): wait for Retry-After seconds",
+    500: "Internal server error (emulated)",
+    502: "Provider returned error (emulated)",
+    503: "No provider available (emulated)",
+    504: "Provider timed out (emulated)",
+}
+_RANDOM_SERVER_ERRORS: Final = (502, 503)
+_MODELS_FAULT_KEY: Final = "\x00GET /models"
+
+
+class EmulatorApp:
+    """One emulated OpenRouter. It owns its fault RNG and its per-prompt rate-limit counters."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self._rate_limit_hits: dict[str, int] = {}
+        self._models_body = models_body()
+        self._health_body = orjson.dumps(
+            {"status": "ok", "service": "openrouter-emulator", "models": len(MODELS)}
+        )
+        self._generation_ids = itertools.count(1)
+        self._generation_prefix = f"gen-emu-{int(time.time())}-"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                await self._route(scope, receive, send)
+            except HttpError as exc:
+                await send_bytes(
+                    send,
+                    exc.status,
+                    error_body(exc.status, exc.message),
+                    [*_JSON_HEADERS, *exc.headers],
+                )
+            except ClientGoneError:
+                return
+        elif scope["type"] == "lifespan":
+            await lifespan(receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path.startswith(API_PREFIX):
+            path = path[len(API_PREFIX) :]
+        path = path.rstrip("/") or "/"
+        method: str = scope["method"]
+        if path == "/chat/completions":
+            _allow(method, "POST", path)
+            await self._chat(scope, receive, send)
+        elif path == "/models":
+            _allow(method, "GET", path)
+            await self._models(scope, receive, send)
+        elif path in ("/", "/health"):
+            _allow(method, "GET", path)
+            await send_bytes(send, 200, self._health_body, _JSON_HEADERS)
+        else:
+            raise HttpError(404, f"Not found: {scope['path']}")
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        header = _header(scope, SCENARIO_HEADER)
+        if header is None:
+            await send_bytes(send, 200, self._models_body, _JSON_HEADERS)
+            return
+        scenario = _parse(header)
+        status = self._forced_status(scenario, _MODELS_FAULT_KEY)
+        if status is not None:
+            await self._send_fault(send, status, scenario)
+            return
+        if scenario.timeout and not await sleep_unless_disconnected(
+            receive, TIMEOUT_SCENARIO_SECONDS
+        ):
+            return
+        if scenario.ttft_seconds:
+            await asyncio.sleep(scenario.ttft_seconds)
+        await _send_json_answer(send, self._models_body, scenario)
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        authorization = _header(scope, b"authorization")
+        if not _has_bearer_token(authorization):
+            raise HttpError(401, _FAULT_MESSAGES[401])
+        try:
+            request = parse_chat_request(await read_body(receive, MAX_BODY_BYTES))
+        except BadRequestError as exc:
+            raise HttpError(400, str(exc)) from None
+        model = MODELS_BY_ID.get(request.model)
+        if model is None:
+            raise HttpError(400, f"{request.model} is not a valid model ID")
+        header = _header(scope, SCENARIO_HEADER)
+        try:
+            scenario = scenario_for(
+                header.decode("latin-1") if header is not None else None,
+                request.last_user_text,
+            )
+        except ScenarioError as exc:
+            raise HttpError(400, str(exc)) from None
+
+        if scenario is NO_SCENARIO:
+            # Random faults only hit requests that force nothing, so a forced scenario stays exact.
+            status = self._random_fault()
+            stream_error = request.stream and self._roll(self.config.stream_error_probability)
+        else:
+            status = self._forced_status(scenario, request.prompt)
+            stream_error = scenario.mid_stream_error
+        if status is not None:
+            await self._send_fault(send, status, scenario)
+            return
+        if scenario.timeout and not await sleep_unless_disconnected(
+            receive, TIMEOUT_SCENARIO_SECONDS
+        ):
+            return
+
+        tokens = answer_tokens(model.id, request.prompt)
+        finish_reason = "stop"
+        if request.max_tokens is not None and request.max_tokens < len(tokens):
+            tokens = tokens[: request.max_tokens]
+            finish_reason = "length"
+        prompt_tokens = count_prompt_tokens(request.prompt)
+        answer_usage = usage(model, prompt_tokens, len(tokens))
+        ttft = self.config.ttft_seconds if scenario.ttft_seconds is None else scenario.ttft_seconds
+        tps = (
+            self.config.tokens_per_second
+            if scenario.tokens_per_second is None
+            else scenario.tokens_per_second
+        )
+        generation_id = f"{self._generation_prefix}{next(self._generation_ids)}"
+        created = int(time.time())
+
+        if request.stream:
+            framer = ChunkFramer(generation_id=generation_id, model_id=model.id, created=created)
+            plan = StreamPlan(
+                tokens=tokens,
+                finish_reason=finish_reason,
+                usage=answer_usage,
+                ttft_seconds=ttft,
+                tokens_per_second=tps,
+                mid_stream_error=stream_error,
+                invalid_json=scenario.invalid_json,
+                truncated=scenario.truncated,
+            )
+            await stream_answer(send, framer, plan)
+            return
+
+        # Same pacing as a stream: the first token after TTFT, the rest at the decode rate.
+        delay = ttft + ((len(tokens) - 1) / tps if tps else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if stream_error:
+            body = completion_error_body(
+                generation_id=generation_id,
+                model_id=model.id,
+                created=created,
+                code=MID_STREAM_ERROR_CODE,
+                message=MID_STREAM_ERROR_MESSAGE,
+            )
+        else:
+            body = completion_body(
+                generation_id=generation_id,
+                model_id=model.id,
+                created=created,
+                content="".join(tokens),
+                finish_reason=finish_reason,
+                usage=answer_usage,
+            )
+        await _send_json_answer(send, body, scenario)
+
+    def _roll(self, probability: float) -> bool:
+        # No draw at probability 0, so enabling one fault does not reshuffle the others.
+        return probability > 0 and self._rng.random() < probability
+
+    def _random_fault(self) -> int | None:
+        if self._roll(self.config.rate_limit_probability):
+            return 429
+        if self._roll(self.config.server_error_probability):
+            return self._rng.choice(_RANDOM_SERVER_ERRORS)
+        return None
+
+    def _forced_status(self, scenario: Scenario, key: str) -> int | None:
+        if scenario.rate_limit_times:
+            hits = self._rate_limit_hits.get(key, 0)
+            if hits < scenario.rate_limit_times:
+                self._rate_limit_hits[key] = hits + 1
+                return 429
+        return scenario.status
+
+    async def _send_fault(self, send: Send, status: int, scenario: Scenario) -> None:
+        headers = list(_JSON_HEADERS)
+        retry_after = scenario.retry_after_seconds
+        if status == 429 or (status == 503 and retry_after is not None):
+            seconds = self.config.retry_after_seconds if retry_after is None else retry_after
+            headers.append((b"retry-after", _format_seconds(seconds)))
+        metadata: dict[str, object] | None = (
+            {"provider_name": PROVIDER} if status == 429 or status >= 500 else None
+        )
+        message = _FAULT_MESSAGES.get(status, f"Emulated error {status}")
+        await send_bytes(send, status, error_body(status, message, metadata), headers)
+
+
+def create_emulator_app(config: EmulatorConfig) -> ASGIApp:
+    return EmulatorApp(config)
+
+
+def _allow(method: str, allowed: str, path: str) -> None:
+    if method != allowed:
+        raise HttpError(
+            405, f"Method {method} not allowed on {path}", [(b"allow", allowed.encode())]
+        )
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def _has_bearer_token(value: bytes | None) -> bool:
+    return value is not None and value[:7].lower() == b"bearer " and bool(value[7:].strip())
+
+
+def _parse(header: bytes) -> Scenario:
+    try:
+        return parse_scenario(header.decode("latin-1"))
+    except ScenarioError as exc:
+        raise HttpError(400, str(exc)) from None
+
+
+def _format_seconds(seconds: float) -> bytes:
+    # Whole seconds as the RFC's delta-seconds; fractions kept so tests can retry fast.
+    return str(int(seconds) if seconds == int(seconds) else seconds).encode()
+
+
+async def _send_json_answer(send: Send, body: bytes, scenario: Scenario) -> None:
+    if scenario.invalid_json:
+        await send_bytes(send, 200, body[: len(body) // 2], _JSON_HEADERS)
+    elif scenario.truncated:
+        # Promise the whole body, send half, return: the server then drops the connection.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(body))],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True}
+        )
+    else:
+        await send_bytes(send, 200, body, _JSON_HEADERS)

@@ -1,0 +1,124 @@
+"""Per-request scenarios: what a test forces on one request (the list is in the package doc).
+
+A scenario comes from the `X-Emulator-Scenario` header or from `[[emulator:<spec>]]`
+directives in the last user message; both are comma-separated lists of names and
+`name=value` parameters, and they add up.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any, Final
+
+_DIRECTIVE_MARK: Final = "[[emulator:"
+_DIRECTIVE: Final = re.compile(r"\[\[emulator:([^\]]*)\]\]")
+
+
+class ScenarioError(ValueError):
+    """A scenario name or value the emulator does not know; answered with a 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    status: int | None = None
+    rate_limit_times: int = 0
+    retry_after_seconds: float | None = None
+    timeout: bool = False
+    invalid_json: bool = False
+    truncated: bool = False
+    mid_stream_error: bool = False
+    ttft_seconds: float | None = None
+    tokens_per_second: float | None = None
+
+
+NO_SCENARIO: Final = Scenario()
+
+# Field updates per flag; `Any` because `dataclasses.replace` takes heterogeneous kwargs.
+_FLAGS: Final[dict[str, dict[str, Any]]] = {
+    "rate_limit": {"status": 429},
+    "rate_limit_once": {"rate_limit_times": 1},
+    "unauthorized": {"status": 401},
+    "payment_required": {"status": 402},
+    "forbidden": {"status": 403},
+    "request_timeout": {"status": 408},
+    "server_error": {"status": 500},
+    "bad_gateway": {"status": 502},
+    "unavailable": {"status": 503},
+    "gateway_timeout": {"status": 504},
+    "timeout": {"timeout": True},
+    "invalid_json": {"invalid_json": True},
+    "truncated": {"truncated": True},
+    "mid_stream_error": {"mid_stream_error": True},
+}
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(raw)
+    return value
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(raw)
+    return value
+
+
+def _status(raw: str) -> int:
+    value = int(raw)
+    if not 400 <= value <= 599:
+        raise ValueError(raw)
+    return value
+
+
+_PARAMETERS: Final[dict[str, tuple[str, Callable[[str], Any]]]] = {
+    "rate_limit_times": ("rate_limit_times", _count),
+    "retry_after": ("retry_after_seconds", _seconds),
+    "ttft": ("ttft_seconds", _seconds),
+    "delay": ("ttft_seconds", _seconds),
+    "tps": ("tokens_per_second", _seconds),
+    "status": ("status", _status),
+}
+
+
+@lru_cache(maxsize=256)
+def parse_scenario(spec: str) -> Scenario:
+    """Parse `name,name=value,...`; cached because a load test repeats one spec."""
+    scenario = NO_SCENARIO
+    for item in spec.split(","):
+        name, has_value, raw = item.strip().partition("=")
+        name = name.strip().lower()
+        if not name:
+            continue
+        if not has_value and name in _FLAGS:
+            scenario = replace(scenario, **_FLAGS[name])
+            continue
+        if has_value and name in _PARAMETERS:
+            field_name, parse = _PARAMETERS[name]
+            try:
+                value = parse(raw.strip())
+            except ValueError:
+                raise ScenarioError(f"Bad value for emulator scenario {name!r}: {raw!r}") from None
+            scenario = replace(scenario, **{field_name: value})
+            continue
+        raise ScenarioError(f"Unknown emulator scenario {item.strip()!r}")
+    return scenario
+
+
+def directives(text: str) -> str:
+    """The specs of every `[[emulator:...]]` in `text`, joined with commas."""
+    if _DIRECTIVE_MARK not in text:  # the common case costs one substring scan
+        return ""
+    return ",".join(_DIRECTIVE.findall(text))
+
+
+def scenario_for(header: str | None, text: str) -> Scenario:
+    """The scenario of one request: its header plus the directives in its last user message."""
+    spec = ",".join(part for part in (header, directives(text)) if part)
+    return parse_scenario(spec) if spec else NO_SCENARIO

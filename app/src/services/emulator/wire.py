@@ -1,0 +1,151 @@
+"""OpenRouter's wire format: error bodies, chat completions and SSE chunks, built as bytes.
+
+Streams are the hot path of a load test, so a chunk is a precomputed prefix, the JSON of one
+token and a precomputed suffix, rather than a dict serialised per token.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import orjson
+
+from src.services.emulator.catalog import EmulatedModel
+
+PROVIDER: Final = "Emulator"
+
+Headers = list[tuple[bytes, bytes]]
+
+JSON_CONTENT_TYPE: Final = (b"content-type", b"application/json")
+SSE_HEADERS: Final[Headers] = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    # Tells a buffering reverse proxy (nginx) to pass each event on at once.
+    (b"x-accel-buffering", b"no"),
+]
+PROCESSING_COMMENT: Final = b": OPENROUTER PROCESSING\n\n"
+DONE_EVENT: Final = b"data: [DONE]\n\n"
+
+
+def error_body(code: int, message: str, metadata: dict[str, object] | None = None) -> bytes:
+    error: dict[str, object] = {"code": code, "message": message}
+    if metadata is not None:
+        error["metadata"] = metadata
+    return orjson.dumps({"error": error})
+
+
+def usage(model: EmulatedModel, prompt_tokens: int, completion_tokens: int) -> dict[str, object]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cost": model.cost(prompt_tokens, completion_tokens),
+    }
+
+
+def completion_body(
+    *,
+    generation_id: str,
+    model_id: str,
+    created: int,
+    content: str,
+    finish_reason: str,
+    usage: dict[str, object],
+) -> bytes:
+    return orjson.dumps(
+        {
+            "id": generation_id,
+            "provider": PROVIDER,
+            "model": model_id,
+            "object": "chat.completion",
+            "created": created,
+            "choices": [
+                {
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                    "native_finish_reason": finish_reason,
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": content,
+                        "refusal": None,
+                        "reasoning": None,
+                    },
+                }
+            ],
+            "usage": usage,
+        }
+    )
+
+
+def completion_error_body(
+    *, generation_id: str, model_id: str, created: int, code: int, message: str
+) -> bytes:
+    """A 200 whose body carries the error: OpenRouter's answer when a provider fails late."""
+    return orjson.dumps(
+        {
+            "id": generation_id,
+            "provider": PROVIDER,
+            "model": model_id,
+            "object": "chat.completion",
+            "created": created,
+            "error": {"code": code, "message": message},
+            "choices": [],
+        }
+    )
+
+
+class ChunkFramer:
+    """Frames the `data:` events of one stream; every event shares id, model and created."""
+
+    __slots__ = ("_head", "_token_prefix")
+
+    _TOKEN_SUFFIX: Final = (
+        b'},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n'
+    )
+
+    def __init__(self, *, generation_id: str, model_id: str, created: int) -> None:
+        head = orjson.dumps(
+            {
+                "id": generation_id,
+                "provider": PROVIDER,
+                "model": model_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+            }
+        )
+        # The object without its closing brace, so each event appends its own fields.
+        self._head = b"data: " + head[:-1]
+        self._token_prefix = (
+            self._head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":'
+        )
+
+    def token(self, text: str) -> bytes:
+        return self._token_prefix + orjson.dumps(text) + self._TOKEN_SUFFIX
+
+    def finish(self, reason: str) -> bytes:
+        reason_json = orjson.dumps(reason)
+        return (
+            self._token_prefix
+            + b'""},"finish_reason":'
+            + reason_json
+            + b',"native_finish_reason":'
+            + reason_json
+            + b',"logprobs":null}]}\n\n'
+        )
+
+    def usage(self, usage: dict[str, object]) -> bytes:
+        return self._head + b',"choices":[],"usage":' + orjson.dumps(usage) + b"}\n\n"
+
+    def error(self, code: int, message: str) -> bytes:
+        return (
+            self._head
+            + b',"error":'
+            + orjson.dumps({"code": code, "message": message})
+            + b',"choices":[{"index":0,"delta":{"content":""},'
+            + b'"finish_reason":"error","native_finish_reason":"error"}]}\n\n'
+        )
+
+    def broken(self) -> bytes:
+        """An event whose JSON stops half way, for clients that must survive bad chunks."""
+        return self._token_prefix + b'"unterminated\n\n'
