@@ -164,3 +164,25 @@ async def test_streamed_request_is_logged_once_when_the_stream_ends(
     lines = [line for line in read_log(settings).splitlines() if "POST /generate" in line]
     assert len(lines) == 1
     assert "OK | POST /generate | handler=generate" in lines[0] and "status_code=200" in lines[0]
+
+
+async def test_connection_broken_mid_stream_ends_with_an_error_event(
+    client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    class BrokenStream(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            yield chunk("The ")
+            raise httpx.ReadError("connection reset by peer")
+
+    upstream.post("/chat/completions").mock(
+        return_value=httpx.Response(
+            200, stream=BrokenStream(), headers={"content-type": "text/event-stream"}
+        )
+    )
+
+    response = await client.post("/generate?stream=true", json={"model": "m/x", "prompt": "hi"})
+
+    events = parse_sse(response.text)
+    assert [name for name, _ in events] == ["token", "error"]
+    assert events[-1][1]["error"] == "UpstreamConnectionError"
+    assert events[-1][1]["status_code"] == 502

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import httpx
 from fastapi import Depends, FastAPI
@@ -17,6 +17,7 @@ from src.api.exception_handlers import register_exception_handlers
 from src.config import Settings, get_settings
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
+from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
 from src.services.base.client import RetryPolicy, build_http_client
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import OpenRouterClient
@@ -104,8 +105,15 @@ def create_app(
     app.include_router(public_router)
     # Without inbound keys the check would be a no-op dependency on every request: skip it.
     guarded = settings is None or bool(settings.proxy_api_keys)
-    app.include_router(router, dependencies=[Depends(require_inbound_key)] if guarded else [])
-    app.include_router(benchmarks_router, dependencies=[Depends(require_inbound_key)])
+    guard = [Depends(require_inbound_key)] if guarded else []
+    # Every error is documented with its JSON shape. Our own 422s (limits, bad files) use the
+    # error shape; FastAPI's request validation 422s keep theirs.
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorResponse} for status in (400, 401, 402, 403, 404, 413, 429, 502, 504)
+    }
+    documented[422] = {"model": ErrorResponse | ValidationErrorResponse}
+    for protected in (router, benchmarks_router):
+        app.include_router(protected, dependencies=guard, responses=documented)
     app.add_middleware(RequestLoggingMiddleware)
     return app
 

@@ -11,15 +11,11 @@ from src.api.deps import CatalogDep, OpenRouterDep, SettingsDep
 from src.api.exception_handlers import request_id_of
 from src.api.sse import sse_from_stream
 from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse, Pricing
-from src.schemas.prompts import ErrorResponse, GenerateRequest, GenerateResponse
+from src.schemas.prompts import GenerateRequest, GenerateResponse
 from src.services.generation.service import generate as generate_text
 from src.services.generation.service import open_generation_stream
 from src.services.openrouter.catalog import is_free
 from src.services.openrouter.schemas import ChatParameters
-
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 402, 403, 404, 429, 502, 504)
-}
 
 # /health stays open for load balancers and container health checks; the rest may need a key.
 public_router = APIRouter()
@@ -32,7 +28,7 @@ async def health(settings: SettingsDep) -> HealthResponse:
     return HealthResponse(status="ok", upstream=settings.upstream_label)
 
 
-@router.get("/models", responses=ERROR_RESPONSES)
+@router.get("/models")
 async def get_models(
     catalog: CatalogDep,
     free: Annotated[bool, Query(description="Only free models")] = False,
@@ -57,7 +53,6 @@ async def get_models(
     "/generate",
     response_model=GenerateResponse,
     responses={
-        **ERROR_RESPONSES,
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streamed"},
     },
 )

@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from src.redaction import Redactor
 from src.services.base.exceptions import (
     AuthenticationError,
+    ClientDisconnectedError,
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
@@ -30,6 +31,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
     (InvalidInputError, 422),
     (NotFoundError, 404),
     (UnknownModelError, 404),
+    (ClientDisconnectedError, 499),  # nginx's "client closed request"; nobody reads it
     (UpstreamTimeoutError, 504),
     (UpstreamConnectionError, 502),
     (UpstreamInvalidResponseError, 502),

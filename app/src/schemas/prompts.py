@@ -55,3 +55,15 @@ class ErrorResponse(BaseModel):
     detail: str
     error: str
     request_id: str
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    """FastAPI's own request validation error, kept as FastAPI shapes it."""
+
+    detail: list[ValidationErrorItem]

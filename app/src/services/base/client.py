@@ -119,6 +119,21 @@ class BaseClient:
             # Closing releases the connection, and on a client disconnect cancels the upstream.
             await response.aclose()
 
+    @staticmethod
+    async def iter_lines(response: httpx.Response) -> AsyncIterator[str]:
+        """Lines of a streamed body; a connection that breaks mid-way raises a typed error."""
+        try:
+            async for line in response.aiter_lines():
+                yield line
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(
+                f"Upstream timed out mid-stream ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamConnectionError(
+                f"Upstream connection broke mid-stream ({type(exc).__name__})"
+            ) from exc
+
     async def _with_retries(self, attempt: Callable[[], Awaitable[T]], method: str, path: str) -> T:
         policy = self._retry_policy
 
@@ -194,7 +209,7 @@ class UpstreamHTTPClient(httpx.AsyncClient):
     the per-response cookie parsing, which showed up in profiles of the hot path.
     """
 
-    @property  # type: ignore[override]
+    @property
     def cookies(self) -> httpx.Cookies:
         return _NoCookies()
 

@@ -39,6 +39,10 @@ class UnknownModelError(ServiceError):
     """A model id the upstream does not list."""
 
 
+class ClientDisconnectedError(ServiceError):
+    """The caller went away before its answer was ready; the work for it was cancelled."""
+
+
 class UpstreamError(ServiceError):
     """The upstream failed: not the caller's fault and not ours, so no traceback is logged."""
 

@@ -94,7 +94,7 @@ class OpenRouterClient(BaseClient):
         async with self.stream(
             "POST", "chat/completions", json=params.payload(stream=True)
         ) as response:
-            async for line in response.aiter_lines():
+            async for line in self.iter_lines(response):
                 # SSE comments (": OPENROUTER PROCESSING") keep the connection alive; no data.
                 if not line.startswith("data:"):
                     continue

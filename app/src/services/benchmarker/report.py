@@ -1,0 +1,265 @@
+"""A benchmark summary as one self-contained HTML page: tables and an inline SVG box plot.
+
+No scripts, fonts or images are loaded from anywhere, so the page works offline and can be
+saved as one file. Every string that came from a caller (prompts, model ids, error types) is
+HTML-escaped where it is inserted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from html import escape
+
+from src.schemas.benchmarks import BenchmarkSummary, ModelStats
+
+MISSING = "—"
+PROMPT_CELL_CHARS = 80
+LABEL_CHARS = 40
+
+# Plot geometry, in SVG user units (pixels at 100 % zoom).
+_ROW_HEIGHT = 44
+_BOX_HALF_HEIGHT = 12
+_PLOT_WIDTH = 640
+_TOP = 16
+_BOTTOM = 56
+_LABEL_CHAR_WIDTH = 7.2
+_PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1")
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222; }
+h1 { font-size: 1.4rem; word-break: break-all; }
+h2 { font-size: 1.1rem; margin-top: 2rem; }
+table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.status-completed { color: #2a7a2a; } .status-interrupted, .status-failed { color: #b3261e; }
+svg text { font-family: inherit; font-size: 12px; fill: #222; }
+svg .grid { stroke: #e5e5e5; } svg .axis { stroke: #444; }
+""".strip()
+
+
+def render_report(summary: BenchmarkSummary) -> str:
+    title = f"Benchmark {summary.id}"
+    sections = [
+        f"<h1>{escape(title)}</h1>",
+        _overview(summary),
+        "<h2>Parameters</h2>",
+        _parameters_table(summary),
+        "<h2>Comparison</h2>",
+        _comparison_table(summary),
+        "<h2>Latency by model (seconds)</h2>",
+        latency_box_plot(summary.models),
+        "<h2>Per prompt</h2>",
+        _per_prompt_table(summary.models),
+        "<h2>Files</h2>",
+        _files(summary),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+        + "\n".join(sections)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def _overview(summary: BenchmarkSummary) -> str:
+    status = escape(summary.status)
+    return (
+        f'<p>Status: <strong class="status-{status}">{status}</strong> · '
+        f"started {escape(summary.started_at.isoformat())} · "
+        f"finished {escape(summary.finished_at.isoformat())} · "
+        f"wall {_number(summary.wall_seconds)} s · "
+        f"{summary.finished_requests}/{summary.requests} requests · "
+        f"{_number(summary.requests_per_second, 2)} requests/s</p>"
+    )
+
+
+def _parameters_table(summary: BenchmarkSummary) -> str:
+    params = summary.parameters
+    rows = [
+        ("models", ", ".join(params.models)),
+        ("prompts", str(params.prompts)),
+        ("runs", str(params.runs)),
+        ("concurrency", str(params.concurrency)),
+        ("max_tokens", str(params.max_tokens)),
+        ("stream", "yes" if params.stream else "no"),
+        ("temperature", MISSING if params.temperature is None else str(params.temperature)),
+        ("top_p", MISSING if params.top_p is None else str(params.top_p)),
+    ]
+    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+    return f'<table id="parameters">{body}</table>'
+
+
+def _comparison_table(summary: BenchmarkSummary) -> str:
+    header = _header_row(
+        "model",
+        "ok",
+        "failed",
+        "latency avg",
+        "std dev",
+        "p50",
+        "p95",
+        "ttft p50",
+        "output tokens/s",
+    )
+    rows = [
+        _row(
+            [escape(row.model)],
+            [
+                str(row.ok),
+                str(row.failed),
+                _number(row.latency_avg),
+                _number(row.latency_std_dev),
+                _number(row.latency_p50),
+                _number(row.latency_p95),
+                _number(row.ttft_p50),
+                _number(row.output_tokens_per_second, 1),
+            ],
+        )
+        for row in summary.comparison
+    ]
+    return f'<table id="comparison"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _per_prompt_table(models: Sequence[ModelStats]) -> str:
+    header = _header_row("model", "#", "prompt", "ok", "failed", "p50", "p95", "ttft p50")
+    rows = [
+        _row(
+            [escape(stats.model), str(item.prompt_index), escape(_shorten(item.prompt))],
+            [
+                str(item.ok),
+                str(item.failed),
+                _number(item.latency.p50),
+                _number(item.latency.p95),
+                _number(item.ttft.p50),
+            ],
+        )
+        for stats in models
+        for item in stats.per_prompt
+    ]
+    return f'<table id="per-prompt"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _files(summary: BenchmarkSummary) -> str:
+    return (
+        f"<p>CSV: <code>{escape(summary.files.csv)}</code><br>"
+        f"JSON: <code>{escape(summary.files.json_file)}</code></p>"
+    )
+
+
+def _header_row(*names: str) -> str:
+    return "<tr>" + "".join(f"<th>{escape(name)}</th>" for name in names) + "</tr>"
+
+
+def _row(text_cells: Iterable[str], number_cells: Iterable[str]) -> str:
+    """Cells must already be escaped (numbers need no escaping)."""
+    cells = [f"<td>{cell}</td>" for cell in text_cells]
+    cells += [f'<td class="num">{cell}</td>' for cell in number_cells]
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def _shorten(text: str, limit: int = PROMPT_CELL_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- the SVG box plot -------------------------------------------------------------------------
+
+
+def axis_ticks(maximum: float, intervals: int = 5) -> list[float]:
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) from 0 up to >= maximum."""
+    if maximum <= 0 or not math.isfinite(maximum):
+        maximum = 1.0
+    raw_step = maximum / intervals
+    magnitude = 10 ** math.floor(math.log10(raw_step))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw_step)
+    count = math.ceil(maximum / step - 1e-9)
+    return [round(i * step, 12) for i in range(count + 1)]
+
+
+def latency_box_plot(models: Sequence[ModelStats]) -> str:
+    """One horizontal box per model: whiskers at min and max, the box from p25 to p75, a bar at
+    the median. Horizontal, so that long model ids stay readable as row labels.
+    """
+    if not models:
+        return "<p>No models.</p>"
+    label_chars = min(max(len(stats.model) for stats in models), LABEL_CHARS)
+    left = 16 + label_chars * _LABEL_CHAR_WIDTH
+    bottom_axis = _TOP + _ROW_HEIGHT * len(models)
+    width = left + _PLOT_WIDTH + 32
+    height = bottom_axis + _BOTTOM
+    maxima = [stats.latency.max for stats in models if stats.latency.max is not None]
+    ticks = axis_ticks(max(maxima, default=0.0))
+
+    def x(seconds: float) -> float:
+        return left + seconds / ticks[-1] * _PLOT_WIDTH
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
+        'aria-label="Latency per model: box plot of min, p25, p50, p75 and max in seconds">'
+    ]
+    for tick in ticks:
+        tx = x(tick)
+        parts.append(
+            f'<line class="grid" x1="{tx:.1f}" y1="{_TOP}" x2="{tx:.1f}" y2="{bottom_axis}"/>'
+        )
+        parts.append(
+            f'<text x="{tx:.1f}" y="{bottom_axis + 18}" text-anchor="middle">{tick:g}</text>'
+        )
+    parts.append(
+        f'<line class="axis" x1="{left:.1f}" y1="{bottom_axis}" '
+        f'x2="{left + _PLOT_WIDTH:.1f}" y2="{bottom_axis}"/>'
+    )
+    parts.append(
+        f'<text x="{left + _PLOT_WIDTH / 2:.1f}" y="{bottom_axis + 42}" '
+        'text-anchor="middle">Latency (seconds)</text>'
+    )
+    for index, stats in enumerate(models):
+        center = _TOP + _ROW_HEIGHT * index + _ROW_HEIGHT / 2
+        parts.append(_model_label(stats.model, left - 8, center))
+        parts.append(_box(stats, center, _PALETTE[index % len(_PALETTE)], x))
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _model_label(model: str, right: float, center: float) -> str:
+    return (
+        f'<text x="{right:.1f}" y="{center:.1f}" text-anchor="end" dominant-baseline="middle">'
+        f"<title>{escape(model)}</title>{escape(_shorten(model, LABEL_CHARS))}</text>"
+    )
+
+
+def _box(stats: ModelStats, center: float, color: str, x: Callable[[float], float]) -> str:
+    lat = stats.latency
+    if lat.min is None or lat.max is None or lat.p25 is None or lat.p50 is None or lat.p75 is None:
+        return (
+            f'<text x="{x(0) + 8:.1f}" y="{center:.1f}" dominant-baseline="middle" '
+            'fill="#b3261e">no successful requests</text>'
+        )
+    top, bottom = center - _BOX_HALF_HEIGHT, center + _BOX_HALF_HEIGHT
+    cap_top, cap_bottom = center - _BOX_HALF_HEIGHT / 2, center + _BOX_HALF_HEIGHT / 2
+    tooltip = (
+        f"{stats.model}: min {lat.min:.3f} s, p25 {lat.p25:.3f} s, p50 {lat.p50:.3f} s, "
+        f"p75 {lat.p75:.3f} s, max {lat.max:.3f} s ({stats.ok} ok, {stats.failed} failed)"
+    )
+    return (
+        f"<g><title>{escape(tooltip)}</title>"
+        f'<line x1="{x(lat.min):.1f}" y1="{center:.1f}" x2="{x(lat.max):.1f}" y2="{center:.1f}" '
+        f'stroke="{color}" stroke-width="2"/>'
+        f'<line x1="{x(lat.min):.1f}" y1="{cap_top:.1f}" x2="{x(lat.min):.1f}" '
+        f'y2="{cap_bottom:.1f}" stroke="{color}" stroke-width="2"/>'
+        f'<line x1="{x(lat.max):.1f}" y1="{cap_top:.1f}" x2="{x(lat.max):.1f}" '
+        f'y2="{cap_bottom:.1f}" stroke="{color}" stroke-width="2"/>'
+        f'<rect x="{x(lat.p25):.1f}" y="{top:.1f}" width="{max(x(lat.p75) - x(lat.p25), 1):.1f}" '
+        f'height="{2 * _BOX_HALF_HEIGHT}" fill="{color}" fill-opacity="0.35" stroke="{color}" '
+        'stroke-width="2"/>'
+        f'<line x1="{x(lat.p50):.1f}" y1="{top:.1f}" x2="{x(lat.p50):.1f}" y2="{bottom:.1f}" '
+        'stroke="#222" stroke-width="3"/></g>'
+    )

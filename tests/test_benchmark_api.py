@@ -1,0 +1,620 @@
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+import respx
+from asgi_lifespan import LifespanManager
+from starlette.types import Message
+
+from src.config import Settings
+from src.main import create_app
+from src.services.base.exceptions import UnknownModelError
+from src.services.benchmarker.service import BenchmarkOptions, prepare_benchmark
+from src.services.openrouter.catalog import ModelCatalog
+from tests.conftest import MODELS_BODY, completion_body, make_settings, read_log, serve
+from tests.test_report import parse
+
+pytestmark = pytest.mark.anyio
+
+GPT = "openai/gpt-4o"
+LLAMA = "meta/llama-3:free"
+PROMPTS = b"Why is the sky blue?\n\nSay hi.\n"
+FILE_NAME = re.compile(r"^\d{8}T\d{6}Z_openai-gpt-4o_[0-9a-f]{8}\.(csv|json)$")
+
+
+def sse_chunks(
+    pieces: Sequence[str] = ("Hello", " there", " friend"), model: str = GPT
+) -> list[bytes]:
+    chunks: list[dict[str, object]] = [
+        {"model": model, "choices": [{"index": 0, "delta": {"content": piece}}]} for piece in pieces
+    ]
+    chunks.append({"model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    chunks.append(
+        {
+            "model": model,
+            "choices": [],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+        }
+    )
+    return [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks] + [
+        b"data: [DONE]\n\n"
+    ]
+
+
+def sse_response(model: str = GPT) -> httpx.Response:
+    return httpx.Response(
+        200,
+        content=b"".join(sse_chunks(model=model)),
+        headers={"content-type": "text/event-stream"},
+    )
+
+
+async def post_benchmark(
+    client: httpx.AsyncClient,
+    prompts: bytes = PROMPTS,
+    models: Sequence[str] = (GPT,),
+    query: str = "",
+    form: Mapping[str, object] | None = None,
+    **fields: object,
+) -> httpx.Response:
+    values = {**(form or {}), **fields}
+    data: dict[str, Any] = {"model": list(models), **{k: str(v) for k, v in values.items()}}
+    return await client.post(
+        "/benchmark" + query,
+        files={"prompt_file": ("prompts.txt", prompts, "text/plain")},
+        data=data,
+    )
+
+
+def csv_rows(path: str) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture
+def catalog_route(upstream: respx.MockRouter) -> respx.Route:
+    return upstream.get("/models").respond(json=MODELS_BODY)
+
+
+@pytest.fixture
+def chat_route(upstream: respx.MockRouter, catalog_route: respx.Route) -> respx.Route:
+    return upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
+
+
+async def test_benchmark_returns_statistics_and_names_its_files(
+    client: httpx.AsyncClient, settings: Settings, chat_route: respx.Route
+) -> None:
+    response = await post_benchmark(client, runs=3)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "completed"
+    assert (body["requests"], body["finished_requests"]) == (6, 6)
+    assert body["parameters"] == {
+        "models": [GPT],
+        "prompts": 2,
+        "runs": 3,
+        "concurrency": 1,
+        "max_tokens": 512,
+        "stream": True,
+        "temperature": None,
+        "top_p": None,
+    }
+    [stats] = body["models"]
+    assert (stats["model"], stats["count"], stats["ok"], stats["failed"]) == (GPT, 6, 6, 0)
+    assert set(stats["latency"]) >= {"avg", "min", "max", "std_dev", "p50", "p90", "p95", "p99"}
+    assert stats["tokens_total"] == 54
+    assert stats["avg_completion_tokens"] == 4.0
+    assert [(p["prompt_index"], p["prompt"], p["count"]) for p in stats["per_prompt"]] == [
+        (1, "Why is the sky blue?", 3),
+        (2, "Say hi.", 3),
+    ]
+    assert body["comparison"][0]["model"] == GPT
+    assert chat_route.call_count == 6
+
+    csv_path, json_path = Path(body["files"]["csv"]), Path(body["files"]["json"])
+    assert csv_path.parent == json_path.parent == settings.benchmarks_dir
+    assert FILE_NAME.match(csv_path.name)
+    assert csv_path.stem == json_path.stem == body["id"]
+    assert json.loads(json_path.read_text(encoding="utf-8")) == body
+    rows = csv_rows(body["files"]["csv"])
+    assert list(rows[0]) == [
+        "model",
+        "prompt_index",
+        "prompt",
+        "run",
+        "status",
+        "latency_seconds",
+        "ttft_seconds",
+        "prompt_tokens",
+        "completion_tokens",
+        "tokens_used",
+        "error",
+    ]
+    assert len(rows) == 6
+    assert {(row["prompt_index"], row["run"]) for row in rows} == {
+        (str(p), str(r)) for p in (1, 2) for r in (1, 2, 3)
+    }
+    assert all(row["status"] == "200" and row["tokens_used"] == "9" for row in rows)
+
+
+async def test_benchmark_streams_by_default_and_ttft_comes_before_latency(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
+) -> None:
+    async def slow_stream() -> AsyncIterator[bytes]:
+        first, *rest = sse_chunks()
+        yield first
+        await asyncio.sleep(0.02)  # generation after the first token
+        for chunk in rest:
+            yield chunk
+
+    route = upstream.post("/chat/completions").mock(
+        side_effect=lambda _: httpx.Response(
+            200, content=slow_stream(), headers={"content-type": "text/event-stream"}
+        )
+    )
+
+    body = (await post_benchmark(client, runs=1)).json()
+
+    assert json.loads(route.calls.last.request.content)["stream"] is True
+    for row in csv_rows(body["files"]["csv"]):
+        assert 0 < float(row["ttft_seconds"]) < float(row["latency_seconds"])
+        assert float(row["latency_seconds"]) - float(row["ttft_seconds"]) >= 0.015
+    stats = body["models"][0]
+    assert stats["ttft"]["p50"] < stats["latency"]["p50"]
+    assert stats["decode_tokens_per_second"] > 0
+    assert body["comparison"][0]["ttft_p50"] == stats["ttft"]["p50"]
+
+
+async def test_benchmark_without_stream_uses_plain_completions(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
+) -> None:
+    route = upstream.post("/chat/completions").respond(json=completion_body())
+
+    body = (await post_benchmark(client, runs=1, stream="false", temperature=0.5)).json()
+
+    sent = json.loads(route.calls.last.request.content)
+    assert "stream" not in sent
+    assert sent["temperature"] == 0.5
+    stats = body["models"][0]
+    assert stats["ttft"] == {"avg": None, "p50": None, "p95": None, "p99": None}
+    assert stats["tokens_total"] == 42
+    assert stats["output_tokens_per_second"] > 0
+    assert {row["ttft_seconds"] for row in csv_rows(body["files"]["csv"])} == {""}
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_benchmark_keeps_at_most_concurrency_requests_in_flight(
+    client: httpx.AsyncClient,
+    upstream: respx.MockRouter,
+    catalog_route: respx.Route,
+    concurrency: int,
+) -> None:
+    in_flight = peak = 0
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.005)
+        in_flight -= 1
+        return sse_response()
+
+    route = upstream.post("/chat/completions").mock(side_effect=answer)
+
+    response = await post_benchmark(
+        client, prompts=b"a\nb\nc\nd\n", runs=3, concurrency=concurrency
+    )
+
+    assert response.status_code == 200
+    assert route.call_count == 12
+    assert peak == concurrency
+
+
+async def test_failed_requests_are_recorded_and_the_run_goes_on(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
+) -> None:
+    calls = 0
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls in (2, 4):
+            return httpx.Response(500, json={"error": {"code": 500, "message": "provider down"}})
+        return sse_response()
+
+    upstream.post("/chat/completions").mock(side_effect=answer)
+
+    body = (await post_benchmark(client, runs=3)).json()
+
+    stats = body["models"][0]
+    assert (stats["count"], stats["ok"], stats["failed"]) == (6, 4, 2)
+    assert stats["errors"] == {"UpstreamStatusError": 2}
+    assert stats["latency"]["p50"] is not None
+    assert (body["comparison"][0]["ok"], body["comparison"][0]["failed"]) == (4, 2)
+    failed = [row for row in csv_rows(body["files"]["csv"]) if row["status"] != "200"]
+    assert [row["status"] for row in failed] == ["502", "502"]
+    assert all(row["error"].startswith("UpstreamStatusError: ") for row in failed)
+    assert all("provider down" in row["error"] for row in failed)
+
+
+async def test_one_run_of_one_prompt_has_zero_std_dev(
+    client: httpx.AsyncClient, chat_route: respx.Route
+) -> None:
+    body = (await post_benchmark(client, prompts=b"only one\n", runs=1)).json()
+
+    assert body["models"][0]["latency"]["std_dev"] == 0.0
+
+
+async def test_two_models_are_interleaved_and_compared(
+    client: httpx.AsyncClient, chat_route: respx.Route
+) -> None:
+    body = (await post_benchmark(client, models=[GPT, LLAMA, GPT], runs=2)).json()
+
+    assert body["parameters"]["models"] == [GPT, LLAMA]
+    assert [row["model"] for row in body["comparison"]] == [GPT, LLAMA]
+    assert [stats["count"] for stats in body["models"]] == [4, 4]
+    sent = [json.loads(call.request.content)["model"] for call in chat_route.calls]
+    assert sent == [GPT, LLAMA] * 4
+    assert body["id"].split("_")[1] == "openai-gpt-4o+meta-llama-3-free"
+
+
+async def test_visualize_returns_an_html_report(
+    client: httpx.AsyncClient, chat_route: respx.Route
+) -> None:
+    response = await post_benchmark(
+        client, prompts=b"<script>alert(1)</script>\n", models=[GPT, LLAMA], query="?visualize=true"
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = parse(response.text)
+    assert [row[0] for row in page.tables["comparison"][1:]] == [GPT, LLAMA]
+    assert page.tables["per-prompt"][1][2] == "<script>alert(1)</script>"
+    assert "svg" in page.tags
+    assert "script" not in page.tags
+    svg_text = " ".join(page.svg_text)
+    assert GPT in svg_text
+    assert LLAMA in svg_text
+
+
+async def test_two_benchmarks_at_once_write_different_files(
+    client: httpx.AsyncClient, settings: Settings, chat_route: respx.Route
+) -> None:
+    first, second = await asyncio.gather(post_benchmark(client), post_benchmark(client))
+
+    assert first.json()["id"] != second.json()["id"]
+    assert len(list(settings.benchmarks_dir.iterdir())) == 4
+
+
+async def test_every_request_start_is_logged(
+    tmp_path: Path, upstream: respx.MockRouter, chat_route: respx.Route
+) -> None:
+    settings = make_settings(tmp_path)
+    async with serve(settings) as client:
+        await post_benchmark(client, models=[GPT, LLAMA], runs=2)
+
+    started = re.findall(
+        r" - INFO - STARTED SINGLE PROMPT IN BENCHMARK MODEL: (\S+), RUN: (\d+)$",
+        read_log(settings),
+        re.M,
+    )
+    assert sorted(started) == sorted((model, run) for model in (GPT, LLAMA) for run in "1122")
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "prompts", "models", "fields", "needles"),
+    [
+        ({"max_runs": 2}, PROMPTS, [GPT], {"runs": 3}, ["runs=3", "MAX_RUNS=2"]),
+        (
+            {"max_concurrency": 4},
+            PROMPTS,
+            [GPT],
+            {"concurrency": 5},
+            ["concurrency=5", "MAX_CONCURRENCY=4"],
+        ),
+        ({"max_prompts": 2}, b"a\nb\nc\n", [GPT], {}, ["=3", "MAX_PROMPTS=2"]),
+        (
+            {"max_benchmark_requests": 7},
+            PROMPTS,
+            [GPT, LLAMA],
+            {"runs": 2},
+            ["8 requests", "MAX_BENCHMARK_REQUESTS=7"],
+        ),
+    ],
+)
+async def test_limits_are_422_naming_the_setting_and_the_value(
+    tmp_path: Path,
+    upstream: respx.MockRouter,
+    chat_route: respx.Route,
+    overrides: dict[str, int],
+    prompts: bytes,
+    models: list[str],
+    fields: dict[str, int],
+    needles: list[str],
+) -> None:
+    async with serve(make_settings(tmp_path, **overrides)) as client:
+        response = await post_benchmark(client, prompts=prompts, models=models, form=fields)
+
+    assert response.status_code == 422
+    assert response.json()["error"] == "LimitExceededError"
+    for needle in needles:
+        assert needle in response.json()["detail"]
+    assert chat_route.call_count == 0
+
+
+@pytest.mark.parametrize(
+    ("prompts", "needle"),
+    [
+        (b"", "empty"),
+        (b"\n   \r\n\n", "only blank lines"),
+        (b"caf\xe9 au lait\n", "not valid UTF-8"),
+        (b"text\x00binary\n", "NUL"),
+    ],
+)
+async def test_unusable_prompt_files_are_422(
+    client: httpx.AsyncClient, chat_route: respx.Route, prompts: bytes, needle: str
+) -> None:
+    response = await post_benchmark(client, prompts=prompts)
+
+    assert response.status_code == 422
+    assert response.json()["error"] == "InvalidInputError"
+    assert needle in response.json()["detail"]
+    assert chat_route.call_count == 0
+
+
+async def test_unknown_models_are_404_before_any_request(
+    client: httpx.AsyncClient, chat_route: respx.Route
+) -> None:
+    response = await post_benchmark(client, models=[GPT, "nobody/nothing"])
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "UnknownModelError"
+    assert "nobody/nothing" in response.json()["detail"]
+    assert chat_route.call_count == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "needle"),
+    [("x" * 201, "201 characters"), ("openai/gpt-4o\x07", "control characters"), ("  ", "empty")],
+)
+async def test_malformed_model_ids_are_422(
+    client: httpx.AsyncClient, chat_route: respx.Route, model: str, needle: str
+) -> None:
+    response = await post_benchmark(client, models=[model])
+
+    assert response.status_code == 422
+    assert needle in response.json()["detail"]
+    assert chat_route.call_count == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"runs": 0}, "runs"), ({"concurrency": 0}, "concurrency"), ({"max_tokens": 0}, "max_tokens")],
+)
+async def test_non_positive_numbers_are_422_naming_the_field(
+    client: httpx.AsyncClient, chat_route: respx.Route, fields: dict[str, int], field: str
+) -> None:
+    response = await post_benchmark(client, form=fields)
+
+    assert response.status_code == 422
+    assert field in {str(part) for error in response.json()["detail"] for part in error["loc"]}
+    assert chat_route.call_count == 0
+
+
+async def test_a_missing_prompt_file_is_422(
+    client: httpx.AsyncClient, chat_route: respx.Route
+) -> None:
+    response = await client.post("/benchmark", data={"model": GPT}, files={"other": b"x"})
+
+    assert response.status_code == 422
+    assert chat_route.call_count == 0
+
+
+@pytest.mark.parametrize("size", [200, 70 * 1024])  # read past the limit / refused by its header
+async def test_an_oversized_upload_is_413(
+    tmp_path: Path, upstream: respx.MockRouter, chat_route: respx.Route, size: int
+) -> None:
+    async with serve(make_settings(tmp_path, max_upload_bytes=100)) as client:
+        response = await post_benchmark(client, prompts=b"x" * (size - 1) + b"\n")
+
+    assert response.status_code == 413
+    assert response.json()["error"] == "PayloadTooLargeError"
+    assert "MAX_UPLOAD_BYTES=100" in response.json()["detail"]
+    assert chat_route.call_count == 0
+
+
+async def test_an_oversized_chunked_upload_is_413_without_a_content_length(
+    tmp_path: Path, upstream: respx.MockRouter, chat_route: respx.Route
+) -> None:
+    form = httpx.Request(
+        "POST",
+        "http://service.test/benchmark",
+        data={"model": GPT},
+        files={"prompt_file": ("p.txt", b"x" * 200 * 1024, "text/plain")},
+    )
+    body = form.read()
+    received: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 16 * 1024):
+            received.append(start)
+            yield body[start : start + 16 * 1024]
+
+    async with serve(make_settings(tmp_path, max_upload_bytes=100)) as client:
+        response = await client.post(
+            "/benchmark",
+            content=chunks(),
+            headers={"content-type": form.headers["content-type"]},
+        )
+
+    assert response.status_code == 413
+    assert response.json()["error"] == "PayloadTooLargeError"
+    assert len(received) * 16 * 1024 < len(body)  # stopped reading early
+
+
+# --- saved runs ----------------------------------------------------------------------------
+
+
+async def test_saved_benchmarks_are_listed_newest_first_and_shown(
+    client: httpx.AsyncClient, chat_route: respx.Route
+) -> None:
+    first = (await post_benchmark(client, runs=1)).json()
+    second = (await post_benchmark(client, models=[LLAMA], runs=1)).json()
+
+    listing = (await client.get("/benchmarks")).json()
+    shown = await client.get(f"/benchmarks/{first['id']}")
+    report = await client.get(f"/benchmarks/{second['id']}/report")
+
+    assert listing["count"] == 2
+    assert [item["id"] for item in listing["benchmarks"]] == [second["id"], first["id"]]
+    assert listing["benchmarks"][0] == {
+        "id": second["id"],
+        "status": "completed",
+        "started_at": second["started_at"],
+        "finished_at": second["finished_at"],
+        "models": [LLAMA],
+        "requests": 2,
+        "finished_requests": 2,
+        "files": second["files"],
+    }
+    assert (await client.get("/benchmarks?limit=1")).json()["count"] == 1
+    assert shown.status_code == 200
+    assert shown.json() == first
+    assert report.status_code == 200
+    assert report.headers["content-type"].startswith("text/html")
+    assert second["id"] in report.text
+
+
+@pytest.mark.parametrize(
+    "benchmark_id",
+    ["20261126T101500Z_openai-gpt-4o_0123abcd", "..", "..%2F..%2Fetc%2Fpasswd", "not-an-id"],
+)
+async def test_an_unknown_benchmark_is_404_json(
+    client: httpx.AsyncClient, benchmark_id: str
+) -> None:
+    for path in (f"/benchmarks/{benchmark_id}", f"/benchmarks/{benchmark_id}/report"):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+async def test_an_empty_benchmarks_directory_lists_nothing(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/benchmarks")).json() == {"count": 0, "benchmarks": []}
+
+
+async def test_benchmarks_need_the_inbound_key_when_one_is_set(
+    tmp_path: Path, upstream: respx.MockRouter, chat_route: respx.Route
+) -> None:
+    async with serve(make_settings(tmp_path, proxy_api_keys="inbound-key-0123456789")) as client:
+        posted = await post_benchmark(client)
+        listed = await client.get("/benchmarks")
+        allowed = await client.get(
+            "/benchmarks", headers={"Authorization": "Bearer inbound-key-0123456789"}
+        )
+
+    assert (posted.status_code, listed.status_code, allowed.status_code) == (401, 401, 200)
+    assert chat_route.call_count == 0
+
+
+# --- interruption --------------------------------------------------------------------------
+
+
+async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
+    tmp_path: Path, upstream: respx.MockRouter, catalog_route: respx.Route
+) -> None:
+    calls = 0
+    hanging = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls > 2:
+            hanging.set()
+            await asyncio.sleep(30)
+        return sse_response()
+
+    upstream.post("/chat/completions").mock(side_effect=answer)
+    settings = make_settings(tmp_path)
+    form = httpx.Request(
+        "POST",
+        "http://service.test/benchmark",
+        data={"model": GPT, "runs": "10"},
+        files={"prompt_file": ("p.txt", PROMPTS, "text/plain")},
+    )
+    body_sent = False
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": form.read(), "more_body": False}
+        await hanging.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/benchmark",
+        "raw_path": b"/benchmark",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in form.headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("service.test", 80),
+    }
+    app = create_app(settings, transport=httpx.AsyncHTTPTransport())
+    async with LifespanManager(app) as manager:
+        await asyncio.wait_for(manager.app(scope, receive, send), 5)
+
+    assert sent[0]["status"] == 499
+    [json_path] = settings.benchmarks_dir.glob("*.json")
+    summary = json.loads(json_path.read_text(encoding="utf-8"))
+    assert summary["status"] == "interrupted"
+    assert (summary["requests"], summary["finished_requests"]) == (20, 2)
+    assert len(csv_rows(summary["files"]["csv"])) == 2
+    assert calls == 3
+
+
+async def test_emulator_mode_refuses_a_real_model_before_asking_the_catalog(
+    tmp_path: Path,
+) -> None:
+    class NoCatalog:
+        async def require(self, model_ids: list[str]) -> None:  # noqa: ARG002
+            raise AssertionError("the catalog must not be asked")
+
+    class Upload:
+        def __init__(self) -> None:
+            self.data = b"hi\n"
+
+        async def read(self, size: int = -1) -> bytes:  # noqa: ARG002
+            chunk, self.data = self.data, b""
+            return chunk
+
+    settings = make_settings(tmp_path, openrouter_api_key="")
+
+    with pytest.raises(UnknownModelError, match="OPENROUTER_API_KEY"):
+        await prepare_benchmark(
+            settings,
+            cast(ModelCatalog, NoCatalog()),
+            Upload(),
+            BenchmarkOptions(models=[GPT]),
+        )

@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import asyncio
+import csv
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from src.config import REPO_ROOT
+from src.schemas.benchmarks import BenchmarkSummary
+from src.services.base.exceptions import InvalidInputError, NotFoundError, PayloadTooLargeError
+from src.services.benchmarker.file_utils import (
+    BENCHMARK_ID_PATTERN,
+    CSV_COLUMNS,
+    READ_CHUNK_BYTES,
+    CsvResultWriter,
+    ResultPaths,
+    list_summaries,
+    model_slug,
+    neutralize_formula,
+    new_benchmark_id,
+    parse_prompts,
+    read_upload,
+    result_paths,
+    write_summary,
+)
+from src.services.benchmarker.run_utils import RequestOptions, RequestResult
+from src.services.benchmarker.service import BenchmarkPlan, build_summary
+
+pytestmark = pytest.mark.anyio
+
+STARTED = datetime(2026, 11, 26, 10, 15, 0, tzinfo=UTC)
+
+
+def test_prompts_are_one_per_line_with_bom_crlf_and_blank_lines_handled() -> None:
+    data = "\ufeffWhy is the sky blue?\r\n\r\n  Say hi  \r\n\t\nLast line".encode()
+
+    assert parse_prompts(data) == ["Why is the sky blue?", "Say hi", "Last line"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"\n  \r\n\t\n", "only blank lines"),
+        ("caf\u00e9".encode("latin-1"), "not valid UTF-8"),
+        (b"\xff\xfe\x00h\x00i", "NUL"),
+        (b"one\x00two\n", "NUL"),
+    ],
+)
+def test_unusable_prompt_files_are_refused_with_a_clear_message(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        parse_prompts(data)
+
+
+class FakeUpload:
+    """An endless upload that counts what was read from it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.read_bytes = 0
+
+    async def read(self, size: int = -1) -> bytes:
+        chunk = min(size, self.size - self.read_bytes)
+        self.read_bytes += chunk
+        return b"a" * chunk
+
+
+async def test_an_upload_at_the_limit_is_read() -> None:
+    assert len(await read_upload(FakeUpload(1000), max_bytes=1000)) == 1000
+
+
+async def test_an_oversized_upload_is_refused_without_reading_it_whole() -> None:
+    upload = FakeUpload(50 * 1024 * 1024)
+
+    with pytest.raises(PayloadTooLargeError, match="MAX_UPLOAD_BYTES=1000"):
+        await read_upload(upload, max_bytes=1000)
+
+    assert upload.read_bytes <= 1000 + READ_CHUNK_BYTES
+
+
+def test_model_slug_replaces_unsafe_characters_and_joins_models() -> None:
+    assert model_slug(["openai/gpt-4o", "meta/llama-3:free"]) == "openai-gpt-4o+meta-llama-3-free"
+    assert model_slug(["ünï/cøde model"]) == "-n--c-de-model"
+    assert len(model_slug(["x" * 300])) == 80
+
+
+def test_benchmark_ids_are_unique_within_one_second() -> None:
+    first = new_benchmark_id(STARTED, ["openai/gpt-4o"])
+    second = new_benchmark_id(STARTED, ["openai/gpt-4o"])
+
+    assert first != second
+    assert first.startswith("20261126T101500Z_openai-gpt-4o_")
+    assert BENCHMARK_ID_PATTERN.fullmatch(first)
+
+
+@pytest.mark.parametrize(
+    "benchmark_id",
+    [
+        "..",
+        "../etc/passwd",
+        "20261126T101500Z_a/../../b_0123abcd",
+        "20261126T101500Z_a_0123abcd/../../x",
+        "/etc/passwd",
+        "20261126T101500Z__0123abcd",
+        "20261126T101500Z_a_0123ABCD",
+        "x" * 300,
+    ],
+)
+def test_result_paths_refuse_ids_that_are_not_ours(tmp_path: Path, benchmark_id: str) -> None:
+    with pytest.raises(NotFoundError):
+        result_paths(tmp_path, benchmark_id)
+
+
+def test_result_paths_stay_in_the_directory(tmp_path: Path) -> None:
+    paths = result_paths(tmp_path, "20261126T101500Z_a..b_0123abcd")
+
+    assert paths.csv == tmp_path.resolve() / "20261126T101500Z_a..b_0123abcd.csv"
+    assert paths.json.parent == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tcmd", "'\tcmd"),
+        ("Why = 42?", "Why = 42?"),
+    ],
+)
+def test_formula_like_cells_are_neutralized(cell: str, expected: str) -> None:
+    assert neutralize_formula(cell) == expected
+
+
+def result(index: int, *, error: bool = False, prompt: str = "p") -> RequestResult:
+    return RequestResult(
+        model="m/x",
+        prompt_index=index,
+        prompt=prompt,
+        run=1,
+        status=502 if error else 200,
+        latency_seconds=0.25,
+        ttft_seconds=None if error else 0.125,
+        prompt_tokens=3,
+        completion_tokens=4,
+        tokens_used=7,
+        error_type="UpstreamStatusError" if error else None,
+        error="Upstream returned 500: down" if error else None,
+    )
+
+
+async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "run.csv"
+    writer = await CsvResultWriter.create(path)
+    writer.put(result(1, prompt="=1+1"))
+    writer.put(result(2, error=True))
+    await writer.close()
+
+    with path.open(newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == list(CSV_COLUMNS)
+    assert rows[1] == ["m/x", "1", "'=1+1", "1", "200", "0.250000", "0.125000", "3", "4", "7", ""]
+    assert rows[2][4] == "502"
+    assert rows[2][6] == ""
+    assert rows[2][10] == "UpstreamStatusError: Upstream returned 500: down"
+
+
+async def test_csv_writer_flushes_rows_before_it_is_closed(tmp_path: Path) -> None:
+    path = tmp_path / "run.csv"
+    writer = await CsvResultWriter.create(path)
+    writer.put(result(1))
+    writer.put(result(2))
+    for _ in range(100):  # the writer thread needs a moment; no fixed sleep
+        if len(path.read_text(encoding="utf-8").splitlines()) == 3:
+            break
+        await asyncio.sleep(0.005)
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 3
+    await writer.close()
+
+
+async def test_result_files_are_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "run.csv"
+    path.write_text("precious", encoding="utf-8")
+
+    with pytest.raises(FileExistsError):
+        await CsvResultWriter.create(path)
+    with pytest.raises(FileExistsError):
+        write_summary(path, summary("20261126T101500Z_m-x_0123abcd", STARTED, tmp_path))
+    assert path.read_text(encoding="utf-8") == "precious"
+
+
+def summary(benchmark_id: str, started_at: datetime, directory: Path) -> BenchmarkSummary:
+    plan = BenchmarkPlan(
+        models=["m/x"],
+        prompts=["p"],
+        runs=1,
+        concurrency=1,
+        request=RequestOptions(max_tokens=8, stream=False),
+    )
+    return build_summary(
+        benchmark_id,
+        "completed",
+        plan,
+        [result(1)],
+        started_at=started_at,
+        wall_seconds=1.0,
+        paths=ResultPaths(csv=directory / "x.csv", json=directory / "x.json"),
+    )
+
+
+def save(directory: Path, benchmark_id: str, started_at: datetime) -> None:
+    write_summary(directory / f"{benchmark_id}.json", summary(benchmark_id, started_at, directory))
+
+
+def test_list_summaries_is_newest_first_and_skips_foreign_files(tmp_path: Path) -> None:
+    later = STARTED + timedelta(milliseconds=300)  # same second: the name cannot tell them apart
+    save(tmp_path, "20261126T101500Z_m-x_ffffffff", STARTED)
+    save(tmp_path, "20261126T101500Z_m-x_00000000", later)
+    save(tmp_path, "20261125T090000Z_m-x_0123abcd", STARTED - timedelta(days=1))
+    (tmp_path / "20261127T000000Z_m-x_0123abcd.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "notes.json").write_text("{}", encoding="utf-8")
+
+    ids = [item.id for item in list_summaries(tmp_path, limit=10)]
+
+    assert ids == [
+        "20261126T101500Z_m-x_00000000",
+        "20261126T101500Z_m-x_ffffffff",
+        "20261125T090000Z_m-x_0123abcd",
+    ]
+
+
+def test_list_summaries_keeps_the_newest_within_the_limit(tmp_path: Path) -> None:
+    later = STARTED + timedelta(milliseconds=300)
+    save(tmp_path, "20261126T101500Z_m-x_ffffffff", STARTED)
+    save(tmp_path, "20261126T101500Z_m-x_00000000", later)
+    save(tmp_path, "20261125T090000Z_m-x_0123abcd", STARTED - timedelta(days=1))
+
+    assert [item.id for item in list_summaries(tmp_path, limit=1)] == [
+        "20261126T101500Z_m-x_00000000"
+    ]
+
+
+def test_list_summaries_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
+    assert list_summaries(tmp_path / "nowhere", limit=5) == []
+
+
+def test_the_sample_prompt_file_parses() -> None:
+    sample = REPO_ROOT / "prompts" / "benchmark_prompts.txt"
+
+    assert len(parse_prompts(sample.read_bytes())) == 5

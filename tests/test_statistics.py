@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from src.services.benchmarker.run_utils import (
+    RequestResult,
+    comparison_row,
+    latency_stats,
+    mean,
+    percentile,
+    request_stats,
+    sample_std_dev,
+)
+
+# Hand-computed with the "linear" method (numpy's default): position = (n - 1) * q / 100,
+# then interpolate between the values at floor(position) and floor(position) + 1.
+VALUES = [1.0, 2.0, 3.0, 4.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        (0, 1.0),
+        (25, 2.0),  # position 1
+        (50, 3.0),  # position 2
+        (75, 4.0),  # position 3
+        (90, 7.6),  # position 3.6: 4 + 0.6 * (10 - 4)
+        (95, 8.8),  # position 3.8: 4 + 0.8 * 6
+        (99, 9.76),  # position 3.96: 4 + 0.96 * 6
+        (100, 10.0),
+    ],
+)
+def test_percentile_interpolates_between_closest_ranks(q: float, expected: float) -> None:
+    assert percentile(VALUES, q) == pytest.approx(expected)
+
+
+def test_percentile_matches_hand_computed_values_for_an_even_count() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile([1.0, 2.0, 3.0, 4.0], 75) == pytest.approx(3.25)
+    assert percentile([15.0, 20.0, 35.0, 40.0, 50.0], 40) == pytest.approx(29.0)
+
+
+def test_percentile_of_one_value_is_that_value() -> None:
+    assert [percentile([7.0], q) for q in (0, 50, 99, 100)] == [7.0, 7.0, 7.0, 7.0]
+
+
+def test_percentile_refuses_no_values_and_out_of_range_q() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_sample_std_dev_divides_by_n_minus_one() -> None:
+    values = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]  # squared deviations sum to 32
+
+    assert sample_std_dev(values) == pytest.approx(math.sqrt(32 / 7))
+    assert mean(values) == 5.0
+
+
+def test_sample_std_dev_of_one_value_is_zero() -> None:
+    assert sample_std_dev([3.5]) == 0.0
+
+
+def test_latency_stats_of_one_run_has_zero_std_dev() -> None:
+    stats = latency_stats([0.8])
+
+    assert stats.std_dev == 0.0
+    assert stats.min == stats.max == stats.p50 == stats.p99 == 0.8
+
+
+def test_latency_stats_without_successes_are_null() -> None:
+    stats = latency_stats([])
+
+    assert stats.model_dump() == dict.fromkeys(stats.model_dump())
+
+
+def result(
+    latency: float,
+    *,
+    ttft: float | None = None,
+    completion: int = 0,
+    total: int = 0,
+    error_type: str | None = None,
+) -> RequestResult:
+    return RequestResult(
+        model="m/x",
+        prompt_index=1,
+        prompt="p",
+        run=1,
+        status=502 if error_type else 200,
+        latency_seconds=latency,
+        ttft_seconds=ttft,
+        completion_tokens=completion,
+        tokens_used=total,
+        error_type=error_type,
+        error="boom" if error_type else None,
+    )
+
+
+def test_request_stats_count_successes_for_latency_and_rates() -> None:
+    results = [
+        result(2.0, ttft=0.5, completion=11, total=20),  # 5.5 tok/s; decode 10 / 1.5
+        result(1.0, ttft=0.2, completion=5, total=10),  # 5.0 tok/s; decode 4 / 0.8
+        result(9.0, error_type="UpstreamStatusError"),
+        result(0.1, error_type="UpstreamTimeoutError"),
+        result(0.1, error_type="UpstreamStatusError"),
+    ]
+
+    stats = request_stats(results, wall_seconds=4.0)
+
+    assert (stats.count, stats.ok, stats.failed) == (5, 2, 3)
+    assert stats.latency.avg == pytest.approx(1.5)
+    assert stats.latency.min == 1.0
+    assert stats.latency.max == 2.0  # the failed 9 s request is not a latency sample
+    assert stats.latency.std_dev == pytest.approx(math.sqrt(0.5), abs=1e-6)
+    assert stats.latency.p50 == pytest.approx(1.5)
+    assert stats.ttft.avg == pytest.approx(0.35)
+    assert stats.ttft.p50 == pytest.approx(0.35)
+    assert stats.tokens_total == 30
+    assert stats.avg_completion_tokens == 8.0
+    assert stats.output_tokens_per_second == pytest.approx(5.25)
+    assert stats.decode_tokens_per_second == pytest.approx((10 / 1.5 + 5.0) / 2, abs=1e-6)
+    assert stats.wall_seconds == 4.0
+    assert stats.requests_per_second == pytest.approx(1.25)
+    assert stats.errors == {"UpstreamStatusError": 2, "UpstreamTimeoutError": 1}
+
+
+def test_request_stats_without_streaming_have_no_ttft_or_decode_rate() -> None:
+    stats = request_stats([result(1.0, completion=4, total=9)], wall_seconds=1.0)
+
+    assert stats.ttft.model_dump() == {"avg": None, "p50": None, "p95": None, "p99": None}
+    assert stats.decode_tokens_per_second is None
+    assert stats.output_tokens_per_second == 4.0
+
+
+def test_request_stats_when_everything_failed() -> None:
+    stats = request_stats([result(0.5, error_type="UpstreamStatusError")], wall_seconds=0.5)
+
+    assert (stats.ok, stats.failed) == (0, 1)
+    assert stats.latency.avg is None
+    assert stats.latency.std_dev is None
+    assert stats.avg_completion_tokens is None
+    assert stats.output_tokens_per_second is None
+    assert stats.tokens_total == 0
+
+
+def test_request_stats_of_no_results_do_not_divide_by_zero() -> None:
+    stats = request_stats([], wall_seconds=0.0)
+
+    assert (stats.count, stats.requests_per_second, stats.errors) == (0, 0.0, {})
+
+
+def test_comparison_row_takes_the_headline_numbers() -> None:
+    stats = request_stats([result(1.0, ttft=0.25, completion=3), result(3.0)], wall_seconds=2.0)
+
+    row = comparison_row("m/x", stats)
+
+    assert row.model_dump() == {
+        "model": "m/x",
+        "ok": 2,
+        "failed": 0,
+        "latency_avg": 2.0,
+        "latency_std_dev": pytest.approx(math.sqrt(2), abs=1e-6),
+        "latency_p50": 2.0,
+        "latency_p95": pytest.approx(2.9),
+        "ttft_p50": 0.25,
+        "output_tokens_per_second": 1.5,
+    }
