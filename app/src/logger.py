@@ -70,7 +70,7 @@ def setup_logging(
 
     log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     queue_handler = logging.handlers.QueueHandler(log_queue)
-    queue_handler.addFilter(redactor)
+    # Redaction runs in the listener thread (on the handlers above), not on the event loop.
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, logging.handlers.QueueHandler)]:
