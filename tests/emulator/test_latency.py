@@ -58,3 +58,15 @@ async def test_tokens_per_second_paces_the_answer(client: httpx.AsyncClient) -> 
 
     assert response.json()["usage"]["completion_tokens"] == 5
     assert elapsed >= 4 / 200
+
+
+@pytest.mark.parametrize("config", [EmulatorConfig(ttft_seconds=0.02)])
+async def test_larger_models_answer_more_slowly_by_their_latency_factor(
+    client: httpx.AsyncClient,
+) -> None:
+    started = time.perf_counter()
+    response = await client.post(CHAT, json={**chat_body(max_tokens=1), "model": "emulator/large"})
+    elapsed = time.perf_counter() - started
+
+    assert response.status_code == 200
+    assert elapsed >= 0.02 * 2.5

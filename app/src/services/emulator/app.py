@@ -177,9 +177,13 @@ class EmulatorApp:
             finish_reason = "length"
         prompt_tokens = count_prompt_tokens(request.prompt)
         answer_usage = usage(model, prompt_tokens, len(tokens))
-        ttft = self.config.ttft_seconds if scenario.ttft_seconds is None else scenario.ttft_seconds
+        ttft = (
+            self.config.ttft_seconds * model.latency_factor
+            if scenario.ttft_seconds is None
+            else scenario.ttft_seconds
+        )
         tps = (
-            self.config.tokens_per_second
+            self.config.tokens_per_second / model.latency_factor
             if scenario.tokens_per_second is None
             else scenario.tokens_per_second
         )

@@ -21,6 +21,9 @@ class EmulatedModel:
     # Decimal strings in USD per token, exactly as OpenRouter sends them.
     prompt_price: str
     completion_price: str
+    # Scales the configured latency (TTFT up, tokens per second down) so that models compare
+    # differently in a benchmark, as real ones do. Explicit per-request scenarios are exact.
+    latency_factor: float = 1.0
     prompt_price_value: float = field(init=False)
     completion_price_value: float = field(init=False)
 
@@ -89,6 +92,7 @@ MODELS: Final[tuple[EmulatedModel, ...]] = (
         max_completion_tokens=8192,
         prompt_price="0.0000005",
         completion_price="0.0000015",
+        latency_factor=1.6,
     ),
     EmulatedModel(
         id="emulator/large",
@@ -99,6 +103,7 @@ MODELS: Final[tuple[EmulatedModel, ...]] = (
         max_completion_tokens=16384,
         prompt_price="0.000003",
         completion_price="0.000015",
+        latency_factor=2.5,
     ),
     EmulatedModel(
         id="emulator/tiny:free",
@@ -109,6 +114,7 @@ MODELS: Final[tuple[EmulatedModel, ...]] = (
         max_completion_tokens=2048,
         prompt_price="0",
         completion_price="0",
+        latency_factor=0.7,
     ),
 )
 
