@@ -247,7 +247,8 @@ def test_list_summaries_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
     assert list_summaries(tmp_path / "nowhere", limit=5) == []
 
 
-def test_the_sample_prompt_file_parses() -> None:
-    sample = REPO_ROOT / "prompts" / "benchmark_prompts.txt"
+@pytest.mark.parametrize(("name", "count"), [("en.txt", 5), ("ru.txt", 4)])
+def test_the_sample_prompt_files_parse(name: str, count: int) -> None:
+    sample = REPO_ROOT / "prompts" / name
 
-    assert len(parse_prompts(sample.read_bytes())) == 5
+    assert len(parse_prompts(sample.read_bytes())) == count
