@@ -21,6 +21,7 @@ from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
 from src.services.base.client import RetryPolicy, build_http_client
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import OpenRouterClient
+from src.services.shutdown import ShutdownGuard
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class AppState(TypedDict):
     openrouter: OpenRouterClient
     catalog: ModelCatalog
     redactor: Redactor
+    shutdown_guard: ShutdownGuard
 
 
 def create_app(
@@ -52,6 +54,9 @@ def create_app(
                 backup_count=active.log_backup_count,
             )
             stack.callback(logging_handle.stop)
+            shutdown_guard = ShutdownGuard()
+            # Registered after logging, so it runs before logging stops: its lines are kept.
+            stack.push_async_callback(shutdown_guard.wait, active.shutdown_timeout_seconds)
             base_url = active.openrouter_base_url
             api_key = active.openrouter_api_key.get_secret_value()
             if active.uses_emulator:
@@ -93,6 +98,7 @@ def create_app(
                 "openrouter": client,
                 "catalog": catalog,
                 "redactor": Redactor(active.secrets()),
+                "shutdown_guard": shutdown_guard,
             }
 
     app = FastAPI(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
@@ -12,11 +11,12 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
-from src.api.deps import CatalogDep, OpenRouterDep, SettingsDep
+from src.api.deps import CatalogDep, OpenRouterDep, SettingsDep, ShutdownGuardDep
+from src.api.disconnect import cancel_on_disconnect
 from src.config import Settings
 from src.schemas.benchmarks import BenchmarkList, BenchmarkSummary
 from src.schemas.prompts import ErrorResponse
-from src.services.base.exceptions import ClientDisconnectedError, PayloadTooLargeError
+from src.services.base.exceptions import PayloadTooLargeError
 from src.services.benchmarker.report import render_report
 from src.services.benchmarker.service import (
     BenchmarkOptions,
@@ -104,6 +104,7 @@ async def create_benchmark(
     settings: SettingsDep,
     client: OpenRouterDep,
     catalog: CatalogDep,
+    shutdown_guard: ShutdownGuardDep,
     prompt_file: Annotated[
         UploadFile, File(description="UTF-8 text, one prompt per line; blank lines are skipped")
     ],
@@ -128,8 +129,13 @@ async def create_benchmark(
         temperature=temperature,
         top_p=top_p,
     )
-    summary = await _cancel_on_disconnect(
-        request, benchmark_upload(settings, client, catalog, prompt_file, options)
+    # Nobody would read the answer, and every further request costs money; the cancelled run
+    # still saves what it measured.
+    summary = await cancel_on_disconnect(
+        request,
+        # Tracked so that a stopping server waits for the cancelled run to save its summary.
+        shutdown_guard.run(benchmark_upload(settings, client, catalog, prompt_file, options)),
+        "The client disconnected; the benchmark was stopped.",
     )
     return HTMLResponse(render_report(summary)) if visualize else summary
 
@@ -164,35 +170,3 @@ async def get_benchmark_summary(
 async def get_benchmark_report(settings: SettingsDep, benchmark_id: BenchmarkId) -> HTMLResponse:
     """Return the HTML report of one saved benchmark run."""
     return HTMLResponse(render_report(await get_benchmark(settings, benchmark_id)))
-
-
-async def _cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run `work`, cancelling it when the client goes away: nobody would read the answer, and
-    every further request costs money. The cancelled run still saves what it measured.
-    """
-    task = asyncio.ensure_future(work)
-    disconnected = False
-
-    async def watch() -> None:
-        nonlocal disconnected
-        try:
-            # The form is fully read by now, so the next message can only be the disconnect.
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-        except Exception:
-            return  # a server that cannot tell us: the benchmark simply runs to its end
-        disconnected = True
-        task.cancel()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if not disconnected:
-            raise  # this handler itself was cancelled (server shutdown): let it end
-        # Answered (to no one) as an error, so the request log shows what happened.
-        raise ClientDisconnectedError(
-            "The client disconnected; the benchmark was stopped."
-        ) from None
-    finally:
-        watcher.cancel()

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from src.config import Settings
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import OpenRouterClient
+from src.services.shutdown import ShutdownGuard
 
 
 async def get_settings_state(request: Request) -> Settings:
@@ -27,4 +28,11 @@ async def get_catalog(request: Request) -> ModelCatalog:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_state)]
 OpenRouterDep = Annotated[OpenRouterClient, Depends(get_openrouter)]
+
+
+async def get_shutdown_guard(request: Request) -> ShutdownGuard:
+    return cast(ShutdownGuard, request.state.shutdown_guard)
+
+
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+ShutdownGuardDep = Annotated[ShutdownGuard, Depends(get_shutdown_guard)]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from src.api.deps import CatalogDep, OpenRouterDep, SettingsDep
-from src.api.exception_handlers import request_id_of
+from src.api.disconnect import cancel_on_disconnect
 from src.api.sse import sse_from_stream
 from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse, Pricing
 from src.schemas.prompts import GenerateRequest, GenerateResponse
@@ -72,13 +72,17 @@ async def generate(
         top_p=body.top_p,
     )
     if stream or body.stream:
-        items = await open_generation_stream(settings, client, params)
+        # Until the first byte the handler waits on the upstream; after it, the streaming
+        # response itself stops when the caller leaves.
+        items = await cancel_on_disconnect(
+            request, open_generation_stream(settings, client, params)
+        )
         return StreamingResponse(
-            sse_from_stream(items, request_id_of(request)),
+            sse_from_stream(items, request),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
-    completion = await generate_text(settings, client, params)
+    completion = await cancel_on_disconnect(request, generate_text(settings, client, params))
     return GenerateResponse(
         text=completion.text,
         tokens_used=completion.tokens_used,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import orjson
+from fastapi import Request
 
-from src.api.exception_handlers import error_body, status_for
+from src.api.exception_handlers import error_body, public_detail, request_id_of, status_for
 from src.schemas.prompts import StreamDoneEvent
 from src.services.base.exceptions import ServiceError
 from src.services.openrouter.client import StreamDelta, StreamEnd, StreamItem
@@ -17,7 +18,7 @@ def sse_event(event: str, data: object) -> bytes:
 
 
 async def sse_from_stream(
-    items: AsyncGenerator[StreamItem], request_id: str
+    items: AsyncGenerator[StreamItem], request: Request
 ) -> AsyncIterator[bytes]:
     try:
         async for item in items:
@@ -36,7 +37,11 @@ async def sse_from_stream(
                 yield sse_event("done", done.model_dump())
     except ServiceError as exc:
         # The 200 status is already sent: the error travels as the stream's last event.
-        body: dict[str, object] = dict(error_body(type(exc).__name__, exc.detail, request_id))
+        # Redacted like any error response: an upstream message can echo the key back.
+        detail = public_detail(request, exc)
+        body: dict[str, object] = dict(
+            error_body(type(exc).__name__, detail, request_id_of(request))
+        )
         body["status_code"] = status_for(exc)
         yield sse_event("error", body)
     finally:

@@ -1,0 +1,234 @@
+"""End-to-end fixtures: the emulator and the app as real processes on loopback ports.
+
+The session shares one emulator and one app (with an inbound key, so every call proves the
+key works). Tests that need other settings start their own app through `start_app`. Every
+response read by these clients, and every file the processes write, goes through the secret
+audit (see `audit.py` and `test_secrets.py`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.audit import AuditedTransport, SecretAudit
+from tests.e2e.helpers import INBOUND_AUTH, INBOUND_KEY, RETRY_ATTEMPTS, UPSTREAM_KEY
+from tests.e2e.processes import LOOPBACK, ServiceProcess, launch, settings_env
+
+E2E_DIR = Path(__file__).resolve().parent
+CLIENT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+EMULATOR_STOP_SECONDS = 1.0
+REPORT = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: runs the service as real processes on loopback")
+    config.addinivalue_line("markers", "load: sustained load; LOAD_SECONDS sets its duration")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every e2e test, and run the secret audit after all the others."""
+    audit_items = []
+    for item in items:
+        if E2E_DIR in Path(item.path).parents:
+            item.add_marker(pytest.mark.e2e)
+            if Path(item.path).name == "test_secrets.py":
+                audit_items.append(item)
+    for item in audit_items:
+        items.remove(item)
+        items.append(item)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Figures the e2e tests measured (load, disconnects), shown without `-s`."""
+    lines = config.stash.get(REPORT, [])
+    if lines:
+        terminalreporter.write_sep("-", "e2e figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def e2e_report(pytestconfig: pytest.Config) -> list[str]:
+    """Lines for the end-of-run summary."""
+    return pytestconfig.stash.setdefault(REPORT, [])
+
+
+class Launcher:
+    """Starts emulators and apps in their own directories; stops whatever is left at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.processes: list[ServiceProcess] = []
+        self._ids = itertools.count(1)
+
+    def _workdir(self, name: str) -> Path:
+        return self.root / f"{next(self._ids):02d}-{name}"
+
+    def emulator(self, name: str = "emulator", **overrides: str) -> ServiceProcess:
+        workdir = self._workdir(name)
+        env = settings_env(
+            {
+                "EMULATOR_HOST": LOOPBACK,
+                "EMULATOR_TTFT_SECONDS": "0",
+                "EMULATOR_TOKENS_PER_SECOND": "0",
+                "LOG_DIR": str(workdir / "logs"),
+                "BENCHMARKS_DIR": str(workdir / "benchmarks"),
+                **overrides,
+            }
+        )
+        # The emulator keeps abandoned slow answers running, and uvicorn waits for them on
+        # SIGTERM; it holds no state worth a clean exit, so it gets little time.
+        return self._track(
+            launch(
+                name,
+                "src.services.emulator",
+                workdir,
+                env,
+                ready_path="/api/v1/models",
+                stop_seconds=EMULATOR_STOP_SECONDS,
+            )
+        )
+
+    def app(
+        self, name: str, upstream: ServiceProcess | str | None, **overrides: str
+    ) -> ServiceProcess:
+        """An app in front of `upstream` (an emulator, a base URL, or None for the embedded one)."""
+        workdir = self._workdir(name)
+        values = {
+            "HOST": LOOPBACK,
+            "OPENROUTER_API_KEY": UPSTREAM_KEY,
+            "LOG_DIR": str(workdir / "logs"),
+            "BENCHMARKS_DIR": str(workdir / "benchmarks"),
+            "RETRY_ATTEMPTS": str(RETRY_ATTEMPTS),
+            "RETRY_MIN_SECONDS": "0.01",
+            "RETRY_MAX_SECONDS": "0.05",
+            "SHUTDOWN_TIMEOUT_SECONDS": "2",
+            # Only used when the app embeds the emulator (no key): no artificial latency.
+            "EMULATOR_TTFT_SECONDS": "0",
+            "EMULATOR_TOKENS_PER_SECOND": "0",
+        }
+        if isinstance(upstream, ServiceProcess):
+            values["OPENROUTER_BASE_URL"] = f"{upstream.url}/api/v1"
+        elif isinstance(upstream, str):
+            values["OPENROUTER_BASE_URL"] = upstream
+        values.update(overrides)
+        return self._track(
+            launch(name, "src.serve", workdir, settings_env(values), ready_path="/health")
+        )
+
+    def _track(self, process: ServiceProcess) -> ServiceProcess:
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_service_died_unexpectedly(launcher: Launcher) -> Iterator[None]:
+    """Name the culprit when a shared process is gone: an app that crashed, or a SIGTERM from
+    outside (another process on this machine killing `src.serve` by name), not the test.
+    """
+
+    def check(when: str) -> None:
+        for process in launcher.processes:
+            if process.died_unexpectedly():
+                process.stopping = True  # reported once; later tests fail on their own
+                code = process.popen.returncode if process.popen else None
+                pytest.fail(
+                    f"{process.name} (pid {process.pid}) exited with {code} {when}, and no test "
+                    f"stopped it\n{process.output()}\n--- log tail\n{process.log_text()[-2000:]}"
+                )
+
+    check("before this test")
+    yield
+    check("during this test")
+
+
+@pytest.fixture(scope="session")
+def audit() -> SecretAudit:
+    return SecretAudit([UPSTREAM_KEY, INBOUND_KEY])
+
+
+@pytest.fixture(scope="session")
+def launcher(tmp_path_factory: pytest.TempPathFactory, audit: SecretAudit) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path_factory.mktemp("e2e"))
+    try:
+        yield launcher
+    finally:
+        launcher.stop_all()
+    # What the processes wrote while stopping is checked too; test_secrets saw the rest.
+    leaks_before = len(audit.leaks)
+    for process in launcher.processes:
+        audit.check_files(process.files())
+    assert len(audit.leaks) == leaks_before, f"secrets in files: {audit.leaks[leaks_before:]}"
+
+
+@pytest.fixture(scope="session")
+def emulator(launcher: Launcher) -> ServiceProcess:
+    return launcher.emulator()
+
+
+@pytest.fixture(scope="session")
+def app(launcher: Launcher, emulator: ServiceProcess) -> ServiceProcess:
+    """The shared app: inbound key required, upstream key set, the emulator behind it."""
+    return launcher.app("app", emulator, PROXY_API_KEYS=INBOUND_KEY)
+
+
+def audited_client(audit: SecretAudit, base_url: str, *, authorized: bool = True) -> httpx.Client:
+    return httpx.Client(
+        base_url=base_url,
+        headers=INBOUND_AUTH if authorized else None,
+        timeout=CLIENT_TIMEOUT,
+        transport=AuditedTransport(audit, limits=httpx.Limits(max_connections=10)),
+        trust_env=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def client(audit: SecretAudit, app: ServiceProcess) -> Iterator[httpx.Client]:
+    with audited_client(audit, app.url) as http:
+        yield http
+
+
+StartApp = Callable[..., ServiceProcess]
+
+
+@pytest.fixture
+def start_app(launcher: Launcher, emulator: ServiceProcess) -> Iterator[StartApp]:
+    """`start_app(name, upstream=<the emulator>, **ENV)`: an app stopped when the test ends."""
+    started: list[ServiceProcess] = []
+
+    def start(
+        name: str, upstream: ServiceProcess | str | None = emulator, **overrides: str
+    ) -> ServiceProcess:
+        process = launcher.app(name, upstream, **overrides)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def connect(audit: SecretAudit) -> Iterator[Callable[[ServiceProcess], httpx.Client]]:
+    """An audited client for an app started by the test (no inbound key needed there)."""
+    clients: list[httpx.Client] = []
+
+    def make(process: ServiceProcess) -> httpx.Client:
+        http = audited_client(audit, process.url, authorized=False)
+        clients.append(http)
+        return http
+
+    yield make
+    for http in clients:
+        http.close()

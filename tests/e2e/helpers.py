@@ -1,0 +1,115 @@
+"""Small request helpers shared by the e2e tests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.processes import ServiceProcess, wait_until
+
+MODEL = "emulator/small"
+UPSTREAM_KEY = "sk-e2e-secret-5f1c9a7e2b8d4c3a90"
+INBOUND_KEY = "inbound-e2e-key"
+INBOUND_AUTH = {"Authorization": f"Bearer {INBOUND_KEY}"}
+# Every app of the e2e session makes this many attempts (the first included), waiting little.
+RETRY_ATTEMPTS = 5
+
+
+def unique(prompt: str) -> str:
+    """The prompt plus a marker nobody else sends: the emulator's per-prompt counters start at 0."""
+    return f"{prompt} (e2e {uuid.uuid4().hex[:12]})"
+
+
+def generate_body(prompt: str, *, max_tokens: int = 64, **extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, **extra}
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    event: str
+    data: dict[str, Any]
+
+
+def parse_sse_lines(lines: Iterable[str]) -> list[SseEvent]:
+    """Strict reader of our own stream: `event:` then `data:`, each event ended by a blank line."""
+    events: list[SseEvent] = []
+    name: str | None = None
+    data: str | None = None
+    for line in lines:
+        if not line:
+            assert name is not None and data is not None, "blank line without an event"
+            events.append(SseEvent(name, json.loads(data)))
+            name = data = None
+        elif line.startswith("event: "):
+            assert name is None, f"two event lines in one event: {line!r}"
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            assert name is not None and data is None, f"unexpected data line: {line!r}"
+            data = line[len("data: ") :]
+        else:
+            raise AssertionError(f"not an SSE line of ours: {line!r}")
+    assert name is None and data is None, "the stream ended inside an event"
+    return events
+
+
+def parse_sse(text: str) -> list[SseEvent]:
+    return parse_sse_lines(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"))
+
+
+class LogWatch:
+    """What an app writes to its log file after the moment the watch is made.
+
+    Log lines are written by a queue listener, after the response: a line of an earlier
+    request may still be on its way. So the watch starts with a fence, a request for a unique
+    path: once its line is in the file, every earlier line is too, and the watch reads from
+    there.
+    """
+
+    def __init__(self, process: ServiceProcess, http: httpx.Client) -> None:
+        self._process = process
+        fence = f"/e2e-log-fence/{uuid.uuid4().hex}"
+        http.get(fence)  # a 404, logged like any request
+        marker = f" | GET {fence} | "
+        assert wait_until(lambda: marker in process.log_text(), 5.0), "fence never logged"
+        text = process.log_text()
+        self._offset = text.index("\n", text.index(marker)) + 1
+
+    def text(self) -> str:
+        return self._process.log_text()[self._offset :]
+
+    def wait_for(self, pattern: str, count: int = 1, seconds: float = 5.0) -> str:
+        """The new text once `pattern` occurs `count` times in it."""
+        found = wait_until(lambda: len(re.findall(pattern, self.text())) >= count, seconds)
+        text = self.text()
+        assert found, f"{pattern!r} not logged {count} times:\n{text}"
+        return text
+
+    def wait_for_request(self, method: str, path: str, count: int = 1) -> str:
+        """The request line comes after every line the request caused (retries, errors)."""
+        return self.wait_for(rf" \| {method} {re.escape(path)} \| handler=", count)
+
+
+def wait_for_log(process: ServiceProcess, pattern: str, seconds: float = 5.0) -> str:
+    """The whole log, startup included, once `pattern` is in it."""
+    found = wait_until(lambda: re.search(pattern, process.log_text()), seconds)
+    text = process.log_text()
+    assert found, f"{pattern!r} not logged:\n{text}"
+    return text
+
+
+def benchmark_available(http: httpx.Client) -> bool:
+    """POST /benchmark is wired into the app (another feature, merged separately)."""
+    return "/benchmark" in http.get("/openapi.json").json()["paths"]
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))

@@ -1,0 +1,40 @@
+"""No OPENROUTER_API_KEY: `make run` serves against the embedded emulator and says so."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from tests.e2e.conftest import StartApp
+from tests.e2e.helpers import MODEL, generate_body, wait_for_log
+from tests.e2e.processes import ServiceProcess
+
+
+def test_without_a_key_the_app_serves_the_embedded_emulator_and_warns(
+    start_app: StartApp, connect: Callable[[ServiceProcess], httpx.Client]
+) -> None:
+    # No base URL either: the default (openrouter.ai) must not be contacted at all.
+    app = start_app("app-no-key", upstream=None, OPENROUTER_API_KEY="")
+    http = connect(app)
+
+    health = http.get("/health")
+    models = http.get("/models")
+    generated = http.post("/generate", json=generate_body("Hello, emulator", max_tokens=16))
+    real_model = http.post(
+        "/generate", json={"model": "openai/gpt-4o", "prompt": "Hello, OpenRouter"}
+    )
+
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "upstream": "emulator"}
+    assert models.status_code == 200
+    ids = [model["id"] for model in models.json()["models"]]
+    assert ids and all(model_id.startswith("emulator/") for model_id in ids)
+    assert generated.status_code == 200, generated.text
+    assert generated.json()["model"] == MODEL
+    assert generated.json()["text"]
+    assert 400 <= real_model.status_code < 500
+    assert "OPENROUTER_API_KEY" in real_model.json()["detail"]
+    # Written to the log file, at WARNING, before the app served anything.
+    log = wait_for_log(app, r" - WARNING - OPENROUTER_API_KEY is not set")
+    assert log.index("OPENROUTER_API_KEY is not set") < log.index(" | GET /health | ")

@@ -1,0 +1,147 @@
+"""Upstream faults through the whole stack: retries, status mapping, and an app that stays up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import StartApp
+from tests.e2e.helpers import RETRY_ATTEMPTS, LogWatch, generate_body, unique
+from tests.e2e.processes import ServiceProcess, free_port
+
+
+def assert_error_body(response: httpx.Response, status: int, error: str) -> dict[str, str]:
+    assert response.status_code == status, response.text
+    body: dict[str, str] = response.json()
+    assert body["error"] == error
+    assert body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def assert_still_serving(http: httpx.Client) -> None:
+    assert http.get("/health").status_code == 200
+    response = http.post("/generate", json=generate_body(unique("Still there?"), max_tokens=8))
+    assert response.status_code == 200, response.text
+    assert response.json()["text"]
+
+
+def test_429_twice_then_success_is_retried_and_logged(
+    client: httpx.Client, app: ServiceProcess
+) -> None:
+    log = LogWatch(app, client)
+    prompt = unique("Busy upstream [[emulator:rate_limit_times=2]]")
+
+    response = client.post("/generate", json=generate_body(prompt))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["text"]
+    lines = log.wait_for_request("POST", "/generate")
+    retries = [line for line in lines.splitlines() if " - WARNING - RETRY | " in line]
+    assert len(retries) == 2, lines
+    assert all("status=429" in line for line in retries)
+    assert f"attempt=1/{RETRY_ATTEMPTS}" in retries[0]
+    assert f"attempt=2/{RETRY_ATTEMPTS}" in retries[1]
+
+
+def test_429_storm_answers_429_with_retry_after_and_json_detail(
+    client: httpx.Client, app: ServiceProcess
+) -> None:
+    log = LogWatch(app, client)
+
+    response = client.post("/generate", json=generate_body(unique("[[emulator:rate_limit]]")))
+
+    body = assert_error_body(response, 429, "UpstreamStatusError")
+    assert "429" in body["detail"] and "Rate limit" in body["detail"]
+    assert int(response.headers["retry-after"]) >= 1
+    lines = log.wait_for_request("POST", "/generate")
+    assert len([line for line in lines.splitlines() if "RETRY" in line]) == RETRY_ATTEMPTS - 1
+    assert_still_serving(client)
+
+
+# scenario, our status, our error type, retried by us
+FAULTS = [
+    ("unauthorized", 502, "UpstreamStatusError", False),
+    ("payment_required", 402, "UpstreamStatusError", False),
+    ("forbidden", 403, "UpstreamStatusError", False),
+    ("server_error", 502, "UpstreamStatusError", False),
+    ("bad_gateway", 502, "UpstreamStatusError", True),
+    ("unavailable", 502, "UpstreamStatusError", True),
+    ("gateway_timeout", 504, "UpstreamStatusError", True),
+    ("request_timeout", 504, "UpstreamStatusError", True),
+    ("invalid_json", 502, "UpstreamInvalidResponseError", False),
+    ("truncated", 502, "UpstreamConnectionError", True),
+]
+
+
+@pytest.mark.parametrize(("scenario", "status", "error", "retried"), FAULTS)
+def test_upstream_fault_maps_to_our_status_and_the_app_keeps_serving(
+    client: httpx.Client, app: ServiceProcess, scenario: str, status: int, error: str, retried: bool
+) -> None:
+    log = LogWatch(app, client)
+
+    response = client.post(
+        "/generate", json=generate_body(unique(f"Fault [[emulator:{scenario}]]"))
+    )
+
+    body = assert_error_body(response, status, error)
+    if scenario == "unauthorized":
+        # Our key is wrong, not the caller's: the caller is told which setting to fix.
+        assert "OPENROUTER_API_KEY" in body["detail"]
+    lines = log.wait_for_request("POST", "/generate")
+    retries = len([line for line in lines.splitlines() if " - WARNING - RETRY | " in line])
+    assert retries == (RETRY_ATTEMPTS - 1 if retried else 0), lines
+    assert f"status_code={status}" in lines
+    assert "Traceback" not in lines  # an upstream fault is not our bug
+    assert_still_serving(client)
+
+
+def test_streamed_request_with_a_fault_before_the_first_byte_is_a_plain_json_error(
+    client: httpx.Client,
+) -> None:
+    response = client.post(
+        "/generate",
+        params={"stream": "true"},
+        json=generate_body(unique("[[emulator:payment_required]]")),
+    )
+
+    assert_error_body(response, 402, "UpstreamStatusError")
+    assert response.headers["content-type"].startswith("application/json")
+
+
+def test_upstream_timeout_answers_504_in_about_the_configured_time(
+    start_app: StartApp, connect: Callable[[ServiceProcess], httpx.Client]
+) -> None:
+    app = start_app("app-short-timeout", UPSTREAM_TIMEOUT_SECONDS="0.5")
+    http = connect(app)
+
+    started = time.monotonic()
+    response = http.post("/generate", json=generate_body(unique("[[emulator:timeout]]")))
+    elapsed = time.monotonic() - started
+
+    assert_error_body(response, 504, "UpstreamTimeoutError")
+    # A read timeout is not retried: the upstream may still be generating (and billing).
+    assert 0.5 <= elapsed < 2.0
+    assert_still_serving(http)
+
+
+def test_unreachable_upstream_answers_502_and_health_stays_up(
+    start_app: StartApp, connect: Callable[[ServiceProcess], httpx.Client]
+) -> None:
+    closed_port = free_port()  # nothing listens there once the probe socket is closed
+    app = start_app("app-no-upstream", upstream=f"http://127.0.0.1:{closed_port}/api/v1")
+    http = connect(app)
+    log = LogWatch(app, http)
+
+    generated = http.post("/generate", json=generate_body("Anyone there?"))
+    models = http.get("/models")
+
+    assert_error_body(generated, 502, "UpstreamConnectionError")
+    assert_error_body(models, 502, "UpstreamConnectionError")
+    lines = log.wait_for_request("GET", "/models")
+    retries = [line for line in lines.splitlines() if "RETRY | POST" in line]
+    assert len(retries) == RETRY_ATTEMPTS - 1
+    assert http.get("/health").status_code == 200

@@ -1,0 +1,192 @@
+"""Hardening, in process: secrets echoed by the upstream, and callers who leave early.
+
+The same behaviours are exercised over real sockets in tests/e2e; these versions are fast,
+exact about what happened upstream, and run without any subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from asgi_lifespan import LifespanManager
+from fastapi import Request
+from starlette.types import Message
+
+from src.api.disconnect import cancel_on_disconnect
+from src.config import Settings
+from src.main import create_app
+from src.services.base.exceptions import ClientDisconnectedError
+from tests.conftest import API_KEY, read_log, serve
+
+pytestmark = pytest.mark.anyio
+
+GENERATE = {"model": "m/x", "prompt": "hi"}
+
+
+def chunk(content: str, **extra: Any) -> bytes:
+    body: dict[str, Any] = {
+        "id": "gen-1",
+        "model": "m/x",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+        **extra,
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def test_an_upstream_error_echoing_our_key_is_redacted_in_the_response_and_log(
+    settings: Settings, upstream: respx.MockRouter, retry_waits: list[float]
+) -> None:
+    echo = f"Bad request for key {API_KEY} (Authorization: Bearer {API_KEY})"
+    upstream.post("/chat/completions").respond(400, json={"error": {"message": echo}})
+
+    async with serve(settings) as client:
+        response = await client.post("/generate", json=GENERATE)
+
+    assert response.status_code == 400
+    assert API_KEY not in response.text
+    assert "[REDACTED]" in response.json()["detail"]
+    assert API_KEY not in read_log(settings)
+
+
+async def test_a_mid_stream_error_echoing_our_key_is_redacted_in_the_error_event(
+    settings: Settings, upstream: respx.MockRouter
+) -> None:
+    error = {"code": 502, "message": f"provider rejected key {API_KEY}"}
+    upstream.post("/chat/completions").respond(
+        200,
+        content=chunk("The ") + chunk("", error=error) + b"data: [DONE]\n\n",
+        headers={"content-type": "text/event-stream"},
+    )
+
+    async with serve(settings) as client:
+        response = await client.post("/generate?stream=true", json=GENERATE)
+
+    assert response.status_code == 200
+    assert "event: error" in response.text
+    assert API_KEY not in response.text
+    assert "[REDACTED]" in response.text
+    assert API_KEY not in read_log(settings)
+
+
+class Caller:
+    """A request whose `receive` says "disconnect" once the caller has left."""
+
+    def __init__(self) -> None:
+        self.gone = asyncio.Event()
+        self.request = Request({"type": "http", "headers": []}, receive=self._receive)
+
+    async def _receive(self) -> Message:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+async def test_cancel_on_disconnect_returns_the_result_when_the_caller_stays() -> None:
+    caller = Caller()
+
+    async def work() -> str:
+        await asyncio.sleep(0)
+        return "answer"
+
+    assert await cancel_on_disconnect(caller, work()) == "answer"  # type: ignore[arg-type]
+
+
+async def test_cancel_on_disconnect_cancels_the_work_when_the_caller_leaves() -> None:
+    caller = Caller()
+    cancelled = asyncio.Event()
+
+    async def work() -> str:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    asyncio.get_running_loop().call_later(0.01, caller.gone.set)
+    with pytest.raises(ClientDisconnectedError):
+        await asyncio.wait_for(cancel_on_disconnect(caller.request, work()), 5)
+    assert cancelled.is_set()
+
+
+async def test_cancel_on_disconnect_lets_a_server_cancellation_through() -> None:
+    """A handler cancelled by the server (shutdown) ends cancelled, not as a client error."""
+    caller = Caller()
+    started = asyncio.Event()
+
+    async def work() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    handler = asyncio.create_task(cancel_on_disconnect(caller.request, work()))
+    await started.wait()
+    handler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+
+
+@pytest.mark.parametrize("path", ["/generate", "/generate?stream=true"])
+async def test_a_caller_leaving_before_the_answer_cancels_the_upstream_request(
+    settings: Settings, upstream: respx.MockRouter, path: str
+) -> None:
+    upstream_called = asyncio.Event()
+    upstream_cancelled = asyncio.Event()
+
+    async def never_answers(request: httpx.Request) -> httpx.Response:
+        upstream_called.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            upstream_cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    upstream.post("/chat/completions").mock(side_effect=never_answers)
+    app = create_app(settings, transport=httpx.AsyncHTTPTransport())
+    caller_left = asyncio.Event()
+    sent: list[Message] = []
+    body = json.dumps(GENERATE).encode()
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        await caller_left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    route, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": route,
+        "raw_path": route.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"service.test")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("service.test", 80),
+    }
+    async with LifespanManager(app) as manager:
+
+        async def handle() -> None:
+            await manager.app(scope, receive, send)  # the manager adds the lifespan state
+
+        handler = asyncio.create_task(handle())
+        await asyncio.wait_for(upstream_called.wait(), 5)
+        caller_left.set()
+        await asyncio.wait_for(handler, 5)
+
+    assert upstream_cancelled.is_set()
+    start = next(message for message in sent if message["type"] == "http.response.start")
+    assert start["status"] == 499  # answered to no one, but logged as what it was
+    assert "status_code=499 | ClientDisconnectedError" in read_log(settings)
