@@ -46,6 +46,8 @@ CSV_COLUMNS = (
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# Harmless inside one file name, but "../" look-alikes in names only confuse whoever reads them.
+_DOT_RUN = re.compile(r"\.{2,}")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
@@ -89,7 +91,7 @@ def parse_prompts(data: bytes) -> list[str]:
 
 
 def model_slug(models: list[str]) -> str:
-    joined = "+".join(_SLUG_UNSAFE.sub("-", model) for model in models)
+    joined = "+".join(_DOT_RUN.sub("-", _SLUG_UNSAFE.sub("-", model)) for model in models)
     return joined[:MAX_SLUG_CHARS]
 
 
