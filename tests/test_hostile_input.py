@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -126,4 +127,28 @@ async def test_hostile_benchmark_numbers_are_422(
     response = await post_benchmark(client, form=form)
 
     assert_clean_error(response, 422)
+    assert route.call_count == 0
+
+
+async def test_an_oversized_generate_body_is_413_json(
+    client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post("/chat/completions").respond(json=completion_body())
+    huge = b'{"model": "m/x", "prompt": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+
+    declared = await client.post(
+        "/generate", content=huge, headers={"content-type": "application/json"}
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(huge), 1024 * 1024):
+            yield huge[start : start + 1024 * 1024]
+
+    chunked = await client.post(
+        "/generate", content=chunks(), headers={"content-type": "application/json"}
+    )
+
+    for response in (declared, chunked):
+        assert_clean_error(response, 413)
+        assert response.json()["error"] == "PayloadTooLargeError"
     assert route.call_count == 0

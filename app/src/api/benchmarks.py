@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
-from starlette.types import Message, Receive
 
+from src.api.body_limit import UploadLimitRoute
 from src.api.deps import CatalogDep, OpenRouterDep, SettingsDep, ShutdownGuardDep
 from src.api.disconnect import cancel_on_disconnect
-from src.config import Settings
 from src.schemas.benchmarks import BenchmarkList, BenchmarkSummary
 from src.schemas.prompts import ErrorResponse
-from src.services.base.exceptions import PayloadTooLargeError
 from src.services.benchmarker.report import render_report
 from src.services.benchmarker.service import (
     BenchmarkOptions,
@@ -27,68 +22,9 @@ from src.services.benchmarker.service import (
 
 T = TypeVar("T")
 
-# Room for the multipart framing and the small form fields around the prompt file.
-FORM_OVERHEAD_BYTES = 64 * 1024
-
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 402, 403, 404, 413, 429, 502, 504)
-}
 HTML_OR_JSON: dict[int | str, dict[str, object]] = {
     200: {"content": {"text/html": {}}, "description": "JSON, or HTML with ?visualize=true"}
 }
-
-
-class UploadLimitRoute(APIRoute):
-    """Refuses an oversized body before FastAPI parses (and spools) the multipart form.
-
-    The limit comes from the settings of the running app, which a static `max_body_size`
-    cannot express.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def limited_handler(request: Request) -> Response:
-            # Dependencies are not solved yet at this point: read the lifespan state directly.
-            max_upload = cast(Settings, request.state.settings).max_upload_bytes
-            limit = max_upload + FORM_OVERHEAD_BYTES
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise _too_large(int(declared), max_upload)
-            bounded = Request(request.scope, _bounded_receive(request.receive, limit, max_upload))
-            try:
-                return await handler(bounded)
-            except HTTPException as exc:
-                # FastAPI reports any failure while reading the form as a 400; ours is a 413.
-                if isinstance(exc.__cause__, PayloadTooLargeError):
-                    raise exc.__cause__ from None
-                raise
-
-        return limited_handler
-
-
-def _too_large(size: int | None, max_upload: int) -> PayloadTooLargeError:
-    size_text = f" ({size} bytes)" if size is not None else ""
-    return PayloadTooLargeError(
-        f"The request body{size_text} is too large: MAX_UPLOAD_BYTES={max_upload} bytes "
-        "for the prompt file."
-    )
-
-
-def _bounded_receive(receive: Receive, limit: int, max_upload: int) -> Receive:
-    """Counts body bytes as they arrive: a chunked upload has no Content-Length to check."""
-    received = 0
-
-    async def bounded() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise _too_large(None, max_upload)
-        return message
-
-    return bounded
 
 
 router = APIRouter(tags=["benchmarks"], route_class=UploadLimitRoute)
@@ -97,7 +33,7 @@ router = APIRouter(tags=["benchmarks"], route_class=UploadLimitRoute)
 @router.post(
     "/benchmark",
     response_model=BenchmarkSummary,
-    responses={**ERROR_RESPONSES, **HTML_OR_JSON},
+    responses=HTML_OR_JSON,
 )
 async def create_benchmark(
     request: Request,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from src.api.body_limit import BodyLimitRoute
 from src.api.deps import CatalogDep, OpenRouterDep, SettingsDep
 from src.api.disconnect import cancel_on_disconnect
 from src.api.sse import sse_from_stream
@@ -19,7 +20,8 @@ from src.services.openrouter.schemas import ChatParameters
 
 # /health stays open for load balancers and container health checks; the rest may need a key.
 public_router = APIRouter()
-router = APIRouter()
+# A JSON body past its limit is refused with a 413 while it arrives, not after buffering it.
+router = APIRouter(route_class=BodyLimitRoute)
 
 
 @public_router.get("/health")
