@@ -252,3 +252,17 @@ def test_the_sample_prompt_files_parse(name: str, count: int) -> None:
     sample = REPO_ROOT / "prompts" / name
 
     assert len(parse_prompts(sample.read_bytes())) == count
+
+
+def test_a_summary_never_replaces_an_existing_one_and_leaves_no_partial_file(
+    tmp_path: Path,
+) -> None:
+    benchmark_id = "20261126T101500Z_m_0123abcd"
+    path = tmp_path / f"{benchmark_id}.json"
+    path.write_text("earlier", encoding="utf-8")
+
+    with pytest.raises(FileExistsError):
+        write_summary(path, summary(benchmark_id, datetime.now(UTC), tmp_path))
+
+    assert path.read_text(encoding="utf-8") == "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -201,9 +202,21 @@ def _create_csv(path: Path) -> IO[str]:
 
 
 def write_summary(path: Path, summary: BenchmarkSummary) -> None:
+    """Appears whole or not at all, and never replaces an existing summary.
+
+    Written to a temporary name, then hard-linked into place: the link fails if the name is
+    taken, and a crash mid-write leaves only the temporary file, never a half summary.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "x", encoding="utf-8") as file:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "x", encoding="utf-8") as file:
         file.write(summary.model_dump_json(by_alias=True, indent=2))
+        file.flush()
+        os.fsync(file.fileno())
+    try:
+        os.link(partial, path)
+    finally:
+        partial.unlink()
 
 
 def load_summary(directory: Path, benchmark_id: str) -> BenchmarkSummary:
