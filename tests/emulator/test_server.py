@@ -85,11 +85,12 @@ async def test_app_completes_the_lifespan_protocol() -> None:
     assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
 
 
-async def test_timeout_scenario_ends_when_the_client_gives_up() -> None:
+@pytest.mark.parametrize("directive", ["[[emulator:timeout]]", "[[emulator:delay=30]]"])
+async def test_a_waiting_answer_ends_when_the_client_gives_up(directive: str) -> None:
     async with serve_embedded_emulator(EmulatorConfig()) as url:
         async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=0.02) as client:
             with pytest.raises(httpx.ReadTimeout):
-                await client.post("/chat/completions", json=chat_body("[[emulator:timeout]]"))
+                await client.post("/chat/completions", json=chat_body(directive))
         leaving = time.perf_counter()
     # Had the hour-long wait outlived its client, shutdown would wait out its grace period.
     assert time.perf_counter() - leaving < 1.0

@@ -207,8 +207,9 @@ class EmulatorApp:
 
         # Same pacing as a stream: the first token after TTFT, the rest at the decode rate.
         delay = ttft + ((len(tokens) - 1) / tps if tps else 0.0)
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # A caller that gave up gets nothing: like a real provider, stop "generating" for it.
+        if delay > 0 and not await sleep_unless_disconnected(receive, delay):
+            return
         if stream_error:
             body = completion_error_body(
                 generation_id=generation_id,
