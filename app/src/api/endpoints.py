@@ -85,12 +85,4 @@ async def generate(
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
     completion = await cancel_on_disconnect(request, generate_text(settings, client, params))
-    return GenerateResponse(
-        text=completion.text,
-        tokens_used=completion.tokens_used,
-        latency_seconds=completion.latency_seconds,
-        model=completion.model,
-        finish_reason=completion.finish_reason,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-    )
+    return GenerateResponse.model_validate(completion, from_attributes=True)

@@ -1,4 +1,7 @@
-"""The one place where service errors become HTTP responses: {"detail", "error", "request_id"}."""
+"""The one place where service errors become HTTP responses: {"detail", "error", "request_id"}.
+
+The status of each error comes from services/base/error_status.py.
+"""
 
 from __future__ import annotations
 
@@ -7,51 +10,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.redaction import Redactor
+from src.services.base.error_status import status_for
 from src.services.base.exceptions import (
-    AuthenticationError,
-    ClientDisconnectedError,
-    InvalidInputError,
-    LimitExceededError,
-    NotFoundError,
-    PayloadTooLargeError,
     ServiceError,
-    UnknownModelError,
-    UpstreamConnectionError,
-    UpstreamInvalidResponseError,
     UpstreamStatusError,
-    UpstreamStreamError,
-    UpstreamTimeoutError,
 )
-
-# Checked in order: the first class the error is an instance of decides the status.
-STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
-    (AuthenticationError, 401),
-    (PayloadTooLargeError, 413),
-    (LimitExceededError, 422),
-    (InvalidInputError, 422),
-    (NotFoundError, 404),
-    (UnknownModelError, 404),
-    (ClientDisconnectedError, 499),  # nginx's "client closed request"; nobody reads it
-    (UpstreamTimeoutError, 504),
-    (UpstreamConnectionError, 502),
-    (UpstreamInvalidResponseError, 502),
-    (UpstreamStreamError, 502),
-)
-
-# Upstream statuses passed through as they are; 401 means OUR key is wrong, so it is a 502.
-UPSTREAM_STATUS_PASSTHROUGH = frozenset({400, 402, 403, 404, 429})
-UPSTREAM_TIMEOUT_STATUSES = frozenset({408, 504})
-
-
-def status_for(error: ServiceError) -> int:
-    if isinstance(error, UpstreamStatusError):
-        if error.status_code in UPSTREAM_STATUS_PASSTHROUGH:
-            return error.status_code
-        return 504 if error.status_code in UPSTREAM_TIMEOUT_STATUSES else 502
-    for error_type, status in STATUS_BY_ERROR:
-        if isinstance(error, error_type):
-            return status
-    return 500
 
 
 def error_body(error_name: str, detail: str, request_id: str) -> dict[str, str]:

@@ -7,8 +7,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import orjson
 from fastapi import Request
 
-from src.api.exception_handlers import error_body, public_detail, request_id_of, status_for
+from src.api.exception_handlers import error_body, public_detail, request_id_of
 from src.schemas.prompts import StreamDoneEvent
+from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError
 from src.services.openrouter.client import StreamDelta, StreamEnd, StreamItem
 
@@ -25,15 +26,7 @@ async def sse_from_stream(
             if isinstance(item, StreamDelta):
                 yield sse_event("token", {"text": item.text})
             elif isinstance(item, StreamEnd):
-                done = StreamDoneEvent(
-                    tokens_used=item.tokens_used,
-                    latency_seconds=item.latency_seconds,
-                    ttft_seconds=item.ttft_seconds,
-                    finish_reason=item.finish_reason,
-                    model=item.model,
-                    prompt_tokens=item.prompt_tokens,
-                    completion_tokens=item.completion_tokens,
-                )
+                done = StreamDoneEvent.model_validate(item, from_attributes=True)
                 yield sse_event("done", done.model_dump())
     except ServiceError as exc:
         # The 200 status is already sent: the error travels as the stream's last event.

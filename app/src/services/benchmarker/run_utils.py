@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from src.api.exception_handlers import status_for
 from src.schemas.benchmarks import ComparisonRow, LatencyStats, RequestStats, TtftStats
+from src.services.base.error_status import status_for
 from src.services.base.exceptions import (
     ServiceError,
     UpstreamInvalidResponseError,
