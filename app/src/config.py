@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     max_runs: int = Field(default=100, ge=1)
     max_concurrency: int = Field(default=100, ge=1)
     max_benchmark_requests: int = Field(default=10000, ge=1)
+    # "process": each benchmark runs in its own runner process, so the API's traffic cannot
+    # move its clock; "inline": in the API's event loop (tests, or where subprocesses are
+    # not allowed).
+    benchmark_isolation: Literal["process", "inline"] = "process"
 
     # Inbound authentication: empty means the proxy is open (the default for a laptop).
     proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -9,6 +9,7 @@ from typing import Any, TypedDict
 
 import httpx
 from fastapi import Depends, FastAPI
+from pydantic import SecretStr
 
 from src.api.auth import require_inbound_key
 from src.api.benchmarks import router as benchmarks_router
@@ -18,9 +19,8 @@ from src.config import Settings, get_settings
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
-from src.services.base.client import RetryPolicy, build_http_client
 from src.services.openrouter.catalog import ModelCatalog
-from src.services.openrouter.client import OpenRouterClient
+from src.services.openrouter.client import OpenRouterClient, UpstreamTarget, connect_openrouter
 from src.services.shutdown import ShutdownGuard
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ EMULATOR_API_KEY = "emulator-local-key"
 class AppState(TypedDict):
     settings: Settings
     openrouter: OpenRouterClient
+    upstream_target: UpstreamTarget
     catalog: ModelCatalog
     redactor: Redactor
     shutdown_guard: ShutdownGuard
@@ -57,8 +58,7 @@ def create_app(
             shutdown_guard = ShutdownGuard()
             # Registered after logging, so it runs before logging stops: its lines are kept.
             stack.push_async_callback(shutdown_guard.wait, active.shutdown_timeout_seconds)
-            base_url = active.openrouter_base_url
-            api_key = active.openrouter_api_key.get_secret_value()
+            target = UpstreamTarget(active.openrouter_base_url, active.openrouter_api_key)
             if active.uses_emulator:
                 # Imported here: with a key set, nothing of the emulator is loaded.
                 from src.services.emulator import EmulatorConfig
@@ -67,35 +67,20 @@ def create_app(
                 base_url = await stack.enter_async_context(
                     serve_embedded_emulator(EmulatorConfig.from_settings(active))
                 )
-                api_key = EMULATOR_API_KEY
+                target = UpstreamTarget(base_url, SecretStr(EMULATOR_API_KEY))
                 logger.warning(
                     "OPENROUTER_API_KEY is not set: serving against the built-in OpenRouter "
                     "emulator at %s (only emulator/... models). Set the key to use OpenRouter.",
                     base_url,
                 )
-            http = build_http_client(
-                base_url,
-                api_key=api_key,
-                timeout_seconds=active.upstream_timeout_seconds,
-                connect_timeout_seconds=active.upstream_connect_timeout_seconds,
-                max_connections=active.upstream_max_connections,
-                transport=transport,
-            )
-            stack.push_async_callback(http.aclose)
-            client = OpenRouterClient(
-                http,
-                RetryPolicy(
-                    attempts=active.retry_attempts,
-                    multiplier=active.retry_multiplier,
-                    min_seconds=active.retry_min_seconds,
-                    max_seconds=active.retry_max_seconds,
-                ),
-            )
+            client = connect_openrouter(active, target, transport)
+            stack.push_async_callback(client.aclose)
             catalog = ModelCatalog(client, active.models_cache_ttl_seconds)
             logger.info("Service started; upstream: %s", active.upstream_label)
             yield {
                 "settings": active,
                 "openrouter": client,
+                "upstream_target": target,
                 "catalog": catalog,
                 "redactor": Redactor(active.secrets()),
                 "shutdown_guard": shutdown_guard,

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from src.config import Settings
 from src.services.openrouter.catalog import ModelCatalog
-from src.services.openrouter.client import OpenRouterClient
+from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 from src.services.shutdown import ShutdownGuard
 
 
@@ -36,3 +36,10 @@ async def get_shutdown_guard(request: Request) -> ShutdownGuard:
 
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 ShutdownGuardDep = Annotated[ShutdownGuard, Depends(get_shutdown_guard)]
+
+
+async def get_upstream_target(request: Request) -> UpstreamTarget:
+    return cast(UpstreamTarget, request.state.upstream_target)
+
+
+UpstreamTargetDep = Annotated[UpstreamTarget, Depends(get_upstream_target)]

@@ -18,35 +18,42 @@ async def cancel_on_disconnect(
     work: Awaitable[T],
     message: str = "The client disconnected before the answer was ready.",
 ) -> T:
-    """Await `work`, cancelling it if the caller disconnects first.
+    """Await `work` in this task, cancelling it if the caller disconnects first.
 
     Servers do not cancel a handler whose caller left: without this, an abandoned request keeps
     its upstream call (and its pooled connection) until the upstream answers, and a burst of
     callers who give up can take the whole pool. Cancelling closes the upstream connection,
-    which also tells the upstream to stop generating.
+    which also tells the upstream to stop generating. One watcher task per request; the work
+    itself runs in the request's own task.
 
     Call it only once the request body has been read: the next message is then the disconnect.
     """
-    task = asyncio.ensure_future(work)
-    disconnected = False
+    handler = asyncio.current_task()
+    assert handler is not None
+    state = {"finished": False, "disconnected": False}
 
     async def watch() -> None:
-        nonlocal disconnected
         try:
             while (await request.receive())["type"] != "http.disconnect":
                 pass
         except Exception:
             return  # a server that cannot tell us: the work simply runs to its end
-        disconnected = True
-        task.cancel()
+        if not state["finished"]:
+            state["disconnected"] = True
+            handler.cancel()
 
     watcher = asyncio.create_task(watch())
     try:
-        return await task
+        result = await work
+        state["finished"] = True
+        return result
     except asyncio.CancelledError:
-        if not disconnected:
+        state["finished"] = True
+        if not state["disconnected"]:
             raise  # the handler itself was cancelled (server shutdown): let it end
+        handler.uncancel()
         # Answered (to no one) as an error, so the request log shows what happened.
         raise ClientDisconnectedError(message) from None
     finally:
+        state["finished"] = True
         watcher.cancel()

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from src.api.body_limit import BodyLimitRoute
 from src.api.deps import CatalogDep, OpenRouterDep, SettingsDep
 from src.api.disconnect import cancel_on_disconnect
+from src.api.parsing import parse_json_body
 from src.api.sse import sse_from_stream
 from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse, Pricing
-from src.schemas.prompts import GenerateRequest, GenerateResponse
+from src.schemas.prompts import GenerateRequest, GenerationResult
 from src.services.generation.service import generate as generate_text
 from src.services.generation.service import open_generation_stream
 from src.services.openrouter.catalog import is_free
-from src.services.openrouter.schemas import ChatParameters
 
 # /health stays open for load balancers and container health checks; the rest may need a key.
 public_router = APIRouter()
@@ -53,36 +53,34 @@ async def get_models(
 
 @router.post(
     "/generate",
-    response_model=GenerateResponse,
+    response_model=GenerationResult,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streamed"},
     },
+    # The body is parsed by the handler, once, straight from bytes; documented here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
+        }
+    },
 )
 async def generate(
-    body: GenerateRequest,
     request: Request,
     settings: SettingsDep,
     client: OpenRouterDep,
     stream: Annotated[bool, Query(description="Stream tokens as server-sent events")] = False,
-) -> GenerateResponse | StreamingResponse:
+) -> Response:
     """Generate text with one model (`?stream=true` or `"stream": true` for SSE)."""
-    params = ChatParameters(
-        model=body.model,
-        prompt=body.prompt,
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-    )
+    body = parse_json_body(GenerateRequest, await request.body())
     if stream or body.stream:
         # Until the first byte the handler waits on the upstream; after it, the streaming
         # response itself stops when the caller leaves.
-        items = await cancel_on_disconnect(
-            request, open_generation_stream(settings, client, params)
-        )
+        items = await cancel_on_disconnect(request, open_generation_stream(settings, client, body))
         return StreamingResponse(
             sse_from_stream(items, request),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
-    completion = await cancel_on_disconnect(request, generate_text(settings, client, params))
-    return GenerateResponse.model_validate(completion, from_attributes=True)
+    result = await cancel_on_disconnect(request, generate_text(settings, client, body))
+    return Response(result.model_dump_json(), media_type="application/json")

@@ -8,10 +8,9 @@ import orjson
 from fastapi import Request
 
 from src.api.exception_handlers import error_body, public_detail, request_id_of
-from src.schemas.prompts import StreamDoneEvent
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError
-from src.services.openrouter.client import StreamDelta, StreamEnd, StreamItem
+from src.services.openrouter.client import StreamDelta, StreamItem
 
 
 def sse_event(event: str, data: object) -> bytes:
@@ -25,9 +24,8 @@ async def sse_from_stream(
         async for item in items:
             if isinstance(item, StreamDelta):
                 yield sse_event("token", {"text": item.text})
-            elif isinstance(item, StreamEnd):
-                done = StreamDoneEvent.model_validate(item, from_attributes=True)
-                yield sse_event("done", done.model_dump())
+            else:
+                yield sse_event("done", item.model_dump(exclude={"text"}))
     except ServiceError as exc:
         # The 200 status is already sent: the error travels as the stream's last event.
         # Redacted like any error response: an upstream message can echo the key back.

@@ -3,7 +3,9 @@
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from src.schemas.prompts import GenerationResult, ModelId, SamplingParams
 
 BenchmarkStatus = Literal["completed", "interrupted", "failed"]
 
@@ -32,12 +34,33 @@ class TtftStats(BaseModel):
     p99: float | None = None
 
 
+class RequestRecord(GenerationResult):
+    """One benchmark request, a row of the CSV: which job it was, and its result or error.
+
+    A failed request keeps its timing (the final attempt's latency, attempts, total seconds)
+    with no tokens and an empty text; the text of a success is not kept either.
+    """
+
+    prompt_index: int = Field(description="1-based position among the non-blank lines")
+    prompt: str
+    run: int
+    status: int = Field(description="200, or the status the error maps to")
+    error_type: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+
 class RequestStats(BaseModel):
     count: int
     ok: int
     failed: int
-    latency: LatencyStats
+    retried: int = Field(description="Requests that needed more than one attempt")
+    latency: LatencyStats = Field(description="The final attempt's own latency")
     ttft: TtftStats
+    total: LatencyStats = Field(description="Seconds per request with every attempt and wait")
     tokens_total: int = Field(description="Sum of upstream usage.total_tokens")
     avg_completion_tokens: float | None
     output_tokens_per_second: float | None = Field(
@@ -73,6 +96,7 @@ class ComparisonRow(BaseModel):
     model: str
     ok: int
     failed: int
+    retried: int
     latency_avg: float | None
     latency_std_dev: float | None
     latency_p50: float | None
@@ -81,15 +105,22 @@ class ComparisonRow(BaseModel):
     output_tokens_per_second: float | None
 
 
-class BenchmarkParameters(BaseModel):
-    models: list[str]
-    prompts: int
-    runs: int
-    concurrency: int
-    max_tokens: int
-    stream: bool
-    temperature: float | None
-    top_p: float | None
+class BenchmarkParameters(SamplingParams):
+    """What a benchmark runs: the form's fields and their bounds, and the saved parameters."""
+
+    # The form repeats a `model` field per model; the saved summary says `models`.
+    models: list[ModelId] = Field(
+        min_length=1,
+        validation_alias=AliasChoices("model", "models"),
+        description="Model id; repeat the field to compare several models",
+    )
+    runs: int = Field(default=5, ge=1, description="Requests per prompt and model")
+    concurrency: int = Field(default=1, ge=1, description="Requests in flight at most")
+    stream: bool = Field(default=True, description="Stream every request to measure ttft")
+
+
+class SavedParameters(BenchmarkParameters):
+    prompts: int = Field(description="Non-blank lines of the prompt file")
 
 
 class BenchmarkFiles(BaseModel):
@@ -109,7 +140,7 @@ class BenchmarkSummary(BaseModel):
     requests: int = Field(description="Planned requests: prompts x runs x models")
     finished_requests: int
     requests_per_second: float
-    parameters: BenchmarkParameters
+    parameters: SavedParameters
     models: list[ModelStats]
     comparison: list[ComparisonRow]
     files: BenchmarkFiles

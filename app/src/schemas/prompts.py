@@ -1,54 +1,92 @@
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+"""What a generation is asked with, and what it gives back: each defined once.
+
+`SamplingParams` carries the generation parameters and their bounds for every surface
+(`/generate`, the benchmark form, the saved summary); `GenerationResult` is the one result,
+answered by `/generate`, sent as the stream's `done` event and extended by benchmark rows.
+"""
+
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_MODEL_ID_CHARS = 200
 MAX_PROMPT_CHARS = 1_000_000
+MAX_TOKENS_BOUND = 1_000_000
+# Control characters (C0, C1) and Unicode's line and paragraph separators: any of them in a
+# model id could break a log line, a CSV row or a file name.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+EXAMPLE_MODEL = "emulator/small"
 
 
-class GenerateRequest(BaseModel):
+def check_model_id(value: str) -> str:
+    for char in value:
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise ValueError(
+                f"model id contains the control or line-break character U+{ord(char):04X}"
+            )
+    return value
+
+
+def check_prompt_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("prompt must contain some non-whitespace text")
+    return value
+
+
+ModelId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_MODEL_ID_CHARS),
+    AfterValidator(check_model_id),
+]
+PromptText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS),
+    AfterValidator(check_prompt_text),
+]
+
+
+class SamplingParams(BaseModel):
+    """The generation parameters sent upstream with every prompt; unset ones are omitted."""
+
+    max_tokens: int = Field(default=512, ge=1, le=MAX_TOKENS_BOUND)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+
+
+class GenerateRequest(SamplingParams):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"model": "emulator/echo-small:free", "prompt": "Why is the sky blue?"}]
+            "examples": [{"model": EXAMPLE_MODEL, "prompt": "Why is the sky blue?"}]
         },
     )
 
-    model: str = Field(min_length=1, max_length=MAX_MODEL_ID_CHARS, pattern=r"^[^\x00-\x1f]+$")
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    max_tokens: int = Field(default=512, ge=1, le=1_000_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    model: ModelId
+    prompt: PromptText
     stream: bool = False
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must contain some non-whitespace text")
-        return value
 
+class GenerationResult(BaseModel):
+    """One generation as measured at the wire (SPEC §8): the final attempt's own latency and
+    time to first token, every attempt and wait in `total_seconds`."""
 
-class GenerateResponse(BaseModel):
     text: str
-    tokens_used: int
-    latency_seconds: float
     model: str
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    tokens_used: int = Field(description="Upstream usage.total_tokens")
+    latency_seconds: float = Field(description="Final attempt: request sent to last byte")
+    ttft_seconds: float | None = Field(
+        default=None, description="Final attempt: request sent to the first content token"
+    )
+    attempts: int = Field(default=1, description="Attempts made, the first included")
+    total_seconds: float = Field(description="Every attempt and every retry wait")
 
 
 class StreamTokenEvent(BaseModel):
     text: str
-
-
-class StreamDoneEvent(BaseModel):
-    tokens_used: int
-    latency_seconds: float
-    ttft_seconds: float | None
-    finish_reason: str | None
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
 
 
 class ErrorResponse(BaseModel):

@@ -1,7 +1,13 @@
-"""Base async HTTP client: one shared httpx.AsyncClient, typed errors, tenacity retries.
+"""Base async HTTP client: httpx's request and transport API, typed errors, tenacity retries.
 
 This is the only retry layer of the service. The retry decision and the wait are small pure
-functions so that they can be read, and tested, on their own.
+functions so that they can be read, and tested, on their own; the tenacity policy built from
+them is made once per client, not once per call.
+
+Requests go straight to the transport (`handle_async_request`), the interface httpx itself
+builds on. `httpx.AsyncClient.send` would wrap each one in its auth, redirect, event-hook and
+cookie machinery, which the upstream never uses and which costs about 50 µs per request
+(measured on the 2-core test machine: 70 µs against 18 µs for the same exchange).
 """
 
 from __future__ import annotations
@@ -9,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Protocol
 
 import httpx
-import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from src.services.base.exceptions import (
@@ -24,15 +28,17 @@ from src.services.base.exceptions import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from src.services.base.transport import AiohttpTransport
+from src.services.base.timing import Timing, now
+from src.services.base.transport import WireBody, WireTiming, WireTransport
 
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
-JSON_HEADERS = {"content-type": "application/json"}
+# The body of an error answer is read for its message only.
+ERROR_BODY_LIMIT = 64 * 1024
+USER_AGENT = "llm-gateway/0.1"
 
 Sleep = Callable[[float], Awaitable[None]]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +49,13 @@ class RetryPolicy:
     max_seconds: float = 30.0
 
 
-def should_retry(error: BaseException) -> bool:
+def should_retry(error: BaseException, policy: RetryPolicy) -> bool:
     """Is another attempt worth it? Only for transient upstream conditions."""
     if isinstance(error, UpstreamStatusError):
+        if error.retry_after is not None and error.retry_after > policy.max_seconds:
+            # Asked to wait longer than we may: coming back early would only earn another
+            # refusal, so the caller gets the upstream's Retry-After instead.
+            return False
         if error.status_code in RETRYABLE_STATUSES:
             return True
         # 402 means "no credits"; it is only transient when the upstream says when to come back.
@@ -53,14 +63,16 @@ def should_retry(error: BaseException) -> bool:
     if isinstance(error, UpstreamTimeoutError):
         # A read timeout may mean the upstream is still generating (and billing): do not repeat it.
         return error.during_connect
-    return isinstance(error, UpstreamConnectionError)
+    if isinstance(error, UpstreamConnectionError):
+        return error.before_answer
+    return False
 
 
 def retry_wait_seconds(error: BaseException | None, attempt: int, policy: RetryPolicy) -> float:
-    """Retry-After when given (capped), else capped exponential backoff with jitter."""
+    """Retry-After when given (never shortened), else capped exponential backoff with jitter."""
     retry_after = getattr(error, "retry_after", None)
     if isinstance(retry_after, float):
-        return min(retry_after, policy.max_seconds)
+        return retry_after
     ceiling = min(policy.max_seconds, policy.multiplier * 2 ** (attempt - 1))
     floor = min(policy.min_seconds, policy.max_seconds)
     return random.uniform(floor, max(floor, ceiling))
@@ -71,181 +83,209 @@ async def retry_sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+class Body(Protocol):
+    """A 2xx response body, read with the arrival time of its bytes."""
+
+    timing: WireTiming
+
+    async def read(self) -> bytes: ...
+
+    async def next(self) -> tuple[bytes, float] | None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class BaseClient:
-    """Wraps the process-wide httpx.AsyncClient; subclasses add the upstream's endpoints."""
+    """One upstream (base URL, key, timeouts, retry policy) over one shared transport."""
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        base_url: str,
+        api_key: str = "",
+        timeout: httpx.Timeout | None = None,
         retry_policy: RetryPolicy | None = None,
         sleep: Sleep | None = None,
     ) -> None:
-        self._http = http
-        self._retry_policy = retry_policy or RetryPolicy()
-        self._sleep = sleep
+        self._transport = transport
+        self._base_url = httpx.URL(base_url.rstrip("/") + "/")
+        headers = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self._headers = list(headers.items())
+        self._extensions = {"timeout": (timeout or httpx.Timeout(120.0)).as_dict()}
         self._urls: dict[str, httpx.URL] = {}
+        policy = self.retry_policy = retry_policy or RetryPolicy()
+        self._retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts),
+            retry=retry_if_exception(lambda error: should_retry(error, policy)),
+            wait=lambda state: retry_wait_seconds(_error_of(state), state.attempt_number, policy),
+            # Looked up per wait so a patched module-level retry_sleep takes effect.
+            sleep=sleep or (lambda seconds: retry_sleep(seconds)),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return self._transport
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        timing: Timing,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Body:
+        """Send with retries until a 2xx answer; its body is left to the caller to read, then
+        close. `timing` records every attempt; on failure the typed error is raised.
+        """
+        request_headers = self._headers
+        if content is not None:
+            request_headers = [*request_headers, ("content-type", "application/json")]
+        if headers:
+            request_headers = [*request_headers, *headers.items()]
+
+        async def attempt() -> Body:
+            timing.attempts += 1
+            return await self._send(method, self._url(path), request_headers, content, timing)
+
+        timing.began = now()
+        timing.attempts = 0
+        try:
+            return await self._retrying.copy()(attempt)
+        except BaseException:
+            timing.ended = timing.ended if timing.ended > timing.sent else now()
+            raise
+
+    async def read(
+        self, method: str, path: str, timing: Timing, content: bytes | None = None
+    ) -> bytes:
+        """The whole 2xx body; `timing.ended` is when its last byte arrived."""
+        body = await self.open(method, path, timing, content=content)
+        try:
+            data = await body.read()
+        finally:
+            timing.ended = body.timing.end or now()
+            await body.aclose()
+        return data
 
     def _url(self, path: str) -> httpx.URL:
         # Joined once per path: URL parsing and merging is a visible cost per request.
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = self._http.base_url.join(path)
+            url = self._urls[path] = self._base_url.join(path)
         return url
 
-    async def request_bytes(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None
-    ) -> bytes:
-        """Send a request (with retries) and return the body of a 2xx answer."""
-
-        async def attempt() -> bytes:
-            response = await self._send(method, path, json=json, stream=False)
-            return response.content
-
-        return await self._with_retries(attempt, method, path)
-
-    @asynccontextmanager
-    async def stream(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None
-    ) -> AsyncIterator[httpx.Response]:
-        """Open a streamed 2xx response. Retries happen only until the headers have arrived."""
-
-        async def attempt() -> httpx.Response:
-            return await self._send(method, path, json=json, stream=True)
-
-        response = await self._with_retries(attempt, method, path)
-        try:
-            yield response
-        finally:
-            # Closing releases the connection, and on a client disconnect cancels the upstream.
-            await response.aclose()
-
-    @staticmethod
-    async def iter_lines(response: httpx.Response) -> AsyncIterator[str]:
-        """Lines of a streamed body; a connection that breaks mid-way raises a typed error."""
-        try:
-            async for line in response.aiter_lines():
-                yield line
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(
-                f"Upstream timed out mid-stream ({type(exc).__name__})"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamConnectionError(
-                f"Upstream connection broke mid-stream ({type(exc).__name__})"
-            ) from exc
-
-    async def _with_retries(self, attempt: Callable[[], Awaitable[T]], method: str, path: str) -> T:
-        policy = self._retry_policy
-
-        def wait(state: RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome else None
-            return retry_wait_seconds(error, state.attempt_number, policy)
-
-        def log_retry(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            status = getattr(error, "status_code", type(error).__name__)
-            logger.warning(
-                "RETRY | %s %s | status=%s | attempt=%d/%d | wait=%.2fs",
-                method,
-                path,
-                status,
-                state.attempt_number,
-                policy.attempts,
-                state.upcoming_sleep,
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
-            retry=retry_if_exception(should_retry),
-            wait=wait,
-            # Looked up per call so a patched module-level retry_sleep takes effect.
-            sleep=self._sleep or (lambda seconds: retry_sleep(seconds)),
-            before_sleep=log_retry,
-            reraise=True,
-        )
-        return await retrying(attempt)
-
     async def _send(
-        self, method: str, path: str, *, json: dict[str, Any] | None, stream: bool
-    ) -> httpx.Response:
-        content = orjson.dumps(json) if json is not None else None
-        request = self._http.build_request(
-            method, self._url(path), content=content, headers=JSON_HEADERS if content else None
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: list[tuple[str, str]],
+        content: bytes | None,
+        timing: Timing,
+    ) -> Body:
+        request = httpx.Request(
+            method, url, headers=headers, content=content, extensions=self._extensions
         )
+        sent = now()
         try:
-            response = await self._http.send(request, stream=stream)
-        except httpx.TimeoutException as exc:
-            during_connect = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-            raise UpstreamTimeoutError(
-                f"Upstream timed out ({type(exc).__name__}) on {method} {path}",
-                during_connect=during_connect,
-            ) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamConnectionError(
-                f"Upstream connection failed ({type(exc).__name__}) on {method} {path}"
-            ) from exc
-        if response.is_success:
-            return response
+            response = await self._transport.handle_async_request(request)
+        except UpstreamError:
+            timing.sent, timing.ended = sent, now()
+            raise
+        body = _body_of(response, sent)
+        timing.sent = body.timing.sent
+        if 200 <= response.status_code < 300:
+            return body
         try:
-            await response.aread()
-        except httpx.HTTPError:
-            pass
+            # A failed answer is read (for its message) and closed before any retry, or its
+            # pooled connection would leak.
+            data = await _read_bounded(body, ERROR_BODY_LIMIT)
         finally:
-            # A failed response is closed before any retry, or its pooled connection leaks.
-            await response.aclose()
-        raise UpstreamStatusError.from_response(response)
+            timing.ended = body.timing.end or now()
+            await body.aclose()
+        raise UpstreamStatusError.from_answer(
+            response.status_code,
+            data,
+            response.headers.get("retry-after"),
+            response.reason_phrase,
+        )
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = _error_of(state)
+        status = getattr(error, "status_code", type(error).__name__)
+        logger.warning(
+            "RETRY | %s | status=%s | attempt=%d/%d | wait=%.2fs",
+            getattr(state.fn, "__qualname__", "upstream call"),
+            status,
+            state.attempt_number,
+            self.retry_policy.attempts,
+            state.upcoming_sleep,
+        )
 
 
-class _NoCookies(httpx.Cookies):
-    def extract_cookies(self, response: httpx.Response) -> None:  # noqa: ARG002
-        return None
+def _error_of(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome else None
 
 
-class UpstreamHTTPClient(httpx.AsyncClient):
-    """httpx.AsyncClient without a cookie jar.
-
-    One client serves every caller of the proxy, so a cookie set by the upstream for one
-    request must not ride along on the next caller's request. Skipping the jar also saves
-    the per-response cookie parsing, which showed up in profiles of the hot path.
-    """
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return _NoCookies()
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:  # noqa: ARG002
-        return None
+def _body_of(response: httpx.Response, sent: float) -> Body:
+    stream = response.stream
+    if isinstance(stream, WireBody):
+        return stream
+    return _TimedStream(response, sent)
 
 
-def build_http_client(
-    base_url: str,
-    *,
-    api_key: str,
-    timeout_seconds: float,
-    connect_timeout_seconds: float,
-    max_connections: int,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> httpx.AsyncClient:
-    """The one upstream client of the process. The key goes into its default headers, once.
+async def _read_bounded(body: Body, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while size < limit and (item := await body.next()) is not None:
+        parts.append(item[0])
+        size += len(item[0])
+    return b"".join(parts)[:limit]
 
-    The default transport is aiohttp under httpx's API (see transport.py); tests inject
-    httpx's own transport where respx must intercept it.
-    """
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    return UpstreamHTTPClient(
-        base_url=base_url.rstrip("/") + "/",
-        headers=headers,
-        timeout=httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds),
-        transport=transport or AiohttpTransport(max_connections=max_connections),
-    )
+
+class _TimedStream:
+    """Any other transport's body (tests inject mock transports): timed as it is iterated."""
+
+    def __init__(self, response: httpx.Response, sent: float) -> None:
+        self._response = response
+        self._chunks = response.aiter_raw()
+        self.timing = WireTiming(sent=sent, head=now())
+
+    async def read(self) -> bytes:
+        data = await self._response.aread()
+        self.timing.end = now()
+        return data
+
+    async def next(self) -> tuple[bytes, float] | None:
+        try:
+            data = await anext(self._chunks)
+        except StopAsyncIteration:
+            self.timing.end = self.timing.end or now()
+            return None
+        return data, now()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def build_transport(*, max_connections: int, max_body_bytes: int | None = None) -> WireTransport:
+    """The one upstream transport of a process."""
+    return WireTransport(max_connections=max_connections, max_body_bytes=max_body_bytes)
 
 
 __all__ = [
     "BaseClient",
     "RetryPolicy",
     "UpstreamError",
-    "build_http_client",
+    "build_transport",
     "retry_wait_seconds",
     "should_retry",
 ]

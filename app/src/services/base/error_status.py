@@ -13,6 +13,7 @@ from src.services.base.exceptions import (
     LimitExceededError,
     NotFoundError,
     PayloadTooLargeError,
+    RunnerFailedError,
     ServiceError,
     UnknownModelError,
     UpstreamConnectionError,
@@ -30,6 +31,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
     (InvalidInputError, 422),
     (NotFoundError, 404),
     (UnknownModelError, 404),
+    (RunnerFailedError, 500),
     (ClientDisconnectedError, 499),  # nginx's "client closed request"; nobody reads it
     (UpstreamTimeoutError, 504),
     (UpstreamConnectionError, 502),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import orjson
 
 from src.services.base.retry_after import parse_retry_after
 
@@ -39,6 +39,10 @@ class UnknownModelError(ServiceError):
     """A model id the upstream does not list."""
 
 
+class RunnerFailedError(ServiceError):
+    """A benchmark runner process ended without recording its run: a fault of ours."""
+
+
 class ClientDisconnectedError(ServiceError):
     """The caller went away before its answer was ready; the work for it was cancelled."""
 
@@ -65,12 +69,14 @@ class UpstreamStatusError(UpstreamError):
         self.code = code
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> UpstreamStatusError:
-        """Build the error from a response whose body has been read."""
+    def from_answer(
+        cls, status_code: int, body: bytes, retry_after: str | None, reason: str = ""
+    ) -> UpstreamStatusError:
+        """Build the error from an upstream answer whose body has been read."""
         return cls(
-            response.status_code,
-            _upstream_message(response),
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            status_code,
+            _upstream_message(body, reason),
+            retry_after=parse_retry_after(retry_after),
         )
 
 
@@ -92,6 +98,12 @@ class UpstreamTimeoutError(UpstreamError):
 class UpstreamConnectionError(UpstreamError):
     """The upstream could not be reached, or dropped the connection."""
 
+    def __init__(self, detail: str, *, before_answer: bool = False) -> None:
+        super().__init__(detail)
+        # Nothing of an answer arrived: the request may be sent again without paying twice
+        # for an answer we already received part of.
+        self.before_answer = before_answer
+
 
 class UpstreamInvalidResponseError(UpstreamError):
     """The upstream answered 2xx with a body we cannot parse."""
@@ -100,19 +112,19 @@ class UpstreamInvalidResponseError(UpstreamError):
 _MAX_MESSAGE_CHARS = 500
 
 
-def _upstream_message(response: httpx.Response) -> str:
+def _upstream_message(body: bytes, reason: str) -> str:
     """OpenRouter's error body is {"error": {"code", "message"}}; fall back to the raw text."""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        error = body.get("error")
+        parsed: object = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return str(error["message"])[:_MAX_MESSAGE_CHARS]
         if isinstance(error, str):
             return error[:_MAX_MESSAGE_CHARS]
-        if isinstance(body.get("detail"), str):
-            return str(body["detail"])[:_MAX_MESSAGE_CHARS]
-    text = response.text.strip()
-    return text[:_MAX_MESSAGE_CHARS] or response.reason_phrase or "no message"
+        if isinstance(parsed.get("detail"), str):
+            return str(parsed["detail"])[:_MAX_MESSAGE_CHARS]
+    text = body[: _MAX_MESSAGE_CHARS * 4].decode("utf-8", "replace").strip()
+    return text[:_MAX_MESSAGE_CHARS] or reason or "no message"

@@ -1,117 +1,446 @@
-"""An httpx transport that runs requests on aiohttp.
+"""The upstream transport: HTTP/1.1 on asyncio and httptools, under httpx's transport API.
 
-httpx keeps its API (types, respx-mocked tests, timeouts, errors), while the connection pool and
-HTTP parser underneath are aiohttp's: httpx's own pool (httpcore) costs several milliseconds of
-CPU per request once hundreds are in flight, which a latency benchmark would report as upstream
-latency. Measured with `make perf`; see the README's Performance section.
+Two reasons it exists instead of httpx's own pool or aiohttp:
+- The clock. A response's bytes are stamped in the protocol's `data_received`, the moment the
+  loop reads them off the socket, and the request's when it is handed to the socket. Any
+  client that reads the clock in the awaiting task instead also counts every other task the
+  loop runs first, and under a burst of answers that is most of the error (`make perf`
+  compares this against a plain aiohttp client).
+- The cost. It does only what a proxy needs of HTTP/1.1 (keep-alive pool, chunked bodies,
+  TLS, timeouts), a fraction of the Python per request of a general-purpose client.
+
+Failures become the service's own errors right here, in `_connection_error` and its callers:
+there is no second translation layer above.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final, cast
 
-import aiohttp
+import httptools
 import httpx
 
-# Headers aiohttp would otherwise add on its own; httpx has already set what it wants.
-_SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept-Encoding", "Content-Type"})
+from src.services.base.exceptions import (
+    UpstreamConnectionError,
+    UpstreamInvalidResponseError,
+    UpstreamTimeoutError,
+)
+from src.services.base.timing import now
+
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# Reading pauses while this much of a body waits for its consumer, and resumes below half.
+_HIGH_WATER: Final = 1024 * 1024
+
+Origin = tuple[str, str, int]
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int = 1000, keepalive_seconds: float = 30.0) -> None:
-        self._max_connections = max_connections
-        self._keepalive_seconds = keepalive_seconds
-        self._session: aiohttp.ClientSession | None = None
+@dataclass(slots=True)
+class WireTiming:
+    """When one HTTP exchange crossed the socket, in `now()` seconds."""
 
-    def _open_session(self) -> aiohttp.ClientSession:
-        # Created on first use: aiohttp binds its session to the running event loop.
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            limit_per_host=0,
-            keepalive_timeout=self._keepalive_seconds,
-            ttl_dns_cache=300,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,  # httpx decodes Content-Encoding itself
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        return self._session
+    sent: float = 0.0
+    head: float = 0.0
+    end: float = 0.0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._session or self._open_session()
-        timeout = _client_timeout(request)
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    open: int  # connections open now, in use or idle
+    in_use: int
+    most_open: int  # the highest `open` ever reached
+
+
+class _ResponseFailed(Exception):
+    """Set on a connection whose response cannot complete; the reader turns it into ours."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: writes a request, parses the response as bytes arrive."""
+
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
+        self.origin = origin
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.counted = True  # in the pool's count of open connections until dropped
+        self.exchanges = 0
+        self.idle_since = 0.0
+        self._begin_exchange(WireTiming(), None)
+
+    def _begin_exchange(self, timing: WireTiming, max_body_bytes: int | None) -> None:
+        self.timing = timing
+        self.max_body_bytes = max_body_bytes
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.keep_alive = False
+        self.complete = False
+        self.received_any = False
+        self.chunks: collections.deque[tuple[bytes, float]] = collections.deque()
+        self.buffered = 0
+        self.body_bytes = 0
+        self.failure: Exception | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self._arrived = 0.0
+        self._paused = False
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._arrived = now()
+        self.received_any = True
         try:
-            response = await session.request(
-                request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
-                data=await request.aread() or None,
-                allow_redirects=False,
-                timeout=timeout,
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamInvalidResponseError(f"Upstream sent invalid HTTP: {exc}"))
+        except _ResponseFailed as exc:
+            self._fail(exc.error)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.complete or self.failure is not None:
+            return
+        if self.head_done and exc is None and self._body_until_close():
+            self.timing.end = now()
+            self._finish()
+            return
+        self._fail(_closed_error(self.head_done, exc))
+
+    # --- httptools callbacks -----------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self.reason = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        # Asked now: llhttp forgets it once the message is complete.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.timing.head = self._arrived
+        self.head_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.max_body_bytes is not None and self.body_bytes > self.max_body_bytes:
+            raise _ResponseFailed(
+                UpstreamInvalidResponseError(
+                    f"Upstream answer is larger than {self.max_body_bytes} bytes"
+                )
             )
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
-        except aiohttp.ServerTimeoutError as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
-        except TimeoutError as exc:  # waiting for a free pooled connection
-            raise httpx.PoolTimeout(str(exc) or "no free connection", request=request) from exc
-        except (aiohttp.ClientConnectorError, aiohttp.ClientOSError) as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc), request=request) from exc
-        return httpx.Response(
-            status_code=response.status,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
-            stream=_AiohttpBody(response, request),
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": (response.reason or "").encode(),
-            },
+        self.chunks.append((body, self._arrived))
+        self.buffered += len(body)
+        if self.buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.timing.end = self._arrived
+        self._finish()
+
+    # --- used by the transport -----------------------------------------------------------------
+
+    def send(self, head: bytes, body: bytes, max_body_bytes: int | None) -> WireTiming:
+        assert self.transport is not None
+        timing = WireTiming()
+        self._begin_exchange(timing, max_body_bytes)
+        self.exchanges += 1
+        self.transport.writelines((head, body))
+        timing.sent = now()
+        return timing
+
+    async def wait_head(self, timeout: float | None) -> None:
+        while not self.head_done:
+            await self.wait(timeout)
+
+    async def next_chunk(self, timeout: float | None) -> tuple[bytes, float] | None:
+        """The next piece of body and when it arrived; None once the body is complete."""
+        while not self.chunks:
+            if self.complete:
+                return None
+            await self.wait(timeout)
+        data, arrived = self.chunks.popleft()
+        self.buffered -= len(data)
+        if self._paused and self.buffered < _HIGH_WATER // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data, arrived
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and not self.closed and self.keep_alive
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- internals -------------------------------------------------------------------------------
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until something arrives (or the timeout, or a failure, which is raised)."""
+        if self.failure is not None:
+            raise self.failure
+        waiter = self.waiter = self.loop.create_future()
+        timer = (
+            self.loop.call_later(timeout, _expire, waiter, timeout) if timeout is not None else None
+        )
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
+        if self.failure is not None:
+            raise self.failure
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def _fail(self, error: Exception) -> None:
+        if self.failure is None:
+            self.failure = error
+        self.close()
+        self._wake()
+
+    def _body_until_close(self) -> bool:
+        names = {name.lower() for name, _ in self.headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
+
+def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(
+            UpstreamTimeoutError(f"Upstream sent nothing for {timeout:g} s (read timeout)")
         )
 
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+
+def _closed_error(head_done: bool, exc: Exception | None) -> UpstreamConnectionError:
+    reason = f" ({type(exc).__name__}: {exc})" if exc else ""
+    if head_done:
+        return UpstreamConnectionError(f"Upstream connection broke mid-answer{reason}")
+    return UpstreamConnectionError(
+        f"Upstream closed the connection before answering{reason}", before_answer=True
+    )
 
 
-class _AiohttpBody(httpx.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._response = response
-        self._request = request
+def _connection_error(exc: OSError, origin: Origin) -> UpstreamConnectionError:
+    scheme, host, port = origin
+    return UpstreamConnectionError(
+        f"Cannot connect to the upstream at {scheme}://{host}:{port} ({type(exc).__name__}: "
+        f"{exc.strerror or exc})",
+        before_answer=True,
+    )
+
+
+class WireBody(httpx.AsyncByteStream):
+    """A response body as it arrives: `next()` gives each piece with its arrival time."""
+
+    def __init__(
+        self, pool: WireTransport, connection: _Connection, read_timeout: float | None
+    ) -> None:
+        self._pool = pool
+        self._connection = connection
+        self._read_timeout = read_timeout
+        self._released = False
+        self.timing = connection.timing
+
+    async def next(self) -> tuple[bytes, float] | None:
+        """The next piece of body and when it arrived; None once the body is complete."""
+        return await self._connection.next_chunk(self._read_timeout)
+
+    async def read(self) -> bytes:
+        """The whole body; the exchange's end is stamped when its last byte arrived."""
+        parts = []
+        while (item := await self.next()) is not None:
+            parts.append(item[0])
+        return b"".join(parts)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout("read timed out", request=self._request) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc), request=self._request) from exc
+        while (item := await self.next()) is not None:
+            yield item[0]
 
     async def aclose(self) -> None:
-        if self._response.content.at_eof():
-            self._response.release()  # back to the pool for reuse
+        if not self._released:
+            self._released = True
+            self._pool.release(self._connection)
+
+
+class WireTransport(httpx.AsyncBaseTransport):
+    """A pool of keep-alive connections, at most `max_connections` open at once."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 1000,
+        keepalive_seconds: float = 30.0,
+        max_body_bytes: int | None = None,
+    ) -> None:
+        self._limit = asyncio.Semaphore(max_connections)
+        self._max_connections = max_connections
+        self._keepalive_seconds = keepalive_seconds
+        self._max_body_bytes = max_body_bytes
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._open = 0
+        self._in_use = 0
+        self._most_open = 0
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
+
+    def stats(self) -> PoolStats:
+        return PoolStats(open=self._open, in_use=self._in_use, most_open=self._most_open)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        read_timeout = timeouts.get("read")
+        url = request.url
+        origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
+        head = _encode_head(request)
+        body = await request.aread()
+        max_body = request.extensions.get("max_body_bytes", self._max_body_bytes)
+        while True:
+            connection = await self._checkout(origin, timeouts)
+            reused = connection.exchanges > 0
+            try:
+                connection.send(head, body, max_body)
+                await connection.wait_head(read_timeout)
+            except UpstreamConnectionError as exc:
+                self.release(connection)
+                # The server closed an idle connection as we reused it: nothing was answered,
+                # so the request goes again on a fresh connection (every HTTP client does this).
+                if reused and exc.before_answer and not connection.received_any:
+                    continue
+                raise
+            except BaseException:
+                self.release(connection)
+                raise
+            return httpx.Response(
+                connection.status,
+                headers=connection.headers,
+                stream=WireBody(self, connection, read_timeout),
+                extensions={"http_version": b"HTTP/1.1", "reason_phrase": connection.reason},
+                request=request,
+            )
+
+    def release(self, connection: _Connection) -> None:
+        """Back to the pool if its answer was read whole, else closed (the upstream stops)."""
+        self._in_use -= 1
+        if connection.reusable and not self._closed:
+            connection.idle_since = now()
+            self._idle.setdefault(connection.origin, []).append(connection)
         else:
-            # Unread body (the caller went away mid-stream): drop the connection, which is
-            # also how the upstream learns to stop generating.
-            self._response.close()
+            self._drop(connection)
+        self._limit.release()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for connections in self._idle.values():
+            for connection in connections:
+                self._drop(connection)
+        self._idle.clear()
+
+    async def _checkout(self, origin: Origin, timeouts: dict[str, float | None]) -> _Connection:
+        if self._limit.locked():
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._limit.acquire()
+            except TimeoutError:
+                raise UpstreamTimeoutError(
+                    f"No free upstream connection within {timeouts.get('pool')} s "
+                    f"(UPSTREAM_MAX_CONNECTIONS={self._max_connections})",
+                    during_connect=True,
+                ) from None
+        else:
+            await self._limit.acquire()
+        self._in_use += 1
+        try:
+            return self._reuse(origin) or await self._connect(origin, timeouts.get("connect"))
+        except BaseException:
+            self._in_use -= 1
+            self._limit.release()
+            raise
+
+    def _reuse(self, origin: Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        expiry = now() - self._keepalive_seconds
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and connection.idle_since > expiry:
+                return connection
+            self._drop(connection)
+        return None
+
+    async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls = self._ssl_context() if scheme == "https" else None
+        self._open += 1
+        self._most_open = max(self._most_open, self._open)
+        try:
+            async with asyncio.timeout(timeout):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(origin, loop),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
+                )
+        except TimeoutError:
+            self._open -= 1
+            raise UpstreamTimeoutError(
+                f"Connecting to the upstream at {host}:{port} took over {timeout} s",
+                during_connect=True,
+            ) from None
+        except OSError as exc:
+            self._open -= 1
+            raise _connection_error(exc, origin) from exc
+        except BaseException:
+            self._open -= 1
+            raise
+        return connection
+
+    def _drop(self, connection: _Connection) -> None:
+        if connection.counted:
+            connection.counted = False
+            self._open -= 1
+        connection.close()
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            # httpx's own defaults: certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR.
+            self._ssl = httpx.create_ssl_context()
+        return self._ssl
 
 
-def _client_timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
-    timeouts = request.extensions.get("timeout", {})
-    connect = timeouts.get("connect")
-    pool = timeouts.get("pool")
-    return aiohttp.ClientTimeout(
-        total=None,
-        connect=(connect or 0) + (pool or 0) if connect is not None else None,
-        sock_connect=connect,
-        sock_read=timeouts.get("read"),
-    )
+def _encode_head(request: httpx.Request) -> bytes:
+    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)

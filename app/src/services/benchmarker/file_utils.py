@@ -17,9 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Protocol
 
-from src.schemas.benchmarks import BenchmarkSummary
+from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
 from src.services.base.exceptions import InvalidInputError, NotFoundError, PayloadTooLargeError
-from src.services.benchmarker.run_utils import RequestResult
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +41,9 @@ CSV_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "tokens_used",
+    "attempts",
+    "total_seconds",
+    "finish_reason",
     "error",
 )
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
@@ -121,21 +123,24 @@ def result_paths(directory: Path, benchmark_id: str) -> ResultPaths:
     return paths
 
 
-def csv_row(result: RequestResult) -> list[str]:
+def csv_row(record: RequestRecord) -> list[str]:
     return [
-        neutralize_formula(result.model),
-        str(result.prompt_index),
-        neutralize_formula(result.prompt),
-        str(result.run),
-        str(result.status),
-        f"{result.latency_seconds:.6f}",
-        "" if result.ttft_seconds is None else f"{result.ttft_seconds:.6f}",
-        str(result.prompt_tokens),
-        str(result.completion_tokens),
-        str(result.tokens_used),
+        neutralize_formula(record.model),
+        str(record.prompt_index),
+        neutralize_formula(record.prompt),
+        str(record.run),
+        str(record.status),
+        f"{record.latency_seconds:.6f}",
+        "" if record.ttft_seconds is None else f"{record.ttft_seconds:.6f}",
+        str(record.prompt_tokens),
+        str(record.completion_tokens),
+        str(record.tokens_used),
+        str(record.attempts),
+        f"{record.total_seconds:.6f}",
+        neutralize_formula(record.finish_reason or ""),
         ""
-        if result.error_type is None
-        else neutralize_formula(f"{result.error_type}: {result.error}"),
+        if record.error_type is None
+        else neutralize_formula(f"{record.error_type}: {record.error}"),
     ]
 
 
@@ -153,7 +158,7 @@ class CsvResultWriter:
     def __init__(self, file: IO[str]) -> None:
         self._file = file
         self._writer = csv.writer(file)
-        self._queue: asyncio.Queue[RequestResult | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[RequestRecord | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._drain())
 
     @classmethod
@@ -161,8 +166,8 @@ class CsvResultWriter:
         file = await asyncio.to_thread(_create_csv, path)
         return cls(file)
 
-    def put(self, result: RequestResult) -> None:
-        self._queue.put_nowait(result)
+    def put(self, record: RequestRecord) -> None:
+        self._queue.put_nowait(record)
 
     async def close(self) -> None:
         """Write every queued row, then close the file."""
@@ -177,7 +182,7 @@ class CsvResultWriter:
             batch = [await self._queue.get()]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            rows = [csv_row(result) for result in batch if result is not None]
+            rows = [csv_row(record) for record in batch if record is not None]
             if rows:
                 await asyncio.to_thread(self._write, rows)
             if None in batch:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from src.config import Settings
+from src.schemas.prompts import GenerateRequest, GenerationResult
 from src.services.base.exceptions import UnknownModelError
-from src.services.openrouter.client import Completion, OpenRouterClient, StreamItem
-from src.services.openrouter.schemas import ChatParameters
+from src.services.base.timing import Timing
+from src.services.openrouter.client import OpenRouterClient, StreamItem
 
 EMULATOR_MODEL_PREFIX = "emulator/"
 
@@ -23,22 +24,22 @@ def ensure_model_reachable(settings: Settings, model: str) -> None:
 
 
 async def generate(
-    settings: Settings, client: OpenRouterClient, params: ChatParameters
-) -> Completion:
-    ensure_model_reachable(settings, params.model)
-    return await client.complete(params)
+    settings: Settings, client: OpenRouterClient, request: GenerateRequest
+) -> GenerationResult:
+    ensure_model_reachable(settings, request.model)
+    return await client.complete(request.model, request.prompt, request, Timing())
 
 
 async def open_generation_stream(
-    settings: Settings, client: OpenRouterClient, params: ChatParameters
+    settings: Settings, client: OpenRouterClient, request: GenerateRequest
 ) -> AsyncGenerator[StreamItem]:
     """Start the upstream stream and wait for its first item.
 
     Errors before the first byte surface here, so the caller can still answer with a plain
     JSON error and the right status instead of a 200 stream that fails.
     """
-    ensure_model_reachable(settings, params.model)
-    items = client.stream_complete(params)
+    ensure_model_reachable(settings, request.model)
+    items = client.stream(request.model, request.prompt, request, Timing())
     try:
         first = await anext(items)
     except BaseException:

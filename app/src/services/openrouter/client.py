@@ -1,33 +1,34 @@
-"""OpenRouter (or any OpenAI-compatible upstream) on top of the base client."""
+"""OpenRouter (or any OpenAI-compatible upstream) on top of the base client.
+
+Every answer is timed before it is parsed: the body's bytes carry their arrival time from the
+transport, and JSON or pydantic work starts only after the clock has been read.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from pydantic import ValidationError
+import httpx
+from pydantic import SecretStr, ValidationError
 
-from src.services.base.client import BaseClient
+from src.config import Settings
+from src.schemas.prompts import GenerationResult, SamplingParams
+from src.services.base.client import BaseClient, RetryPolicy, build_transport
 from src.services.base.exceptions import UpstreamInvalidResponseError, UpstreamStreamError
+from src.services.base.sse import SSEDecoder
+from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChatParameters,
     UpstreamModel,
     UpstreamModelList,
+    Usage,
+    chat_body,
 )
 
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    text: str
-    model: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    tokens_used: int
-    latency_seconds: float
+COMPLETIONS = "chat/completions"
+DONE = b"[DONE]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,35 +36,25 @@ class StreamDelta:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEnd:
-    model: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    tokens_used: int
-    latency_seconds: float
-    ttft_seconds: float | None
-
-
-StreamItem = StreamDelta | StreamEnd
+StreamItem = StreamDelta | GenerationResult
 
 
 class OpenRouterClient(BaseClient):
+    max_stream_line_bytes: int | None = None
+
     async def list_models(self) -> list[UpstreamModel]:
-        body = await self.request_bytes("GET", "models")
+        body = await self.read("GET", "models", Timing())
         try:
             return UpstreamModelList.model_validate_json(body).data
         except ValidationError as exc:
             raise UpstreamInvalidResponseError("Upstream model list is not valid JSON") from exc
 
-    async def complete(self, params: ChatParameters) -> Completion:
-        """One chat completion; latency is the upstream round trip, timed with a monotonic clock."""
-        started = time.perf_counter()
-        body = await self.request_bytes(
-            "POST", "chat/completions", json=params.payload(stream=False)
-        )
-        latency = time.perf_counter() - started
+    async def complete(
+        self, model: str, prompt: str, sampling: SamplingParams, timing: Timing
+    ) -> GenerationResult:
+        """One chat completion, timed at the wire by `timing`, parsed afterwards."""
+        content = chat_body(model, prompt, sampling, stream=False)
+        body = await self.read("POST", COMPLETIONS, timing, content)
         try:
             completion = ChatCompletion.model_validate_json(body)
         except ValidationError as exc:
@@ -73,56 +64,126 @@ class OpenRouterClient(BaseClient):
         if not completion.choices:
             raise UpstreamInvalidResponseError("Upstream completion has no choices")
         choice = completion.choices[0]
-        usage = completion.usage
-        return Completion(
-            text=choice.message.content or "",
-            model=completion.model or params.model,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            tokens_used=usage.total_tokens if usage else 0,
-            latency_seconds=latency,
+        return _result(
+            choice.message.content or "",
+            completion.model or model,
+            choice.finish_reason,
+            completion.usage,
+            timing,
         )
 
-    async def stream_complete(self, params: ChatParameters) -> AsyncGenerator[StreamItem]:
-        """Content deltas as they arrive, then one StreamEnd with usage and timings."""
-        started = time.perf_counter()
-        ttft: float | None = None
-        model = params.model
-        finish_reason: str | None = None
-        usage = None
-        async with self.stream(
-            "POST", "chat/completions", json=params.payload(stream=True)
-        ) as response:
-            async for line in self.iter_lines(response):
-                # SSE comments (": OPENROUTER PROCESSING") keep the connection alive; no data.
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                try:
-                    chunk = ChatCompletionChunk.model_validate_json(data)
-                except ValidationError as exc:
-                    raise UpstreamInvalidResponseError("Upstream stream chunk is not JSON") from exc
-                if chunk.error is not None:
-                    raise UpstreamStreamError(chunk.error.message, chunk.error.code)
-                model = chunk.model or model
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-                    if choice.delta.content:
-                        if ttft is None:
-                            ttft = time.perf_counter() - started
-                        yield StreamDelta(choice.delta.content)
-        yield StreamEnd(
-            model=model,
-            finish_reason=finish_reason,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            tokens_used=usage.total_tokens if usage else 0,
-            latency_seconds=time.perf_counter() - started,
-            ttft_seconds=ttft,
-        )
+    async def stream(
+        self, model: str, prompt: str, sampling: SamplingParams, timing: Timing
+    ) -> AsyncGenerator[StreamItem]:
+        """Content deltas as they arrive, then the GenerationResult (without the text).
+
+        The time to first token is the arrival of the bytes that carried the first content,
+        read before that chunk is parsed. Closing the generator early closes the upstream
+        connection, which is how the upstream learns to stop generating.
+        """
+        content = chat_body(model, prompt, sampling, stream=True)
+        body = await self.open("POST", COMPLETIONS, timing, content=content)
+        decoder = SSEDecoder(self.max_stream_line_bytes)
+        state = _StreamState(model)
+        try:
+            while (item := await body.next()) is not None:
+                chunk, arrived = item
+                for event in decoder.feed(chunk):
+                    text = state.take(event.data)
+                    if text:
+                        if timing.first_content is None:
+                            timing.first_content = arrived
+                        yield StreamDelta(text)
+        finally:
+            timing.ended = body.timing.end or now()
+            await body.aclose()
+        if not state.saw_data:
+            raise UpstreamInvalidResponseError("Upstream stream ended without any data")
+        yield _result("", state.model, state.finish_reason, state.usage, timing)
+
+
+class _StreamState:
+    """What the chunks of one stream have said so far."""
+
+    __slots__ = ("done", "finish_reason", "model", "saw_data", "usage")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.saw_data = False
+        self.done = False
+
+    def take(self, data: bytes) -> str:
+        """The content text of one `data:` event (empty when it carries none)."""
+        if self.done:
+            return ""  # bytes after [DONE] are only read to keep the connection reusable
+        self.saw_data = True
+        if data == DONE:
+            self.done = True
+            return ""
+        try:
+            chunk = ChatCompletionChunk.model_validate_json(data)
+        except ValidationError as exc:
+            raise UpstreamInvalidResponseError("Upstream stream chunk is not JSON") from exc
+        if chunk.error is not None:
+            raise UpstreamStreamError(chunk.error.message, chunk.error.code)
+        self.model = chunk.model or self.model
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        text = ""
+        for choice in chunk.choices:
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+            if choice.delta.content:
+                text += choice.delta.content
+        return text
+
+
+def _result(
+    text: str, model: str, finish_reason: str | None, usage: Usage | None, timing: Timing
+) -> GenerationResult:
+    return GenerationResult.model_construct(
+        text=text,
+        model=model,
+        finish_reason=finish_reason,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        tokens_used=usage.total_tokens if usage else 0,
+        latency_seconds=timing.latency,
+        ttft_seconds=timing.ttft,
+        attempts=timing.attempts,
+        total_seconds=timing.total,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where requests go and with which key: OpenRouter, or the embedded emulator."""
+
+    base_url: str
+    api_key: SecretStr
+
+
+def connect_openrouter(
+    settings: Settings, target: UpstreamTarget, transport: httpx.AsyncBaseTransport | None = None
+) -> OpenRouterClient:
+    """The one upstream client of a process (the API's, or a benchmark runner's)."""
+    client = OpenRouterClient(
+        transport
+        or build_transport(
+            max_connections=settings.upstream_max_connections,
+        ),
+        base_url=target.base_url,
+        api_key=target.api_key.get_secret_value(),
+        timeout=httpx.Timeout(
+            settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds
+        ),
+        retry_policy=RetryPolicy(
+            attempts=settings.retry_attempts,
+            multiplier=settings.retry_multiplier,
+            min_seconds=settings.retry_min_seconds,
+            max_seconds=settings.retry_max_seconds,
+        ),
+    )
+    return client

@@ -3,7 +3,10 @@
 Only the fields the service reads are declared; the rest of each object is ignored.
 """
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
+from src.schemas.prompts import SamplingParams
 
 
 class _Upstream(BaseModel):
@@ -72,27 +75,19 @@ class ChatCompletionChunk(_Upstream):
     error: UpstreamErrorBody | None = None
 
 
-class ChatParameters(BaseModel):
-    """What we send to POST /chat/completions. Optional sampling fields are omitted when unset."""
-
-    model: str
-    prompt: str
-    max_tokens: int
-    temperature: float | None = None
-    top_p: float | None = None
-
-    def payload(self, *, stream: bool) -> dict[str, object]:
-        body: dict[str, object] = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": self.prompt}],
-            "max_tokens": self.max_tokens,
-        }
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
-        if self.top_p is not None:
-            body["top_p"] = self.top_p
-        if stream:
-            body["stream"] = True
-            # OpenRouter sends the token counts in a last chunk only when asked.
-            body["stream_options"] = {"include_usage": True}
-        return body
+def chat_body(model: str, prompt: str, sampling: SamplingParams, *, stream: bool) -> bytes:
+    """The JSON body of POST /chat/completions; unset sampling fields are left out."""
+    body: dict[str, object] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": sampling.max_tokens,
+    }
+    if sampling.temperature is not None:
+        body["temperature"] = sampling.temperature
+    if sampling.top_p is not None:
+        body["top_p"] = sampling.top_p
+    if stream:
+        body["stream"] = True
+        # OpenRouter sends the token counts in a last chunk only when asked.
+        body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)

@@ -1,0 +1,147 @@
+"""Where log records go: a thread that formats, redacts and writes them, in batches.
+
+The event loop only creates a record and puts it on a queue. Formatting (message, time,
+traceback), redaction, escaping and the file and stdout writes all happen here, in one thread:
+a record is formatted once, and each batch costs one write and one flush per destination,
+however many lines it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+LOG_FILE_NAME = "server_logs.txt"
+_BATCH = 512
+_STOP = object()
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def escape_line(text: str) -> str:
+    """One line of printable text: line breaks become ` \\n `-style escapes, and every other
+    control, separator or escape character becomes \\xNN or \\uNNNN, so that nothing a caller
+    sends can start a forged line or reach a terminal as an escape sequence.
+    """
+    if text.isprintable():
+        return text
+    text = _NEWLINE.sub("\\\\n", text)
+    return "".join(
+        char
+        if char.isprintable()
+        else (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
+        for char in text
+    )
+
+
+class RotatingFile:
+    """Appends lines to a file; past `max_bytes` it is renamed to .1 (.1 to .2, ...).
+
+    It tracks the size it wrote instead of asking the filesystem before every record, which
+    is what logging.handlers.RotatingFileHandler does (and it formats each record twice).
+    """
+
+    def __init__(self, path: Path, max_bytes: int, backup_count: int, rotate: bool) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self.rotate = rotate
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._size = self._file.tell()
+
+    def write(self, text: str) -> None:
+        size = len(text.encode("utf-8")) if not text.isascii() else len(text)
+        if self.rotate and self._size and self._size + size > self.max_bytes:
+            self._roll_over()
+        self._file.write(text)
+        self._file.flush()
+        self._size += size
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _roll_over(self) -> None:
+        self._file.close()
+        if self.backup_count > 0:
+            for index in range(self.backup_count - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{index}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._size = 0
+
+
+class LogSink:
+    """The consumer side of the log queue (see module docstring)."""
+
+    def __init__(
+        self,
+        records: queue.SimpleQueue[object],
+        redact: Callable[[str], str],
+        file: RotatingFile | None,
+        stream: TextIO | None = None,
+    ) -> None:
+        self._records = records
+        self._redact = redact
+        self._file = file
+        self._stream = stream or sys.stdout
+        self._formatter = logging.Formatter(LOG_FORMAT)
+        self._thread = threading.Thread(target=self._run, name="log-sink", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write every record queued so far, then end the thread and close the file."""
+        self._records.put(_STOP)
+        self._thread.join()
+        if self._file is not None:
+            self._file.close()
+
+    def line(self, record: logging.LogRecord) -> str:
+        return escape_line(self._redact(self._formatter.format(record)))
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._records.get()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._records.get_nowait())
+                except queue.Empty:
+                    break
+            lines = [self._safe_line(r) for r in batch if isinstance(r, logging.LogRecord)]
+            if lines:
+                self._write("".join(line + "\n" for line in lines))
+            if any(record is _STOP for record in batch):
+                return
+
+    def _safe_line(self, record: logging.LogRecord) -> str:
+        try:
+            return self.line(record)
+        except Exception as exc:  # a bad format string must not stop the logging thread
+            return escape_line(f"Unformattable log record {record.msg!r}: {exc!r}")
+
+    def _write(self, text: str) -> None:
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass  # stdout closed (a detached process): the file still gets the lines
+        if self._file is not None:
+            try:
+                self._file.write(text)
+            except OSError as exc:
+                self._file = None
+                self._stream.write(
+                    escape_line(f"Log file disabled after a write error: {exc}") + "\n"
+                )

@@ -1,0 +1,98 @@
+"""The benchmark runner process: one benchmark on its own event loop with its own client.
+
+Why a process: the runner's clock must not wait for the API. In one process the API's
+requests, and its logging, hold the event loop (or the GIL) while a benchmark's answers
+arrive; here the operating system schedules the runner on its own, and `make perf` checks
+that the API's traffic does not move the benchmark's figures.
+
+The parent sends the job on stdin, the API key included: it never touches a file or the
+command line. SIGTERM or SIGINT interrupt the run; the summary is still written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import uvloop
+from pydantic import BaseModel, SecretStr
+
+from src.config import Settings
+from src.logger import setup_logging
+from src.redaction import Redactor
+from src.schemas.benchmarks import BenchmarkParameters
+from src.services.benchmarker.plan import BenchmarkPlan
+from src.services.benchmarker.runner import run_benchmark
+from src.services.openrouter.client import UpstreamTarget, connect_openrouter
+
+EXIT_INTERRUPTED = 3
+
+
+class RunnerJob(BaseModel):
+    """Everything a runner needs, sent through its stdin (never written anywhere)."""
+
+    benchmark_id: str
+    parameters: BenchmarkParameters
+    prompts: list[str]
+    settings: dict[str, object]
+    upstream_url: str
+    upstream_key: str
+
+    @classmethod
+    def build(
+        cls, benchmark_id: str, plan: BenchmarkPlan, settings: Settings, target: UpstreamTarget
+    ) -> RunnerJob:
+        values = settings.model_dump(mode="json")
+        # model_dump masks secrets; the runner needs them (for the upstream and for redaction).
+        values["openrouter_api_key"] = settings.openrouter_api_key.get_secret_value()
+        values["proxy_api_keys"] = [key.get_secret_value() for key in settings.proxy_api_keys]
+        return cls(
+            benchmark_id=benchmark_id,
+            parameters=plan.parameters,
+            prompts=plan.prompts,
+            settings=values,
+            upstream_url=target.base_url,
+            upstream_key=target.api_key.get_secret_value(),
+        )
+
+
+async def run_job(job: RunnerJob) -> int:
+    settings = Settings(_env_file=None, **job.settings)  # type: ignore[arg-type]
+    logging_handle = setup_logging(
+        settings.log_dir,
+        secrets=settings.secrets(),
+        level=settings.log_level,
+        rotate=False,  # the API process owns rotation; a runner only appends
+    )
+    client = connect_openrouter(
+        settings, UpstreamTarget(job.upstream_url, SecretStr(job.upstream_key))
+    )
+    run = asyncio.current_task()
+    assert run is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, run.cancel)
+    try:
+        await run_benchmark(
+            client,
+            BenchmarkPlan(job.parameters, job.prompts),
+            job.benchmark_id,
+            settings.benchmarks_dir,
+            Redactor(settings.secrets()),
+        )
+        return 0
+    except asyncio.CancelledError:
+        return EXIT_INTERRUPTED
+    finally:
+        await client.aclose()
+        logging_handle.stop()
+
+
+def main() -> None:
+    job = RunnerJob.model_validate_json(sys.stdin.buffer.read())
+    sys.exit(uvloop.run(run_job(job)))
+
+
+if __name__ == "__main__":
+    main()
