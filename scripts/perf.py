@@ -186,6 +186,8 @@ def wrk(url: str, body: dict[str, object], connections: int, workdir: Path) -> W
     command = wrk_command(url, body, connections, WRK_SECONDS, workdir)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
+    if "99" not in percentiles:
+        raise SystemExit(f"wrk measured nothing at {url}:\n{out}")
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return WrkResult(

@@ -1,139 +1,320 @@
-"""The aiohttp-backed httpx transport against a real loopback server."""
+"""The wire transport against a real loopback server: HTTP, the pool, timeouts and the clock."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
 from aiohttp import web
 
-from src.services.base.client import BaseClient, RetryPolicy, build_http_client
-from src.services.base.exceptions import UpstreamConnectionError, UpstreamTimeoutError
-from src.services.base.transport import AiohttpTransport
+from src.services.base.exceptions import (
+    UpstreamConnectionError,
+    UpstreamInvalidResponseError,
+    UpstreamTimeoutError,
+)
+from src.services.base.transport import WireBody, WireTransport
 
 pytestmark = pytest.mark.anyio
 
+DELAY = 0.2
+TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
 
+
+@dataclass
 class Upstream:
-    def __init__(self) -> None:
-        self.stream_closed_early = asyncio.Event()
-        self.app = web.Application()
-        self.app.router.add_post("/echo", self.echo)
-        self.app.router.add_get("/gzip", self.gzipped)
-        self.app.router.add_get("/stream", self.stream)
-        self.app.router.add_get("/slow", self.slow)
+    url: str = ""
+    stream_closed_early: asyncio.Event = field(default_factory=asyncio.Event)
+    peers: set[int] = field(default_factory=set)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/echo", self.echo)
+        app.router.add_get("/late-body", self.late_body)
+        app.router.add_get("/chunked", self.chunked)
+        app.router.add_get("/stream", self.stream)
+        app.router.add_get("/slow", self.slow)
+        app.router.add_get("/big", self.big)
+        return app
 
     async def echo(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"body": (await request.read()).decode(), "headers": dict(request.headers)}
-        )
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername")[1])
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        return web.json_response({"body": (await request.read()).decode(), "headers": headers})
 
-    async def gzipped(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=gzip.compress(b'{"ok": true}'),
-            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
-        )
+    async def late_body(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        await asyncio.sleep(DELAY)
+        await response.write(b"late")
+        await response.write_eof()
+        return response
+
+    async def chunked(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b"one ", b"two ", b"three"):
+            await response.write(part)
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:
-            for index in range(200):
+            for index in range(500):
                 await response.write(f"data: {index}\n\n".encode())
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.01)
         except (ConnectionResetError, asyncio.CancelledError):
             self.stream_closed_early.set()
             raise
         return response
 
     async def slow(self, _: web.Request) -> web.Response:
-        await asyncio.sleep(5)
+        await asyncio.sleep(30)
         return web.Response(text="late")
+
+    async def big(self, _: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 100_000)
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
+async def upstream() -> AsyncIterator[Upstream]:
     server = Upstream()
-    runner = web.AppRunner(server.app, handler_cancellation=True)
+    runner = web.AppRunner(server.app(), handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
+    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        yield server, f"http://127.0.0.1:{port}"
+        yield server
     finally:
         await runner.cleanup()
 
 
-async def test_post_round_trip_keeps_body_and_headers(upstream: tuple[Upstream, str]) -> None:
-    _, url = upstream
-    async with httpx.AsyncClient(transport=AiohttpTransport(), base_url=url) as client:
-        response = await client.post("/echo", json={"a": 1}, headers={"Authorization": "Bearer k"})
+@pytest.fixture
+async def transport() -> AsyncIterator[WireTransport]:
+    wire = WireTransport(max_connections=4)
+    yield wire
+    await wire.aclose()
+
+
+def request(
+    method: str, url: str, *, content: bytes | None = None, **timeouts: float
+) -> httpx.Request:
+    return httpx.Request(
+        method,
+        url,
+        content=content,
+        headers={"authorization": "Bearer k", "content-type": "application/json"},
+        extensions={"timeout": {**TIMEOUTS, **timeouts}},
+    )
+
+
+async def body_of(response: httpx.Response) -> bytes:
+    assert isinstance(response.stream, WireBody)
+    try:
+        return await response.stream.read()
+    finally:
+        await response.stream.aclose()
+
+
+async def test_a_post_arrives_whole_and_its_answer_comes_back(
+    upstream: Upstream, transport: WireTransport
+) -> None:
+    response = await transport.handle_async_request(
+        request("POST", f"{upstream.url}/echo", content=b'{"a": 1}')
+    )
+    echoed = json.loads(await body_of(response))
 
     assert response.status_code == 200
-    echoed = response.json()
+    assert response.headers["content-type"].startswith("application/json")
     assert json.loads(echoed["body"]) == {"a": 1}
-    assert echoed["headers"]["Authorization"] == "Bearer k"
-    assert echoed["headers"]["Content-Type"] == "application/json"
+    assert echoed["headers"]["authorization"] == "Bearer k"
+    assert echoed["headers"]["content-length"] == "8"
+    assert echoed["headers"]["host"] == upstream.url.removeprefix("http://")
 
 
-async def test_gzip_bodies_are_decoded_once(upstream: tuple[Upstream, str]) -> None:
-    _, url = upstream
-    async with httpx.AsyncClient(transport=AiohttpTransport(), base_url=url) as client:
-        response = await client.get("/gzip")
+async def test_sequential_requests_reuse_one_connection(
+    upstream: Upstream, transport: WireTransport
+) -> None:
+    for _ in range(5):
+        await body_of(await transport.handle_async_request(request("POST", f"{upstream.url}/echo")))
 
-    assert response.json() == {"ok": True}
+    assert len(upstream.peers) == 1
+    assert transport.stats().most_open == 1
+
+
+async def test_the_end_is_stamped_when_the_last_byte_arrives(
+    upstream: Upstream, transport: WireTransport
+) -> None:
+    response = await transport.handle_async_request(request("GET", f"{upstream.url}/late-body"))
+    assert isinstance(response.stream, WireBody)
+    timing = response.stream.timing
+    await asyncio.sleep(DELAY * 2)  # read long after the body arrived: the stamp must not move
+    assert await body_of(response) == b"late"
+
+    assert timing.sent <= timing.head <= timing.end
+    assert DELAY * 0.9 <= timing.end - timing.sent < DELAY * 2
+
+
+async def test_chunked_bodies_arrive_in_order_with_rising_arrival_times(
+    upstream: Upstream, transport: WireTransport
+) -> None:
+    response = await transport.handle_async_request(request("GET", f"{upstream.url}/chunked"))
+    assert isinstance(response.stream, WireBody)
+    pieces = []
+    while (item := await response.stream.next()) is not None:
+        pieces.append(item)
+    await response.stream.aclose()
+
+    assert b"".join(data for data, _ in pieces) == b"one two three"
+    arrivals = [arrived for _, arrived in pieces]
+    assert arrivals == sorted(arrivals)
 
 
 async def test_closing_a_stream_early_closes_the_upstream_connection(
-    upstream: tuple[Upstream, str],
+    upstream: Upstream, transport: WireTransport
 ) -> None:
-    server, url = upstream
-    async with httpx.AsyncClient(transport=AiohttpTransport(), base_url=url) as client:
-        async with client.stream("GET", "/stream") as response:
-            async for line in response.aiter_lines():
-                if line == "data: 3":
-                    break
-        await asyncio.wait_for(server.stream_closed_early.wait(), timeout=2)
+    response = await transport.handle_async_request(request("GET", f"{upstream.url}/stream"))
+    assert isinstance(response.stream, WireBody)
+    assert await response.stream.next() is not None
+    await response.stream.aclose()
 
-        # The pool is still usable afterwards.
-        assert (await client.post("/echo", content=b"x")).status_code == 200
+    await asyncio.wait_for(upstream.stream_closed_early.wait(), timeout=10)
+    assert transport.stats().open == 0
+    # The pool is still usable afterwards.
+    answer = await transport.handle_async_request(request("POST", f"{upstream.url}/echo"))
+    assert answer.status_code == 200
+    await body_of(answer)
 
 
-async def test_read_timeout_is_an_upstream_timeout(upstream: tuple[Upstream, str]) -> None:
-    _, url = upstream
-    http = build_http_client(
-        url, api_key="", timeout_seconds=0.05, connect_timeout_seconds=1, max_connections=10
-    )
-    async with http:
-        with pytest.raises(UpstreamTimeoutError) as caught:
-            await BaseClient(http).request_bytes("GET", "slow")
+async def test_a_silent_upstream_is_a_read_timeout(
+    upstream: Upstream, transport: WireTransport
+) -> None:
+    with pytest.raises(UpstreamTimeoutError) as caught:
+        await transport.handle_async_request(request("GET", f"{upstream.url}/slow", read=0.05))
 
     assert caught.value.during_connect is False
+    assert transport.stats().in_use == 0
 
 
-async def test_connection_refused_is_an_upstream_connection_error() -> None:
+async def test_a_refused_connection_is_a_connection_error_before_any_answer(
+    transport: WireTransport,
+) -> None:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # bound, never listening: connections are refused
-        http = build_http_client(
-            f"http://127.0.0.1:{port}",
-            api_key="",
-            timeout_seconds=1,
-            connect_timeout_seconds=1,
-            max_connections=10,
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = sock.getsockname()[1]
+        with pytest.raises(UpstreamConnectionError) as caught:
+            await transport.handle_async_request(request("GET", f"http://127.0.0.1:{port}/x"))
+
+    assert caught.value.before_answer is True
+    assert transport.stats().open == 0
+
+
+async def test_a_full_pool_waits_no_longer_than_the_pool_timeout(upstream: Upstream) -> None:
+    wire = WireTransport(max_connections=1)
+    try:
+        hanging = asyncio.ensure_future(
+            wire.handle_async_request(request("GET", f"{upstream.url}/slow"))
         )
-        async with http:
-            with pytest.raises(UpstreamConnectionError):
-                await BaseClient(http, RetryPolicy(attempts=2), sleep=no_wait).request_bytes(
-                    "GET", "models"
-                )
+        await asyncio.sleep(0.05)
+        with pytest.raises(UpstreamTimeoutError, match="No free upstream connection") as caught:
+            await wire.handle_async_request(request("POST", f"{upstream.url}/echo", pool=0.05))
+        assert caught.value.during_connect is True
+        hanging.cancel()
+        await asyncio.gather(hanging, return_exceptions=True)
+        assert wire.stats().in_use == 0
+    finally:
+        await wire.aclose()
 
 
-async def no_wait(_: float) -> None:
-    return None
+async def test_the_pool_never_opens_more_than_its_limit(
+    upstream: Upstream, transport: WireTransport
+) -> None:
+    async def one() -> int:
+        response = await transport.handle_async_request(
+            request("GET", f"{upstream.url}/late-body")
+        )
+        await body_of(response)
+        return response.status_code
+
+    statuses = await asyncio.gather(*(one() for _ in range(12)))
+
+    assert statuses == [200] * 12
+    assert transport.stats().most_open == 4
+
+
+async def test_an_answer_over_the_size_cap_is_refused(upstream: Upstream) -> None:
+    wire = WireTransport(max_body_bytes=10_000)
+    try:
+        with pytest.raises(UpstreamInvalidResponseError, match="larger than 10000 bytes"):
+            response = await wire.handle_async_request(request("GET", f"{upstream.url}/big"))
+            await body_of(response)
+        assert wire.stats().open == 0
+    finally:
+        await wire.aclose()
+
+
+async def test_a_request_on_a_connection_the_server_just_closed_goes_again_on_a_new_one() -> None:
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            # Keep-alive promised, but on the first connection the next request finds it
+            # closed: the race every client meets when a server's idle timeout fires.
+            while not first:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answer)
+                await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    wire = WireTransport()
+    try:
+        assert await body_of(await wire.handle_async_request(request("GET", url))) == b"ok"
+        assert await body_of(await wire.handle_async_request(request("GET", url))) == b"ok"
+        assert connections == 2
+    finally:
+        await wire.aclose()
+        server.close()
+        await server.wait_closed()
+        await server.wait_closed()
+
+
+async def test_garbage_instead_of_http_is_an_invalid_response() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    wire = WireTransport()
+    try:
+        with pytest.raises(UpstreamInvalidResponseError, match="invalid HTTP"):
+            await wire.handle_async_request(request("GET", f"http://127.0.0.1:{port}/"))
+    finally:
+        await wire.aclose()
+        server.close()
+        await server.wait_closed()

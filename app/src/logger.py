@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import queue
+import random
 import re
 import time
 import traceback
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,13 @@ class _UnformattedQueueHandler(logging.handlers.QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Handler.handle takes the handler's lock around emit; a SimpleQueue needs none.
+        if self.filter(record):
+            self.enqueue(record)
+            return True
+        return False
 
 
 def setup_logging(
@@ -118,7 +125,7 @@ class RequestLoggingMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or f"{random.getrandbits(128):032x}"
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status_code = 500

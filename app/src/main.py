@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, TypedDict
+from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI
@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from src.api.auth import require_inbound_key
 from src.api.benchmarks import router as benchmarks_router
+from src.api.deps import AppState
 from src.api.endpoints import public_router, router
 from src.api.exception_handlers import register_exception_handlers
 from src.config import Settings, get_settings
@@ -20,22 +21,13 @@ from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
 from src.services.openrouter.catalog import ModelCatalog
-from src.services.openrouter.client import OpenRouterClient, UpstreamTarget, connect_openrouter
+from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 from src.services.shutdown import ShutdownGuard
 
 logger = logging.getLogger(__name__)
 
 # The embedded emulator wants a Bearer token like OpenRouter does; this one unlocks nothing real.
 EMULATOR_API_KEY = "emulator-local-key"
-
-
-class AppState(TypedDict):
-    settings: Settings
-    openrouter: OpenRouterClient
-    upstream_target: UpstreamTarget
-    catalog: ModelCatalog
-    redactor: Redactor
-    shutdown_guard: ShutdownGuard
 
 
 def create_app(

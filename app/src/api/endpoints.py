@@ -7,10 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from src.api.body_limit import BodyLimitRoute
-from src.api.deps import CatalogDep, OpenRouterDep, SettingsDep
+from src.api.deps import CatalogDep, SettingsDep, lifespan_state
 from src.api.disconnect import cancel_on_disconnect
-from src.api.parsing import parse_json_body
+from src.api.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
 from src.api.sse import sse_from_stream
 from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse, Pricing
 from src.schemas.prompts import GenerateRequest, GenerationResult
@@ -20,8 +19,7 @@ from src.services.openrouter.catalog import is_free
 
 # /health stays open for load balancers and container health checks; the rest may need a key.
 public_router = APIRouter()
-# A JSON body past its limit is refused with a 413 while it arrives, not after buffering it.
-router = APIRouter(route_class=BodyLimitRoute)
+router = APIRouter()
 
 
 @public_router.get("/health")
@@ -67,12 +65,12 @@ async def get_models(
 )
 async def generate(
     request: Request,
-    settings: SettingsDep,
-    client: OpenRouterDep,
     stream: Annotated[bool, Query(description="Stream tokens as server-sent events")] = False,
 ) -> Response:
     """Generate text with one model (`?stream=true` or `"stream": true` for SSE)."""
-    body = parse_json_body(GenerateRequest, await request.body())
+    state = lifespan_state(request)
+    settings, client = state["settings"], state["openrouter"]
+    body = parse_json_body(GenerateRequest, await read_body(request, JSON_BODY_LIMIT_BYTES))
     if stream or body.stream:
         # Until the first byte the handler waits on the upstream; after it, the streaming
         # response itself stops when the caller leaves.

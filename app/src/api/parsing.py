@@ -4,10 +4,41 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from src.services.base.exceptions import PayloadTooLargeError
+
 M = TypeVar("M", bound=BaseModel)
+# A JSON body: a prompt of up to 1,000,000 characters, JSON-escaped, and a few fields.
+JSON_BODY_LIMIT_BYTES = 8 * 1024 * 1024
+
+
+def too_large(size: int | None, limit_name: str) -> PayloadTooLargeError:
+    size_text = f" ({size} bytes)" if size is not None else ""
+    return PayloadTooLargeError(f"The request body{size_text} is too large: {limit_name}.")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with our 413 as soon as it is known to pass `limit` bytes: from
+    Content-Length before reading, or while a chunked body arrives.
+    """
+    limit_name = f"{limit} bytes for a JSON body"
+    for name, value in request.scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise too_large(int(value), limit_name)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(None, limit_name)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def parse_json_body(model: type[M], raw: bytes) -> M:

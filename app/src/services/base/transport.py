@@ -55,14 +55,6 @@ class PoolStats:
     most_open: int  # the highest `open` ever reached
 
 
-class _ResponseFailed(Exception):
-    """Set on a connection whose response cannot complete; the reader turns it into ours."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: writes a request, parses the response as bytes arrive."""
 
@@ -91,6 +83,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.body_bytes = 0
         self.failure: Exception | None = None
+        self.callback_failure: Exception | None = None
         self.waiter: asyncio.Future[None] | None = None
         self._arrived = 0.0
         self._paused = False
@@ -106,10 +99,13 @@ class _Connection(asyncio.Protocol):
         self.received_any = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamInvalidResponseError(f"Upstream sent invalid HTTP: {exc}"))
-        except _ResponseFailed as exc:
-            self._fail(exc.error)
+        except Exception as exc:
+            # What a callback raised arrives as it is or wrapped by httptools; the callback
+            # left the reason here either way.
+            self._fail(
+                self.callback_failure
+                or UpstreamInvalidResponseError(f"Upstream sent invalid HTTP: {exc}")
+            )
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -143,11 +139,10 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
         if self.max_body_bytes is not None and self.body_bytes > self.max_body_bytes:
-            raise _ResponseFailed(
-                UpstreamInvalidResponseError(
-                    f"Upstream answer is larger than {self.max_body_bytes} bytes"
-                )
+            self.callback_failure = UpstreamInvalidResponseError(
+                f"Upstream answer is larger than {self.max_body_bytes} bytes"
             )
+            raise self.callback_failure  # stops the parser
         self.chunks.append((body, self._arrived))
         self.buffered += len(body)
         if self.buffered > _HIGH_WATER and not self._paused and self.transport is not None:
@@ -166,7 +161,7 @@ class _Connection(asyncio.Protocol):
         timing = WireTiming()
         self._begin_exchange(timing, max_body_bytes)
         self.exchanges += 1
-        self.transport.writelines((head, body))
+        self.transport.write(head + body)  # one send: one syscall
         timing.sent = now()
         return timing
 
