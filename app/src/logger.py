@@ -7,7 +7,6 @@ import logging.handlers
 import queue
 import random
 import re
-import time
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from src.log_sink import LOG_FILE_NAME, LogSink, RotatingFile
 from src.redaction import Redactor
 from src.services.base.exceptions import UpstreamError
+from src.services.base.timing import now
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -127,7 +127,8 @@ class RequestLoggingMiddleware:
 
         request_id = _incoming_request_id(scope) or f"{random.getrandbits(128):032x}"
         scope.setdefault("state", {})["request_id"] = request_id
-        started = time.perf_counter()
+        request_id_header = (REQUEST_ID_HEADER, request_id.encode())
+        started = now()
         status_code = 500
         response_started = False
 
@@ -136,9 +137,8 @@ class RequestLoggingMiddleware:
             if message["type"] == "http.response.start":
                 status_code = message["status"]
                 response_started = True
-                headers = [h for h in message.get("headers", []) if h[0] != REQUEST_ID_HEADER]
-                headers.append((REQUEST_ID_HEADER, request_id.encode()))
-                message["headers"] = headers
+                # No route of ours sets this header, so it is added, not replaced.
+                message["headers"] = [*message.get("headers", ()), request_id_header]
             await send(message)
 
         try:
@@ -164,7 +164,7 @@ def _log_request(scope: Scope, started: float, status_code: int, error: Any) -> 
     endpoint = scope.get("endpoint")
     handler = getattr(endpoint, "__name__", "-")
     line = "%s | %s %s | handler=%s | time=%.4fs | status_code=%d"
-    args: tuple[Any, ...] = (scope["method"], scope["path"], handler, time.perf_counter() - started)
+    args: tuple[Any, ...] = (scope["method"], scope["path"], handler, now() - started)
     if isinstance(error, UpstreamError):
         # Not our fault: the message is enough, a traceback would only be noise.
         logger.error(line + " | %s: %s", "ERROR", *args, status_code, type(error).__name__, error)
