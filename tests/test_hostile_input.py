@@ -12,6 +12,7 @@ import respx
 
 from src.config import Settings
 from tests.helpers.benchmarks import post_benchmark
+from tests.helpers.errors import assert_error, assert_validation_error
 from tests.helpers.openrouter import (
     MODELS_BODY,
     completion_body,
@@ -23,32 +24,6 @@ from tests.helpers.openrouter import (
 pytestmark = pytest.mark.anyio
 
 TWO_MB_PROMPT = "x" * (2 * 1024 * 1024)
-
-
-def assert_no_traceback(response: httpx.Response) -> None:
-    assert "Traceback" not in response.text and 'File "' not in response.text
-
-
-def assert_validation_error(
-    response: httpx.Response, location: tuple[str | int, ...], kind: str
-) -> None:
-    """FastAPI's own 422: a list of errors, the first one about `location`, of type `kind`."""
-    assert response.status_code == 422, response.text
-    [error, *_] = response.json()["detail"]
-    assert tuple(error["loc"]) == location
-    assert error["type"] == kind
-    assert error["msg"]
-    assert_no_traceback(response)
-
-
-def assert_service_error(response: httpx.Response, status: int, error: str, detail: str) -> None:
-    """Our own error shape: the status, the error type, and the message a user reads."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"] == error
-    assert detail in body["detail"], body["detail"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert_no_traceback(response)
 
 
 @pytest.mark.parametrize(
@@ -114,7 +89,7 @@ async def test_a_path_like_model_id_is_only_a_string_to_the_upstream(
 
     response = await client.post("/generate", json={"model": "../../etc/passwd", "prompt": "hi"})
 
-    assert_service_error(
+    assert_error(
         response,
         400,
         "UpstreamStatusError",
@@ -162,7 +137,7 @@ async def test_hostile_benchmark_ids_are_404_json(
     for suffix in ("", "/report"):
         response = await client.get(f"/benchmarks/{benchmark_id}{suffix}")
 
-        assert_service_error(response, 404, error, detail)
+        assert_error(response, 404, error, detail)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +171,7 @@ async def test_a_huge_run_count_is_refused_by_the_limit(
 
     response = await post_benchmark(client, form={"runs": "99999999999999999999999"})
 
-    assert_service_error(
+    assert_error(
         response, 422, "LimitExceededError", "runs=99999999999999999999999 exceeds MAX_RUNS=100."
     )
     assert route.call_count == 0
@@ -220,13 +195,13 @@ async def test_an_oversized_generate_body_is_413_json(
         "/generate", content=chunks(), headers={"content-type": "application/json"}
     )
 
-    assert_service_error(
+    assert_error(
         declared,
         413,
         "PayloadTooLargeError",
         f"The request body ({len(huge)} bytes) is too large: 8388608 bytes for a JSON body.",
     )
-    assert_service_error(
+    assert_error(
         chunked,
         413,
         "PayloadTooLargeError",

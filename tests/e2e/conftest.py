@@ -3,7 +3,7 @@
 The session shares one emulator and one app (with an inbound key, so every call proves the
 key works). Tests that need other settings start their own app through `start_app`. Every
 response read by these clients, and every file the processes write, goes through the secret
-audit (see `audit.py` and `test_secrets.py`).
+audit (see `tests/helpers/audit.py` and `test_secrets.py`).
 """
 
 from __future__ import annotations
