@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+import statistics
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,68 +15,63 @@ from asgi_lifespan import LifespanManager
 from starlette.types import Message
 
 from src.config import Settings
-from src.main import create_app
 from src.services.base.exceptions import UnknownModelError
 from src.services.benchmarker.service import BenchmarkOptions, prepare_benchmark
 from src.services.openrouter.catalog import ModelCatalog
-from tests.conftest import MODELS_BODY, completion_body, make_settings, read_log, serve
-from tests.test_report import parse
+from tests.helpers.app import Serve, make_settings, read_log
+from tests.helpers.benchmarks import PROMPTS, post_benchmark
+from tests.helpers.concurrency import InFlightBarrier
+from tests.helpers.html import parse
+from tests.helpers.openrouter import (
+    API_KEY,
+    GPT,
+    LLAMA,
+    MODELS_BODY,
+    completion_body,
+    error_body,
+    sse_chunks,
+    sse_response,
+)
+from tests.helpers.results import csv_rows
+from tests.helpers.uploads import FakeUpload
 
 pytestmark = pytest.mark.anyio
 
-GPT = "openai/gpt-4o"
-LLAMA = "meta/llama-3:free"
-PROMPTS = b"Why is the sky blue?\n\nSay hi.\n"
+# The mocked upstream streams the rest of an answer this long after its first token.
+GENERATION_SECONDS = 0.2
 FILE_NAME = re.compile(r"^\d{8}T\d{6}Z_openai-gpt-4o_[0-9a-f]{8}\.(csv|json)$")
 
 
-def sse_chunks(
-    pieces: Sequence[str] = ("Hello", " there", " friend"), model: str = GPT
-) -> list[bytes]:
-    chunks: list[dict[str, object]] = [
-        {"model": model, "choices": [{"index": 0, "delta": {"content": piece}}]} for piece in pieces
-    ]
-    chunks.append({"model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    chunks.append(
-        {
-            "model": model,
-            "choices": [],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+# Rows carry 6 decimals and so do the statistics: both roundings together.
+ROUNDING = 3e-6
+
+
+def reference_percentile(values: list[float], q: int) -> float:
+    """numpy's default ("linear") percentile, from the standard library."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def assert_statistics_of_rows(stats: dict[str, Any], rows: list[dict[str, str]]) -> None:
+    """The latency and ttft statistics are those of the rows in the CSV, recomputed here."""
+    latencies = [float(row["latency_seconds"]) for row in rows]
+    assert stats["ok"] == len(latencies)
+    expected = {
+        "avg": statistics.fmean(latencies),
+        "min": min(latencies),
+        "max": max(latencies),
+        "std_dev": statistics.stdev(latencies) if len(latencies) > 1 else 0.0,
+        **{f"p{q}": reference_percentile(latencies, q) for q in (25, 50, 75, 90, 95, 99)},
+    }
+    assert stats["latency"] == pytest.approx(expected, abs=ROUNDING)
+    ttfts = [float(row["ttft_seconds"]) for row in rows if row["ttft_seconds"]]
+    if ttfts:
+        expected_ttft = {
+            "avg": statistics.fmean(ttfts),
+            **{f"p{q}": reference_percentile(ttfts, q) for q in (50, 95, 99)},
         }
-    )
-    return [b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in chunks] + [
-        b"data: [DONE]\n\n"
-    ]
-
-
-def sse_response(model: str = GPT) -> httpx.Response:
-    return httpx.Response(
-        200,
-        content=b"".join(sse_chunks(model=model)),
-        headers={"content-type": "text/event-stream"},
-    )
-
-
-async def post_benchmark(
-    client: httpx.AsyncClient,
-    prompts: bytes = PROMPTS,
-    models: Sequence[str] = (GPT,),
-    query: str = "",
-    form: Mapping[str, object] | None = None,
-    **fields: object,
-) -> httpx.Response:
-    values = {**(form or {}), **fields}
-    data: dict[str, Any] = {"model": list(models), **{k: str(v) for k, v in values.items()}}
-    return await client.post(
-        "/benchmark" + query,
-        files={"prompt_file": ("prompts.txt", prompts, "text/plain")},
-        data=data,
-    )
-
-
-def csv_rows(path: str) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
+        assert stats["ttft"] == pytest.approx(expected_ttft, abs=ROUNDING)
 
 
 @pytest.fixture
@@ -110,7 +105,12 @@ async def test_benchmark_returns_statistics_and_names_its_files(
     }
     [stats] = body["models"]
     assert (stats["model"], stats["count"], stats["ok"], stats["failed"]) == (GPT, 6, 6, 0)
-    assert set(stats["latency"]) >= {"avg", "min", "max", "std_dev", "p50", "p90", "p95", "p99"}
+    rows = csv_rows(body["files"]["csv"])
+    assert_statistics_of_rows(stats, rows)
+    for index, prompt_stats in enumerate(stats["per_prompt"], start=1):
+        assert_statistics_of_rows(
+            prompt_stats, [row for row in rows if row["prompt_index"] == str(index)]
+        )
     assert stats["tokens_total"] == 54
     assert stats["avg_completion_tokens"] == 4.0
     assert [(p["prompt_index"], p["prompt"], p["count"]) for p in stats["per_prompt"]] == [
@@ -125,7 +125,6 @@ async def test_benchmark_returns_statistics_and_names_its_files(
     assert FILE_NAME.match(csv_path.name)
     assert csv_path.stem == json_path.stem == body["id"]
     assert json.loads(json_path.read_text(encoding="utf-8")) == body
-    rows = csv_rows(body["files"]["csv"])
     assert list(rows[0]) == [
         "model",
         "prompt_index",
@@ -152,7 +151,7 @@ async def test_benchmark_streams_by_default_and_ttft_comes_before_latency(
     async def slow_stream() -> AsyncIterator[bytes]:
         first, *rest = sse_chunks()
         yield first
-        await asyncio.sleep(0.02)  # generation after the first token
+        await asyncio.sleep(GENERATION_SECONDS)  # generation after the first token
         for chunk in rest:
             yield chunk
 
@@ -162,12 +161,15 @@ async def test_benchmark_streams_by_default_and_ttft_comes_before_latency(
         )
     )
 
-    body = (await post_benchmark(client, runs=1)).json()
+    body = (await post_benchmark(client, prompts=b"one prompt\n", runs=1)).json()
 
     assert json.loads(route.calls.last.request.content)["stream"] is True
     for row in csv_rows(body["files"]["csv"]):
         assert 0 < float(row["ttft_seconds"]) < float(row["latency_seconds"])
-        assert float(row["latency_seconds"]) - float(row["ttft_seconds"]) >= 0.015
+        # The first token is timed when it arrives, not at the end: the rest of the answer came
+        # GENERATION_SECONDS later (half of it is left as margin for a busy machine).
+        gap = float(row["latency_seconds"]) - float(row["ttft_seconds"])
+        assert gap >= GENERATION_SECONDS / 2
     stats = body["models"][0]
     assert stats["ttft"]["p50"] < stats["latency"]["p50"]
     assert stats["decode_tokens_per_second"] > 0
@@ -187,8 +189,12 @@ async def test_benchmark_without_stream_uses_plain_completions(
     stats = body["models"][0]
     assert stats["ttft"] == {"avg": None, "p50": None, "p95": None, "p99": None}
     assert stats["tokens_total"] == 42
-    assert stats["output_tokens_per_second"] > 0
-    assert {row["ttft_seconds"] for row in csv_rows(body["files"]["csv"])} == {""}
+    rows = csv_rows(body["files"]["csv"])
+    assert {row["ttft_seconds"] for row in rows} == {""}
+    assert_statistics_of_rows(stats, rows)
+    # Output tokens per second: completion tokens over each request's latency, averaged.
+    expected_rate = statistics.fmean(9 / float(row["latency_seconds"]) for row in rows)
+    assert stats["output_tokens_per_second"] == pytest.approx(expected_rate, rel=1e-3)
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
@@ -198,14 +204,10 @@ async def test_benchmark_keeps_at_most_concurrency_requests_in_flight(
     catalog_route: respx.Route,
     concurrency: int,
 ) -> None:
-    in_flight = peak = 0
+    barrier = InFlightBarrier(limit=concurrency, total=12)
 
     async def answer(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.005)
-        in_flight -= 1
+        await barrier.hold()
         return sse_response()
 
     route = upstream.post("/chat/completions").mock(side_effect=answer)
@@ -215,8 +217,9 @@ async def test_benchmark_keeps_at_most_concurrency_requests_in_flight(
     )
 
     assert response.status_code == 200
+    assert response.json()["models"][0]["ok"] == 12
     assert route.call_count == 12
-    assert peak == concurrency
+    assert barrier.peak == concurrency
 
 
 async def test_failed_requests_are_recorded_and_the_run_goes_on(
@@ -228,7 +231,7 @@ async def test_failed_requests_are_recorded_and_the_run_goes_on(
         nonlocal calls
         calls += 1
         if calls in (2, 4):
-            return httpx.Response(500, json={"error": {"code": 500, "message": "provider down"}})
+            return httpx.Response(500, json=error_body(500, "provider down"))
         return sse_response()
 
     upstream.post("/chat/completions").mock(side_effect=answer)
@@ -242,8 +245,41 @@ async def test_failed_requests_are_recorded_and_the_run_goes_on(
     assert (body["comparison"][0]["ok"], body["comparison"][0]["failed"]) == (4, 2)
     failed = [row for row in csv_rows(body["files"]["csv"]) if row["status"] != "200"]
     assert [row["status"] for row in failed] == ["502", "502"]
-    assert all(row["error"].startswith("UpstreamStatusError: ") for row in failed)
-    assert all("provider down" in row["error"] for row in failed)
+    assert [row["error"] for row in failed] == [
+        "UpstreamStatusError: Upstream returned 500: provider down"
+    ] * 2
+    assert {row["latency_seconds"] for row in failed} != {""}
+    assert {row["ttft_seconds"] for row in failed} == {""}
+    # Statistics count the successes only.
+    assert_statistics_of_rows(
+        stats, [row for row in csv_rows(body["files"]["csv"]) if not row["error"]]
+    )
+
+
+async def test_a_failed_request_echoing_our_key_is_redacted_in_every_result_file(
+    settings: Settings, serve: Serve, upstream: respx.MockRouter, catalog_route: respx.Route
+) -> None:
+    echo = f"bad key {API_KEY}; Authorization: Bearer {API_KEY}"
+    upstream.post("/chat/completions").respond(400, json=error_body(400, echo))
+
+    async with serve(settings) as client:
+        response = await post_benchmark(client, runs=1)
+
+    body = response.json()
+    assert response.status_code == 200
+    assert (body["models"][0]["ok"], body["models"][0]["failed"]) == (0, 2)
+    rows = csv_rows(body["files"]["csv"])
+    assert [row["error"] for row in rows] == [
+        "UpstreamStatusError: Upstream returned 400: bad key [REDACTED]; "
+        "Authorization: Bearer [REDACTED]"
+    ] * 2
+    for text in (
+        response.text,
+        Path(body["files"]["csv"]).read_text(encoding="utf-8"),
+        Path(body["files"]["json"]).read_text(encoding="utf-8"),
+        read_log(settings),
+    ):
+        assert API_KEY not in text
 
 
 async def test_one_run_of_one_prompt_has_zero_std_dev(
@@ -296,7 +332,7 @@ async def test_two_benchmarks_at_once_write_different_files(
 
 
 async def test_every_request_start_is_logged(
-    tmp_path: Path, upstream: respx.MockRouter, chat_route: respx.Route
+    tmp_path: Path, serve: Serve, chat_route: respx.Route
 ) -> None:
     settings = make_settings(tmp_path)
     async with serve(settings) as client:
@@ -336,7 +372,7 @@ async def test_every_request_start_is_logged(
 )
 async def test_limits_are_422_naming_the_setting_and_the_value(
     tmp_path: Path,
-    upstream: respx.MockRouter,
+    serve: Serve,
     chat_route: respx.Route,
     overrides: dict[str, int],
     prompts: bytes,
@@ -424,7 +460,7 @@ async def test_a_missing_prompt_file_is_422(
 
 @pytest.mark.parametrize("size", [200, 70 * 1024])  # read past the limit / refused by its header
 async def test_an_oversized_upload_is_413(
-    tmp_path: Path, upstream: respx.MockRouter, chat_route: respx.Route, size: int
+    tmp_path: Path, serve: Serve, chat_route: respx.Route, size: int
 ) -> None:
     async with serve(make_settings(tmp_path, max_upload_bytes=100)) as client:
         response = await post_benchmark(client, prompts=b"x" * (size - 1) + b"\n")
@@ -436,7 +472,7 @@ async def test_an_oversized_upload_is_413(
 
 
 async def test_an_oversized_chunked_upload_is_413_without_a_content_length(
-    tmp_path: Path, upstream: respx.MockRouter, chat_route: respx.Route
+    tmp_path: Path, serve: Serve, chat_route: respx.Route
 ) -> None:
     form = httpx.Request(
         "POST",
@@ -515,7 +551,7 @@ async def test_an_empty_benchmarks_directory_lists_nothing(client: httpx.AsyncCl
 
 
 async def test_benchmarks_need_the_inbound_key_when_one_is_set(
-    tmp_path: Path, upstream: respx.MockRouter, chat_route: respx.Route
+    tmp_path: Path, serve: Serve, chat_route: respx.Route
 ) -> None:
     async with serve(make_settings(tmp_path, proxy_api_keys="inbound-key-0123456789")) as client:
         posted = await post_benchmark(client)
@@ -532,7 +568,7 @@ async def test_benchmarks_need_the_inbound_key_when_one_is_set(
 
 
 async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
-    tmp_path: Path, upstream: respx.MockRouter, catalog_route: respx.Route
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter, catalog_route: respx.Route
 ) -> None:
     calls = 0
     hanging = asyncio.Event()
@@ -581,9 +617,9 @@ async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
         "client": ("127.0.0.1", 50000),
         "server": ("service.test", 80),
     }
-    app = create_app(settings, transport=httpx.AsyncHTTPTransport())
+    app = serve.app(settings)
     async with LifespanManager(app) as manager:
-        await asyncio.wait_for(manager.app(scope, receive, send), 5)
+        await asyncio.wait_for(manager.app(scope, receive, send), 10)
 
     assert sent[0]["status"] == 499
     [json_path] = settings.benchmarks_dir.glob("*.json")
@@ -601,20 +637,12 @@ async def test_emulator_mode_refuses_a_real_model_before_asking_the_catalog(
         async def require(self, model_ids: list[str]) -> None:  # noqa: ARG002
             raise AssertionError("the catalog must not be asked")
 
-    class Upload:
-        def __init__(self) -> None:
-            self.data = b"hi\n"
-
-        async def read(self, size: int = -1) -> bytes:  # noqa: ARG002
-            chunk, self.data = self.data, b""
-            return chunk
-
     settings = make_settings(tmp_path, openrouter_api_key="")
 
     with pytest.raises(UnknownModelError, match="OPENROUTER_API_KEY"):
         await prepare_benchmark(
             settings,
             cast(ModelCatalog, NoCatalog()),
-            Upload(),
+            FakeUpload(b"hi\n"),
             BenchmarkOptions(models=[GPT]),
         )

@@ -27,6 +27,8 @@ from src.services.benchmarker.file_utils import (
 )
 from src.services.benchmarker.run_utils import RequestOptions, RequestResult
 from src.services.benchmarker.service import BenchmarkPlan, build_summary
+from tests.helpers.results import request_result
+from tests.helpers.uploads import FakeUpload
 
 pytestmark = pytest.mark.anyio
 
@@ -54,25 +56,12 @@ def test_unusable_prompt_files_are_refused_with_a_clear_message(data: bytes, mes
         parse_prompts(data)
 
 
-class FakeUpload:
-    """An endless upload that counts what was read from it."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.read_bytes = 0
-
-    async def read(self, size: int = -1) -> bytes:
-        chunk = min(size, self.size - self.read_bytes)
-        self.read_bytes += chunk
-        return b"a" * chunk
-
-
 async def test_an_upload_at_the_limit_is_read() -> None:
-    assert len(await read_upload(FakeUpload(1000), max_bytes=1000)) == 1000
+    assert len(await read_upload(FakeUpload(size=1000), max_bytes=1000)) == 1000
 
 
 async def test_an_oversized_upload_is_refused_without_reading_it_whole() -> None:
-    upload = FakeUpload(50 * 1024 * 1024)
+    upload = FakeUpload(size=50 * 1024 * 1024)
 
     with pytest.raises(PayloadTooLargeError, match="MAX_UPLOAD_BYTES=1000"):
         await read_upload(upload, max_bytes=1000)
@@ -136,19 +125,16 @@ def test_formula_like_cells_are_neutralized(cell: str, expected: str) -> None:
 
 
 def result(index: int, *, error: bool = False, prompt: str = "p") -> RequestResult:
-    return RequestResult(
-        model="m/x",
+    return request_result(
+        0.25,
         prompt_index=index,
         prompt=prompt,
-        run=1,
-        status=502 if error else 200,
-        latency_seconds=0.25,
-        ttft_seconds=None if error else 0.125,
+        ttft=None if error else 0.125,
         prompt_tokens=3,
-        completion_tokens=4,
-        tokens_used=7,
+        completion=4,
+        total=7,
         error_type="UpstreamStatusError" if error else None,
-        error="Upstream returned 500: down" if error else None,
+        error="Upstream returned 500: down",
     )
 
 
@@ -171,14 +157,22 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
 async def test_csv_writer_flushes_rows_before_it_is_closed(tmp_path: Path) -> None:
     path = tmp_path / "run.csv"
     writer = await CsvResultWriter.create(path)
-    writer.put(result(1))
-    writer.put(result(2))
-    for _ in range(100):  # the writer thread needs a moment; no fixed sleep
-        if len(path.read_text(encoding="utf-8").splitlines()) == 3:
-            break
-        await asyncio.sleep(0.005)
-    assert len(path.read_text(encoding="utf-8").splitlines()) == 3
-    await writer.close()
+    try:
+        writer.put(result(1))
+        writer.put(result(2))
+
+        def lines() -> int:
+            return len(path.read_text(encoding="utf-8").splitlines())
+
+        # The rows reach the disk through a thread: wait for them, as long as a busy machine
+        # may need, while the writer is still open.
+        for _ in range(2000):
+            if lines() == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert lines() == 3
+    finally:
+        await writer.close()
 
 
 async def test_result_files_are_never_overwritten(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,8 +10,8 @@ import httpx
 import pytest
 import respx
 
-from src.services.base.client import RetryPolicy
 from src.services.benchmarker import service
+from src.services.benchmarker.file_utils import CsvResultWriter
 from src.services.benchmarker.run_utils import (
     BenchmarkJob,
     RequestOptions,
@@ -22,7 +22,11 @@ from src.services.benchmarker.run_utils import (
 )
 from src.services.benchmarker.service import BenchmarkPlan, run_benchmark
 from src.services.openrouter.client import OpenRouterClient
-from tests.conftest import UPSTREAM, completion_body, make_settings
+from tests.helpers.app import make_settings, openrouter_client, upstream_client
+from tests.helpers.concurrency import InFlightBarrier
+from tests.helpers.openrouter import chunk, completion_body
+from tests.helpers.results import csv_rows, request_result
+from tests.helpers.upstream_server import LoopbackUpstream
 
 pytestmark = pytest.mark.anyio
 
@@ -43,35 +47,31 @@ def test_jobs_interleave_models_run_by_run() -> None:
 
 
 def done(job: BenchmarkJob) -> RequestResult:
-    return RequestResult(
-        model=job.model,
-        prompt_index=job.prompt_index,
-        prompt=job.prompt,
-        run=job.run,
-        status=200,
-        latency_seconds=0.001,
+    return request_result(
+        0.001, model=job.model, prompt_index=job.prompt_index, prompt=job.prompt, run=job.run
     )
 
 
 class Tracker:
-    """A fake upstream call that records how many run at once."""
+    """A fake upstream call that records how many run at once, and can hang after a while."""
 
-    def __init__(self, hang_after: int | None = None) -> None:
+    def __init__(self, hang_after: int | None = None, barrier: InFlightBarrier | None = None):
         self.in_flight = 0
-        self.peak = 0
         self.started: list[BenchmarkJob] = []
         self.hang_after = hang_after
         self.hanging = asyncio.Event()
+        self.barrier = barrier
 
     async def __call__(self, job: BenchmarkJob) -> RequestResult:
         self.started.append(job)
         self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
         try:
             if self.hang_after is not None and len(self.started) > self.hang_after:
                 self.hanging.set()
                 await asyncio.sleep(30)
-            await asyncio.sleep(0.002)
+            if self.barrier is not None:
+                await self.barrier.hold()
+            await asyncio.sleep(0)
         finally:
             self.in_flight -= 1
         return done(job)
@@ -79,7 +79,8 @@ class Tracker:
 
 @pytest.mark.parametrize(("concurrency", "jobs"), [(1, 5), (3, 12), (4, 3)])
 async def test_run_jobs_keeps_at_most_concurrency_in_flight(concurrency: int, jobs: int) -> None:
-    tracker = Tracker()
+    barrier = InFlightBarrier(limit=concurrency, total=jobs)
+    tracker = Tracker(barrier=barrier)
     results: list[RequestResult] = []
 
     await run_jobs(
@@ -89,7 +90,7 @@ async def test_run_jobs_keeps_at_most_concurrency_in_flight(concurrency: int, jo
         on_result=results.append,
     )
 
-    assert tracker.peak == min(concurrency, jobs)
+    assert barrier.peak == min(concurrency, jobs)
     assert sorted(r.prompt_index for r in results) == list(range(1, jobs + 1))
 
 
@@ -151,17 +152,17 @@ async def test_an_unexpected_error_in_a_job_propagates_and_stops_the_others() ->
 
 
 @pytest.fixture
-async def openrouter(upstream: respx.MockRouter) -> AsyncIterator[OpenRouterClient]:
-    async with httpx.AsyncClient(base_url=UPSTREAM + "/") as http:
-        yield OpenRouterClient(http, RetryPolicy(attempts=1))
+async def openrouter(upstream_server: LoopbackUpstream) -> AsyncIterator[OpenRouterClient]:
+    async with upstream_client(upstream_server.base_url) as http:
+        yield openrouter_client(http)
 
 
 async def test_a_stream_broken_after_its_headers_is_recorded_as_a_failure(
     upstream: respx.MockRouter, openrouter: OpenRouterClient
 ) -> None:
     async def broken_stream() -> AsyncIterator[bytes]:
-        yield b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'
-        raise httpx.ReadError("connection reset")
+        yield chunk("Hi")
+        raise httpx.ReadError("connection reset")  # the upstream drops the connection here
 
     upstream.post("/chat/completions").respond(
         200, content=broken_stream(), headers={"content-type": "text/event-stream"}
@@ -175,6 +176,7 @@ async def test_a_stream_broken_after_its_headers_is_recorded_as_a_failure(
     )
 
     assert (result.ok, result.status, result.error_type) == (False, 502, "UpstreamConnectionError")
+    assert result.error is not None and "broke mid-stream" in result.error
 
 
 async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_summary(
@@ -202,7 +204,7 @@ async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_
     )
 
     task = asyncio.create_task(run_benchmark(settings, openrouter, plan))
-    await asyncio.wait_for(hanging.wait(), 5)
+    await asyncio.wait_for(hanging.wait(), 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -212,14 +214,12 @@ async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_
     assert summary["status"] == "interrupted"
     assert (summary["requests"], summary["finished_requests"]) == (10, 3)
     assert summary["models"][0]["ok"] == 3
-    with open(summary["files"]["csv"], newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
+    rows = csv_rows(summary["files"]["csv"])
     assert [(row["prompt"], row["run"]) for row in rows] == [
         ("one", "1"),
         ("two", "1"),
         ("one", "2"),
     ]
-    await asyncio.sleep(0.01)
     assert calls == 4  # nothing new started after the cancellation
 
 
@@ -247,3 +247,82 @@ async def test_a_bug_during_the_run_still_saves_a_failed_summary(
     [json_path] = settings.benchmarks_dir.glob("*.json")
     summary = json.loads(json_path.read_text(encoding="utf-8"))
     assert (summary["status"], summary["finished_requests"]) == ("failed", 0)
+
+
+class SlowDisk:
+    """Holds every CSV write in its thread until released, and tells when the run saves."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.saving = asyncio.Event()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        slow_disk = self
+
+        class SlowWriter(CsvResultWriter):
+            def _write(self, rows: list[list[str]]) -> None:
+                assert slow_disk.release.wait(30), "the slow disk was never released"
+                super()._write(rows)
+
+            async def close(self) -> None:
+                slow_disk.saving.set()
+                await super().close()
+
+        monkeypatch.setattr(service, "CsvResultWriter", SlowWriter)
+
+
+async def test_a_second_cancellation_during_the_save_still_leaves_every_row_and_the_summary(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: respx.MockRouter,
+    openrouter: OpenRouterClient,
+) -> None:
+    calls = 0
+    hanging = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls > 3:
+            hanging.set()
+            await asyncio.sleep(30)
+        return httpx.Response(200, json=completion_body())
+
+    upstream.post("/chat/completions").mock(side_effect=answer)
+    disk = SlowDisk()
+    disk.install(monkeypatch)
+    settings = make_settings(tmp_path)
+    plan = BenchmarkPlan(
+        models=["openai/gpt-4o"],
+        prompts=["one", "two"],
+        runs=5,
+        concurrency=1,
+        request=RequestOptions(max_tokens=8, stream=False),
+    )
+
+    task = asyncio.create_task(run_benchmark(settings, openrouter, plan))
+    try:
+        await asyncio.wait_for(hanging.wait(), 10)
+        task.cancel()  # the caller leaves: three rows are measured, none is on disk yet
+        await asyncio.wait_for(disk.saving.wait(), 10)
+        task.cancel()  # and the server stops while the run is saving them
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        disk.release.set()
+
+    # The save goes on in the background; the summary is its last step.
+    for _ in range(1000):
+        if sorted(path.suffix for path in settings.benchmarks_dir.iterdir()) == [".csv", ".json"]:
+            break  # the summary is linked into place and its temporary file is gone
+        await asyncio.sleep(0.01)
+    [json_path] = settings.benchmarks_dir.glob("*.json")
+    summary = json.loads(json_path.read_text(encoding="utf-8"))
+    assert summary["status"] == "interrupted"
+    assert (summary["requests"], summary["finished_requests"]) == (10, 3)
+    rows = csv_rows(summary["files"]["csv"])
+    assert [(row["prompt"], row["run"]) for row in rows] == [
+        ("one", "1"),
+        ("two", "1"),
+        ("one", "2"),
+    ]

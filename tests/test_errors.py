@@ -1,14 +1,31 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 import respx
 
-from tests.conftest import completion_body
+from src.services.base.error_status import status_for
+from src.services.base.exceptions import (
+    AuthenticationError,
+    ClientDisconnectedError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+    UnknownModelError,
+    UpstreamConnectionError,
+    UpstreamInvalidResponseError,
+    UpstreamStatusError,
+    UpstreamStreamError,
+    UpstreamTimeoutError,
+)
+from tests.helpers.app import Serve, make_settings
+from tests.helpers.openrouter import GENERATE, completion_body, error_body
 
 pytestmark = pytest.mark.anyio
-
-GENERATE = {"model": "openai/gpt-4o", "prompt": "hi"}
 
 
 @pytest.mark.parametrize(
@@ -34,7 +51,7 @@ async def test_upstream_status_maps_to_our_status(
     expected_status: int,
 ) -> None:
     upstream.post("/chat/completions").respond(
-        upstream_status, json={"error": {"code": upstream_status, "message": "upstream says no"}}
+        upstream_status, json=error_body(upstream_status, "upstream says no")
     )
 
     response = await client.post("/generate", json=GENERATE)
@@ -43,7 +60,10 @@ async def test_upstream_status_maps_to_our_status(
     body = response.json()
     assert body["error"] == "UpstreamStatusError"
     assert body["request_id"] == response.headers["x-request-id"]
-    assert body["detail"]
+    if upstream_status == 401:  # our key, not the caller's: the message names the setting
+        assert body["detail"] == "The upstream rejected the service's API key (OPENROUTER_API_KEY)."
+    else:
+        assert body["detail"] == f"Upstream returned {upstream_status}: upstream says no"
 
 
 async def test_upstream_401_says_the_service_key_is_wrong(
@@ -58,15 +78,19 @@ async def test_upstream_401_says_the_service_key_is_wrong(
 
 
 async def test_upstream_timeout_maps_to_504(
-    client: httpx.AsyncClient, upstream: respx.MockRouter
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter, retry_waits: list[float]
 ) -> None:
+    # The loopback upstream holds a timed-out request until our client gives up.
     route = upstream.post("/chat/completions").mock(side_effect=httpx.ReadTimeout("slow"))
 
-    response = await client.post("/generate", json=GENERATE)
+    async with serve(make_settings(tmp_path, upstream_timeout_seconds=0.5)) as client:
+        response = await client.post("/generate", json=GENERATE)
 
     assert response.status_code == 504
     assert response.json()["error"] == "UpstreamTimeoutError"
+    assert "timed out" in response.json()["detail"]
     assert route.call_count == 1  # a read timeout may still be billed: never repeated
+    assert retry_waits == []
 
 
 async def test_upstream_connection_refused_maps_to_502_after_retries(
@@ -78,7 +102,8 @@ async def test_upstream_connection_refused_maps_to_502_after_retries(
 
     assert response.status_code == 502
     assert response.json()["error"] == "UpstreamConnectionError"
-    assert route.call_count == 3
+    assert "connection failed" in response.json()["detail"]
+    assert route.call_count == 3  # RETRY_ATTEMPTS of the test settings
 
 
 async def test_upstream_invalid_json_maps_to_502(
@@ -90,6 +115,7 @@ async def test_upstream_invalid_json_maps_to_502(
 
     assert response.status_code == 502
     assert response.json()["error"] == "UpstreamInvalidResponseError"
+    assert response.json()["detail"] == "Upstream completion is not valid JSON"
 
 
 async def test_unknown_route_answers_json_404(client: httpx.AsyncClient) -> None:
@@ -117,3 +143,37 @@ async def test_unsafe_incoming_request_id_is_replaced(client: httpx.AsyncClient)
 
     assert response.headers["x-request-id"] != "bad id\twith tab"
     assert len(response.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (AuthenticationError("x"), 401),
+        (PayloadTooLargeError("x"), 413),  # an InvalidInputError, with its own status
+        (LimitExceededError("x"), 422),
+        (InvalidInputError("x"), 422),
+        (NotFoundError("x"), 404),
+        (UnknownModelError("x"), 404),
+        (ClientDisconnectedError("x"), 499),
+        (UpstreamTimeoutError("x"), 504),
+        (UpstreamConnectionError("x"), 502),
+        (UpstreamInvalidResponseError("x"), 502),
+        (UpstreamStreamError("x"), 502),
+        *[(UpstreamStatusError(code, "x"), code) for code in (400, 402, 403, 404, 429)],
+        (UpstreamStatusError(401, "x"), 502),  # our key is wrong, not the caller's
+        *[(UpstreamStatusError(code, "x"), 504) for code in (408, 504)],
+        *[(UpstreamStatusError(code, "x"), 502) for code in (405, 409, 413, 422, 500, 502, 503)],
+        (ServiceError("a new kind nobody mapped"), 500),
+    ],
+)
+def test_every_service_error_has_its_status(error: ServiceError, status: int) -> None:
+    assert status_for(error) == status
+
+
+async def test_a_wrong_method_is_a_json_405(client: httpx.AsyncClient) -> None:
+    response = await client.get("/generate")
+
+    assert response.status_code == 405
+    assert response.json()["error"] == "HTTPError"
+    assert response.json()["detail"] == "Method Not Allowed"
+    assert response.json()["request_id"] == response.headers["x-request-id"]

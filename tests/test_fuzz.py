@@ -7,16 +7,10 @@ keep the run repeatable and well under a minute.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, seed, settings
@@ -27,58 +21,35 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Ok
 
-from src.config import REPO_ROOT
+from tests.helpers.processes import LOOPBACK, launch, settings_env
 
 # An upstream failure is a mapped 502/504, not a defect; anything else >= 500 is ours.
 ALLOWED_5XX = {502, 504}
 EXAMPLES_PER_OPERATION = 60
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir: Path = tmp_path_factory.mktemp("fuzz")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT / "app"),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "OPENROUTER_API_KEY": "",
-        "LOG_DIR": str(workdir / "logs"),
-        "BENCHMARKS_DIR": str(workdir / "benchmarks"),
-        "EMULATOR_TTFT_SECONDS": "0",
-        "EMULATOR_TOKENS_PER_SECOND": "0",
-        "MAX_RUNS": "3",
-        "MAX_PROMPTS": "20",
-        "MAX_UPLOAD_BYTES": "65536",
-        "PROXY_API_KEYS": "",
-    }
-    with (workdir / "server.out").open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "src.serve"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError((workdir / "server.out").read_text())
-                time.sleep(0.1)
-            yield base_url
-        finally:
-            process.terminate()
-            process.wait(15)
+    env = settings_env(
+        {
+            "HOST": LOOPBACK,
+            "OPENROUTER_API_KEY": "",
+            "LOG_DIR": str(workdir / "logs"),
+            "BENCHMARKS_DIR": str(workdir / "benchmarks"),
+            "EMULATOR_TTFT_SECONDS": "0",
+            "EMULATOR_TOKENS_PER_SECOND": "0",
+            "MAX_RUNS": "3",
+            "MAX_PROMPTS": "20",
+            "MAX_UPLOAD_BYTES": "65536",
+            "PROXY_API_KEYS": "",
+        }
+    )
+    process = launch("fuzz", "src.serve", workdir, env, ready_path="/health")
+    try:
+        yield process.url
+    finally:
+        process.stop()
 
 
 def test_api_answers_every_generated_request_without_a_server_error(live_app: str) -> None:

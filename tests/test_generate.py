@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
 import pytest
 import respx
 
-from tests.conftest import API_KEY, UPSTREAM, completion_body
+from tests.helpers.openrouter import API_KEY, UPSTREAM, completion_body
+
+# The mocked upstream takes this long to answer, so the reported latency has a floor.
+UPSTREAM_SECONDS = 0.05
 
 pytestmark = pytest.mark.anyio
 
@@ -15,11 +20,17 @@ pytestmark = pytest.mark.anyio
 async def test_generate_returns_text_usage_and_latency(
     client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
-    upstream.post("/chat/completions").respond(json=completion_body())
+    async def slow(_: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(UPSTREAM_SECONDS)
+        return httpx.Response(200, json=completion_body())
 
+    upstream.post("/chat/completions").mock(side_effect=slow)
+
+    started = time.perf_counter()
     response = await client.post(
         "/generate", json={"model": "openai/gpt-4o", "prompt": "Why is the sky blue?"}
     )
+    elapsed = time.perf_counter() - started
 
     assert response.status_code == 200
     body = response.json()
@@ -29,7 +40,8 @@ async def test_generate_returns_text_usage_and_latency(
     assert body["completion_tokens"] == 9
     assert body["model"] == "openai/gpt-4o"
     assert body["finish_reason"] == "stop"
-    assert 0 <= body["latency_seconds"] < 5
+    # The upstream round trip: at least the upstream's own time, at most the whole call's.
+    assert UPSTREAM_SECONDS <= body["latency_seconds"] <= elapsed
 
 
 async def test_generate_sends_a_chat_completion_with_the_key(

@@ -11,66 +11,90 @@ import pytest
 import respx
 
 from src.config import Settings
-from tests.conftest import MODELS_BODY, completion_body, model_entry
-from tests.test_benchmark_api import post_benchmark, sse_response
+from tests.helpers.benchmarks import post_benchmark
+from tests.helpers.errors import assert_error, assert_validation_error
+from tests.helpers.openrouter import (
+    MODELS_BODY,
+    completion_body,
+    error_body,
+    model_entry,
+    sse_response,
+)
 
 pytestmark = pytest.mark.anyio
 
 TWO_MB_PROMPT = "x" * (2 * 1024 * 1024)
 
 
-def assert_clean_error(response: httpx.Response, status: int) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert "detail" in body
-    assert "Traceback" not in response.text and 'File "' not in response.text
-
-
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field", "kind"),
     [
-        {"model": "m/x\x00evil", "prompt": "hi"},
-        {"model": "m/" + "x" * 10_000, "prompt": "hi"},
-        {"model": "m/x", "prompt": TWO_MB_PROMPT},
-        {"model": "m/x", "prompt": "hi", "max_tokens": -1},
-        {"model": "m/x", "prompt": "hi", "max_tokens": 10**30},
-        {"model": "m/x", "prompt": "hi", "temperature": "hot"},
-        {"model": "m/x", "prompt": "hi", "top_p": None, "temperature": [1]},
-        {"model": 42, "prompt": "hi"},
-        {"model": "m/x", "prompt": ["a", "b"]},
-        {"model": "m/x", "prompt": {"$ne": ""}},
+        ({"model": "m/x\x00evil", "prompt": "hi"}, "model", "string_pattern_mismatch"),
+        ({"model": "m/" + "x" * 10_000, "prompt": "hi"}, "model", "string_too_long"),
+        ({"model": "m/x", "prompt": TWO_MB_PROMPT}, "prompt", "string_too_long"),
+        ({"model": "m/x", "prompt": "hi", "max_tokens": -1}, "max_tokens", "greater_than_equal"),
+        ({"model": "m/x", "prompt": "hi", "max_tokens": 10**30}, "max_tokens", "less_than_equal"),
+        ({"model": "m/x", "prompt": "hi", "temperature": "hot"}, "temperature", "float_parsing"),
+        (
+            {"model": "m/x", "prompt": "hi", "top_p": None, "temperature": [1]},
+            "temperature",
+            "float_type",
+        ),
+        ({"model": 42, "prompt": "hi"}, "model", "string_type"),
+        ({"model": "m/x", "prompt": ["a", "b"]}, "prompt", "string_type"),
+        ({"model": "m/x", "prompt": {"$ne": ""}}, "prompt", "string_type"),
     ],
 )
 async def test_hostile_generate_bodies_are_422_without_reaching_upstream(
-    client: httpx.AsyncClient, upstream: respx.MockRouter, body: dict[str, Any]
+    client: httpx.AsyncClient,
+    upstream: respx.MockRouter,
+    body: dict[str, Any],
+    field: str,
+    kind: str,
 ) -> None:
     route = upstream.post("/chat/completions").respond(json=completion_body())
 
     response = await client.post("/generate", json=body)
 
-    assert_clean_error(response, 422)
+    assert_validation_error(response, ("body", field), kind)
     assert route.call_count == 0
 
 
-@pytest.mark.parametrize("raw", [b"[1, 2]", b'"just a string"', b"null", b"{", b"\xff\xfe"])
-async def test_non_object_json_bodies_are_422(client: httpx.AsyncClient, raw: bytes) -> None:
+@pytest.mark.parametrize(
+    ("raw", "location", "kind"),
+    [
+        (b"[1, 2]", ("body",), "model_attributes_type"),
+        (b'"just a string"', ("body",), "model_attributes_type"),
+        (b"null", ("body",), "model_attributes_type"),
+        (b"{", ("body", 1), "json_invalid"),
+        (b"\xff\xfe", ("body", 0), "json_invalid"),
+    ],
+)
+async def test_non_object_json_bodies_are_422(
+    client: httpx.AsyncClient, raw: bytes, location: tuple[str | int, ...], kind: str
+) -> None:
     response = await client.post(
         "/generate", content=raw, headers={"content-type": "application/json"}
     )
 
-    assert_clean_error(response, 422)
+    assert_validation_error(response, location, kind)
 
 
 async def test_a_path_like_model_id_is_only_a_string_to_the_upstream(
     client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     route = upstream.post("/chat/completions").respond(
-        400, json={"error": {"code": 400, "message": "../../etc/passwd is not a valid model ID"}}
+        400, json=error_body(400, "../../etc/passwd is not a valid model ID")
     )
 
     response = await client.post("/generate", json={"model": "../../etc/passwd", "prompt": "hi"})
 
-    assert_clean_error(response, 400)
+    assert_error(
+        response,
+        400,
+        "UpstreamStatusError",
+        "Upstream returned 400: ../../etc/passwd is not a valid model ID",
+    )
     assert route.calls.last.request.url.path == "/api/v1/chat/completions"
 
 
@@ -79,7 +103,7 @@ async def test_a_hostile_model_id_listed_upstream_cannot_place_files_outside_the
 ) -> None:
     evil = "evil/../../../../escape"
     upstream.get("/models").respond(json={"data": [*MODELS_BODY["data"], model_entry(evil)]})
-    upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response(evil))
+    upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response(model=evil))
     before = set(tmp_path.rglob("*"))
 
     response = await post_benchmark(client, models=[evil], runs=1)
@@ -94,39 +118,62 @@ async def test_a_hostile_model_id_listed_upstream_cannot_place_files_outside_the
 
 
 @pytest.mark.parametrize(
-    "benchmark_id",
-    ["..%2F..%2Fetc%2Fpasswd", "%2e%2e", "x" * 5000, "20261126T101500Z_a_0123abcd%00"],
+    ("benchmark_id", "error", "detail"),
+    [
+        # Decoded to a path that no route serves.
+        ("..%2F..%2Fetc%2Fpasswd", "HTTPError", "Not Found"),
+        ("%2e%2e", "NotFoundError", "No benchmark with id '..'."),
+        ("x" * 5000, "NotFoundError", f"No benchmark with id '{'x' * 5000}'."),
+        (
+            "20261126T101500Z_a_0123abcd%00",
+            "NotFoundError",
+            "No benchmark with id '20261126T101500Z_a_0123abcd\x00'.",
+        ),
+    ],
 )
 async def test_hostile_benchmark_ids_are_404_json(
-    client: httpx.AsyncClient, benchmark_id: str
+    client: httpx.AsyncClient, benchmark_id: str, error: str, detail: str
 ) -> None:
     for suffix in ("", "/report"):
         response = await client.get(f"/benchmarks/{benchmark_id}{suffix}")
 
-        assert response.status_code == 404, (benchmark_id, suffix, response.text)
-        assert "detail" in response.json()
+        assert_error(response, 404, error, detail)
 
 
 @pytest.mark.parametrize(
-    "form",
+    ("form", "kind"),
     [
-        {"runs": "-5"},
-        {"runs": "1e9"},
-        {"concurrency": "many"},
-        {"max_tokens": "0"},
-        {"temperature": "nan"},
-        {"runs": "99999999999999999999999"},
+        ({"runs": "-5"}, "greater_than_equal"),
+        ({"runs": "1e9"}, "int_parsing"),
+        ({"concurrency": "many"}, "int_parsing"),
+        ({"max_tokens": "0"}, "greater_than_equal"),
+        ({"temperature": "nan"}, "less_than_equal"),
     ],
 )
 async def test_hostile_benchmark_numbers_are_422(
-    client: httpx.AsyncClient, upstream: respx.MockRouter, form: dict[str, str]
+    client: httpx.AsyncClient, upstream: respx.MockRouter, form: dict[str, str], kind: str
 ) -> None:
     upstream.get("/models").respond(json=MODELS_BODY)
     route = upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
 
     response = await post_benchmark(client, form=form)
 
-    assert_clean_error(response, 422)
+    [field] = form
+    assert_validation_error(response, ("body", field), kind)
+    assert route.call_count == 0
+
+
+async def test_a_huge_run_count_is_refused_by_the_limit(
+    client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    upstream.get("/models").respond(json=MODELS_BODY)
+    route = upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
+
+    response = await post_benchmark(client, form={"runs": "99999999999999999999999"})
+
+    assert_error(
+        response, 422, "LimitExceededError", "runs=99999999999999999999999 exceeds MAX_RUNS=100."
+    )
     assert route.call_count == 0
 
 
@@ -148,7 +195,16 @@ async def test_an_oversized_generate_body_is_413_json(
         "/generate", content=chunks(), headers={"content-type": "application/json"}
     )
 
-    for response in (declared, chunked):
-        assert_clean_error(response, 413)
-        assert response.json()["error"] == "PayloadTooLargeError"
+    assert_error(
+        declared,
+        413,
+        "PayloadTooLargeError",
+        f"The request body ({len(huge)} bytes) is too large: 8388608 bytes for a JSON body.",
+    )
+    assert_error(
+        chunked,
+        413,
+        "PayloadTooLargeError",
+        "The request body is too large: 8388608 bytes for a JSON body.",
+    )
     assert route.call_count == 0

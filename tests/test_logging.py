@@ -10,7 +10,9 @@ import respx
 
 from src.config import Settings
 from src.logger import RedactingFilter
-from tests.conftest import API_KEY, MODELS_BODY, completion_body, read_log, serve
+from src.redaction import Redactor
+from tests.helpers.app import Serve, in_process_app, make_settings, read_log, running
+from tests.helpers.openrouter import API_KEY, GENERATE, MODELS_BODY, completion_body, error_body
 
 pytestmark = pytest.mark.anyio
 
@@ -22,7 +24,7 @@ LINE = re.compile(
 
 
 async def test_each_request_writes_one_line_in_the_documented_format(
-    settings: Settings, upstream: respx.MockRouter
+    settings: Settings, serve: Serve, upstream: respx.MockRouter
 ) -> None:
     upstream.get("/models").respond(json=MODELS_BODY)
 
@@ -34,12 +36,12 @@ async def test_each_request_writes_one_line_in_the_documented_format(
 
 
 async def test_upstream_error_is_logged_at_error_without_traceback(
-    settings: Settings, upstream: respx.MockRouter, retry_waits: list[float]
+    settings: Settings, serve: Serve, upstream: respx.MockRouter, retry_waits: list[float]
 ) -> None:
-    upstream.post("/chat/completions").respond(403, json={"error": {"message": "forbidden"}})
+    upstream.post("/chat/completions").respond(403, json=error_body(403, "forbidden"))
 
     async with serve(settings) as client:
-        await client.post("/generate", json={"model": "m/x", "prompt": "hi"})
+        await client.post("/generate", json=GENERATE)
 
     log = read_log(settings)
     assert re.search(
@@ -53,10 +55,12 @@ async def test_upstream_error_is_logged_at_error_without_traceback(
 async def test_unexpected_error_is_logged_with_traceback_and_answered_as_json_500(
     settings: Settings, upstream: respx.MockRouter
 ) -> None:
+    # A bug of ours, raised inside the app's own call stack: it cannot come over a socket, so
+    # this app keeps httpx's own transport, where respx raises it in the app.
     upstream.post("/chat/completions").mock(side_effect=RuntimeError("boom in our code"))
 
-    async with serve(settings) as client:
-        response = await client.post("/generate", json={"model": "m/x", "prompt": "hi"})
+    async with running(in_process_app(settings)) as client:
+        response = await client.post("/generate", json=GENERATE)
 
     assert response.status_code == 500
     assert response.json()["error"] == "InternalServerError"
@@ -66,7 +70,9 @@ async def test_unexpected_error_is_logged_with_traceback_and_answered_as_json_50
     assert "Traceback" in log and "RuntimeError: boom in our code" in log
 
 
-async def test_validation_errors_are_logged_as_client_errors(settings: Settings) -> None:
+async def test_validation_errors_are_logged_as_client_errors(
+    settings: Settings, serve: Serve
+) -> None:
     async with serve(settings) as client:
         await client.post("/generate", json={"model": "m/x"})
 
@@ -80,14 +86,16 @@ async def test_the_api_key_never_reaches_the_logs(
 ) -> None:
     upstream.post("/chat/completions").mock(
         side_effect=[
-            httpx.Response(500, json={"error": {"message": f"bad key {API_KEY}"}}),
+            httpx.Response(500, json=error_body(500, f"bad key {API_KEY}")),
             httpx.Response(200, json=completion_body()),
         ]
     )
+    # A traceback whose exception message carries the key: raised inside the app's call
+    # stack, so this app keeps httpx's own transport (nothing crosses a socket as an exception).
     upstream.get("/models").mock(side_effect=RuntimeError(f"Authorization: Bearer {API_KEY}"))
 
-    async with serve(settings) as client:
-        response = await client.post("/generate", json={"model": "m/x", "prompt": "hi"})
+    async with running(in_process_app(settings)) as client:
+        response = await client.post("/generate", json=GENERATE)
         await client.get("/models")
         logging.getLogger("test").info("key in a message %s", API_KEY)
 
@@ -100,16 +108,36 @@ async def test_the_api_key_never_reaches_the_logs(
 def test_redacting_filter_hides_secrets_and_authorization_values() -> None:
     redactor = RedactingFilter(["s3cr3t"])
 
-    assert redactor.redact("token s3cr3t here") == "token [REDACTED] here"
+    assert redactor.redact("token s3cr3t here, and s3cr3t again") == (
+        "token [REDACTED] here, and [REDACTED] again"
+    )
     assert redactor.redact("{'Authorization': 'Bearer abc.def'}") == (
         "{'Authorization': 'Bearer [REDACTED]'}"
     )
+    assert redactor.redact('{"authorization": "bearer abc.def", "x": 1}') == (
+        '{"authorization": "bearer [REDACTED]", "x": 1}'
+    )
+    assert redactor.redact("AUTHORIZATION: Bearer abc") == "AUTHORIZATION: Bearer [REDACTED]"
     assert redactor.redact("authorization=xyz") == "authorization=[REDACTED]"
+    assert redactor.redact("no secrets here") == "no secrets here"
 
 
-async def test_log_file_is_rotated_by_size(tmp_path: Path, upstream: respx.MockRouter) -> None:
-    from tests.conftest import make_settings
+def test_a_secret_inside_another_is_redacted_whole() -> None:
+    # The longer one goes first: the other way round its tail would be left showing.
+    redactor = Redactor(["key-1", "key-1-and-more"])
 
+    assert redactor("key-1-and-more / key-1") == "[REDACTED] / [REDACTED]"
+    assert Redactor(["key-1-and-more", "key-1"])("key-1-and-more") == "[REDACTED]"
+
+
+def test_empty_secrets_are_ignored() -> None:
+    assert Redactor(["", "s3cr3t"])("plain text") == "plain text"
+    assert Redactor([])("plain text") == "plain text"
+
+
+async def test_log_file_is_rotated_by_size(
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter
+) -> None:
     settings = make_settings(tmp_path, log_max_bytes=2048, log_backup_count=2)
     upstream.get("/models").respond(json=MODELS_BODY)
 

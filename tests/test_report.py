@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -11,71 +10,23 @@ from src.services.benchmarker.file_utils import ResultPaths
 from src.services.benchmarker.report import axis_ticks, render_report
 from src.services.benchmarker.run_utils import RequestOptions, RequestResult
 from src.services.benchmarker.service import BenchmarkPlan, build_summary
+from tests.helpers.html import parse
+from tests.helpers.results import request_result
 
 HOSTILE_PROMPT = "<script>alert('x')</script> & \"quotes\""
 HOSTILE_MODEL = "evil/<b>model</b>"
 
 
-class PageParser(HTMLParser):
-    """Collects table cells by table id, the tags seen, and the text inside <svg>."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tables: dict[str, list[list[str]]] = {}
-        self.tags: list[str] = []
-        self.svg_text: list[str] = []
-        self._table: str | None = None
-        self._in_cell = False
-        self._in_svg = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        if tag == "table":
-            self._table = dict(attrs).get("id") or ""
-            self.tables[self._table] = []
-        elif tag == "tr" and self._table is not None:
-            self.tables[self._table].append([])
-        elif tag in ("td", "th") and self._table is not None:
-            self.tables[self._table][-1].append("")
-            self._in_cell = True
-        elif tag == "svg":
-            self._in_svg = True
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "table":
-            self._table = None
-        elif tag in ("td", "th"):
-            self._in_cell = False
-        elif tag == "svg":
-            self._in_svg = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_cell and self._table is not None:
-            self.tables[self._table][-1][-1] += data
-        if self._in_svg:
-            self.svg_text.append(data)
-
-
-def parse(page: str) -> PageParser:
-    parser = PageParser()
-    parser.feed(page)
-    parser.close()
-    return parser
-
-
 def outcome(model: str, latency: float, *, failed: bool = False) -> RequestResult:
-    return RequestResult(
+    return request_result(
+        latency,
         model=model,
-        prompt_index=1,
         prompt=HOSTILE_PROMPT,
-        run=1,
-        status=502 if failed else 200,
-        latency_seconds=latency,
-        ttft_seconds=None if failed else latency / 4,
-        completion_tokens=0 if failed else 10,
-        tokens_used=0 if failed else 15,
+        ttft=None if failed else latency / 4,
+        completion=0 if failed else 10,
+        total=0 if failed else 15,
         error_type="UpstreamStatusError" if failed else None,
-        error="down" if failed else None,
+        error="down",
     )
 
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,14 +14,18 @@ from src.services.base.exceptions import (
     UpstreamConnectionError,
     UpstreamInvalidResponseError,
     UpstreamStatusError,
+    UpstreamStreamError,
     UpstreamTimeoutError,
 )
 from src.services.base.retry_after import parse_retry_after
-from tests.conftest import completion_body
+from tests.helpers.app import Serve, make_settings
+from tests.helpers.openrouter import GENERATE, completion_body, sse_response
+from tests.helpers.sse import event_names, parse_sse
 
 pytestmark = pytest.mark.anyio
 
-GENERATE = {"model": "openai/gpt-4o", "prompt": "hi"}
+JSON = {"content-type": "application/json"}
+HUGE_BODY_BYTES = 32 * 1024 * 1024
 POLICY = RetryPolicy(attempts=5, multiplier=1.0, min_seconds=0.5, max_seconds=8.0)
 
 
@@ -46,6 +52,7 @@ def status(code: int, retry_after: float | None = None) -> UpstreamStatusError:
         (UpstreamTimeoutError("connect", during_connect=True), True),
         (UpstreamTimeoutError("read", during_connect=False), False),
         (UpstreamInvalidResponseError("bad json"), False),
+        (UpstreamStreamError("provider died mid-stream"), False),
         (ValueError("ours"), False),
     ],
 )
@@ -61,6 +68,27 @@ def test_retry_after_is_capped_by_the_max_wait() -> None:
     assert retry_wait_seconds(status(429, retry_after=120.0), 1, POLICY) == 8.0
 
 
+def test_a_zero_retry_after_means_now() -> None:
+    assert retry_wait_seconds(status(429, retry_after=0.0), 3, POLICY) == 0.0
+
+
+def test_backoff_scales_with_the_multiplier_and_never_waits_less_than_the_minimum() -> None:
+    policy = RetryPolicy(attempts=9, multiplier=0.25, min_seconds=0.5, max_seconds=8.0)
+
+    # 0.25 s, then 0.5 s: below the minimum, so exactly the minimum.
+    assert {retry_wait_seconds(status(503), 1, policy) for _ in range(50)} == {0.5}
+    assert {retry_wait_seconds(status(503), 2, policy) for _ in range(50)} == {0.5}
+    waits = [retry_wait_seconds(status(503), 5, policy) for _ in range(200)]
+    assert all(0.5 <= wait <= 4.0 for wait in waits)  # 0.25 * 2**4
+    assert max(waits) > 2.0  # the ceiling grew with the attempts
+
+
+def test_a_minimum_above_the_maximum_waits_the_maximum() -> None:
+    policy = RetryPolicy(attempts=3, multiplier=1.0, min_seconds=10.0, max_seconds=4.0)
+
+    assert {retry_wait_seconds(status(503), attempt, policy) for attempt in (1, 5)} == {4.0}
+
+
 def test_backoff_without_retry_after_grows_with_jitter_within_bounds() -> None:
     for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
         waits = [retry_wait_seconds(status(503), attempt, POLICY) for _ in range(200)]
@@ -70,7 +98,17 @@ def test_backoff_without_retry_after_grows_with_jitter_within_bounds() -> None:
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("7", 7.0), ("0.5", 0.5), ("-3", 0.0), ("", None), ("soon", None), (None, None)],
+    [
+        ("7", 7.0),
+        (" 7 ", 7.0),
+        ("0.5", 0.5),
+        ("-3", 0.0),
+        ("", None),
+        ("soon", None),
+        (None, None),
+        ("nan", None),
+        ("inf", None),
+    ],
 )
 def test_parse_retry_after_seconds(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
@@ -84,6 +122,8 @@ def test_parse_retry_after_http_date() -> None:
     assert (
         parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now) == 0.0
     )
+    # A date without a zone ("-0000") is read as UTC.
+    assert parse_retry_after("Thu, 26 Nov 2026 10:00:45 -0000", now=now) == 45.0
 
 
 async def test_429_then_success_waits_retry_after_and_succeeds(
@@ -137,14 +177,44 @@ async def test_429_until_attempts_run_out_answers_429_with_retry_after(
     assert retry_waits == [8.0, 8.0]  # capped by RETRY_MAX_SECONDS
 
 
-@pytest.mark.parametrize("code", [400, 401, 403, 404, 500])
+@pytest.mark.parametrize(
+    ("upstream_retry_after", "ours"),
+    [
+        ("2.5", "3"),  # rounded up: a client told to come back early earns another 429
+        ("2", "2"),
+        ("0.2", "1"),  # never "0", which would invite an immediate retry
+        (None, "1"),
+    ],
+)
+async def test_our_429_rounds_the_upstream_retry_after_up(
+    client: httpx.AsyncClient,
+    upstream: respx.MockRouter,
+    retry_waits: list[float],
+    upstream_retry_after: str | None,
+    ours: str,
+) -> None:
+    headers = {"Retry-After": upstream_retry_after} if upstream_retry_after else {}
+    upstream.post("/chat/completions").respond(
+        429, headers=headers, json={"error": {"message": "rate limited"}}
+    )
+
+    response = await client.post("/generate", json=GENERATE)
+
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == ours
+    assert response.json()["detail"] == "Upstream returned 429: rate limited"
+
+
+@pytest.mark.parametrize("code", [400, 401, 402, 403, 404, 500])
 async def test_no_retry_on_permanent_statuses(
     client: httpx.AsyncClient, upstream: respx.MockRouter, retry_waits: list[float], code: int
 ) -> None:
     route = upstream.post("/chat/completions").respond(code, json={"error": {"message": "no"}})
 
-    await client.post("/generate", json=GENERATE)
+    response = await client.post("/generate", json=GENERATE)
 
+    assert response.status_code >= 400
+    assert "retry-after" not in response.headers
     assert route.call_count == 1
     assert retry_waits == []
 
@@ -167,26 +237,28 @@ async def test_retries_are_logged_at_warning(
     assert "POST chat/completions | status=503 | attempt=1/3 | wait=" in retries[0]
 
 
-async def test_failed_responses_are_closed_before_the_retry(
-    client: httpx.AsyncClient, upstream: respx.MockRouter, retry_waits: list[float]
+async def test_a_failed_response_gives_its_connection_back_before_the_retry(
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter, retry_waits: list[float]
 ) -> None:
-    closed: list[bool] = []
-
-    class TrackedStream(httpx.AsyncByteStream):
-        async def __aiter__(self):  # type: ignore[no-untyped-def]
-            yield b'{"error": {"message": "busy"}}'
-
-        async def aclose(self) -> None:
-            closed.append(True)
-
-    upstream.post("/chat/completions").mock(
+    # One pooled connection, and a failed answer far larger than the socket buffers: it cannot
+    # arrive, and so free the connection, unless the client reads or closes it. A retry that
+    # went out while the failed response still held the connection would wait forever.
+    huge_failure = b'{"error": {"message": "busy"}, "padding": "' + b"x" * HUGE_BODY_BYTES + b'"}'
+    route = upstream.post("/chat/completions").mock(
         side_effect=[
-            httpx.Response(503, stream=TrackedStream()),
-            httpx.Response(200, json=completion_body()),
+            httpx.Response(503, content=huge_failure, headers=JSON),
+            httpx.Response(503, content=huge_failure, headers=JSON),
+            sse_response(),
         ]
     )
 
-    response = await client.post("/generate", json=GENERATE)
+    async with serve(make_settings(tmp_path, upstream_max_connections=1)) as client:
+        # Streamed: a plain request reads every answer whole anyway.
+        response = await asyncio.wait_for(
+            client.post("/generate", params={"stream": "true"}, json=GENERATE), 20
+        )
 
     assert response.status_code == 200
-    assert closed == [True]
+    assert event_names(parse_sse(response.text))[-1] == "done"
+    assert route.call_count == 3
+    assert len(retry_waits) == 2

@@ -5,14 +5,15 @@ import math
 import pytest
 
 from src.services.benchmarker.run_utils import (
-    RequestResult,
     comparison_row,
     latency_stats,
     mean,
     percentile,
     request_stats,
     sample_std_dev,
+    ttft_stats,
 )
+from tests.helpers.results import request_result as result
 
 # Hand-computed with the "linear" method (numpy's default): position = (n - 1) * q / 100,
 # then interpolate between the values at floor(position) and floor(position) + 1.
@@ -51,6 +52,55 @@ def test_percentile_refuses_no_values_and_out_of_range_q() -> None:
         percentile([], 50)
     with pytest.raises(ValueError):
         percentile([1.0], 101)
+    with pytest.raises(ValueError):
+        percentile([1.0], -1)
+
+
+def test_mean_and_std_dev_refuse_no_values() -> None:
+    with pytest.raises(ValueError):
+        mean([])
+    with pytest.raises(ValueError):
+        sample_std_dev([])
+
+
+# VALUES out of order: the statistics must sort before they pick ranks.
+SHUFFLED = [10.0, 1.0, 4.0, 2.0, 3.0]
+
+
+def test_latency_stats_give_every_statistic_of_unsorted_values() -> None:
+    stats = latency_stats(SHUFFLED)
+
+    assert stats.model_dump() == {
+        "avg": 4.0,
+        "min": 1.0,
+        "max": 10.0,
+        "std_dev": pytest.approx(math.sqrt(50 / 4), abs=1e-6),  # squared deviations: 50
+        "p25": 2.0,
+        "p50": 3.0,
+        "p75": 4.0,
+        "p90": pytest.approx(7.6),
+        "p95": pytest.approx(8.8),
+        "p99": pytest.approx(9.76),
+    }
+
+
+def test_ttft_stats_interpolate_their_percentiles_too() -> None:
+    # Nearest rank would give 10.0 for both p95 and p99.
+    assert ttft_stats(SHUFFLED).model_dump() == {
+        "avg": 4.0,
+        "p50": 3.0,
+        "p95": pytest.approx(8.8),
+        "p99": pytest.approx(9.76),
+    }
+
+
+def test_statistics_are_rounded_to_microseconds() -> None:
+    stats = latency_stats([0.1234567, 0.3])
+    ttft = ttft_stats([0.0000014])
+
+    assert (stats.min, stats.max, stats.avg) == (0.123457, 0.3, 0.211728)
+    assert stats.p50 == 0.211728
+    assert ttft.avg == ttft.p99 == 0.000001
 
 
 def test_sample_std_dev_divides_by_n_minus_one() -> None:
@@ -75,29 +125,6 @@ def test_latency_stats_without_successes_are_null() -> None:
     stats = latency_stats([])
 
     assert stats.model_dump() == dict.fromkeys(stats.model_dump())
-
-
-def result(
-    latency: float,
-    *,
-    ttft: float | None = None,
-    completion: int = 0,
-    total: int = 0,
-    error_type: str | None = None,
-) -> RequestResult:
-    return RequestResult(
-        model="m/x",
-        prompt_index=1,
-        prompt="p",
-        run=1,
-        status=502 if error_type else 200,
-        latency_seconds=latency,
-        ttft_seconds=ttft,
-        completion_tokens=completion,
-        tokens_used=total,
-        error_type=error_type,
-        error="boom" if error_type else None,
-    )
 
 
 def test_request_stats_count_successes_for_latency_and_rates() -> None:
@@ -126,6 +153,38 @@ def test_request_stats_count_successes_for_latency_and_rates() -> None:
     assert stats.wall_seconds == 4.0
     assert stats.requests_per_second == pytest.approx(1.25)
     assert stats.errors == {"UpstreamStatusError": 2, "UpstreamTimeoutError": 1}
+
+
+def test_rates_skip_results_they_cannot_be_computed_for() -> None:
+    results = [
+        result(2.0, ttft=1.0, completion=5),  # decode: 4 tokens in 1 s; output: 2.5 tok/s
+        result(3.0, ttft=1.0, completion=1),  # one token: no decode rate
+        result(1.0, ttft=1.0, completion=4),  # all at the first token: no decode time
+        result(0.0, completion=3),  # no measurable latency: no output rate
+    ]
+
+    stats = request_stats(results, wall_seconds=1.0)
+
+    assert stats.decode_tokens_per_second == 4.0
+    assert stats.output_tokens_per_second == pytest.approx((2.5 + 1 / 3 + 4.0) / 3, abs=1e-6)
+
+
+def test_failed_results_add_nothing_but_their_count_and_error_type() -> None:
+    failed = result(
+        0.5, ttft=0.1, completion=50, total=60, error_type="UpstreamStreamError"
+    )  # failed mid-stream, after a first token
+
+    stats = request_stats([result(1.0, ttft=0.5, completion=2, total=3), failed], 2.0)
+
+    assert (stats.count, stats.ok, stats.failed) == (2, 1, 1)
+    assert (stats.latency.min, stats.latency.max) == (1.0, 1.0)
+    assert (stats.ttft.avg, stats.ttft.p99) == (0.5, 0.5)
+    assert stats.tokens_total == 3
+    assert stats.avg_completion_tokens == 2.0
+    assert stats.output_tokens_per_second == 2.0
+    assert stats.decode_tokens_per_second == 2.0
+    assert stats.requests_per_second == 1.0  # every request counts towards the rate
+    assert stats.errors == {"UpstreamStreamError": 1}
 
 
 def test_request_stats_without_streaming_have_no_ttft_or_decode_rate() -> None:

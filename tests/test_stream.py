@@ -1,70 +1,53 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import respx
 
 from src.config import Settings
-from tests.conftest import completion_body, read_log, serve
+from tests.helpers.app import Serve, read_log
+from tests.helpers.openrouter import (
+    DONE,
+    KEEPALIVE,
+    USAGE,
+    chunk,
+    completion_body,
+    sse_response,
+    usage_chunk,
+)
+from tests.helpers.sse import event_names, parse_sse, streamed_text
 
 pytestmark = pytest.mark.anyio
 
 ANSWER = ["The ", "sky ", "is ", "blue."]
-
-
-def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -> bytes:
-    body: dict[str, Any] = {"id": "gen-1", "object": "chat.completion.chunk", "model": "m/x"}
-    body["choices"] = [{"index": 0, "delta": {"content": content}, "finish_reason": finish}]
-    body.update(extra)
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-
-def sse_body(*parts: bytes) -> httpx.Response:
-    return httpx.Response(
-        200, content=b"".join(parts), headers={"content-type": "text/event-stream"}
-    )
-
-
-USAGE = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
 GOOD_STREAM = (
-    b": OPENROUTER PROCESSING\n\n",
+    KEEPALIVE,
     *(chunk(piece) for piece in ANSWER[:2]),
-    b": OPENROUTER PROCESSING\n\n",
+    KEEPALIVE,
     *(chunk(piece) for piece in ANSWER[2:]),
     chunk("", "stop"),
-    b'data: {"id":"gen-1","object":"chat.completion.chunk","model":"m/x","choices":[],'
-    + b'"usage":'
-    + json.dumps(USAGE).encode()
-    + b"}\n\n",
-    b"data: [DONE]\n\n",
+    usage_chunk(),
+    DONE,
 )
-
-
-def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.split("\n"))
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 async def test_stream_sends_token_events_then_done(
     client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
-    route = upstream.post("/chat/completions").mock(return_value=sse_body(*GOOD_STREAM))
+    route = upstream.post("/chat/completions").mock(return_value=sse_response(*GOOD_STREAM))
 
     response = await client.post("/generate?stream=true", json={"model": "m/x", "prompt": "hi"})
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     events = parse_sse(response.text)
-    assert [name for name, _ in events] == ["token"] * 4 + ["done"]
-    assert "".join(data["text"] for name, data in events if name == "token") == "".join(ANSWER)
-    done = events[-1][1]
-    assert done["tokens_used"] == 9
+    assert event_names(events) == ["token"] * 4 + ["done"]
+    assert streamed_text(events) == "".join(ANSWER)
+    done = events[-1].data
+    assert done["tokens_used"] == USAGE["total_tokens"]
     assert done["prompt_tokens"] == 5 and done["completion_tokens"] == 4
     assert done["finish_reason"] == "stop"
     assert done["model"] == "m/x"
@@ -77,11 +60,11 @@ async def test_stream_sends_token_events_then_done(
 async def test_stream_flag_in_the_body_works_like_the_query(
     client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
-    upstream.post("/chat/completions").mock(return_value=sse_body(*GOOD_STREAM))
+    upstream.post("/chat/completions").mock(return_value=sse_response(*GOOD_STREAM))
 
     response = await client.post("/generate", json={"model": "m/x", "prompt": "hi", "stream": True})
 
-    assert [name for name, _ in parse_sse(response.text)][-1] == "done"
+    assert event_names(parse_sse(response.text))[-1] == "done"
 
 
 async def test_streamed_tokens_equal_the_plain_answer(
@@ -89,7 +72,7 @@ async def test_streamed_tokens_equal_the_plain_answer(
 ) -> None:
     upstream.post("/chat/completions").mock(
         side_effect=[
-            sse_body(*GOOD_STREAM),
+            sse_response(*GOOD_STREAM),
             httpx.Response(200, json=completion_body("".join(ANSWER))),
         ]
     )
@@ -97,8 +80,7 @@ async def test_streamed_tokens_equal_the_plain_answer(
     streamed = await client.post("/generate?stream=true", json={"model": "m/x", "prompt": "hi"})
     plain = await client.post("/generate", json={"model": "m/x", "prompt": "hi"})
 
-    tokens = "".join(d["text"] for n, d in parse_sse(streamed.text) if n == "token")
-    assert tokens == plain.json()["text"]
+    assert streamed_text(parse_sse(streamed.text)) == plain.json()["text"]
 
 
 async def test_mid_stream_error_becomes_an_error_event_and_ends_the_stream(
@@ -106,17 +88,17 @@ async def test_mid_stream_error_becomes_an_error_event_and_ends_the_stream(
 ) -> None:
     error_chunk = chunk("", "error", error={"code": 502, "message": "provider died"})
     upstream.post("/chat/completions").mock(
-        return_value=sse_body(chunk("The "), error_chunk, b"data: [DONE]\n\n")
+        return_value=sse_response(chunk("The "), error_chunk, DONE)
     )
 
     response = await client.post("/generate?stream=true", json={"model": "m/x", "prompt": "hi"})
 
     assert response.status_code == 200
     events = parse_sse(response.text)
-    assert [name for name, _ in events] == ["token", "error"]
-    error = events[-1][1]
+    assert event_names(events) == ["token", "error"]
+    error = events[-1].data
     assert error["error"] == "UpstreamStreamError"
-    assert "provider died" in error["detail"]
+    assert error["detail"] == "Upstream stream failed: provider died"
     assert error["status_code"] == 502
     assert error["request_id"] == response.headers["x-request-id"]
 
@@ -135,28 +117,32 @@ async def test_error_before_the_first_byte_is_a_plain_json_error(
 
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
-    assert "not a valid model ID" in response.json()["detail"]
+    assert response.json()["error"] == "UpstreamStatusError"
+    assert response.json()["detail"] == "Upstream returned 400: m/x is not a valid model ID"
     assert route.call_count == 2  # the 503 before the first byte was retried
+    assert len(retry_waits) == 1
 
 
 async def test_stream_that_is_not_json_ends_with_an_error_event(
     client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     upstream.post("/chat/completions").mock(
-        return_value=sse_body(chunk("a "), b"data: {not json\n\n")
+        return_value=sse_response(chunk("a "), b"data: {not json\n\n")
     )
 
     response = await client.post("/generate?stream=true", json={"model": "m/x", "prompt": "hi"})
 
     events = parse_sse(response.text)
-    assert [name for name, _ in events] == ["token", "error"]
-    assert events[-1][1]["error"] == "UpstreamInvalidResponseError"
+    assert event_names(events) == ["token", "error"]
+    assert events[-1].data["error"] == "UpstreamInvalidResponseError"
+    assert events[-1].data["detail"] == "Upstream stream chunk is not JSON"
+    assert events[-1].data["status_code"] == 502
 
 
 async def test_streamed_request_is_logged_once_when_the_stream_ends(
-    settings: Settings, upstream: respx.MockRouter
+    settings: Settings, serve: Serve, upstream: respx.MockRouter
 ) -> None:
-    upstream.post("/chat/completions").mock(return_value=sse_body(*GOOD_STREAM))
+    upstream.post("/chat/completions").mock(return_value=sse_response(*GOOD_STREAM))
 
     async with serve(settings) as service:
         await service.post("/generate?stream=true", json={"model": "m/x", "prompt": "hi"})
@@ -170,11 +156,11 @@ async def test_connection_broken_mid_stream_ends_with_an_error_event(
     client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     class BrokenStream(httpx.AsyncByteStream):
-        async def __aiter__(self):  # type: ignore[no-untyped-def]
+        async def __aiter__(self) -> AsyncIterator[bytes]:
             yield chunk("The ")
-            raise httpx.ReadError("connection reset by peer")
+            raise httpx.ReadError("connection reset by peer")  # the upstream drops it here
 
-    upstream.post("/chat/completions").mock(
+    route = upstream.post("/chat/completions").mock(
         return_value=httpx.Response(
             200, stream=BrokenStream(), headers={"content-type": "text/event-stream"}
         )
@@ -183,6 +169,8 @@ async def test_connection_broken_mid_stream_ends_with_an_error_event(
     response = await client.post("/generate?stream=true", json={"model": "m/x", "prompt": "hi"})
 
     events = parse_sse(response.text)
-    assert [name for name, _ in events] == ["token", "error"]
-    assert events[-1][1]["error"] == "UpstreamConnectionError"
-    assert events[-1][1]["status_code"] == 502
+    assert event_names(events) == ["token", "error"]
+    assert events[-1].data["error"] == "UpstreamConnectionError"
+    assert "broke mid-stream" in events[-1].data["detail"]
+    assert events[-1].data["status_code"] == 502
+    assert route.call_count == 1  # after the first byte a stream is never sent again

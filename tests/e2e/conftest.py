@@ -3,25 +3,23 @@
 The session shares one emulator and one app (with an inbound key, so every call proves the
 key works). Tests that need other settings start their own app through `start_app`. Every
 response read by these clients, and every file the processes write, goes through the secret
-audit (see `audit.py` and `test_secrets.py`).
+audit (see `tests/helpers/audit.py` and `test_secrets.py`).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.audit import AuditedTransport, SecretAudit
-from tests.e2e.helpers import INBOUND_AUTH, INBOUND_KEY, RETRY_ATTEMPTS, UPSTREAM_KEY
-from tests.e2e.processes import LOOPBACK, ServiceProcess, launch, settings_env
+from tests.helpers.audit import SecretAudit
+from tests.helpers.e2e import INBOUND_KEY, UPSTREAM_KEY
+from tests.helpers.launcher import Launcher, StartApp, audited_client
+from tests.helpers.processes import ServiceProcess
 
 E2E_DIR = Path(__file__).resolve().parent
-CLIENT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
-EMULATOR_STOP_SECONDS = 1.0
 REPORT = pytest.StashKey[list[str]]()
 
 
@@ -58,78 +56,6 @@ def pytest_terminal_summary(
 def e2e_report(pytestconfig: pytest.Config) -> list[str]:
     """Lines for the end-of-run summary."""
     return pytestconfig.stash.setdefault(REPORT, [])
-
-
-class Launcher:
-    """Starts emulators and apps in their own directories; stops whatever is left at the end."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.processes: list[ServiceProcess] = []
-        self._ids = itertools.count(1)
-
-    def _workdir(self, name: str) -> Path:
-        return self.root / f"{next(self._ids):02d}-{name}"
-
-    def emulator(self, name: str = "emulator", **overrides: str) -> ServiceProcess:
-        workdir = self._workdir(name)
-        env = settings_env(
-            {
-                "EMULATOR_HOST": LOOPBACK,
-                "EMULATOR_TTFT_SECONDS": "0",
-                "EMULATOR_TOKENS_PER_SECOND": "0",
-                "LOG_DIR": str(workdir / "logs"),
-                "BENCHMARKS_DIR": str(workdir / "benchmarks"),
-                **overrides,
-            }
-        )
-        # The emulator keeps abandoned slow answers running, and uvicorn waits for them on
-        # SIGTERM; it holds no state worth a clean exit, so it gets little time.
-        return self._track(
-            launch(
-                name,
-                "src.services.emulator",
-                workdir,
-                env,
-                ready_path="/api/v1/models",
-                stop_seconds=EMULATOR_STOP_SECONDS,
-            )
-        )
-
-    def app(
-        self, name: str, upstream: ServiceProcess | str | None, **overrides: str
-    ) -> ServiceProcess:
-        """An app in front of `upstream` (an emulator, a base URL, or None for the embedded one)."""
-        workdir = self._workdir(name)
-        values = {
-            "HOST": LOOPBACK,
-            "OPENROUTER_API_KEY": UPSTREAM_KEY,
-            "LOG_DIR": str(workdir / "logs"),
-            "BENCHMARKS_DIR": str(workdir / "benchmarks"),
-            "RETRY_ATTEMPTS": str(RETRY_ATTEMPTS),
-            "RETRY_MIN_SECONDS": "0.01",
-            "RETRY_MAX_SECONDS": "0.05",
-            "SHUTDOWN_TIMEOUT_SECONDS": "2",
-            # Only used when the app embeds the emulator (no key): no artificial latency.
-            "EMULATOR_TTFT_SECONDS": "0",
-            "EMULATOR_TOKENS_PER_SECOND": "0",
-        }
-        if isinstance(upstream, ServiceProcess):
-            values["OPENROUTER_BASE_URL"] = f"{upstream.url}/api/v1"
-        elif isinstance(upstream, str):
-            values["OPENROUTER_BASE_URL"] = upstream
-        values.update(overrides)
-        return self._track(
-            launch(name, "src.serve", workdir, settings_env(values), ready_path="/health")
-        )
-
-    def _track(self, process: ServiceProcess) -> ServiceProcess:
-        self.processes.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -183,23 +109,10 @@ def app(launcher: Launcher, emulator: ServiceProcess) -> ServiceProcess:
     return launcher.app("app", emulator, PROXY_API_KEYS=INBOUND_KEY)
 
 
-def audited_client(audit: SecretAudit, base_url: str, *, authorized: bool = True) -> httpx.Client:
-    return httpx.Client(
-        base_url=base_url,
-        headers=INBOUND_AUTH if authorized else None,
-        timeout=CLIENT_TIMEOUT,
-        transport=AuditedTransport(audit, limits=httpx.Limits(max_connections=10)),
-        trust_env=False,
-    )
-
-
 @pytest.fixture(scope="session")
 def client(audit: SecretAudit, app: ServiceProcess) -> Iterator[httpx.Client]:
     with audited_client(audit, app.url) as http:
         yield http
-
-
-StartApp = Callable[..., ServiceProcess]
 
 
 @pytest.fixture

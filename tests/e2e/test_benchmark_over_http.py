@@ -7,17 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.e2e.helpers import MODEL, benchmark_available, csv_rows, unique
-from tests.e2e.processes import ServiceProcess
-
-
-@pytest.fixture
-def benchmark(client: httpx.Client) -> httpx.Client:
-    if not benchmark_available(client):
-        pytest.skip("POST /benchmark is not wired into the app yet")
-    return client
+from tests.helpers.e2e import MODEL, unique
+from tests.helpers.processes import ServiceProcess
+from tests.helpers.results import csv_rows
 
 
 def run_benchmark(http: httpx.Client, prompts: list[str], **form: str) -> httpx.Response:
@@ -37,11 +30,11 @@ def result_files(app: ServiceProcess, summary: dict[str, Any]) -> tuple[Path, Pa
 
 
 def test_benchmark_runs_every_prompt_and_writes_its_files(
-    benchmark: httpx.Client, app: ServiceProcess
+    client: httpx.Client, app: ServiceProcess
 ) -> None:
     prompts = [unique(f"Benchmark prompt {index}") for index in range(1, 4)]
 
-    response = run_benchmark(benchmark, prompts, max_tokens="16")
+    response = run_benchmark(client, prompts, max_tokens="16")
 
     assert response.status_code == 200, response.text
     summary = response.json()
@@ -59,12 +52,12 @@ def test_benchmark_runs_every_prompt_and_writes_its_files(
         (str(index), str(run)) for index in (1, 2, 3) for run in (1, 2)
     }
     assert json.loads(json_path.read_text(encoding="utf-8"))["id"] == summary["id"]
-    listed = benchmark.get("/benchmarks").json()["benchmarks"]
+    listed = client.get("/benchmarks").json()["benchmarks"]
     assert summary["id"] in [item["id"] for item in listed]
 
 
 def test_a_failing_prompt_is_recorded_as_failed_while_the_others_succeed(
-    benchmark: httpx.Client, app: ServiceProcess
+    client: httpx.Client, app: ServiceProcess
 ) -> None:
     prompts = [
         unique("Fine prompt"),
@@ -72,7 +65,7 @@ def test_a_failing_prompt_is_recorded_as_failed_while_the_others_succeed(
         unique("Another fine prompt"),
     ]
 
-    response = run_benchmark(benchmark, prompts, max_tokens="16")
+    response = run_benchmark(client, prompts, max_tokens="16")
 
     assert response.status_code == 200, response.text
     summary = response.json()

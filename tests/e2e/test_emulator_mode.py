@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.e2e.conftest import StartApp
-from tests.e2e.helpers import MODEL, generate_body, wait_for_log
-from tests.e2e.processes import ServiceProcess
+from tests.helpers.e2e import MODEL, generate_body, wait_for_log
+from tests.helpers.launcher import StartApp
+from tests.helpers.processes import ServiceProcess
 
 
 def test_without_a_key_the_app_serves_the_embedded_emulator_and_warns(

@@ -18,10 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.audit import SecretAudit
-from tests.e2e.conftest import StartApp
-from tests.e2e.helpers import generate_body
-from tests.e2e.processes import ServiceProcess
+from tests.helpers.audit import SecretAudit
+from tests.helpers.e2e import generate_body
+from tests.helpers.launcher import StartApp
+from tests.helpers.processes import ServiceProcess
 
 LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", "15"))
 CONCURRENCY = 100

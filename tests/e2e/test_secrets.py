@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.audit import SecretAudit
-from tests.e2e.conftest import Launcher, audited_client
-from tests.e2e.helpers import INBOUND_KEY, UPSTREAM_KEY, LogWatch, generate_body, unique
-from tests.e2e.processes import ServiceProcess
+from tests.helpers.audit import SecretAudit
+from tests.helpers.e2e import INBOUND_KEY, UPSTREAM_KEY, LogWatch, generate_body, unique
+from tests.helpers.launcher import Launcher, audited_client
+from tests.helpers.processes import ServiceProcess
 
 
 def test_the_audit_would_see_a_leak() -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.e2e.conftest import StartApp
-from tests.e2e.helpers import MODEL, benchmark_available, csv_rows, generate_body, unique
-from tests.e2e.processes import ServiceProcess, wait_until
+from tests.helpers.e2e import MODEL, generate_body, unique
+from tests.helpers.launcher import StartApp
+from tests.helpers.processes import ServiceProcess, wait_until
+from tests.helpers.results import csv_rows
 
 SHUTDOWN_TIMEOUT_SECONDS = 2
 # Interpreter exit, lifespan shutdown and scheduling on a busy 2-core machine.
@@ -89,8 +89,6 @@ def test_sigterm_mid_benchmark_keeps_every_finished_row_and_marks_it_interrupted
     shutdown_timeout = 1
     app = start_app("app-shutdown-benchmark", SHUTDOWN_TIMEOUT_SECONDS=str(shutdown_timeout))
     http = connect(app)
-    if not benchmark_available(http):
-        pytest.skip("POST /benchmark is not wired into the app yet")
     # 3 prompts x 6 runs at concurrency 2, 0.3 s each: 2.7 s of work, cut after about 1.7 s.
     prompts = "\n".join(f"Prompt {index} [[emulator:delay=0.3]]" for index in range(1, 4))
     form: dict[str, Any] = {"model": MODEL, "runs": "6", "concurrency": "2", "max_tokens": "16"}

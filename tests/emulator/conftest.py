@@ -9,11 +9,6 @@ from .helpers import AUTH
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def config() -> EmulatorConfig:
     """No latency and no random faults; parametrize `config` to change it for one test."""
     return EmulatorConfig()

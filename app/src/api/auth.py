@@ -20,4 +20,9 @@ async def require_inbound_key(request: Request, settings: SettingsDep) -> None:
     for key in settings.proxy_api_keys:
         matched |= hmac.compare_digest(candidate, key.get_secret_value().encode())
     if scheme.lower() != "bearer" or not matched:
-        raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>'.")
+        # Worded so that the secret redaction (which rewrites "Authorization: <value>") leaves
+        # the instruction readable.
+        raise AuthenticationError(
+            "Missing or invalid API key: send one of PROXY_API_KEYS in the Authorization header, "
+            "as 'Bearer <key>'."
+        )

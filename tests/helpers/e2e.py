@@ -1,19 +1,14 @@
-"""Small request helpers shared by the e2e tests."""
+"""Request bodies, keys and log watching for the end-to-end tests."""
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.e2e.processes import ServiceProcess, wait_until
+from tests.helpers.processes import ServiceProcess, wait_until
 
 MODEL = "emulator/small"
 UPSTREAM_KEY = "sk-e2e-secret-5f1c9a7e2b8d4c3a90"
@@ -30,38 +25,6 @@ def unique(prompt: str) -> str:
 
 def generate_body(prompt: str, *, max_tokens: int = 64, **extra: Any) -> dict[str, Any]:
     return {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, **extra}
-
-
-@dataclass(frozen=True)
-class SseEvent:
-    event: str
-    data: dict[str, Any]
-
-
-def parse_sse_lines(lines: Iterable[str]) -> list[SseEvent]:
-    """Strict reader of our own stream: `event:` then `data:`, each event ended by a blank line."""
-    events: list[SseEvent] = []
-    name: str | None = None
-    data: str | None = None
-    for line in lines:
-        if not line:
-            assert name is not None and data is not None, "blank line without an event"
-            events.append(SseEvent(name, json.loads(data)))
-            name = data = None
-        elif line.startswith("event: "):
-            assert name is None, f"two event lines in one event: {line!r}"
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            assert name is not None and data is None, f"unexpected data line: {line!r}"
-            data = line[len("data: ") :]
-        else:
-            raise AssertionError(f"not an SSE line of ours: {line!r}")
-    assert name is None and data is None, "the stream ended inside an event"
-    return events
-
-
-def parse_sse(text: str) -> list[SseEvent]:
-    return parse_sse_lines(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"))
 
 
 class LogWatch:
@@ -103,13 +66,3 @@ def wait_for_log(process: ServiceProcess, pattern: str, seconds: float = 5.0) ->
     text = process.log_text()
     assert found, f"{pattern!r} not logged:\n{text}"
     return text
-
-
-def benchmark_available(http: httpx.Client) -> bool:
-    """POST /benchmark is wired into the app (another feature, merged separately)."""
-    return "/benchmark" in http.get("/openapi.json").json()["paths"]
-
-
-def csv_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))

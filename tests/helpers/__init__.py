@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules: builders, parsers, fakes and the loopback upstream."""
