@@ -57,14 +57,14 @@ def setup_logging(
 
     The caller (the lifespan) must stop the returned handle at shutdown.
     """
-    log_dir.mkdir(parents=True, exist_ok=True)
     redactor = RedactingFilter(secrets)
     formatter = logging.Formatter(LOG_FORMAT)
-    file_handler = logging.handlers.RotatingFileHandler(
-        log_dir / LOG_FILE_NAME, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
-    )
+    file_handler = _open_log_file(log_dir / LOG_FILE_NAME, max_bytes, backup_count)
     stream_handler = logging.StreamHandler(sys.stdout)
-    for handler in (file_handler, stream_handler):
+    handlers: list[logging.Handler] = [stream_handler]
+    if not isinstance(file_handler, OSError):
+        handlers.append(file_handler)
+    for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(redactor)
 
@@ -85,11 +85,31 @@ def setup_logging(
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
 
-    listener = logging.handlers.QueueListener(
-        log_queue, file_handler, stream_handler, respect_handler_level=True
-    )
+    listener = logging.handlers.QueueListener(log_queue, *handlers, respect_handler_level=True)
     listener.start()
+    if isinstance(file_handler, OSError):
+        logger.warning(
+            "File log is off: cannot write %s (%s: %s). Logging to stdout only; "
+            "make LOG_DIR writable by this process to keep a log file.",
+            log_dir / LOG_FILE_NAME,
+            type(file_handler).__name__,
+            file_handler.strerror or file_handler,
+        )
     return LoggingHandle(listener, queue_handler)
+
+
+def _open_log_file(
+    path: Path, max_bytes: int, backup_count: int
+) -> logging.handlers.RotatingFileHandler | OSError:
+    """The file handler, or why it cannot be had: an unwritable LOG_DIR (a volume owned by
+    another user, a read-only mount) must cost the file log, never the service."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
+        )
+    except OSError as exc:
+        return exc
 
 
 class LoggingHandle:
