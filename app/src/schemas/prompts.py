@@ -8,7 +8,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"model": "emulator/echo-small:free", "prompt": "Why is the sky blue?"}]
+            "examples": [{"model": "emulator/small", "prompt": "Why is the sky blue?"}]
         },
     )
 
