@@ -140,6 +140,12 @@ def process_uid(container: str) -> int:
     return int(line.split()[1])
 
 
+def anonymous_volumes(container: str) -> list[str]:
+    """Volumes Docker made for the image's VOLUME paths that nothing else mounts."""
+    names = inspect(container, '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}')
+    return [name for name in names.split() if re.fullmatch(r"[0-9a-f]{64}", name)]
+
+
 def stop_seconds(container: str) -> float:
     started = time.monotonic()
     output_of(["docker", "stop", "--time", str(int(STOP_SECONDS)), container])
@@ -215,7 +221,7 @@ def container(args: Sequence[str]) -> Iterator[str]:
     try:
         yield name
     finally:
-        run(["docker", "rm", "-f", name])
+        run(["docker", "rm", "-f", "-v", name])
 
 
 def check_build(report: Report) -> None:
@@ -372,7 +378,11 @@ def compose_profile_run(report: Report, compose: Compose, port: int) -> None:
     clean = seconds < STOP_SECONDS * 2 and set(codes.values()) == {"0"}
     report.check("stop", clean, f"{seconds:.1f} s for three containers, exit codes {codes}")
 
+    # `down` keeps named volumes, which is the point, and the image's anonymous ones, which
+    # `down -v` no longer sees once their containers are gone.
+    anonymous = [name for cid in ids.values() for name in anonymous_volumes(cid)]
     compose.must("--profile", "emulator", "down")
+    run(["docker", "volume", "rm", *anonymous])
     compose.must("--profile", "emulator", "up", "-d", "--no-build")
     recreated = compose.container_id("app-emulated")
     report.check("recreated", recreated != ids["app-emulated"])
