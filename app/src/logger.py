@@ -83,9 +83,8 @@ def setup_logging(
     logging.logMultiprocessing = False
     records: queue.SimpleQueue[object] = queue.SimpleQueue()
     redactor = Redactor(secrets)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    file = RotatingFile(log_dir / LOG_FILE_NAME, max_bytes, backup_count, rotate)
-    sink = LogSink(records, redactor, file)
+    file = _open_log_file(log_dir / LOG_FILE_NAME, max_bytes, backup_count, rotate)
+    sink = LogSink(records, redactor, None if isinstance(file, OSError) else file)
     queue_handler = _UnformattedQueueHandler(records)
 
     root = logging.getLogger()
@@ -99,7 +98,27 @@ def setup_logging(
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     sink.start()
+    if isinstance(file, OSError):
+        logger.warning(
+            "File log is off: cannot write %s (%s: %s). Logging to stdout only; "
+            "make LOG_DIR writable by this process to keep a log file.",
+            log_dir / LOG_FILE_NAME,
+            type(file).__name__,
+            file.strerror or file,
+        )
     return LoggingHandle(sink, queue_handler)
+
+
+def _open_log_file(
+    path: Path, max_bytes: int, backup_count: int, rotate: bool
+) -> RotatingFile | OSError:
+    """The log file, or why it cannot be had: an unwritable LOG_DIR (a volume owned by another
+    user, a read-only mount) must cost the file log, never the service."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return RotatingFile(path, max_bytes, backup_count, rotate)
+    except OSError as exc:
+        return exc
 
 
 class LoggingHandle:
