@@ -15,8 +15,9 @@ from asgi_lifespan import LifespanManager
 from starlette.types import Message
 
 from src.config import Settings
+from src.schemas.benchmarks import BenchmarkParameters
 from src.services.base.exceptions import UnknownModelError
-from src.services.benchmarker.service import BenchmarkOptions, prepare_benchmark
+from src.services.benchmarker.service import prepare_benchmark
 from src.services.openrouter.catalog import ModelCatalog
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.benchmarks import PROMPTS, post_benchmark
@@ -644,5 +645,5 @@ async def test_emulator_mode_refuses_a_real_model_before_asking_the_catalog(
             settings,
             cast(ModelCatalog, NoCatalog()),
             FakeUpload(b"hi\n"),
-            BenchmarkOptions(models=[GPT]),
+            BenchmarkParameters(models=[GPT]),
         )

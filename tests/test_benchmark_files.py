@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from src.config import REPO_ROOT
-from src.schemas.benchmarks import BenchmarkSummary
+from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
 from src.services.base.exceptions import InvalidInputError, NotFoundError, PayloadTooLargeError
 from src.services.benchmarker.file_utils import (
     BENCHMARK_ID_PATTERN,
@@ -25,9 +25,8 @@ from src.services.benchmarker.file_utils import (
     result_paths,
     write_summary,
 )
-from src.services.benchmarker.run_utils import RequestOptions, RequestResult
-from src.services.benchmarker.service import BenchmarkPlan, build_summary
-from tests.helpers.results import request_result
+from src.services.benchmarker.summary import build_summary
+from tests.helpers.results import plan_of, request_result
 from tests.helpers.uploads import FakeUpload
 
 pytestmark = pytest.mark.anyio
@@ -124,7 +123,7 @@ def test_formula_like_cells_are_neutralized(cell: str, expected: str) -> None:
     assert neutralize_formula(cell) == expected
 
 
-def result(index: int, *, error: bool = False, prompt: str = "p") -> RequestResult:
+def result(index: int, *, error: bool = False, prompt: str = "p") -> RequestRecord:
     return request_result(
         0.25,
         prompt_index=index,
@@ -187,13 +186,7 @@ async def test_result_files_are_never_overwritten(tmp_path: Path) -> None:
 
 
 def summary(benchmark_id: str, started_at: datetime, directory: Path) -> BenchmarkSummary:
-    plan = BenchmarkPlan(
-        models=["m/x"],
-        prompts=["p"],
-        runs=1,
-        concurrency=1,
-        request=RequestOptions(max_tokens=8, stream=False),
-    )
+    plan = plan_of(["m/x"], ["p"], 1, concurrency=1, max_tokens=8, stream=False)
     return build_summary(
         benchmark_id,
         "completed",

@@ -10,25 +10,37 @@ import httpx
 import pytest
 import respx
 
-from src.services.benchmarker import service
+from src.config import Settings
+from src.redaction import Redactor
+from src.schemas.benchmarks import BenchmarkParameters, BenchmarkSummary, RequestRecord
+from src.services.benchmarker import runner
 from src.services.benchmarker.file_utils import CsvResultWriter
-from src.services.benchmarker.run_utils import (
-    BenchmarkJob,
-    RequestOptions,
-    RequestResult,
-    execute_request,
-    iter_jobs,
-    run_jobs,
-)
-from src.services.benchmarker.service import BenchmarkPlan, run_benchmark
+from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
+from src.services.benchmarker.run_utils import execute_request, run_jobs
 from src.services.openrouter.client import OpenRouterClient
-from tests.helpers.app import make_settings, openrouter_client, upstream_client
+from tests.helpers.app import make_settings, openrouter_client
 from tests.helpers.concurrency import InFlightBarrier
 from tests.helpers.openrouter import chunk, completion_body
-from tests.helpers.results import csv_rows, request_result
+from tests.helpers.results import csv_rows, plan_of, request_result
 from tests.helpers.upstream_server import LoopbackUpstream
 
 pytestmark = pytest.mark.anyio
+
+
+def iter_jobs(models: list[str], prompts: list[str], runs: int) -> Iterator[BenchmarkJob]:
+    return plan_of(models, prompts, runs).jobs()
+
+
+async def run_benchmark(
+    settings: Settings, client: OpenRouterClient, plan: BenchmarkPlan
+) -> BenchmarkSummary:
+    return await runner.run_benchmark(
+        client,
+        plan,
+        "20261127T000000Z_m_0123abcd",
+        settings.benchmarks_dir,
+        Redactor(settings.secrets()),
+    )
 
 
 def test_jobs_interleave_models_run_by_run() -> None:
@@ -46,7 +58,7 @@ def test_jobs_interleave_models_run_by_run() -> None:
     ]
 
 
-def done(job: BenchmarkJob) -> RequestResult:
+def done(job: BenchmarkJob) -> RequestRecord:
     return request_result(
         0.001, model=job.model, prompt_index=job.prompt_index, prompt=job.prompt, run=job.run
     )
@@ -62,7 +74,7 @@ class Tracker:
         self.hanging = asyncio.Event()
         self.barrier = barrier
 
-    async def __call__(self, job: BenchmarkJob) -> RequestResult:
+    async def __call__(self, job: BenchmarkJob) -> RequestRecord:
         self.started.append(job)
         self.in_flight += 1
         try:
@@ -81,13 +93,13 @@ class Tracker:
 async def test_run_jobs_keeps_at_most_concurrency_in_flight(concurrency: int, jobs: int) -> None:
     barrier = InFlightBarrier(limit=concurrency, total=jobs)
     tracker = Tracker(barrier=barrier)
-    results: list[RequestResult] = []
+    results: list[RequestRecord] = []
 
     await run_jobs(
         iter_jobs(["m"], [f"p{i}" for i in range(jobs)], 1),
         concurrency=concurrency,
         execute=tracker,
-        on_result=results.append,
+        on_record=results.append,
     )
 
     assert barrier.peak == min(concurrency, jobs)
@@ -105,7 +117,7 @@ async def test_run_jobs_pulls_jobs_lazily() -> None:
 
     tracker = Tracker(hang_after=2)
     task = asyncio.create_task(
-        run_jobs(jobs(), concurrency=2, execute=tracker, on_result=lambda _: None)
+        run_jobs(jobs(), concurrency=2, execute=tracker, on_record=lambda _: None)
     )
     await asyncio.wait_for(tracker.hanging.wait(), 5)
 
@@ -117,10 +129,10 @@ async def test_run_jobs_pulls_jobs_lazily() -> None:
 
 async def test_cancelling_run_jobs_cancels_in_flight_and_starts_nothing_new() -> None:
     tracker = Tracker(hang_after=3)
-    results: list[RequestResult] = []
+    results: list[RequestRecord] = []
     task = asyncio.create_task(
         run_jobs(
-            iter_jobs(["m"], ["p"], 50), concurrency=2, execute=tracker, on_result=results.append
+            iter_jobs(["m"], ["p"], 50), concurrency=2, execute=tracker, on_record=results.append
         )
     )
     await asyncio.wait_for(tracker.hanging.wait(), 5)
@@ -139,22 +151,23 @@ async def test_cancelling_run_jobs_cancels_in_flight_and_starts_nothing_new() ->
 async def test_an_unexpected_error_in_a_job_propagates_and_stops_the_others() -> None:
     tracker = Tracker()
 
-    async def broken(job: BenchmarkJob) -> RequestResult:
+    async def broken(job: BenchmarkJob) -> RequestRecord:
         if job.run == 3:
             raise RuntimeError("bug")
         return await tracker(job)
 
     with pytest.raises(RuntimeError, match="bug"):
         await run_jobs(
-            iter_jobs(["m"], ["p"], 50), concurrency=2, execute=broken, on_result=lambda _: None
+            iter_jobs(["m"], ["p"], 50), concurrency=2, execute=broken, on_record=lambda _: None
         )
     assert tracker.in_flight == 0
 
 
 @pytest.fixture
 async def openrouter(upstream_server: LoopbackUpstream) -> AsyncIterator[OpenRouterClient]:
-    async with upstream_client(upstream_server.base_url) as http:
-        yield openrouter_client(http)
+    client = openrouter_client(upstream_server.base_url)
+    yield client
+    await client.aclose()
 
 
 async def test_a_stream_broken_after_its_headers_is_recorded_as_a_failure(
@@ -171,12 +184,12 @@ async def test_a_stream_broken_after_its_headers_is_recorded_as_a_failure(
     result = await execute_request(
         openrouter,
         BenchmarkJob(model="m/x", prompt_index=1, prompt="p", run=1),
-        RequestOptions(max_tokens=8, stream=True),
+        BenchmarkParameters(models=["m/x"], max_tokens=8, stream=True),
         redact=str,
     )
 
     assert (result.ok, result.status, result.error_type) == (False, 502, "UpstreamConnectionError")
-    assert result.error is not None and "broke mid-stream" in result.error
+    assert result.error is not None and "broke mid-answer" in result.error
 
 
 async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_summary(
@@ -195,13 +208,7 @@ async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_
 
     upstream.post("/chat/completions").mock(side_effect=answer)
     settings = make_settings(tmp_path)
-    plan = BenchmarkPlan(
-        models=["openai/gpt-4o"],
-        prompts=["one", "two"],
-        runs=5,
-        concurrency=1,
-        request=RequestOptions(max_tokens=8, stream=False),
-    )
+    plan = plan_of(["openai/gpt-4o"], ["one", "two"], 5, stream=False)
 
     task = asyncio.create_task(run_benchmark(settings, openrouter, plan))
     await asyncio.wait_for(hanging.wait(), 10)
@@ -228,18 +235,12 @@ async def test_a_bug_during_the_run_still_saves_a_failed_summary(
     monkeypatch: pytest.MonkeyPatch,
     openrouter: OpenRouterClient,
 ) -> None:
-    async def broken(*args: object, **kwargs: object) -> RequestResult:
+    async def broken(*args: object, **kwargs: object) -> RequestRecord:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(service, "execute_request", broken)
+    monkeypatch.setattr(runner, "execute_request", broken)
     settings = make_settings(tmp_path)
-    plan = BenchmarkPlan(
-        models=["openai/gpt-4o"],
-        prompts=["one"],
-        runs=2,
-        concurrency=1,
-        request=RequestOptions(max_tokens=8, stream=False),
-    )
+    plan = plan_of(["openai/gpt-4o"], ["one"], 2, stream=False)
 
     with pytest.raises(RuntimeError, match="bug"):
         await run_benchmark(settings, openrouter, plan)
@@ -268,7 +269,7 @@ class SlowDisk:
                 slow_disk.saving.set()
                 await super().close()
 
-        monkeypatch.setattr(service, "CsvResultWriter", SlowWriter)
+        monkeypatch.setattr(runner, "CsvResultWriter", SlowWriter)
 
 
 async def test_a_second_cancellation_during_the_save_still_leaves_every_row_and_the_summary(
@@ -292,13 +293,7 @@ async def test_a_second_cancellation_during_the_save_still_leaves_every_row_and_
     disk = SlowDisk()
     disk.install(monkeypatch)
     settings = make_settings(tmp_path)
-    plan = BenchmarkPlan(
-        models=["openai/gpt-4o"],
-        prompts=["one", "two"],
-        runs=5,
-        concurrency=1,
-        request=RequestOptions(max_tokens=8, stream=False),
-    )
+    plan = plan_of(["openai/gpt-4o"], ["one", "two"], 5, stream=False)
 
     task = asyncio.create_task(run_benchmark(settings, openrouter, plan))
     try:

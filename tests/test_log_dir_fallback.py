@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import respx
 
-from src.logger import LOG_FILE_NAME
-from tests.conftest import MODELS_BODY, make_settings, serve
+from src.log_sink import LOG_FILE_NAME
+from tests.helpers.app import Serve, make_settings
+from tests.helpers.openrouter import MODELS_BODY
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +30,10 @@ def unwritable_dir(tmp_path: Path) -> Path:
 
 
 async def test_unwritable_log_dir_still_serves_and_warns_once_on_stdout(
-    tmp_path: Path, upstream: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    upstream: respx.MockRouter,
+    serve: Serve,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     log_dir = unwritable_dir(tmp_path)
     upstream.get("/models").respond(json=MODELS_BODY)
@@ -50,7 +54,10 @@ async def test_unwritable_log_dir_still_serves_and_warns_once_on_stdout(
 
 
 async def test_writable_log_dir_gets_the_file_and_no_warning(
-    tmp_path: Path, upstream: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    upstream: respx.MockRouter,
+    serve: Serve,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = make_settings(tmp_path, log_dir=tmp_path / "fresh" / "logs")
     upstream.get("/models").respond(json=MODELS_BODY)

@@ -7,7 +7,7 @@ import pytest
 import respx
 
 from src.services.openrouter.catalog import ModelCatalog
-from tests.helpers.app import openrouter_client, upstream_client
+from tests.helpers.app import openrouter_client
 from tests.helpers.openrouter import API_KEY, MODELS_BODY, UPSTREAM, error_body, model_entry
 from tests.helpers.upstream_server import LoopbackUpstream
 
@@ -89,8 +89,9 @@ async def test_model_cache_expires_after_ttl(
 ) -> None:
     now = [0.0]
     route = upstream.get("/models").respond(json=MODELS_BODY)
-    async with upstream_client(upstream_server.base_url) as http:
-        catalog = ModelCatalog(openrouter_client(http), ttl_seconds=600, timer=lambda: now[0])
+    client = openrouter_client(upstream_server.base_url)
+    catalog = ModelCatalog(client, ttl_seconds=600, timer=lambda: now[0])
+    try:
         await catalog.models()
         now[0] = 599.0
         await catalog.models()
@@ -98,6 +99,8 @@ async def test_model_cache_expires_after_ttl(
         now[0] = 601.0
         await catalog.models()
         assert route.call_count == 2
+    finally:
+        await client.aclose()
 
 
 async def test_failed_model_fetch_is_not_cached(

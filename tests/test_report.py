@@ -5,19 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from src.schemas.benchmarks import BenchmarkSummary
+from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
 from src.services.benchmarker.file_utils import ResultPaths
 from src.services.benchmarker.report import axis_ticks, render_report
-from src.services.benchmarker.run_utils import RequestOptions, RequestResult
-from src.services.benchmarker.service import BenchmarkPlan, build_summary
+from src.services.benchmarker.summary import build_summary
 from tests.helpers.html import parse
-from tests.helpers.results import request_result
+from tests.helpers.results import plan_of, request_result
 
 HOSTILE_PROMPT = "<script>alert('x')</script> & \"quotes\""
 HOSTILE_MODEL = "evil/<b>model</b>"
 
 
-def outcome(model: str, latency: float, *, failed: bool = False) -> RequestResult:
+def outcome(model: str, latency: float, *, failed: bool = False) -> RequestRecord:
     return request_result(
         latency,
         model=model,
@@ -30,14 +29,8 @@ def outcome(model: str, latency: float, *, failed: bool = False) -> RequestResul
     )
 
 
-def summary_for(results: list[RequestResult], models: list[str]) -> BenchmarkSummary:
-    plan = BenchmarkPlan(
-        models=models,
-        prompts=[HOSTILE_PROMPT],
-        runs=3,
-        concurrency=2,
-        request=RequestOptions(max_tokens=64, stream=True),
-    )
+def summary_for(results: list[RequestRecord], models: list[str]) -> BenchmarkSummary:
+    plan = plan_of(models, [HOSTILE_PROMPT], 3, concurrency=2, max_tokens=64, stream=True)
     return build_summary(
         "20261126T101500Z_test_0123abcd",
         "completed",

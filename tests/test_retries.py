@@ -48,7 +48,13 @@ def status(code: int, retry_after: float | None = None) -> UpstreamStatusError:
         (status(403), False),
         (status(404), False),
         (status(500), False),
-        (UpstreamConnectionError("refused"), True),
+        # Asked to wait longer than RETRY_MAX_SECONDS: coming back early earns another 429.
+        (status(429, retry_after=8.5), False),
+        (status(503, retry_after=60.0), False),
+        (status(429, retry_after=8.0), True),
+        (UpstreamConnectionError("refused", before_answer=True), True),
+        # Part of an answer arrived: sending again could pay twice for one answer.
+        (UpstreamConnectionError("broke mid-answer"), False),
         (UpstreamTimeoutError("connect", during_connect=True), True),
         (UpstreamTimeoutError("read", during_connect=False), False),
         (UpstreamInvalidResponseError("bad json"), False),
@@ -57,15 +63,16 @@ def status(code: int, retry_after: float | None = None) -> UpstreamStatusError:
     ],
 )
 def test_should_retry_only_transient_failures(error: BaseException, retry: bool) -> None:
-    assert should_retry(error) is retry
+    assert should_retry(error, POLICY) is retry
 
 
 def test_retry_after_seconds_is_honoured() -> None:
     assert retry_wait_seconds(status(429, retry_after=3.0), 1, POLICY) == 3.0
 
 
-def test_retry_after_is_capped_by_the_max_wait() -> None:
-    assert retry_wait_seconds(status(429, retry_after=120.0), 1, POLICY) == 8.0
+def test_retry_after_is_waited_exactly_never_shortened() -> None:
+    # Never cut to RETRY_MAX_SECONDS: a longer Retry-After ends the retries instead.
+    assert retry_wait_seconds(status(429, retry_after=7.5), 1, POLICY) == 7.5
 
 
 def test_a_zero_retry_after_means_now() -> None:
@@ -164,17 +171,32 @@ async def test_429_until_attempts_run_out_answers_429_with_retry_after(
     client: httpx.AsyncClient, upstream: respx.MockRouter, retry_waits: list[float]
 ) -> None:
     route = upstream.post("/chat/completions").respond(
+        429, headers={"Retry-After": "3"}, json={"error": {"message": "rate limited"}}
+    )
+
+    response = await client.post("/generate", json=GENERATE)
+
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "3"
+    assert response.json()["error"] == "UpstreamStatusError"
+    assert "rate limited" in response.json()["detail"]
+    assert route.call_count == 3  # RETRY_ATTEMPTS=3 in the test settings, the first included
+    assert retry_waits == [3.0, 3.0]
+
+
+async def test_a_retry_after_over_the_cap_ends_the_retries_and_is_passed_on(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, retry_waits: list[float]
+) -> None:
+    route = upstream.post("/chat/completions").respond(
         429, headers={"Retry-After": "30"}, json={"error": {"message": "rate limited"}}
     )
 
     response = await client.post("/generate", json=GENERATE)
 
     assert response.status_code == 429
-    assert response.headers["retry-after"] == "30"
-    assert response.json()["error"] == "UpstreamStatusError"
-    assert "rate limited" in response.json()["detail"]
-    assert route.call_count == 3  # RETRY_ATTEMPTS=3 in the test settings, the first included
-    assert retry_waits == [8.0, 8.0]  # capped by RETRY_MAX_SECONDS
+    assert response.headers["retry-after"] == "30"  # RETRY_MAX_SECONDS is 8 in the tests
+    assert route.call_count == 1
+    assert retry_waits == []
 
 
 @pytest.mark.parametrize(

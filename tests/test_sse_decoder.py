@@ -10,7 +10,7 @@ from src.services.base.sse import ServerSentEvent, SSEDecoder
 STREAM = (
     b": OPENROUTER PROCESSING\r\n"
     b"\r\n"
-    b"data: {\"a\": 1}\r\n"
+    b'data: {"a": 1}\r\n'
     b"\r\n"
     b"event: usage\n"
     b"data: first line\n"

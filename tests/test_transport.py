@@ -240,9 +240,7 @@ async def test_the_pool_never_opens_more_than_its_limit(
     upstream: Upstream, transport: WireTransport
 ) -> None:
     async def one() -> int:
-        response = await transport.handle_async_request(
-            request("GET", f"{upstream.url}/late-body")
-        )
+        response = await transport.handle_async_request(request("GET", f"{upstream.url}/late-body"))
         await body_of(response)
         return response.status_code
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import StartApp
-from tests.e2e.helpers import generate_body
-from tests.e2e.processes import ServiceProcess, wait_until
+from tests.helpers.e2e import generate_body
+from tests.helpers.launcher import StartApp
+from tests.helpers.processes import ServiceProcess, wait_until
 
 
 def test_service_with_an_unwritable_log_dir_serves_and_logs_to_stdout(

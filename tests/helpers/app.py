@@ -13,7 +13,8 @@ from fastapi import FastAPI
 
 from src.config import Settings
 from src.main import create_app
-from src.services.base.client import RetryPolicy, build_http_client
+from src.services.base.client import RetryPolicy
+from src.services.base.transport import WireTransport
 from src.services.openrouter.client import OpenRouterClient
 from tests.helpers.openrouter import API_KEY, UPSTREAM
 
@@ -81,16 +82,13 @@ def in_process_app(settings: Settings) -> FastAPI:
     return create_app(settings, transport=httpx.AsyncHTTPTransport())
 
 
-def upstream_client(base_url: str) -> httpx.AsyncClient:
-    """The production upstream HTTP client on its own (no app), with the test key."""
-    return build_http_client(
-        base_url,
+def openrouter_client(base_url: str, attempts: int = 1) -> OpenRouterClient:
+    """The production upstream client on its own (no app), with the test key; close it with
+    `await client.aclose()`."""
+    return OpenRouterClient(
+        WireTransport(max_connections=100),
+        base_url=base_url,
         api_key=API_KEY,
-        timeout_seconds=30.0,
-        connect_timeout_seconds=10.0,
-        max_connections=100,
+        timeout=httpx.Timeout(30.0, connect=10.0),
+        retry_policy=RetryPolicy(attempts=attempts),
     )
-
-
-def openrouter_client(http: httpx.AsyncClient, attempts: int = 1) -> OpenRouterClient:
-    return OpenRouterClient(http, RetryPolicy(attempts=attempts))

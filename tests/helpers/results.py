@@ -6,7 +6,16 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from src.services.benchmarker.run_utils import RequestResult
+from src.schemas.benchmarks import BenchmarkParameters, RequestRecord
+from src.services.benchmarker.plan import BenchmarkPlan
+
+
+def plan_of(
+    models: list[str], prompts: list[str], runs: int = 1, **parameters: object
+) -> BenchmarkPlan:
+    """A validated plan, as prepare_benchmark would make it (max_tokens 8 unless given)."""
+    values: dict[str, object] = {"models": models, "runs": runs, "max_tokens": 8, **parameters}
+    return BenchmarkPlan(BenchmarkParameters.model_validate(values), prompts)
 
 
 def request_result(
@@ -22,11 +31,18 @@ def request_result(
     total: int = 0,
     error_type: str | None = None,
     error: str | None = None,
+    attempts: int = 1,
+    total_seconds: float | None = None,
+    finish_reason: str | None = None,
     **extra: Any,
-) -> RequestResult:
-    """One result: a success unless `error_type` is given (then with status 502)."""
+) -> RequestRecord:
+    """One record: a success unless `error_type` is given (then with status 502)."""
     failed = error_type is not None
-    return RequestResult(
+    return RequestRecord(
+        text="",
+        finish_reason=finish_reason,
+        attempts=attempts,
+        total_seconds=latency if total_seconds is None else total_seconds,
         model=model,
         prompt_index=prompt_index,
         prompt=prompt,
