@@ -22,6 +22,7 @@ from src.services.openrouter.catalog import ModelCatalog
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.benchmarks import PROMPTS, post_benchmark
 from tests.helpers.concurrency import InFlightBarrier
+from tests.helpers.errors import assert_validation_error
 from tests.helpers.html import parse
 from tests.helpers.openrouter import (
     API_KEY,
@@ -137,6 +138,9 @@ async def test_benchmark_returns_statistics_and_names_its_files(
         "prompt_tokens",
         "completion_tokens",
         "tokens_used",
+        "attempts",
+        "total_seconds",
+        "finish_reason",
         "error",
     ]
     assert len(rows) == 6
@@ -423,16 +427,21 @@ async def test_unknown_models_are_404_before_any_request(
 
 
 @pytest.mark.parametrize(
-    ("model", "needle"),
-    [("x" * 201, "201 characters"), ("openai/gpt-4o\x07", "control characters"), ("  ", "empty")],
+    ("model", "kind", "needle"),
+    [
+        ("x" * 201, "string_too_long", "at most 200 characters"),
+        ("openai/gpt-4o\x07", "value_error", "control or line-break character U+0007"),
+        ("openai/gpt-4o\u2029", "value_error", "control or line-break character U+2029"),
+        ("  ", "string_too_short", "at least 1 character"),
+    ],
 )
 async def test_malformed_model_ids_are_422(
-    client: httpx.AsyncClient, chat_route: respx.Route, model: str, needle: str
+    client: httpx.AsyncClient, chat_route: respx.Route, model: str, kind: str, needle: str
 ) -> None:
     response = await post_benchmark(client, models=[model])
 
-    assert response.status_code == 422
-    assert needle in response.json()["detail"]
+    assert_validation_error(response, ("body", "model", 0), kind)
+    assert needle in response.json()["detail"][0]["msg"]
     assert chat_route.call_count == 0
 
 

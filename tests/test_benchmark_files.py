@@ -147,10 +147,13 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
     with path.open(newline="", encoding="utf-8") as file:
         rows = list(csv.reader(file))
     assert rows[0] == list(CSV_COLUMNS)
-    assert rows[1] == ["m/x", "1", "'=1+1", "1", "200", "0.250000", "0.125000", "3", "4", "7", ""]
+    assert rows[1] == [
+        "m/x", "1", "'=1+1", "1", "200", "0.250000", "0.125000", "3", "4", "7", "1", "0.250000",
+        "", "",
+    ]  # fmt: skip
     assert rows[2][4] == "502"
     assert rows[2][6] == ""
-    assert rows[2][10] == "UpstreamStatusError: Upstream returned 500: down"
+    assert rows[2][-1] == "UpstreamStatusError: Upstream returned 500: down"
 
 
 async def test_csv_writer_flushes_rows_before_it_is_closed(tmp_path: Path) -> None:

@@ -221,6 +221,7 @@ def test_comparison_row_takes_the_headline_numbers() -> None:
         "model": "m/x",
         "ok": 2,
         "failed": 0,
+        "retried": 0,
         "latency_avg": 2.0,
         "latency_std_dev": pytest.approx(math.sqrt(2), abs=1e-6),
         "latency_p50": 2.0,

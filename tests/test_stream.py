@@ -171,6 +171,6 @@ async def test_connection_broken_mid_stream_ends_with_an_error_event(
     events = parse_sse(response.text)
     assert event_names(events) == ["token", "error"]
     assert events[-1].data["error"] == "UpstreamConnectionError"
-    assert "broke mid-stream" in events[-1].data["detail"]
+    assert "broke mid-answer" in events[-1].data["detail"]
     assert events[-1].data["status_code"] == 502
     assert route.call_count == 1  # after the first byte a stream is never sent again

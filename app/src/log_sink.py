@@ -57,13 +57,23 @@ class RotatingFile:
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._size = self._file.tell()
 
-    def write(self, text: str) -> None:
-        size = len(text.encode("utf-8")) if not text.isascii() else len(text)
-        if self.rotate and self._size and self._size + size > self.max_bytes:
-            self._roll_over()
-        self._file.write(text)
-        self._file.flush()
-        self._size += size
+    def write(self, lines: list[str]) -> None:
+        """Whole lines; one write per file they land in."""
+        chunk: list[str] = []
+        for line in lines:
+            size = len(line) if line.isascii() else len(line.encode("utf-8"))
+            if self.rotate and self._size and self._size + size > self.max_bytes:
+                self._flush(chunk)
+                chunk = []
+                self._roll_over()
+            chunk.append(line)
+            self._size += size
+        self._flush(chunk)
+
+    def _flush(self, chunk: list[str]) -> None:
+        if chunk:
+            self._file.write("".join(chunk))
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()
@@ -137,7 +147,7 @@ class LogSink:
                 if isinstance(record, logging.LogRecord):
                     lines.append(self._safe_line(record) + "\n")
             if lines:
-                self._write("".join(lines))
+                self._write(lines)
             if stopping:
                 return
 
@@ -147,15 +157,15 @@ class LogSink:
         except Exception as exc:  # a bad format string must not stop the logging thread
             return escape_line(f"Unformattable log record {record.msg!r}: {exc!r}")
 
-    def _write(self, text: str) -> None:
+    def _write(self, lines: list[str]) -> None:
         try:
-            self._stream.write(text)
+            self._stream.write("".join(lines))
             self._stream.flush()
         except (OSError, ValueError):
             pass  # stdout closed (a detached process): the file still gets the lines
         if self._file is not None:
             try:
-                self._file.write(text)
+                self._file.write(lines)
             except OSError as exc:
                 self._file = None
                 self._stream.write(

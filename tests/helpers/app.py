@@ -30,6 +30,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "retry_attempts": 3,
         "retry_min_seconds": 0.5,
         "retry_max_seconds": 8.0,
+        # In the test's own process, so the retry-wait patch and the loopback upstream's
+        # routes apply; the runner process has tests of its own.
+        "benchmark_isolation": "inline",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

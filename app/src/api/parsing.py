@@ -41,6 +41,20 @@ async def read_body(request: Request, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+def _shown(value: object) -> object:
+    """A body that is not JSON is echoed as text (bytes cannot be), and not at length."""
+    if isinstance(value, bytes):
+        return value[:200].decode("utf-8", "replace")
+    return value
+
+
+def _shown(value: object) -> object:
+    """A body that is not JSON is echoed as text (bytes cannot be), and not at length."""
+    if isinstance(value, bytes):
+        return value[:200].decode("utf-8", "replace")
+    return value
+
+
 def parse_json_body(model: type[M], raw: bytes) -> M:
     """`model_validate_json` is one pass in Rust; FastAPI's body parameter would decode the JSON
     with the standard library and validate the result again.
@@ -54,9 +68,8 @@ def parse_json_body(model: type[M], raw: bytes) -> M:
                     "type": e["type"],
                     "loc": ("body", *e["loc"]),
                     "msg": e["msg"],
-                    "input": e["input"],
+                    "input": _shown(e["input"]),
                 }
                 for e in exc.errors(include_url=False)
             ],
-            body=raw,
         ) from None

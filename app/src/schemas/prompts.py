@@ -8,7 +8,14 @@ answered by `/generate`, sent as the stream's `done` event and extended by bench
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 MAX_MODEL_ID_CHARS = 200
 MAX_PROMPT_CHARS = 1_000_000
@@ -20,7 +27,11 @@ _FORBIDDEN_IN_MODEL_ID = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 EXAMPLE_MODEL = "emulator/small"
 
 
-def check_model_id(value: str) -> str:
+def check_model_id(value: object) -> object:
+    """Runs on the raw value, before surrounding whitespace is trimmed: trimming would
+    otherwise quietly drop a trailing separator instead of refusing it."""
+    if not isinstance(value, str):
+        return value  # the str validation that follows refuses it
     forbidden = _FORBIDDEN_IN_MODEL_ID.search(value)
     if forbidden:
         raise ValueError(
@@ -38,7 +49,7 @@ def check_prompt_text(value: str) -> str:
 ModelId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_MODEL_ID_CHARS),
-    AfterValidator(check_model_id),
+    BeforeValidator(check_model_id),
 ]
 PromptText = Annotated[
     str,

@@ -232,7 +232,7 @@ class _Connection(asyncio.Protocol):
 def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
     if not waiter.done():
         waiter.set_exception(
-            UpstreamTimeoutError(f"Upstream sent nothing for {timeout:g} s (read timeout)")
+            UpstreamTimeoutError(f"Upstream timed out: nothing received for {timeout:g} s")
         )
 
 
@@ -241,14 +241,14 @@ def _closed_error(head_done: bool, exc: Exception | None) -> UpstreamConnectionE
     if head_done:
         return UpstreamConnectionError(f"Upstream connection broke mid-answer{reason}")
     return UpstreamConnectionError(
-        f"Upstream closed the connection before answering{reason}", before_answer=True
+        f"Upstream connection failed: closed before answering{reason}", before_answer=True
     )
 
 
 def _connection_error(exc: OSError, origin: Origin) -> UpstreamConnectionError:
     scheme, host, port = origin
     return UpstreamConnectionError(
-        f"Cannot connect to the upstream at {scheme}://{host}:{port} ({type(exc).__name__}: "
+        f"Upstream connection failed: cannot reach {scheme}://{host}:{port} ({type(exc).__name__}: "
         f"{exc.strerror or exc})",
         before_answer=True,
     )
@@ -409,7 +409,7 @@ class WireTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             self._open -= 1
             raise UpstreamTimeoutError(
-                f"Connecting to the upstream at {host}:{port} took over {timeout} s",
+                f"Upstream timed out: connecting to {host}:{port} took over {timeout} s",
                 during_connect=True,
             ) from None
         except OSError as exc:

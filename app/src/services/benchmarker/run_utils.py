@@ -91,8 +91,10 @@ async def execute_request(
             error_type=type(error).__name__,
             error=redact(error.detail),
         )
+    # The model asked for, which groups the statistics; the upstream may report a more
+    # specific one (a dated version).
     return RequestRecord.model_construct(
-        **{**result.__dict__, "text": ""},
+        **{**result.__dict__, "text": "", "model": job.model},
         prompt_index=job.prompt_index,
         prompt=job.prompt,
         run=job.run,
