@@ -2,8 +2,8 @@
 
 Proof comes from two places. The socket table (/proc/net/tcp joined with /proc/<pid>/fd) shows
 the app's connections to the upstream closing long before the abandoned answers would have
-ended. The app's own count of open upstream responses (tests/helpers/pool_probe.py) shows the
-pool's limit held and every response closed again. The emulator used here is this module's
+ended. The app's own pool counters (tests/helpers/pool_probe.py) show the pool's limit held and
+every connection given back. The emulator used here is this module's
 own, so its slow, abandoned answers cannot slow down the rest of the session.
 
 Every wait is for an event, with a deadline that is generous for a loaded machine and still far
@@ -141,8 +141,8 @@ async def leave_storm(app: ServiceProcess, audit: SecretAudit) -> int:
     return left
 
 
-def upstream_responses(http: httpx.Client) -> dict[str, Any]:
-    """The app's own count of streamed upstream responses: open now, most at once, ever."""
+def upstream_pool(http: httpx.Client) -> dict[str, Any]:
+    """The app's own pool counters: connections lent out now, most open at once, requests."""
     response = http.get(PROBE_PATH)
     assert response.status_code == 200, response.text
     counts: dict[str, Any] = response.json()
@@ -172,12 +172,12 @@ def test_a_thousand_callers_leaving_early_exhaust_neither_the_pool_nor_the_fds(
     storm_seconds = time.monotonic() - started
 
     assert left == MID_STREAM + MID_REQUEST + BEFORE_FIRST_TOKEN
-    # Every abandoned response was closed again, and at no moment were more open than the pool
-    # holds: CONCURRENCY callers wanted them, the limit let POOL_SIZE through.
-    assert wait_until(lambda: upstream_responses(http)["open"] == 0, GONE_WITHIN_SECONDS)
-    counts = upstream_responses(http)
-    assert 0 < counts["most"] <= POOL_SIZE, counts
-    assert counts["opened"] >= MID_STREAM, counts
+    # Every abandoned request gave its connection back, and at no moment were more open than
+    # the pool holds: CONCURRENCY callers wanted them, the limit let POOL_SIZE through.
+    assert wait_until(lambda: upstream_pool(http)["in_use"] == 0, GONE_WITHIN_SECONDS)
+    counts = upstream_pool(http)
+    assert 0 < counts["most_open"] <= POOL_SIZE, counts
+    assert counts["requests"] >= MID_STREAM, counts
     # Abandoned requests were cancelled, not left to finish (they would take a minute or
     # more): their connections are gone, and so are the descriptors.
     assert wait_until(lambda: len(app.connections_to(slow_emulator.port)) <= 1, GONE_WITHIN_SECONDS)
@@ -192,7 +192,7 @@ def test_a_thousand_callers_leaving_early_exhaust_neither_the_pool_nor_the_fds(
     assert http.get("/health").status_code == 200
     e2e_report.append(
         f"disconnect storm: {left} callers left early in {storm_seconds:.1f}s "
-        f"(pool {POOL_SIZE}, at most {counts['most']} upstream responses open at once, "
-        f"{counts['opened']} opened); next /generate {answer_seconds * 1000:.0f} ms; "
+        f"(pool {POOL_SIZE}, at most {counts['most_open']} upstream connections open at once, "
+        f"{counts['requests']} upstream requests); next /generate {answer_seconds * 1000:.0f} ms; "
         f"fds {fds_before} -> {fds_after}"
     )

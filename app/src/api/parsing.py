@@ -48,13 +48,6 @@ def _shown(value: object) -> object:
     return value
 
 
-def _shown(value: object) -> object:
-    """A body that is not JSON is echoed as text (bytes cannot be), and not at length."""
-    if isinstance(value, bytes):
-        return value[:200].decode("utf-8", "replace")
-    return value
-
-
 def parse_json_body(model: type[M], raw: bytes) -> M:
     """`model_validate_json` is one pass in Rust; FastAPI's body parameter would decode the JSON
     with the standard library and validate the result again.

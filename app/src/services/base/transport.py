@@ -53,6 +53,7 @@ class PoolStats:
     open: int  # connections open now, in use or idle
     in_use: int
     most_open: int  # the highest `open` ever reached
+    requests: int  # requests sent since the pool was made
 
 
 class _Connection(asyncio.Protocol):
@@ -305,11 +306,17 @@ class WireTransport(httpx.AsyncBaseTransport):
         self._open = 0
         self._in_use = 0
         self._most_open = 0
+        self._requests = 0
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
     def stats(self) -> PoolStats:
-        return PoolStats(open=self._open, in_use=self._in_use, most_open=self._most_open)
+        return PoolStats(
+            open=self._open,
+            in_use=self._in_use,
+            most_open=self._most_open,
+            requests=self._requests,
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
@@ -322,6 +329,7 @@ class WireTransport(httpx.AsyncBaseTransport):
         while True:
             connection = await self._checkout(origin, timeouts)
             reused = connection.exchanges > 0
+            self._requests += 1
             try:
                 connection.send(head, body, max_body)
                 await connection.wait_head(read_timeout)
