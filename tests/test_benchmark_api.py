@@ -577,8 +577,13 @@ async def test_benchmarks_need_the_inbound_key_when_one_is_set(
 # --- interruption --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("isolation", ["inline", "process"])
 async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
-    tmp_path: Path, serve: Serve, upstream: respx.MockRouter, catalog_route: respx.Route
+    tmp_path: Path,
+    serve: Serve,
+    upstream: respx.MockRouter,
+    catalog_route: respx.Route,
+    isolation: str,
 ) -> None:
     calls = 0
     hanging = asyncio.Event()
@@ -592,7 +597,7 @@ async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
         return sse_response()
 
     upstream.post("/chat/completions").mock(side_effect=answer)
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, benchmark_isolation=isolation)
     form = httpx.Request(
         "POST",
         "http://service.test/benchmark",
@@ -629,7 +634,7 @@ async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
     }
     app = serve.app(settings)
     async with LifespanManager(app) as manager:
-        await asyncio.wait_for(manager.app(scope, receive, send), 10)
+        await asyncio.wait_for(manager.app(scope, receive, send), 30)
 
     assert sent[0]["status"] == 499
     [json_path] = settings.benchmarks_dir.glob("*.json")
@@ -656,3 +661,24 @@ async def test_emulator_mode_refuses_a_real_model_before_asking_the_catalog(
             FakeUpload(b"hi\n"),
             BenchmarkParameters(models=[GPT]),
         )
+
+
+async def test_a_benchmark_in_its_own_runner_process_records_every_row(
+    tmp_path: Path, serve: Serve, chat_route: respx.Route
+) -> None:
+    # The default isolation: the runner is a child process with its own client, which reaches
+    # the same (loopback) upstream.
+    settings = make_settings(tmp_path, benchmark_isolation="process")
+
+    async with serve(settings) as client:
+        response = await post_benchmark(client, runs=3, concurrency=2)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["status"], body["requests"], body["finished_requests"]) == ("completed", 6, 6)
+    assert chat_route.call_count == 6
+    rows = csv_rows(body["files"]["csv"])
+    assert [row["status"] for row in rows] == ["200"] * 6
+    log = read_log(settings)
+    assert log.count("STARTED SINGLE PROMPT IN BENCHMARK MODEL") == 6
+    assert API_KEY not in log
