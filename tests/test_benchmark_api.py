@@ -17,6 +17,7 @@ from starlette.types import Message
 from src.config import Settings
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.base.exceptions import UnknownModelError
+from src.services.benchmarker.csv_writer import CSV_COLUMNS
 from src.services.benchmarker.service import prepare_benchmark
 from src.services.openrouter.catalog import ModelCatalog
 from tests.helpers.app import Serve, make_settings, read_log
@@ -34,7 +35,7 @@ from tests.helpers.openrouter import (
     sse_chunks,
     sse_response,
 )
-from tests.helpers.results import csv_rows
+from tests.helpers.results import run_file, run_rows
 from tests.helpers.uploads import FakeUpload
 
 pytestmark = pytest.mark.anyio
@@ -71,7 +72,7 @@ def assert_statistics_of_rows(stats: dict[str, Any], rows: list[dict[str, str]])
     if ttfts:
         expected_ttft = {
             "avg": statistics.fmean(ttfts),
-            **{f"p{q}": reference_percentile(ttfts, q) for q in (50, 95, 99)},
+            **{f"p{q}": reference_percentile(ttfts, q) for q in (50, 90, 95, 99)},
         }
         assert stats["ttft"] == pytest.approx(expected_ttft, abs=ROUNDING)
 
@@ -104,10 +105,17 @@ async def test_benchmark_returns_statistics_and_names_its_files(
         "stream": True,
         "temperature": None,
         "top_p": None,
+        "rate": None,
+        "arrival": "constant",
+        "seed": 0,
+        "warmup": 0,
+        "duration": None,
+        "ttft_slo": None,
+        "latency_slo": None,
     }
     [stats] = body["models"]
     assert (stats["model"], stats["count"], stats["ok"], stats["failed"]) == (GPT, 6, 6, 0)
-    rows = csv_rows(body["files"]["csv"])
+    rows = run_rows(settings.benchmarks_dir, body)
     assert_statistics_of_rows(stats, rows)
     for index, prompt_stats in enumerate(stats["per_prompt"], start=1):
         assert_statistics_of_rows(
@@ -122,12 +130,16 @@ async def test_benchmark_returns_statistics_and_names_its_files(
     assert body["comparison"][0]["model"] == GPT
     assert chat_route.call_count == 6
 
-    csv_path, json_path = Path(body["files"]["csv"]), Path(body["files"]["json"])
+    csv_path, json_path = (
+        run_file(settings.benchmarks_dir, body, "csv"),
+        run_file(settings.benchmarks_dir, body, "json"),
+    )
     assert csv_path.parent == json_path.parent == settings.benchmarks_dir
     assert FILE_NAME.match(csv_path.name)
     assert csv_path.stem == json_path.stem == body["id"]
     assert json.loads(json_path.read_text(encoding="utf-8")) == body
-    assert list(rows[0]) == [
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert CSV_COLUMNS[:10] == (
         "model",
         "prompt_index",
         "prompt",
@@ -138,11 +150,7 @@ async def test_benchmark_returns_statistics_and_names_its_files(
         "prompt_tokens",
         "completion_tokens",
         "tokens_used",
-        "attempts",
-        "total_seconds",
-        "finish_reason",
-        "error",
-    ]
+    )
     assert len(rows) == 6
     assert {(row["prompt_index"], row["run"]) for row in rows} == {
         (str(p), str(r)) for p in (1, 2) for r in (1, 2, 3)
@@ -151,7 +159,10 @@ async def test_benchmark_returns_statistics_and_names_its_files(
 
 
 async def test_benchmark_streams_by_default_and_ttft_comes_before_latency(
-    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
+    client: httpx.AsyncClient,
+    settings: Settings,
+    upstream: respx.MockRouter,
+    catalog_route: respx.Route,
 ) -> None:
     async def slow_stream() -> AsyncIterator[bytes]:
         first, *rest = sse_chunks()
@@ -169,7 +180,7 @@ async def test_benchmark_streams_by_default_and_ttft_comes_before_latency(
     body = (await post_benchmark(client, prompts=b"one prompt\n", runs=1)).json()
 
     assert json.loads(route.calls.last.request.content)["stream"] is True
-    for row in csv_rows(body["files"]["csv"]):
+    for row in run_rows(settings.benchmarks_dir, body):
         assert 0 < float(row["ttft_seconds"]) < float(row["latency_seconds"])
         # The first token is timed when it arrives, not at the end: the rest of the answer came
         # GENERATION_SECONDS later (half of it is left as margin for a busy machine).
@@ -182,7 +193,10 @@ async def test_benchmark_streams_by_default_and_ttft_comes_before_latency(
 
 
 async def test_benchmark_without_stream_uses_plain_completions(
-    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
+    client: httpx.AsyncClient,
+    settings: Settings,
+    upstream: respx.MockRouter,
+    catalog_route: respx.Route,
 ) -> None:
     route = upstream.post("/chat/completions").respond(json=completion_body())
 
@@ -192,9 +206,9 @@ async def test_benchmark_without_stream_uses_plain_completions(
     assert "stream" not in sent
     assert sent["temperature"] == 0.5
     stats = body["models"][0]
-    assert stats["ttft"] == {"avg": None, "p50": None, "p95": None, "p99": None}
+    assert stats["ttft"] == {"avg": None, "p50": None, "p90": None, "p95": None, "p99": None}
     assert stats["tokens_total"] == 42
-    rows = csv_rows(body["files"]["csv"])
+    rows = run_rows(settings.benchmarks_dir, body)
     assert {row["ttft_seconds"] for row in rows} == {""}
     assert_statistics_of_rows(stats, rows)
     # Output tokens per second: completion tokens over each request's latency, averaged.
@@ -228,7 +242,10 @@ async def test_benchmark_keeps_at_most_concurrency_requests_in_flight(
 
 
 async def test_failed_requests_are_recorded_and_the_run_goes_on(
-    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
+    client: httpx.AsyncClient,
+    settings: Settings,
+    upstream: respx.MockRouter,
+    catalog_route: respx.Route,
 ) -> None:
     calls = 0
 
@@ -248,7 +265,7 @@ async def test_failed_requests_are_recorded_and_the_run_goes_on(
     assert stats["errors"] == {"UpstreamStatusError": 2}
     assert stats["latency"]["p50"] is not None
     assert (body["comparison"][0]["ok"], body["comparison"][0]["failed"]) == (4, 2)
-    failed = [row for row in csv_rows(body["files"]["csv"]) if row["status"] != "200"]
+    failed = [row for row in run_rows(settings.benchmarks_dir, body) if row["status"] != "200"]
     assert [row["status"] for row in failed] == ["502", "502"]
     assert [row["error"] for row in failed] == [
         "UpstreamStatusError: Upstream returned 500: provider down"
@@ -257,7 +274,7 @@ async def test_failed_requests_are_recorded_and_the_run_goes_on(
     assert {row["ttft_seconds"] for row in failed} == {""}
     # Statistics count the successes only.
     assert_statistics_of_rows(
-        stats, [row for row in csv_rows(body["files"]["csv"]) if not row["error"]]
+        stats, [row for row in run_rows(settings.benchmarks_dir, body) if not row["error"]]
     )
 
 
@@ -273,15 +290,15 @@ async def test_a_failed_request_echoing_our_key_is_redacted_in_every_result_file
     body = response.json()
     assert response.status_code == 200
     assert (body["models"][0]["ok"], body["models"][0]["failed"]) == (0, 2)
-    rows = csv_rows(body["files"]["csv"])
+    rows = run_rows(settings.benchmarks_dir, body)
     assert [row["error"] for row in rows] == [
         "UpstreamStatusError: Upstream returned 400: bad key [REDACTED]; "
         "Authorization: Bearer [REDACTED]"
     ] * 2
     for text in (
         response.text,
-        Path(body["files"]["csv"]).read_text(encoding="utf-8"),
-        Path(body["files"]["json"]).read_text(encoding="utf-8"),
+        run_file(settings.benchmarks_dir, body, "csv").read_text(encoding="utf-8"),
+        run_file(settings.benchmarks_dir, body, "json").read_text(encoding="utf-8"),
         read_log(settings),
     ):
         assert API_KEY not in text
@@ -332,8 +349,11 @@ async def test_two_benchmarks_at_once_write_different_files(
 ) -> None:
     first, second = await asyncio.gather(post_benchmark(client), post_benchmark(client))
 
-    assert first.json()["id"] != second.json()["id"]
-    assert len(list(settings.benchmarks_dir.iterdir())) == 4
+    ids = {first.json()["id"], second.json()["id"]}
+    assert len(ids) == 2
+    files = {path.name for path in settings.benchmarks_dir.iterdir()}
+    assert {f"{i}.{kind}" for i in ids for kind in ("csv", "json", "state")} <= files
+    assert not [name for name in files if name.endswith(".partial")]
 
 
 async def test_every_request_start_is_logged(
@@ -533,6 +553,7 @@ async def test_saved_benchmarks_are_listed_newest_first_and_shown(
         "models": [LLAMA],
         "requests": 2,
         "finished_requests": 2,
+        "cost": second["cost"],
         "files": second["files"],
     }
     assert (await client.get("/benchmarks?limit=1")).json()["count"] == 1
@@ -641,7 +662,7 @@ async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
     summary = json.loads(json_path.read_text(encoding="utf-8"))
     assert summary["status"] == "interrupted"
     assert (summary["requests"], summary["finished_requests"]) == (20, 2)
-    assert len(csv_rows(summary["files"]["csv"])) == 2
+    assert len(run_rows(settings.benchmarks_dir, summary)) == 2
     assert calls == 3
 
 
@@ -677,7 +698,7 @@ async def test_a_benchmark_in_its_own_runner_process_records_every_row(
     body = response.json()
     assert (body["status"], body["requests"], body["finished_requests"]) == ("completed", 6, 6)
     assert chat_route.call_count == 6
-    rows = csv_rows(body["files"]["csv"])
+    rows = run_rows(settings.benchmarks_dir, body)
     assert [row["status"] for row in rows] == ["200"] * 6
     log = read_log(settings)
     assert log.count("STARTED SINGLE PROMPT IN BENCHMARK MODEL") == 6

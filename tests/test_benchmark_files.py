@@ -10,22 +10,18 @@ import pytest
 from src.config import REPO_ROOT
 from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
 from src.services.base.exceptions import InvalidInputError, NotFoundError, PayloadTooLargeError
+from src.services.benchmarker.csv_writer import CSV_COLUMNS, CsvResultWriter, neutralize_formula
 from src.services.benchmarker.file_utils import (
     BENCHMARK_ID_PATTERN,
-    CSV_COLUMNS,
     READ_CHUNK_BYTES,
-    CsvResultWriter,
-    ResultPaths,
-    list_summaries,
     model_slug,
-    neutralize_formula,
     new_benchmark_id,
     parse_prompts,
     read_upload,
     result_paths,
-    write_summary,
 )
-from src.services.benchmarker.summary import build_summary
+from src.services.benchmarker.store import list_runs, write_summary
+from src.services.benchmarker.summary import RunClock, build_summary
 from tests.helpers.results import plan_of, request_result
 from tests.helpers.uploads import FakeUpload
 
@@ -147,10 +143,30 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
     with path.open(newline="", encoding="utf-8") as file:
         rows = list(csv.reader(file))
     assert rows[0] == list(CSV_COLUMNS)
-    assert rows[1] == [
-        "m/x", "1", "'=1+1", "1", "200", "0.250000", "0.125000", "3", "4", "7", "1", "0.250000",
-        "", "",
-    ]  # fmt: skip
+    assert dict(zip(CSV_COLUMNS, rows[1], strict=True)) == {
+        "model": "m/x",
+        "prompt_index": "1",
+        "prompt": "'=1+1",
+        "run": "1",
+        "status": "200",
+        "latency_seconds": "0.250000",
+        "ttft_seconds": "0.125000",
+        "prompt_tokens": "3",
+        "completion_tokens": "4",
+        "tokens_used": "7",
+        "attempts": "1",
+        "total_seconds": "0.250000",
+        "finish_reason": "",
+        "warmup": "false",
+        "send_lag_seconds": "",
+        "scheduled_latency_seconds": "",
+        "chunks": "1",
+        "itl_avg_seconds": "",
+        "tpot_seconds": "0.041667",
+        "cost": "",
+        "cost_source": "",
+        "error": "",
+    }
     assert rows[2][4] == "502"
     assert rows[2][6] == ""
     assert rows[2][-1] == "UpstreamStatusError: Upstream returned 500: down"
@@ -195,9 +211,7 @@ def summary(benchmark_id: str, started_at: datetime, directory: Path) -> Benchma
         "completed",
         plan,
         [result(1)],
-        started_at=started_at,
-        wall_seconds=1.0,
-        paths=ResultPaths(csv=directory / "x.csv", json=directory / "x.json"),
+        RunClock(started_at, 1.0),
     )
 
 
@@ -213,7 +227,7 @@ def test_list_summaries_is_newest_first_and_skips_foreign_files(tmp_path: Path) 
     (tmp_path / "20261127T000000Z_m-x_0123abcd.json").write_text("{not json", encoding="utf-8")
     (tmp_path / "notes.json").write_text("{}", encoding="utf-8")
 
-    ids = [item.id for item in list_summaries(tmp_path, limit=10)]
+    ids = [item.id for item in list_runs(tmp_path, limit=10)]
 
     assert ids == [
         "20261126T101500Z_m-x_00000000",
@@ -228,13 +242,11 @@ def test_list_summaries_keeps_the_newest_within_the_limit(tmp_path: Path) -> Non
     save(tmp_path, "20261126T101500Z_m-x_00000000", later)
     save(tmp_path, "20261125T090000Z_m-x_0123abcd", STARTED - timedelta(days=1))
 
-    assert [item.id for item in list_summaries(tmp_path, limit=1)] == [
-        "20261126T101500Z_m-x_00000000"
-    ]
+    assert [item.id for item in list_runs(tmp_path, limit=1)] == ["20261126T101500Z_m-x_00000000"]
 
 
 def test_list_summaries_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
-    assert list_summaries(tmp_path / "nowhere", limit=5) == []
+    assert list_runs(tmp_path / "nowhere", limit=5) == []
 
 
 @pytest.mark.parametrize(("name", "count"), [("en.txt", 5), ("ru.txt", 4)])

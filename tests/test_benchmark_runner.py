@@ -12,16 +12,16 @@ import respx
 
 from src.config import Settings
 from src.redaction import Redactor
-from src.schemas.benchmarks import BenchmarkParameters, BenchmarkSummary, RequestRecord
+from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
 from src.services.benchmarker import runner
-from src.services.benchmarker.file_utils import CsvResultWriter
+from src.services.benchmarker.csv_writer import CsvResultWriter
 from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
-from src.services.benchmarker.run_utils import execute_request, run_jobs
+from src.services.benchmarker.run_utils import RequestContext, execute_request, run_closed_loop
 from src.services.openrouter.client import OpenRouterClient
 from tests.helpers.app import make_settings, openrouter_client
 from tests.helpers.concurrency import InFlightBarrier
 from tests.helpers.openrouter import chunk, completion_body
-from tests.helpers.results import csv_rows, plan_of, request_result
+from tests.helpers.results import plan_of, request_result, run_rows
 from tests.helpers.upstream_server import LoopbackUpstream
 
 pytestmark = pytest.mark.anyio
@@ -74,7 +74,7 @@ class Tracker:
         self.hanging = asyncio.Event()
         self.barrier = barrier
 
-    async def __call__(self, job: BenchmarkJob) -> RequestRecord:
+    async def __call__(self, job: BenchmarkJob, scheduled: float | None) -> RequestRecord:
         self.started.append(job)
         self.in_flight += 1
         try:
@@ -95,7 +95,7 @@ async def test_run_jobs_keeps_at_most_concurrency_in_flight(concurrency: int, jo
     tracker = Tracker(barrier=barrier)
     results: list[RequestRecord] = []
 
-    await run_jobs(
+    await run_closed_loop(
         iter_jobs(["m"], [f"p{i}" for i in range(jobs)], 1),
         concurrency=concurrency,
         execute=tracker,
@@ -117,7 +117,7 @@ async def test_run_jobs_pulls_jobs_lazily() -> None:
 
     tracker = Tracker(hang_after=2)
     task = asyncio.create_task(
-        run_jobs(jobs(), concurrency=2, execute=tracker, on_record=lambda _: None)
+        run_closed_loop(jobs(), concurrency=2, execute=tracker, on_record=lambda _: None)
     )
     await asyncio.wait_for(tracker.hanging.wait(), 5)
 
@@ -131,7 +131,7 @@ async def test_cancelling_run_jobs_cancels_in_flight_and_starts_nothing_new() ->
     tracker = Tracker(hang_after=3)
     results: list[RequestRecord] = []
     task = asyncio.create_task(
-        run_jobs(
+        run_closed_loop(
             iter_jobs(["m"], ["p"], 50), concurrency=2, execute=tracker, on_record=results.append
         )
     )
@@ -151,13 +151,13 @@ async def test_cancelling_run_jobs_cancels_in_flight_and_starts_nothing_new() ->
 async def test_an_unexpected_error_in_a_job_propagates_and_stops_the_others() -> None:
     tracker = Tracker()
 
-    async def broken(job: BenchmarkJob) -> RequestRecord:
+    async def broken(job: BenchmarkJob, scheduled: float | None) -> RequestRecord:
         if job.run == 3:
             raise RuntimeError("bug")
-        return await tracker(job)
+        return await tracker(job, scheduled)
 
     with pytest.raises(RuntimeError, match="bug"):
-        await run_jobs(
+        await run_closed_loop(
             iter_jobs(["m"], ["p"], 50), concurrency=2, execute=broken, on_record=lambda _: None
         )
     assert tracker.in_flight == 0
@@ -182,10 +182,9 @@ async def test_a_stream_broken_after_its_headers_is_recorded_as_a_failure(
     )
 
     result = await execute_request(
-        openrouter,
+        RequestContext(openrouter, plan_of(["m/x"], ["p"], stream=True), redact=str),
         BenchmarkJob(model="m/x", prompt_index=1, prompt="p", run=1),
-        BenchmarkParameters(models=["m/x"], max_tokens=8, stream=True),
-        redact=str,
+        None,
     )
 
     assert (result.ok, result.status, result.error_type) == (False, 502, "UpstreamConnectionError")
@@ -221,7 +220,7 @@ async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_
     assert summary["status"] == "interrupted"
     assert (summary["requests"], summary["finished_requests"]) == (10, 3)
     assert summary["models"][0]["ok"] == 3
-    rows = csv_rows(summary["files"]["csv"])
+    rows = run_rows(settings.benchmarks_dir, summary)
     assert [(row["prompt"], row["run"]) for row in rows] == [
         ("one", "1"),
         ("two", "1"),
@@ -315,7 +314,7 @@ async def test_a_second_cancellation_during_the_save_still_leaves_every_row_and_
     summary = json.loads(json_path.read_text(encoding="utf-8"))
     assert summary["status"] == "interrupted"
     assert (summary["requests"], summary["finished_requests"]) == (10, 3)
-    rows = csv_rows(summary["files"]["csv"])
+    rows = run_rows(settings.benchmarks_dir, summary)
     assert [(row["prompt"], row["run"]) for row in rows] == [
         ("one", "1"),
         ("two", "1"),

@@ -26,6 +26,7 @@ from src.main import create_app
 from src.services.base import client as base_client
 from src.services.base import transport as wire
 from src.services.openrouter import schemas as upstream_schemas
+from tests.helpers.results import run_file
 
 pytestmark = pytest.mark.anyio
 
@@ -148,7 +149,7 @@ def after(delay: float, body: bytes) -> Handler:
 
 
 async def test_a_request_retried_twice_reports_three_attempts_and_the_last_ones_latency(
-    upstream: Upstream, service: httpx.AsyncClient, virtual_waits: list[float]
+    upstream: Upstream, service: httpx.AsyncClient, virtual_waits: list[float], tmp_path: Path
 ) -> None:
     upstream.answers = [rate_limited("2"), rate_limited("2"), after(UPSTREAM_DELAY, completion())]
 
@@ -160,7 +161,7 @@ async def test_a_request_retried_twice_reports_three_attempts_and_the_last_ones_
 
     assert response.status_code == 200, response.text
     summary = response.json()
-    with open(summary["files"]["csv"], encoding="utf-8") as file:
+    with open(run_file(tmp_path / "benchmarks", summary), encoding="utf-8") as file:
         [row] = list(csv.DictReader(io.StringIO(file.read())))
     assert upstream.calls == 3
     assert virtual_waits == [2.0, 2.0]

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
-from src.services.benchmarker.file_utils import ResultPaths
 from src.services.benchmarker.report import axis_ticks, render_report
-from src.services.benchmarker.summary import build_summary
+from src.services.benchmarker.summary import RunClock, build_summary
 from tests.helpers.html import parse
 from tests.helpers.results import plan_of, request_result
 
@@ -36,9 +34,7 @@ def summary_for(results: list[RequestRecord], models: list[str]) -> BenchmarkSum
         "completed",
         plan,
         results,
-        started_at=datetime(2026, 11, 26, 10, 15, tzinfo=UTC),
-        wall_seconds=3.0,
-        paths=ResultPaths(csv=Path("/b/x.csv"), json=Path("/b/x.json")),
+        RunClock(datetime(2026, 11, 26, 10, 15, tzinfo=UTC), 3.0),
     )
 
 

@@ -9,9 +9,9 @@ from src.services.benchmarker.statistics import (
     latency_stats,
     mean,
     percentile,
+    percentiles,
     request_stats,
     sample_std_dev,
-    ttft_stats,
 )
 from tests.helpers.results import request_result as result
 
@@ -84,11 +84,12 @@ def test_latency_stats_give_every_statistic_of_unsorted_values() -> None:
     }
 
 
-def test_ttft_stats_interpolate_their_percentiles_too() -> None:
-    # Nearest rank would give 10.0 for both p95 and p99.
-    assert ttft_stats(SHUFFLED).model_dump() == {
+def test_ttft_itl_and_tpot_percentiles_interpolate_too() -> None:
+    # Nearest rank would give 10.0 for p90, p95 and p99.
+    assert percentiles(SHUFFLED).model_dump() == {
         "avg": 4.0,
         "p50": 3.0,
+        "p90": pytest.approx(7.6),
         "p95": pytest.approx(8.8),
         "p99": pytest.approx(9.76),
     }
@@ -96,7 +97,7 @@ def test_ttft_stats_interpolate_their_percentiles_too() -> None:
 
 def test_statistics_are_rounded_to_microseconds() -> None:
     stats = latency_stats([0.1234567, 0.3])
-    ttft = ttft_stats([0.0000014])
+    ttft = percentiles([0.0000014])
 
     assert (stats.min, stats.max, stats.avg) == (0.123457, 0.3, 0.211728)
     assert stats.p50 == 0.211728
@@ -190,7 +191,13 @@ def test_failed_results_add_nothing_but_their_count_and_error_type() -> None:
 def test_request_stats_without_streaming_have_no_ttft_or_decode_rate() -> None:
     stats = request_stats([result(1.0, completion=4, total=9)], wall_seconds=1.0)
 
-    assert stats.ttft.model_dump() == {"avg": None, "p50": None, "p95": None, "p99": None}
+    assert stats.ttft.model_dump() == {
+        "avg": None,
+        "p50": None,
+        "p90": None,
+        "p95": None,
+        "p99": None,
+    }
     assert stats.decode_tokens_per_second is None
     assert stats.output_tokens_per_second == 4.0
 
@@ -227,5 +234,9 @@ def test_comparison_row_takes_the_headline_numbers() -> None:
         "latency_p50": 2.0,
         "latency_p95": pytest.approx(2.9),
         "ttft_p50": 0.25,
+        "itl_p50": None,
+        "tpot_p50": 0.375,  # (1.0 - 0.25) / (3 - 1): the one request with a ttft
         "output_tokens_per_second": 1.5,
+        "goodput": None,
+        "cost": None,
     }

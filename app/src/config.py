@@ -18,6 +18,8 @@ class Settings(BaseSettings):
         env_file=REPO_ROOT / ".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # `NAME=` (as example.env writes an optional setting) means "not set".
+        env_ignore_empty=True,
     )
 
     openrouter_api_key: SecretStr = SecretStr("")
@@ -50,6 +52,13 @@ class Settings(BaseSettings):
     max_runs: int = Field(default=100, ge=1)
     max_concurrency: int = Field(default=100, ge=1)
     max_benchmark_requests: int = Field(default=10000, ge=1)
+    # Caps on total work, across every worker sharing BENCHMARKS_DIR: past them, 429.
+    max_running_benchmarks: int = Field(default=4, ge=1)
+    max_inflight_total: int = Field(default=200, ge=1)
+    # No model answers this many tokens; a larger max_tokens is a mistake or an attack.
+    max_tokens_limit: int = Field(default=65536, ge=1, le=1_000_000)
+    # Finished runs older than this many days are deleted; unset keeps every run.
+    benchmarks_keep_days: float | None = Field(default=None, gt=0)
     # "process": each benchmark runs in its own runner process, so the API's traffic cannot
     # move its clock; "inline": in the API's event loop (tests, or where subprocesses are
     # not allowed).

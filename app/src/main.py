@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from src.api.auth import require_inbound_key
 from src.api.benchmarks import router as benchmarks_router
+from src.api.benchmarks import upload_router
 from src.api.deps import AppState
 from src.api.endpoints import public_router, router
 from src.api.exception_handlers import register_exception_handlers
@@ -20,9 +21,9 @@ from src.config import Settings, get_settings
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
+from src.services.benchmarker.launcher import BenchmarkLauncher
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
-from src.services.shutdown import ShutdownGuard
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,6 @@ def create_app(
                 backup_count=active.log_backup_count,
             )
             stack.callback(logging_handle.stop)
-            shutdown_guard = ShutdownGuard()
-            # Registered after logging, so it runs before logging stops: its lines are kept.
-            stack.push_async_callback(shutdown_guard.wait, active.shutdown_timeout_seconds)
             target = UpstreamTarget(active.openrouter_base_url, active.openrouter_api_key)
             if active.uses_emulator:
                 # Imported here: with a key set, nothing of the emulator is loaded.
@@ -68,14 +66,16 @@ def create_app(
             client = connect_openrouter(active, target, transport)
             stack.push_async_callback(client.aclose)
             catalog = ModelCatalog(client, active.models_cache_ttl_seconds)
+            launcher = BenchmarkLauncher(active, client, target)
+            # Runs before the client closes: an interrupted run saves its summary first.
+            stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
             logger.info("Service started; upstream: %s", active.upstream_label)
             yield {
                 "settings": active,
                 "openrouter": client,
-                "upstream_target": target,
                 "catalog": catalog,
                 "redactor": Redactor(active.secrets()),
-                "shutdown_guard": shutdown_guard,
+                "launcher": launcher,
             }
 
     app = FastAPI(
@@ -95,7 +95,7 @@ def create_app(
         status: {"model": ErrorResponse} for status in (400, 401, 402, 403, 404, 413, 429, 502, 504)
     }
     documented[422] = {"model": ErrorResponse | ValidationErrorResponse}
-    for protected in (router, benchmarks_router):
+    for protected in (router, upload_router, benchmarks_router):
         app.include_router(protected, dependencies=guard, responses=documented)
     app.add_middleware(RequestLoggingMiddleware)
     return app

@@ -22,10 +22,13 @@ def run_benchmark(http: httpx.Client, prompts: list[str], **form: str) -> httpx.
 
 
 def result_files(app: ServiceProcess, summary: dict[str, Any]) -> tuple[Path, Path]:
-    csv_path, json_path = Path(summary["files"]["csv"]), Path(summary["files"]["json"])
+    """The files a summary names: plain names inside BENCHMARKS_DIR (no server path shown)."""
+    csv_path = app.benchmarks_dir / summary["files"]["csv"]
+    json_path = app.benchmarks_dir / summary["files"]["json"]
     for path in (csv_path, json_path):
-        assert path.parent == app.benchmarks_dir.resolve()
+        assert path.parent == app.benchmarks_dir
         assert path.stem == summary["id"]
+        assert path.is_file()
     return csv_path, json_path
 
 

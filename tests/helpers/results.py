@@ -62,3 +62,14 @@ def request_result(
 def csv_rows(path: Path | str) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as file:
         return list(csv.DictReader(file))
+
+
+def run_file(directory: Path, summary: dict[str, Any], kind: str = "csv") -> Path:
+    """A result file named in a summary's `files`: names are relative to BENCHMARKS_DIR."""
+    name = str(summary["files"][kind])
+    assert "/" not in name, name
+    return directory / name
+
+
+def run_rows(directory: Path, summary: dict[str, Any]) -> list[dict[str, str]]:
+    return csv_rows(run_file(directory, summary))

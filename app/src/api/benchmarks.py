@@ -1,68 +1,98 @@
-"""Benchmark routes: run a benchmark from an uploaded prompt file, list and show saved runs."""
+"""Benchmark routes: run a benchmark from an uploaded prompt file (waiting for it, or in the
+background), follow it, cancel it, list runs, and download their files."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse
+import orjson
+from fastapi import APIRouter, File, Form, Header, Path, Query, Request, Response, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
 from src.api.body_limit import UploadLimitRoute
-from src.api.deps import (
-    CatalogDep,
-    OpenRouterDep,
-    SettingsDep,
-    ShutdownGuardDep,
-    UpstreamTargetDep,
-)
+from src.api.deps import CatalogDep, LauncherDep, SettingsDep
 from src.api.disconnect import cancel_on_disconnect
-from src.schemas.benchmarks import BenchmarkList, BenchmarkParameters, BenchmarkSummary
+from src.schemas.benchmarks import (
+    FINISHED,
+    BenchmarkAccepted,
+    BenchmarkList,
+    BenchmarkParameters,
+    BenchmarkState,
+    BenchmarkSummary,
+)
 from src.schemas.prompts import ErrorResponse
-from src.services.benchmarker.report import render_report
+from src.services.base.exceptions import NotFoundError
+from src.services.benchmarker.file_utils import result_paths
+from src.services.benchmarker.report import render_progress, render_report
 from src.services.benchmarker.service import (
-    benchmark_upload,
+    Event,
+    benchmark_events,
+    cancel_benchmark,
     get_benchmark,
     list_benchmarks,
+    start_benchmark,
 )
 
+# The report is a page of its own: no scripts, no remote anything, nothing sniffed.
+REPORT_HEADERS = {
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "x-content-type-options": "nosniff",
+}
+NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorResponse}}
 HTML_OR_JSON: dict[int | str, dict[str, object]] = {
-    200: {"content": {"text/html": {}}, "description": "JSON, or HTML with ?visualize=true"}
+    200: {"content": {"text/html": {}}, "description": "JSON, or HTML with ?visualize=true"},
+    202: {"model": BenchmarkAccepted, "description": "Started in the background"},
 }
 
+router = APIRouter(tags=["benchmarks"])
+# The upload is refused while it arrives once it passes MAX_UPLOAD_BYTES.
+upload_router = APIRouter(tags=["benchmarks"], route_class=UploadLimitRoute)
 
-router = APIRouter(tags=["benchmarks"], route_class=UploadLimitRoute)
+BenchmarkId = Annotated[str, Path(description="The id of a benchmark run")]
 
 
-@router.post(
-    "/benchmark",
-    response_model=BenchmarkSummary,
-    responses=HTML_OR_JSON,
-)
+@upload_router.post("/benchmark", response_model=BenchmarkSummary, responses=HTML_OR_JSON)
 async def create_benchmark(
     request: Request,
     settings: SettingsDep,
-    client: OpenRouterDep,
-    target: UpstreamTargetDep,
+    launcher: LauncherDep,
     catalog: CatalogDep,
-    shutdown_guard: ShutdownGuardDep,
     prompt_file: Annotated[
         UploadFile, File(description="UTF-8 text, one prompt per line; blank lines are skipped")
     ],
     parameters: Annotated[BenchmarkParameters, Form()],
     visualize: Annotated[bool, Query(description="Answer with an HTML report")] = False,
-) -> BenchmarkSummary | HTMLResponse:
-    """Run every prompt of the file `runs` times on each model and report latency statistics."""
-    # Nobody would read the answer, and every further request costs money; the cancelled run
-    # still saves what it measured.
+    background: Annotated[
+        bool, Query(description="Answer 202 at once; follow the run at its Location")
+    ] = False,
+    prefer: Annotated[str | None, Header(description="`respond-async` as ?background")] = None,
+) -> Response | BenchmarkSummary:
+    """Run every prompt of the file on each model and report latency, throughput and cost."""
+    state = await start_benchmark(settings, launcher, catalog, prompt_file, parameters)
+    if background or "respond-async" in (prefer or "").lower():
+        location = f"/benchmarks/{state.id}"
+        accepted = BenchmarkAccepted(
+            id=state.id,
+            status=state.status,
+            location=location,
+            events=f"{location}/events",
+            report=state.files.report_url,
+        )
+        headers = {"location": location}
+        if prefer:
+            headers["preference-applied"] = "respond-async"
+        return JSONResponse(accepted.model_dump(), status_code=202, headers=headers)
+    # Nobody would read the answer, and every further request costs money; the interrupted
+    # run still saves what it measured.
     summary = await cancel_on_disconnect(
-        request,
-        # Tracked so that a stopping server waits for the cancelled run to save its summary.
-        shutdown_guard.run(
-            benchmark_upload(settings, client, target, catalog, prompt_file, parameters)
-        ),
-        "The client disconnected; the benchmark was stopped.",
+        request, launcher.wait(state.id), "The client disconnected; the benchmark was stopped."
     )
-    return HTMLResponse(render_report(summary)) if visualize else summary
+    if visualize:
+        return HTMLResponse(render_report(summary), headers=REPORT_HEADERS)
+    return summary
 
 
 @router.get("/benchmarks")
@@ -70,28 +100,105 @@ async def get_benchmarks(
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Newest runs to return")] = 100,
 ) -> BenchmarkList:
-    """List saved benchmark runs, newest first."""
+    """List benchmark runs, newest first (running ones included)."""
     return await list_benchmarks(settings, limit)
 
 
-BenchmarkId = Annotated[str, Path(description="The id of a saved benchmark")]
-HTML_REPORT: dict[int | str, dict[str, object]] = {
-    200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "HTML page"},
-    404: {"model": ErrorResponse},
-}
-
-
-@router.get("/benchmarks/{benchmark_id}", responses={404: {"model": ErrorResponse}})
-async def get_benchmark_summary(
+@router.get(
+    "/benchmarks/{benchmark_id}",
+    response_model=BenchmarkSummary | BenchmarkState,
+    responses=NOT_FOUND,
+)
+async def get_benchmark_run(
     settings: SettingsDep, benchmark_id: BenchmarkId
-) -> BenchmarkSummary:
-    """Return the saved JSON summary of one benchmark run."""
+) -> BenchmarkSummary | BenchmarkState:
+    """The summary of a finished run; while it runs, its progress and statistics so far."""
     return await get_benchmark(settings, benchmark_id)
 
 
-# The route keeps the JSON response class: with HTMLResponse, FastAPI would document the JSON
-# error answers as text/html too.
-@router.get("/benchmarks/{benchmark_id}/report", responses=HTML_REPORT)
+@router.delete(
+    "/benchmarks/{benchmark_id}",
+    response_model=BenchmarkSummary | BenchmarkState,
+    responses={
+        **NOT_FOUND,
+        202: {"model": BenchmarkState, "description": "Asked to stop; not stopped yet"},
+        409: {"model": ErrorResponse, "description": "The run has already ended"},
+    },
+)
+async def delete_benchmark_run(settings: SettingsDep, benchmark_id: BenchmarkId) -> Response:
+    """Cancel a running benchmark: in-flight requests are cancelled, finished rows are kept."""
+    view = await cancel_benchmark(settings, benchmark_id)
+    status = 200 if view.status in FINISHED else 202
+    return Response(view.model_dump_json(by_alias=True), status, media_type="application/json")
+
+
+@router.get(
+    "/benchmarks/{benchmark_id}/events",
+    responses={
+        **NOT_FOUND,
+        200: {"content": {"text/event-stream": {}}, "description": "progress, then summary"},
+    },
+)
+async def get_benchmark_events(settings: SettingsDep, benchmark_id: BenchmarkId) -> Response:
+    """Server-sent events: the current state, `progress` at most once a second, one `summary`."""
+    events = benchmark_events(settings, benchmark_id)
+    first = await anext(events)  # a missing run is a plain 404, not an empty stream
+    return StreamingResponse(
+        _sse(first, events),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+async def _sse(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    async for name, view in _chain(first, rest):
+        if view is None:
+            yield b": keep-alive\n\n"
+        else:
+            data = orjson.dumps(view.model_dump(mode="json", by_alias=True))
+            yield b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
+async def _chain(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    yield first
+    async for event in rest:
+        yield event
+
+
+@router.get(
+    "/benchmarks/{benchmark_id}/report",
+    responses={
+        **NOT_FOUND,
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "HTML"},
+    },
+)
 async def get_benchmark_report(settings: SettingsDep, benchmark_id: BenchmarkId) -> HTMLResponse:
-    """Return the HTML report of one saved benchmark run."""
-    return HTMLResponse(render_report(await get_benchmark(settings, benchmark_id)))
+    """The HTML report of a run; while it runs, its progress, refreshing itself."""
+    view = await get_benchmark(settings, benchmark_id)
+    page = render_report(view) if isinstance(view, BenchmarkSummary) else render_progress(view)
+    return HTMLResponse(page, headers=REPORT_HEADERS)
+
+
+@router.get(
+    "/benchmarks/{benchmark_id}/results.csv",
+    responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "One row a request"}},
+)
+async def download_results(settings: SettingsDep, benchmark_id: BenchmarkId) -> FileResponse:
+    """The per-request CSV (so far, while the run goes on)."""
+    return await _download(result_paths(settings.benchmarks_dir, benchmark_id).csv, "text/csv")
+
+
+@router.get(
+    "/benchmarks/{benchmark_id}/summary.json",
+    responses={**NOT_FOUND, 200: {"content": {"application/json": {}}, "description": "Summary"}},
+)
+async def download_summary(settings: SettingsDep, benchmark_id: BenchmarkId) -> FileResponse:
+    """The JSON summary of a finished run."""
+    path = result_paths(settings.benchmarks_dir, benchmark_id).json
+    return await _download(path, "application/json")
+
+
+async def _download(path: FilePath, media_type: str) -> FileResponse:
+    if not await asyncio.to_thread(path.is_file):
+        raise NotFoundError(f"No {path.name} (yet): the run has not written it.")
+    return FileResponse(path, media_type=media_type, filename=path.name)

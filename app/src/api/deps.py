@@ -17,9 +17,9 @@ from fastapi import Depends, Request
 
 from src.config import Settings
 from src.redaction import Redactor
+from src.services.benchmarker.launcher import BenchmarkLauncher
 from src.services.openrouter.catalog import ModelCatalog
-from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
-from src.services.shutdown import ShutdownGuard
+from src.services.openrouter.client import OpenRouterClient
 
 
 class AppState(TypedDict):
@@ -27,10 +27,9 @@ class AppState(TypedDict):
 
     settings: Settings
     openrouter: OpenRouterClient
-    upstream_target: UpstreamTarget
     catalog: ModelCatalog
     redactor: Redactor
-    shutdown_guard: ShutdownGuard
+    launcher: BenchmarkLauncher
 
 
 def lifespan_state(request: Request) -> AppState:
@@ -49,16 +48,11 @@ async def get_catalog(request: Request) -> ModelCatalog:
     return lifespan_state(request)["catalog"]
 
 
-async def get_shutdown_guard(request: Request) -> ShutdownGuard:
-    return lifespan_state(request)["shutdown_guard"]
-
-
-async def get_upstream_target(request: Request) -> UpstreamTarget:
-    return lifespan_state(request)["upstream_target"]
+async def get_launcher(request: Request) -> BenchmarkLauncher:
+    return lifespan_state(request)["launcher"]
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_state)]
 OpenRouterDep = Annotated[OpenRouterClient, Depends(get_openrouter)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
-ShutdownGuardDep = Annotated[ShutdownGuard, Depends(get_shutdown_guard)]
-UpstreamTargetDep = Annotated[UpstreamTarget, Depends(get_upstream_target)]
+LauncherDep = Annotated[BenchmarkLauncher, Depends(get_launcher)]

@@ -39,7 +39,9 @@ async def get_models(
             id=model.id,
             name=model.name or model.id,
             context_length=model.context_length,
-            pricing=Pricing(prompt=model.pricing.prompt, completion=model.pricing.completion),
+            pricing=None
+            if model.pricing is None
+            else Pricing(prompt=model.pricing.prompt, completion=model.pricing.completion),
             free=is_free(model),
         )
         for model in await catalog.models()

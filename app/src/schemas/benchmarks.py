@@ -1,13 +1,108 @@
-"""Benchmark results: the POST /benchmark answer, which is also the JSON summary saved on disk."""
+"""Benchmarks: what is asked for, one row per request, and the summary saved on disk.
+
+Every interval is the one SPEC §8 defines; the README's "What each number means" lists them.
+"""
 
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from src.schemas.prompts import GenerationResult, ModelId, SamplingParams
 
-BenchmarkStatus = Literal["completed", "interrupted", "failed"]
+BenchmarkStatus = Literal["running", "completed", "interrupted", "cancelled", "failed"]
+FINISHED: frozenset[str] = frozenset({"completed", "interrupted", "cancelled", "failed"})
+Arrival = Literal["constant", "poisson"]
+CostSource = Literal["upstream", "pricing"]
+
+
+class BenchmarkParameters(SamplingParams):
+    """What a benchmark runs: the form's fields with their bounds, and the saved parameters."""
+
+    # The form repeats a `model` field per model; the saved summary says `models`.
+    models: list[ModelId] = Field(
+        min_length=1,
+        validation_alias=AliasChoices("model", "models"),
+        description="Model id; repeat the field to compare several models",
+    )
+    runs: int = Field(default=5, ge=1, description="Requests per prompt and model")
+    concurrency: int = Field(default=1, ge=1, description="Requests in flight at most")
+    stream: bool = Field(default=True, description="Stream every request to measure ttft")
+    rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="Requests per second, sent on schedule whether or not earlier ones "
+        "finished (open loop); concurrency still caps what is in flight. Unset: closed loop.",
+    )
+    arrival: Arrival = Field(
+        default="constant", description="With a rate: evenly spaced or Poisson arrivals"
+    )
+    seed: int = Field(default=0, description="Seed of the Poisson arrivals")
+    warmup: int = Field(
+        default=0, ge=0, le=1000, description="Requests sent first and left out of the statistics"
+    )
+    duration: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="Seconds to keep sending (runs repeat); stops instead of `runs`",
+    )
+    ttft_slo: float | None = Field(
+        default=None, gt=0, description="Seconds; with latency_slo, defines goodput"
+    )
+    latency_slo: float | None = Field(
+        default=None, gt=0, description="Seconds; with ttft_slo, defines goodput"
+    )
+
+    @model_validator(mode="after")
+    def _ttft_needs_a_stream(self) -> "BenchmarkParameters":
+        if self.ttft_slo is not None and not self.stream:
+            raise ValueError("ttft_slo needs stream=true: without a stream there is no ttft")
+        return self
+
+
+class SavedParameters(BenchmarkParameters):
+    prompts: int = Field(description="Non-blank lines of the prompt file")
+
+
+class RequestRecord(GenerationResult):
+    """One benchmark request, a row of the CSV: which job it was, and its result or error.
+
+    A failed request keeps its timing (the final attempt's latency, attempts, total seconds)
+    with no tokens and an empty text; the text of a success is not kept either.
+    """
+
+    prompt_index: int = Field(description="1-based position among the non-blank lines")
+    prompt: str
+    run: int
+    status: int = Field(description="200, or the status the error maps to")
+    error_type: str | None = None
+    error: str | None = None
+    warmup: bool = False
+    send_lag_seconds: float | None = Field(
+        default=None, description="With a rate: scheduled send time to the actual first send"
+    )
+    scheduled_latency_seconds: float | None = Field(
+        default=None, description="With a rate: scheduled send time to the last byte"
+    )
+    itl: list[float] = Field(
+        default_factory=list, description="Gaps between content chunks after the first"
+    )
+    cost_source: CostSource | None = Field(
+        default=None, description="Where `cost` came from; null when it is unknown"
+    )
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+    @property
+    def tpot_seconds(self) -> float | None:
+        """Time per output token after the first: (latency - ttft) / (completion tokens - 1)."""
+        if self.ttft_seconds is None or self.completion_tokens < 2:
+            return None
+        return max(self.latency_seconds - self.ttft_seconds, 0.0) / (self.completion_tokens - 1)
 
 
 class LatencyStats(BaseModel):
@@ -25,49 +120,46 @@ class LatencyStats(BaseModel):
     p99: float | None = None
 
 
-class TtftStats(BaseModel):
-    """Time to first token in seconds; null when not streamed or when nothing succeeded."""
+class Percentiles(BaseModel):
+    """Seconds; null when there is nothing to measure (not streamed, or nothing succeeded)."""
 
     avg: float | None = None
     p50: float | None = None
+    p90: float | None = None
     p95: float | None = None
     p99: float | None = None
 
 
-class RequestRecord(GenerationResult):
-    """One benchmark request, a row of the CSV: which job it was, and its result or error.
-
-    A failed request keeps its timing (the final attempt's latency, attempts, total seconds)
-    with no tokens and an empty text; the text of a success is not kept either.
-    """
-
-    prompt_index: int = Field(description="1-based position among the non-blank lines")
-    prompt: str
-    run: int
-    status: int = Field(description="200, or the status the error maps to")
-    error_type: str | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error_type is None
-
-
 class RequestStats(BaseModel):
-    count: int
+    count: int = Field(description="Measured requests (warm-up excluded)")
     ok: int
     failed: int
     retried: int = Field(description="Requests that needed more than one attempt")
-    latency: LatencyStats = Field(description="The final attempt's own latency")
-    ttft: TtftStats
+    latency: LatencyStats = Field(description="The final attempt: request sent to last byte")
+    ttft: Percentiles = Field(description="The final attempt: sent to the first content chunk")
+    itl: Percentiles = Field(description="Gaps between content chunks after the first")
+    tpot: Percentiles = Field(description="(latency - ttft) / (completion tokens - 1)")
     total: LatencyStats = Field(description="Seconds per request with every attempt and wait")
+    scheduled_latency: LatencyStats | None = Field(
+        default=None, description="With a rate: from the scheduled send time to the last byte"
+    )
     tokens_total: int = Field(description="Sum of upstream usage.total_tokens")
+    completion_tokens_total: int
     avg_completion_tokens: float | None
     output_tokens_per_second: float | None = Field(
         description="Completion tokens / latency, averaged over requests"
     )
+    output_tokens_per_second_overall: float | None = Field(
+        description="All completion tokens / wall_seconds"
+    )
     decode_tokens_per_second: float | None = Field(
         description="Completion tokens after the first / (latency - ttft), averaged; streamed only"
+    )
+    goodput: float | None = Field(
+        description="Share of requests that succeeded within ttft_slo and latency_slo"
+    )
+    cost: float | None = Field(
+        description="USD over the measured requests; null when any request's cost is unknown"
     )
     wall_seconds: float = Field(description="Wall time of the whole benchmark")
     requests_per_second: float = Field(description="count / wall_seconds")
@@ -102,33 +194,61 @@ class ComparisonRow(BaseModel):
     latency_p50: float | None
     latency_p95: float | None
     ttft_p50: float | None
+    itl_p50: float | None
+    tpot_p50: float | None
     output_tokens_per_second: float | None
+    goodput: float | None
+    cost: float | None
 
 
-class BenchmarkParameters(SamplingParams):
-    """What a benchmark runs: the form's fields and their bounds, and the saved parameters."""
-
-    # The form repeats a `model` field per model; the saved summary says `models`.
-    models: list[ModelId] = Field(
-        min_length=1,
-        validation_alias=AliasChoices("model", "models"),
-        description="Model id; repeat the field to compare several models",
-    )
-    runs: int = Field(default=5, ge=1, description="Requests per prompt and model")
-    concurrency: int = Field(default=1, ge=1, description="Requests in flight at most")
-    stream: bool = Field(default=True, description="Stream every request to measure ttft")
+class Progress(BaseModel):
+    done: int = Field(description="Requests finished, warm-up included")
+    total: int | None = Field(description="Requests planned; null when a duration decides")
+    ok: int
+    failed: int
+    elapsed_seconds: float
+    eta_seconds: float | None
 
 
-class SavedParameters(BenchmarkParameters):
-    prompts: int = Field(description="Non-blank lines of the prompt file")
+class Schedule(BaseModel):
+    """With a rate: how well the sends kept to their schedule."""
+
+    target_rate: float
+    achieved_rate: float | None = Field(description="Sends per second from first to last send")
+    lag_p50: float | None = Field(description="Seconds from scheduled to actual send")
+    lag_max: float | None
 
 
 class BenchmarkFiles(BaseModel):
+    """Where the results are: names inside BENCHMARKS_DIR, and the URLs that download them."""
+
     # `json` would shadow BaseModel.json, so the attribute has another name.
     model_config = ConfigDict(populate_by_name=True)
 
     csv: str
     json_file: str = Field(alias="json")
+    csv_url: str
+    json_url: str
+    report_url: str
+
+
+class BenchmarkState(BaseModel):
+    """The small per-run record: what listing, progress and cancellation read and write.
+
+    While the run goes on its runner rewrites it every second; GET /benchmarks lists from these
+    records alone, never from whole summaries.
+    """
+
+    id: str
+    status: BenchmarkStatus
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    parameters: SavedParameters
+    progress: Progress
+    comparison: list[ComparisonRow] = Field(description="Per model, so far")
+    cost: float | None = None
+    files: BenchmarkFiles
 
 
 class BenchmarkSummary(BaseModel):
@@ -137,9 +257,14 @@ class BenchmarkSummary(BaseModel):
     started_at: datetime
     finished_at: datetime
     wall_seconds: float
-    requests: int = Field(description="Planned requests: prompts x runs x models")
+    requests: int = Field(
+        description="Measured requests planned: prompts x runs x models (with a duration: sent)"
+    )
     finished_requests: int
+    warmup_requests: int
     requests_per_second: float
+    schedule: Schedule | None
+    cost: float | None = Field(description="USD, every model; null when any cost is unknown")
     parameters: SavedParameters
     models: list[ModelStats]
     comparison: list[ComparisonRow]
@@ -150,13 +275,24 @@ class BenchmarkListItem(BaseModel):
     id: str
     status: BenchmarkStatus
     started_at: datetime
-    finished_at: datetime
+    finished_at: datetime | None
     models: list[str]
-    requests: int
+    requests: int | None
     finished_requests: int
+    cost: float | None
     files: BenchmarkFiles
 
 
 class BenchmarkList(BaseModel):
     count: int
     benchmarks: list[BenchmarkListItem]
+
+
+class BenchmarkAccepted(BaseModel):
+    """The 202 answer of a background run."""
+
+    id: str
+    status: BenchmarkStatus
+    location: str
+    events: str
+    report: str

@@ -1,16 +1,16 @@
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Pricing(BaseModel):
-    prompt: str
-    completion: str
+    prompt: str | None
+    completion: str | None
 
 
 class ModelInfo(BaseModel):
     id: str
     name: str
     context_length: int | None
-    pricing: Pricing
+    pricing: Pricing | None = Field(description="USD per token; null when the upstream gives none")
     free: bool
 
 

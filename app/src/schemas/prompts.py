@@ -95,6 +95,9 @@ class GenerationResult(BaseModel):
     )
     attempts: int = Field(default=1, description="Attempts made, the first included")
     total_seconds: float = Field(description="Every attempt and every retry wait")
+    cost: float | None = Field(
+        default=None, description="USD, as the upstream charged it (usage.cost); null if unsaid"
+    )
 
 
 class StreamTokenEvent(BaseModel):

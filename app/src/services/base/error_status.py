@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from src.services.base.exceptions import (
     AuthenticationError,
+    CapacityError,
     ClientDisconnectedError,
+    ConflictError,
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
@@ -26,6 +28,8 @@ from src.services.base.exceptions import (
 # Checked in order: the first class the error is an instance of decides the status.
 STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
     (AuthenticationError, 401),
+    (CapacityError, 429),
+    (ConflictError, 409),
     (PayloadTooLargeError, 413),
     (LimitExceededError, 422),
     (InvalidInputError, 422),

@@ -27,6 +27,18 @@ class PayloadTooLargeError(InvalidInputError):
     """An upload is larger than MAX_UPLOAD_BYTES."""
 
 
+class CapacityError(ServiceError):
+    """The service is at one of its limits on total work; the caller may come back later."""
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class ConflictError(ServiceError):
+    """The request does not fit the resource's state (cancelling a finished run)."""
+
+
 class AuthenticationError(ServiceError):
     """The caller did not present one of PROXY_API_KEYS."""
 

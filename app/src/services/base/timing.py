@@ -8,7 +8,7 @@ upstream and not to the JSON parsing, validation or scheduling that happen aroun
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 now = time.perf_counter
 
@@ -26,6 +26,8 @@ class Timing:
     first_content: float | None = None  # the bytes carrying the first content token arrived
     ended: float = 0.0  # the final attempt's last byte arrived (or it failed)
     attempts: int = 0
+    # When a list, a stream adds the arrival of every chunk that carried content (for ITL).
+    content_arrivals: list[float] | None = field(default=None)
 
     @property
     def latency(self) -> float:

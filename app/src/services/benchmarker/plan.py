@@ -1,11 +1,13 @@
-"""A validated benchmark: its parameters, its prompts, and the jobs they make."""
+"""A validated benchmark: its parameters, its prompts, the models' prices, and its jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import itertools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from src.schemas.benchmarks import BenchmarkParameters, SavedParameters
+from src.services.openrouter.catalog import TokenPrices
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,7 +15,8 @@ class BenchmarkJob:
     model: str
     prompt_index: int  # 1-based
     prompt: str
-    run: int  # 1-based
+    run: int  # 1-based; 0 for warm-up requests
+    warmup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,19 +25,47 @@ class BenchmarkPlan:
 
     parameters: BenchmarkParameters
     prompts: list[str]
+    # Per model, for the cost of a request when the upstream does not say it; None: unknown.
+    prices: Mapping[str, TokenPrices | None] = field(default_factory=dict)
+    # With a duration, the most measured requests it may send (MAX_BENCHMARK_REQUESTS).
+    request_cap: int | None = None
 
     @property
-    def total_requests(self) -> int:
+    def total_requests(self) -> int | None:
+        """Measured requests planned; None when a duration decides how many."""
+        if self.parameters.duration is not None:
+            return None
         return len(self.parameters.models) * len(self.prompts) * self.parameters.runs
+
+    def warmup_jobs(self) -> Iterator[BenchmarkJob]:
+        """The warm-up requests: prompts and models in turn, left out of the statistics."""
+        pairs = itertools.cycle(
+            [
+                (index, prompt, model)
+                for index, prompt in enumerate(self.prompts, start=1)
+                for model in self.parameters.models
+            ]
+        )
+        for index, prompt, model in itertools.islice(pairs, self.parameters.warmup):
+            yield BenchmarkJob(model=model, prompt_index=index, prompt=prompt, run=0, warmup=True)
 
     def jobs(self) -> Iterator[BenchmarkJob]:
         """Run by run, prompt by prompt, every model in turn: models interleave, so they share
         the same network and upstream conditions instead of one model getting the quiet minutes.
+        With a duration the runs go on until the runner stops asking.
         """
-        for run in range(1, self.parameters.runs + 1):
-            for index, prompt in enumerate(self.prompts, start=1):
-                for model in self.parameters.models:
-                    yield BenchmarkJob(model=model, prompt_index=index, prompt=prompt, run=run)
+        runs = (
+            itertools.count(1)
+            if self.parameters.duration is not None
+            else range(1, self.parameters.runs + 1)
+        )
+        jobs = (
+            BenchmarkJob(model=model, prompt_index=index, prompt=prompt, run=run)
+            for run in runs
+            for index, prompt in enumerate(self.prompts, start=1)
+            for model in self.parameters.models
+        )
+        return itertools.islice(jobs, self.request_cap)
 
     def saved_parameters(self) -> SavedParameters:
         return SavedParameters(**self.parameters.model_dump(), prompts=len(self.prompts))

@@ -11,11 +11,19 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from html import escape
 
-from src.schemas.benchmarks import BenchmarkSummary, ModelStats
+from src.schemas.benchmarks import (
+    BenchmarkFiles,
+    BenchmarkState,
+    BenchmarkSummary,
+    ComparisonRow,
+    ModelStats,
+    SavedParameters,
+)
 
 MISSING = "—"
 PROMPT_CELL_CHARS = 80
 LABEL_CHARS = 40
+PROGRESS_REFRESH_SECONDS = 3
 
 # Plot geometry, in SVG user units (pixels at 100 % zoom).
 _ROW_HEIGHT = 44
@@ -46,20 +54,54 @@ def render_report(summary: BenchmarkSummary) -> str:
         f"<h1>{escape(title)}</h1>",
         _overview(summary),
         "<h2>Parameters</h2>",
-        _parameters_table(summary),
+        _parameters_table(summary.parameters),
         "<h2>Comparison</h2>",
-        _comparison_table(summary),
+        _comparison_table(summary.comparison),
         "<h2>Latency by model (seconds)</h2>",
         latency_box_plot(summary.models),
         "<h2>Per prompt</h2>",
         _per_prompt_table(summary.models),
         "<h2>Files</h2>",
-        _files(summary),
+        _files(summary.files),
     ]
+    return _page(title, sections)
+
+
+def render_progress(state: BenchmarkState) -> str:
+    """A running benchmark: its progress and statistics so far; the page reloads itself every
+    few seconds (no script), and shows the full report once the run has ended."""
+    title = f"Benchmark {state.id}"
+    progress = state.progress
+    total = "?" if progress.total is None else str(progress.total)
+    eta = MISSING if progress.eta_seconds is None else f"{progress.eta_seconds:.0f} s"
+    status = escape(state.status)
+    sections = [
+        f"<h1>{escape(title)}</h1>",
+        f'<p>Status: <strong class="status-{status}">{status}</strong> · '
+        f"started {escape(state.started_at.isoformat())} · "
+        f"{progress.done}/{total} requests ({progress.ok} ok, {progress.failed} failed) · "
+        f"elapsed {progress.elapsed_seconds:.0f} s · ETA {eta} · "
+        f"cost so far {_cost(state.cost)}</p>",
+        f'<progress max="{total if progress.total else 1}" value="{progress.done}"></progress>',
+        "<h2>Parameters</h2>",
+        _parameters_table(state.parameters),
+        "<h2>Comparison so far</h2>",
+        _comparison_table(state.comparison),
+        "<h2>Files</h2>",
+        _files(state.files),
+    ]
+    refresh = PROGRESS_REFRESH_SECONDS if state.status == "running" else None
+    return _page(title, sections, refresh)
+
+
+def _page(title: str, sections: list[str], refresh_seconds: int | None = None) -> str:
+    refresh = (
+        f'<meta http-equiv="refresh" content="{refresh_seconds}">\n' if refresh_seconds else ""
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{escape(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+        f"{refresh}<title>{escape(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
         + "\n".join(sections)
         + "\n</body>\n</html>\n"
     )
@@ -73,27 +115,33 @@ def _overview(summary: BenchmarkSummary) -> str:
         f"finished {escape(summary.finished_at.isoformat())} · "
         f"wall {_number(summary.wall_seconds)} s · "
         f"{summary.finished_requests}/{summary.requests} requests · "
-        f"{_number(summary.requests_per_second, 2)} requests/s</p>"
+        f"{_number(summary.requests_per_second, 2)} requests/s · "
+        f"cost {_cost(summary.cost)}</p>"
     )
 
 
-def _parameters_table(summary: BenchmarkSummary) -> str:
-    params = summary.parameters
+def _parameters_table(params: SavedParameters) -> str:
+    def shown(value: object) -> str:
+        return MISSING if value is None else str(value)
+
     rows = [
         ("models", ", ".join(params.models)),
         ("prompts", str(params.prompts)),
-        ("runs", str(params.runs)),
+        ("runs", shown(params.runs) if params.duration is None else f"for {params.duration} s"),
         ("concurrency", str(params.concurrency)),
+        ("rate", MISSING if params.rate is None else f"{params.rate}/s, {params.arrival}"),
+        ("warmup", str(params.warmup)),
         ("max_tokens", str(params.max_tokens)),
         ("stream", "yes" if params.stream else "no"),
-        ("temperature", MISSING if params.temperature is None else str(params.temperature)),
-        ("top_p", MISSING if params.top_p is None else str(params.top_p)),
+        ("temperature", shown(params.temperature)),
+        ("top_p", shown(params.top_p)),
+        ("SLOs", f"ttft {shown(params.ttft_slo)} s, latency {shown(params.latency_slo)} s"),
     ]
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     return f'<table id="parameters">{body}</table>'
 
 
-def _comparison_table(summary: BenchmarkSummary) -> str:
+def _comparison_table(comparison: Sequence[ComparisonRow]) -> str:
     header = _header_row(
         "model",
         "ok",
@@ -103,7 +151,11 @@ def _comparison_table(summary: BenchmarkSummary) -> str:
         "p50",
         "p95",
         "ttft p50",
+        "itl p50",
+        "tpot p50",
         "output tokens/s",
+        "goodput",
+        "cost (USD)",
     )
     rows = [
         _row(
@@ -116,10 +168,14 @@ def _comparison_table(summary: BenchmarkSummary) -> str:
                 _number(row.latency_p50),
                 _number(row.latency_p95),
                 _number(row.ttft_p50),
+                _number(row.itl_p50, 4),
+                _number(row.tpot_p50, 4),
                 _number(row.output_tokens_per_second, 1),
+                _number(row.goodput, 3),
+                _cost(row.cost),
             ],
         )
-        for row in summary.comparison
+        for row in comparison
     ]
     return f'<table id="comparison"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -143,10 +199,12 @@ def _per_prompt_table(models: Sequence[ModelStats]) -> str:
     return f'<table id="per-prompt"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _files(summary: BenchmarkSummary) -> str:
+def _files(files: BenchmarkFiles) -> str:
+    # Names and download paths as text, not links: a saved report stays one offline file.
     return (
-        f"<p>CSV: <code>{escape(summary.files.csv)}</code><br>"
-        f"JSON: <code>{escape(summary.files.json_file)}</code></p>"
+        f"<p>CSV: <code>{escape(files.csv)}</code> (GET <code>{escape(files.csv_url)}</code>)<br>"
+        f"JSON: <code>{escape(files.json_file)}</code> "
+        f"(GET <code>{escape(files.json_url)}</code>)</p>"
     )
 
 
@@ -159,6 +217,11 @@ def _row(text_cells: Iterable[str], number_cells: Iterable[str]) -> str:
     cells = [f"<td>{cell}</td>" for cell in text_cells]
     cells += [f'<td class="num">{cell}</td>' for cell in number_cells]
     return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _cost(value: float | None) -> str:
+    """Dollars to the 1/1000 of a cent; unknown stays unknown, never 0."""
+    return MISSING if value is None else f"${value:.5f}"
 
 
 def _number(value: float | None, digits: int = 3) -> str:

@@ -1,34 +1,36 @@
-"""The benchmark runner: a bounded pool of workers, and one measured request."""
+"""The benchmark runner: how requests are sent (closed or open loop), and one measured request."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-from src.schemas.benchmarks import BenchmarkParameters, RequestRecord
-from src.schemas.prompts import GenerationResult
+from src.schemas.benchmarks import CostSource, RequestRecord
+from src.schemas.prompts import GenerationResult, SamplingParams
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError, UpstreamInvalidResponseError
-from src.services.base.timing import Timing
-from src.services.benchmarker.plan import BenchmarkJob
+from src.services.base.timing import Timing, now
+from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
+from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import OpenRouterClient
 
 logger = logging.getLogger(__name__)
 
 OK_STATUS = 200
 
-Executor = Callable[[BenchmarkJob], Awaitable[RequestRecord]]
+# One job, and the moment it was scheduled to be sent (None: closed loop, no schedule).
+Executor = Callable[[BenchmarkJob, float | None], Awaitable[RequestRecord]]
+OnRecord = Callable[[RequestRecord], None]
 
 
-async def run_jobs(
-    jobs: Iterable[BenchmarkJob],
-    *,
-    concurrency: int,
-    execute: Executor,
-    on_record: Callable[[RequestRecord], None],
+async def run_closed_loop(
+    jobs: Iterable[BenchmarkJob], *, concurrency: int, execute: Executor, on_record: OnRecord
 ) -> None:
-    """Run every job with at most `concurrency` in flight.
+    """Run every job with at most `concurrency` in flight, each worker starting its next job
+    when its last one ends.
 
     A fixed pool of workers pulls from one shared iterator: no task per job is created up front.
     Cancelling the caller cancels the in-flight jobs and starts no new one.
@@ -38,44 +40,107 @@ async def run_jobs(
     async def worker() -> None:
         # next() never awaits, so two workers can never take the same job.
         for job in pending:
-            on_record(await execute(job))
+            on_record(await execute(job, None))
             # Let the other workers run before this one starts its next request: recording is
             # cheap, but a burst of answers should not queue behind one worker's next send.
             await asyncio.sleep(0)
 
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await _all_or_none([asyncio.create_task(worker()) for _ in range(concurrency)])
+
+
+async def run_open_loop(
+    jobs: Iterable[BenchmarkJob],
+    offsets: Iterator[float],
+    *,
+    concurrency: int,
+    execute: Executor,
+    on_record: OnRecord,
+    duration: float | None = None,
+) -> float | None:
+    """Send each job at its scheduled offset from the start, whether or not earlier ones have
+    finished; a job whose time has come waits only for a free slot when `concurrency` are in
+    flight, and that wait shows as its send lag. Returns the offset of the last send.
+    """
+    start = now()
+    slots = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    last_sent: float | None = None
+
+    async def one(job: BenchmarkJob, scheduled: float) -> None:
+        try:
+            on_record(await execute(job, scheduled))
+        finally:
+            slots.release()
+
     try:
-        await asyncio.gather(*workers)
+        for job, offset in zip(jobs, offsets, strict=False):
+            if duration is not None and offset > duration:
+                break
+            delay = start + offset - now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await slots.acquire()
+            last_sent = now() - start
+            task = asyncio.create_task(one(job, start + offset))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await _all_or_none(list(tasks))
     finally:
-        for task in workers:
+        for task in list(tasks):
             task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return last_sent
+
+
+async def _all_or_none(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for every task; on the first failure or a cancellation, cancel the rest."""
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def until(jobs: Iterable[BenchmarkJob], deadline: float | None) -> Iterator[BenchmarkJob]:
+    """The jobs, until `deadline` (a `now()` reading) has passed."""
+    for job in jobs:
+        if deadline is not None and now() >= deadline:
+            return
+        yield job
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What every request of a run shares."""
+
+    client: OpenRouterClient
+    plan: BenchmarkPlan
+    redact: Callable[[str], str]
 
 
 async def execute_request(
-    client: OpenRouterClient,
-    job: BenchmarkJob,
-    parameters: BenchmarkParameters,
-    redact: Callable[[str], str],
+    context: RequestContext, job: BenchmarkJob, scheduled: float | None
 ) -> RequestRecord:
     """One measured request. A failure is a record, never an exception: the run goes on.
 
     Its numbers are the client's wire timings (SPEC §8); nothing here reads the clock.
     """
     logger.info("STARTED SINGLE PROMPT IN BENCHMARK MODEL: %s, RUN: %d", job.model, job.run)
-    timing = Timing()
+    parameters = context.plan.parameters
+    timing = Timing(content_arrivals=[] if parameters.stream else None)
     try:
         if parameters.stream:
-            result = await _stream_once(client, job, parameters, timing)
+            result = await _stream_once(context.client, job, parameters, timing)
         else:
-            result = await client.complete(job.model, job.prompt, parameters, timing)
+            result = await context.client.complete(job.model, job.prompt, parameters, timing)
     except ServiceError as error:
         logger.warning(
             "BENCHMARK REQUEST FAILED | model=%s | run=%d | %s", job.model, job.run, error.detail
         )
         return RequestRecord.model_construct(
+            **_job_fields(job, timing, scheduled),
             text="",
-            model=job.model,
             finish_reason=None,
             prompt_tokens=0,
             completion_tokens=0,
@@ -84,28 +149,59 @@ async def execute_request(
             ttft_seconds=None,
             attempts=max(timing.attempts, 1),
             total_seconds=timing.total,
-            prompt_index=job.prompt_index,
-            prompt=job.prompt,
-            run=job.run,
             status=status_for(error),
             error_type=type(error).__name__,
-            error=redact(error.detail),
+            error=context.redact(error.detail),
+            itl=[],
+            cost=None,
+            cost_source=None,
         )
-    # The model asked for, which groups the statistics; the upstream may report a more
-    # specific one (a dated version).
+    cost, source = cost_of(result, context.plan.prices.get(job.model))
+    arrivals = timing.content_arrivals or []
+    # The job's fields come last: the model asked for groups the statistics, where the
+    # upstream may report a more specific one (a dated version).
+    fields: dict[str, Any] = {
+        **result.__dict__,
+        **_job_fields(job, timing, scheduled),
+        "text": "",
+        "cost": cost,
+        "cost_source": source,
+    }
     return RequestRecord.model_construct(
-        **{**result.__dict__, "text": "", "model": job.model},
-        prompt_index=job.prompt_index,
-        prompt=job.prompt,
-        run=job.run,
+        **fields,
         status=OK_STATUS,
         error_type=None,
         error=None,
+        itl=[later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)],
     )
 
 
+def _job_fields(job: BenchmarkJob, timing: Timing, scheduled: float | None) -> dict[str, Any]:
+    return {
+        "model": job.model,
+        "prompt_index": job.prompt_index,
+        "prompt": job.prompt,
+        "run": job.run,
+        "warmup": job.warmup,
+        "send_lag_seconds": None if scheduled is None else max(timing.began - scheduled, 0.0),
+        "scheduled_latency_seconds": None if scheduled is None else timing.ended - scheduled,
+    }
+
+
+def cost_of(
+    result: GenerationResult, prices: TokenPrices | None
+) -> tuple[float | None, CostSource | None]:
+    """The upstream's own charge when it reports one, else tokens x the model's prices;
+    unknown (None) when neither is known: never a made-up 0."""
+    if result.cost is not None:
+        return result.cost, "upstream"
+    if prices is not None:
+        return prices.cost(result.prompt_tokens, result.completion_tokens), "pricing"
+    return None, None
+
+
 async def _stream_once(
-    client: OpenRouterClient, job: BenchmarkJob, parameters: BenchmarkParameters, timing: Timing
+    client: OpenRouterClient, job: BenchmarkJob, parameters: SamplingParams, timing: Timing
 ) -> GenerationResult:
     result: GenerationResult | None = None
     items = client.stream(job.model, job.prompt, parameters, timing)

@@ -1,48 +1,45 @@
-"""The benchmark use case: validate everything first, then run, record and summarize."""
+"""The benchmark use cases: validate everything first, then start, follow, cancel and list runs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from typing import Literal
 
 from src.config import Settings
 from src.schemas.benchmarks import (
+    FINISHED,
     BenchmarkList,
-    BenchmarkListItem,
     BenchmarkParameters,
+    BenchmarkState,
     BenchmarkSummary,
 )
-from src.services.base.exceptions import LimitExceededError
+from src.services.base.exceptions import ConflictError, LimitExceededError
+from src.services.base.timing import now
 from src.services.benchmarker.file_utils import (
     AsyncReadable,
-    list_summaries,
-    load_summary,
-    new_benchmark_id,
     parse_prompts,
     read_upload,
+    result_paths,
 )
-from src.services.benchmarker.isolation import run_isolated
+from src.services.benchmarker.launcher import BenchmarkLauncher
 from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.generation.service import ensure_model_reachable
+from src.services.benchmarker.store import current_view, list_runs, read_state, request_cancel
+from src.services.generation.service import check_max_tokens, ensure_model_reachable
 from src.services.openrouter.catalog import ModelCatalog
-from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 
 logger = logging.getLogger(__name__)
 
+# How often an events stream looks at the run's state record (rewritten every second).
+EVENTS_POLL_SECONDS = 0.25
+# A comment line now and then keeps proxies from closing a quiet stream.
+EVENTS_KEEPALIVE_SECONDS = 15.0
+# DELETE waits this long for the run to save its summary before answering without it.
+CANCEL_WAIT_SECONDS = 10.0
 
-async def benchmark_upload(
-    settings: Settings,
-    client: OpenRouterClient,
-    target: UpstreamTarget,
-    catalog: ModelCatalog,
-    upload: AsyncReadable,
-    parameters: BenchmarkParameters,
-) -> BenchmarkSummary:
-    """Validate the upload and parameters, then run the benchmark and save its files."""
-    plan = await prepare_benchmark(settings, catalog, upload, parameters)
-    benchmark_id = new_benchmark_id(datetime.now(UTC), plan.parameters.models)
-    return await run_isolated(settings, client, target, benchmark_id, plan)
+RunView = BenchmarkSummary | BenchmarkState
+Event = tuple[Literal["progress", "summary", "keepalive"], RunView | None]
 
 
 async def prepare_benchmark(
@@ -56,21 +53,21 @@ async def prepare_benchmark(
     parameters = parameters.model_copy(update={"models": list(dict.fromkeys(parameters.models))})
     check_limit("runs", parameters.runs, "MAX_RUNS", settings.max_runs)
     check_limit("concurrency", parameters.concurrency, "MAX_CONCURRENCY", settings.max_concurrency)
+    check_max_tokens(settings, parameters.max_tokens)
     prompts = parse_prompts(await read_upload(upload, settings.max_upload_bytes))
     check_limit("prompts in prompt_file", len(prompts), "MAX_PROMPTS", settings.max_prompts)
-    plan = BenchmarkPlan(parameters, prompts)
-    if plan.total_requests > settings.max_benchmark_requests:
-        models = len(parameters.models)
+    plan = BenchmarkPlan(parameters, prompts, request_cap=settings.max_benchmark_requests)
+    total = plan.total_requests
+    if total is not None and total > settings.max_benchmark_requests:
         raise LimitExceededError(
-            f"{len(prompts)} prompts x {parameters.runs} runs x {models} models = "
-            f"{plan.total_requests} requests exceeds "
-            f"MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
+            f"{len(prompts)} prompts x {parameters.runs} runs x {len(parameters.models)} models "
+            f"= {total} requests exceeds MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
         )
     for model in parameters.models:
         # No upstream call: the clearer message for a real id while running on the emulator.
         ensure_model_reachable(settings, model)
-    await catalog.require(parameters.models)
-    return plan
+    prices = await catalog.require(parameters.models)
+    return BenchmarkPlan(parameters, prompts, prices, request_cap=plan.request_cap)
 
 
 def check_limit(name: str, value: int, setting: str, limit: int) -> None:
@@ -78,23 +75,71 @@ def check_limit(name: str, value: int, setting: str, limit: int) -> None:
         raise LimitExceededError(f"{name}={value} exceeds {setting}={limit}.")
 
 
+async def start_benchmark(
+    settings: Settings,
+    launcher: BenchmarkLauncher,
+    catalog: ModelCatalog,
+    upload: AsyncReadable,
+    parameters: BenchmarkParameters,
+) -> BenchmarkState:
+    """Validate, admit and start a run; it goes on in the background."""
+    plan = await prepare_benchmark(settings, catalog, upload, parameters)
+    return await launcher.start(plan)
+
+
+async def get_benchmark(settings: Settings, benchmark_id: str) -> RunView:
+    return await asyncio.to_thread(current_view, settings.benchmarks_dir, benchmark_id)
+
+
+async def cancel_benchmark(settings: Settings, benchmark_id: str) -> RunView:
+    """Ask the run to stop, wherever it runs, and give its summary once saved (or, if that
+    takes long, its state)."""
+    view = await get_benchmark(settings, benchmark_id)
+    if view.status in FINISHED:
+        raise ConflictError(f"Benchmark '{benchmark_id}' has already ended ({view.status}).")
+    await asyncio.to_thread(request_cancel, settings.benchmarks_dir, benchmark_id)
+    deadline = now() + CANCEL_WAIT_SECONDS
+    while now() < deadline:
+        view = await get_benchmark(settings, benchmark_id)
+        if view.status in FINISHED:
+            return view
+        await asyncio.sleep(EVENTS_POLL_SECONDS)
+    return view
+
+
 async def list_benchmarks(settings: Settings, limit: int) -> BenchmarkList:
-    summaries = await asyncio.to_thread(list_summaries, settings.benchmarks_dir, limit)
-    items = [
-        BenchmarkListItem(
-            id=summary.id,
-            status=summary.status,
-            started_at=summary.started_at,
-            finished_at=summary.finished_at,
-            models=summary.parameters.models,
-            requests=summary.requests,
-            finished_requests=summary.finished_requests,
-            files=summary.files,
-        )
-        for summary in summaries
-    ]
+    items = await asyncio.to_thread(list_runs, settings.benchmarks_dir, limit)
     return BenchmarkList(count=len(items), benchmarks=items)
 
 
-async def get_benchmark(settings: Settings, benchmark_id: str) -> BenchmarkSummary:
-    return await asyncio.to_thread(load_summary, settings.benchmarks_dir, benchmark_id)
+async def benchmark_events(settings: Settings, benchmark_id: str) -> AsyncIterator[Event]:
+    """The run's current state at once, then a `progress` event each time its runner rewrites
+    its state (at most once a second), then one `summary` event; keep-alives in between."""
+    paths = await asyncio.to_thread(result_paths, settings.benchmarks_dir, benchmark_id)
+    view = await get_benchmark(settings, benchmark_id)
+    sent_at = now()
+    if view.status in FINISHED:
+        yield "summary", view
+        return
+    yield "progress", view
+    seen = view.updated_at if isinstance(view, BenchmarkState) else None
+    while True:
+        await asyncio.sleep(EVENTS_POLL_SECONDS)
+        state = await asyncio.to_thread(read_state, paths.state)
+        if state is None:
+            continue
+        if state.updated_at != seen:
+            seen = state.updated_at
+            view = await get_benchmark(settings, benchmark_id)
+            if view.status in FINISHED:
+                yield "summary", view
+                return
+            yield "progress", view
+            sent_at = now()
+        elif now() - sent_at > EVENTS_KEEPALIVE_SECONDS:
+            view = await get_benchmark(settings, benchmark_id)
+            if view.status in FINISHED:  # a runner that died: no further state will come
+                yield "summary", view
+                return
+            yield "keepalive", None
+            sent_at = now()

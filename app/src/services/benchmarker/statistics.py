@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from src.schemas.benchmarks import (
     ComparisonRow,
     LatencyStats,
+    Percentiles,
     RequestRecord,
     RequestStats,
-    TtftStats,
 )
 
 DIGITS = 6  # microseconds: finer than any network timing we can measure
@@ -78,13 +79,14 @@ def latency_stats(latencies: Sequence[float]) -> LatencyStats:
     )
 
 
-def ttft_stats(ttfts: Sequence[float]) -> TtftStats:
-    if not ttfts:
-        return TtftStats()
-    ordered = sorted(ttfts)
-    return TtftStats(
+def percentiles(values: Sequence[float]) -> Percentiles:
+    if not values:
+        return Percentiles()
+    ordered = sorted(values)
+    return Percentiles(
         avg=_rounded(mean(ordered)),
         p50=_rounded(percentile(ordered, 50)),
+        p90=_rounded(percentile(ordered, 90)),
         p95=_rounded(percentile(ordered, 95)),
         p99=_rounded(percentile(ordered, 99)),
     )
@@ -92,34 +94,84 @@ def ttft_stats(ttfts: Sequence[float]) -> TtftStats:
 
 def decode_rate(record: RequestRecord) -> float | None:
     """Tokens after the first over the time after the first: generation speed without queueing."""
-    if record.ttft_seconds is None or record.completion_tokens < 2:
+    tpot = record.tpot_seconds
+    return 1 / tpot if tpot else None
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """Goodput's thresholds, in seconds; unset ones are not checked."""
+
+    ttft: float | None = None
+    latency: float | None = None
+
+    @property
+    def set(self) -> bool:
+        return self.ttft is not None or self.latency is not None
+
+    def met(self, record: RequestRecord) -> bool:
+        if not record.ok:
+            return False
+        if self.latency is not None and record.latency_seconds > self.latency:
+            return False
+        ttft = record.ttft_seconds
+        return self.ttft is None or (ttft is not None and ttft <= self.ttft)
+
+
+NO_SLO = Slo()
+
+
+def total_cost(records: Sequence[RequestRecord]) -> float | None:
+    """USD over the successful requests; None as soon as one of them has no known cost."""
+    costs = [record.cost for record in records if record.ok]
+    if any(cost is None for cost in costs):
         return None
-    decode_seconds = record.latency_seconds - record.ttft_seconds
-    return (record.completion_tokens - 1) / decode_seconds if decode_seconds > 0 else None
+    return round(math.fsum(cost for cost in costs if cost is not None), 10)
 
 
-def request_stats(records: Sequence[RequestRecord], wall_seconds: float) -> RequestStats:
+def request_stats(
+    records: Sequence[RequestRecord], wall_seconds: float, slo: Slo = NO_SLO
+) -> RequestStats:
     """Statistics over a group of records; latency, ttft and rates count successes only."""
     succeeded = [record for record in records if record.ok]
-    decode_rates = [rate for record in succeeded if (rate := decode_rate(record)) is not None]
     output_rates = [
         record.completion_tokens / record.latency_seconds
         for record in succeeded
         if record.latency_seconds > 0
     ]
-    ttfts = [record.ttft_seconds for record in succeeded if record.ttft_seconds is not None]
+    scheduled = [
+        record.scheduled_latency_seconds
+        for record in succeeded
+        if record.scheduled_latency_seconds is not None
+    ]
+    completion_tokens = sum(record.completion_tokens for record in succeeded)
     return RequestStats(
         count=len(records),
         ok=len(succeeded),
         failed=len(records) - len(succeeded),
         retried=sum(1 for record in records if record.attempts > 1),
         latency=latency_stats([record.latency_seconds for record in succeeded]),
-        ttft=ttft_stats(ttfts),
+        ttft=percentiles([r.ttft_seconds for r in succeeded if r.ttft_seconds is not None]),
+        itl=percentiles([gap for record in succeeded for gap in record.itl]),
+        tpot=percentiles([t for r in succeeded if (t := r.tpot_seconds) is not None]),
         total=latency_stats([record.total_seconds for record in succeeded]),
+        scheduled_latency=latency_stats(scheduled) if scheduled else None,
         tokens_total=sum(record.tokens_used for record in succeeded),
+        completion_tokens_total=completion_tokens,
         avg_completion_tokens=_mean_or_none([record.completion_tokens for record in succeeded]),
         output_tokens_per_second=_mean_or_none(output_rates),
-        decode_tokens_per_second=_mean_or_none(decode_rates),
+        output_tokens_per_second_overall=(
+            _rounded(completion_tokens / wall_seconds) if wall_seconds > 0 and succeeded else None
+        ),
+        decode_tokens_per_second=_mean_or_none(
+            [rate for record in succeeded if (rate := decode_rate(record)) is not None]
+        ),
+        goodput=(
+            _rounded(sum(1 for record in records if slo.met(record)) / len(records))
+            if slo.set and records
+            else None
+        ),
+        cost=total_cost(records),
         wall_seconds=round(wall_seconds, DIGITS),
         requests_per_second=round(len(records) / wall_seconds, DIGITS) if wall_seconds > 0 else 0.0,
         errors=dict(Counter(record.error_type for record in records if record.error_type)),
@@ -137,5 +189,9 @@ def comparison_row(model: str, stats: RequestStats) -> ComparisonRow:
         latency_p50=stats.latency.p50,
         latency_p95=stats.latency.p95,
         ttft_p50=stats.ttft.p50,
+        itl_p50=stats.itl.p50,
+        tpot_p50=stats.tpot.p50,
         output_tokens_per_second=stats.output_tokens_per_second,
+        goodput=stats.goodput,
+        cost=stats.cost,
     )

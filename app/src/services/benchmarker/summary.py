@@ -1,24 +1,49 @@
-"""A benchmark's summary: its parameters and files, and statistics per model and per prompt."""
+"""What a run's records add up to: the summary at the end, the state record while it runs."""
 
 from __future__ import annotations
 
+import statistics as stdlib_statistics
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from src.schemas.benchmarks import (
-    BenchmarkFiles,
+    BenchmarkState,
     BenchmarkStatus,
     BenchmarkSummary,
+    ComparisonRow,
     ModelStats,
+    Progress,
     PromptStats,
     RequestRecord,
+    Schedule,
 )
-from src.services.benchmarker.file_utils import ResultPaths
 from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.benchmarker.statistics import comparison_row, request_stats
+from src.services.benchmarker.statistics import (
+    DIGITS,
+    Slo,
+    comparison_row,
+    request_stats,
+    total_cost,
+)
+from src.services.benchmarker.store import files_of
 
 PROMPT_PREVIEW_CHARS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class RunClock:
+    """When the run started (wall clock, for people) and how long it has taken (our clock)."""
+
+    started_at: datetime
+    wall_seconds: float
+    # With a rate: the offset of the last send from the schedule's start.
+    last_send_offset: float | None = None
+
+
+def slo_of(plan: BenchmarkPlan) -> Slo:
+    return Slo(ttft=plan.parameters.ttft_slo, latency=plan.parameters.latency_slo)
 
 
 def build_summary(
@@ -26,37 +51,117 @@ def build_summary(
     status: BenchmarkStatus,
     plan: BenchmarkPlan,
     records: Sequence[RequestRecord],
-    *,
-    started_at: datetime,
-    wall_seconds: float,
-    paths: ResultPaths,
+    clock: RunClock,
 ) -> BenchmarkSummary:
-    by_model: dict[str, list[RequestRecord]] = defaultdict(list)
-    for record in records:
-        by_model[record.model].append(record)
+    measured = [record for record in records if not record.warmup]
+    slo = slo_of(plan)
+    by_model = _by_model(plan, measured)
     models = [
-        _model_stats(model, plan.prompts, by_model[model], wall_seconds)
+        _model_stats(model, plan.prompts, by_model[model], clock.wall_seconds, slo)
         for model in plan.parameters.models
     ]
-    overall = request_stats(records, wall_seconds)
+    overall = request_stats(measured, clock.wall_seconds, slo)
     return BenchmarkSummary(
         id=benchmark_id,
         status=status,
-        started_at=started_at,
+        started_at=clock.started_at,
         finished_at=datetime.now(UTC),
         wall_seconds=overall.wall_seconds,
-        requests=plan.total_requests,
-        finished_requests=len(records),
+        requests=plan.total_requests if plan.total_requests is not None else len(measured),
+        finished_requests=len(measured),
+        warmup_requests=len(records) - len(measured),
         requests_per_second=overall.requests_per_second,
+        schedule=_schedule(plan, measured, clock),
+        cost=total_cost(measured),
         parameters=plan.saved_parameters(),
         models=models,
         comparison=[comparison_row(stats.model, stats) for stats in models],
-        files=BenchmarkFiles(csv=str(paths.csv), json_file=str(paths.json)),
+        files=files_of(benchmark_id),
+    )
+
+
+def build_state(
+    benchmark_id: str,
+    status: BenchmarkStatus,
+    plan: BenchmarkPlan,
+    records: Sequence[RequestRecord],
+    clock: RunClock,
+    comparison: list[ComparisonRow],
+    finished_at: datetime | None = None,
+) -> BenchmarkState:
+    """The small record of a run; `comparison` may be a few seconds old (it costs a sort)."""
+    total = plan.total_requests
+    planned = None if total is None else total + plan.parameters.warmup
+    done = len(records)
+    ok = sum(1 for record in records if record.ok)
+    eta = None
+    if planned is not None and done and status == "running":
+        eta = round(clock.wall_seconds / done * (planned - done), 3)
+    elif plan.parameters.duration is not None and status == "running":
+        eta = round(max(plan.parameters.duration - clock.wall_seconds, 0.0), 3)
+    now = datetime.now(UTC)
+    return BenchmarkState(
+        id=benchmark_id,
+        status=status,
+        started_at=clock.started_at,
+        updated_at=now,
+        finished_at=None if status == "running" else (finished_at or now),
+        parameters=plan.saved_parameters(),
+        progress=Progress(
+            done=done,
+            total=planned,
+            ok=ok,
+            failed=done - ok,
+            elapsed_seconds=round(clock.wall_seconds, 3),
+            eta_seconds=eta,
+        ),
+        comparison=comparison,
+        cost=total_cost([record for record in records if not record.warmup]),
+        files=files_of(benchmark_id),
+    )
+
+
+def comparison_so_far(
+    plan: BenchmarkPlan, records: Sequence[RequestRecord], wall_seconds: float
+) -> list[ComparisonRow]:
+    measured = [record for record in records if not record.warmup]
+    by_model = _by_model(plan, measured)
+    slo = slo_of(plan)
+    return [
+        comparison_row(model, request_stats(by_model[model], wall_seconds, slo))
+        for model in plan.parameters.models
+    ]
+
+
+def _by_model(
+    plan: BenchmarkPlan, records: Sequence[RequestRecord]
+) -> dict[str, list[RequestRecord]]:
+    by_model: dict[str, list[RequestRecord]] = {model: [] for model in plan.parameters.models}
+    for record in records:
+        by_model.setdefault(record.model, []).append(record)
+    return by_model
+
+
+def _schedule(
+    plan: BenchmarkPlan, records: Sequence[RequestRecord], clock: RunClock
+) -> Schedule | None:
+    rate = plan.parameters.rate
+    if rate is None:
+        return None
+    lags = sorted(r.send_lag_seconds for r in records if r.send_lag_seconds is not None)
+    achieved = None
+    if clock.last_send_offset and len(records) > 1:
+        achieved = round((len(records) - 1) / clock.last_send_offset, DIGITS)
+    return Schedule(
+        target_rate=rate,
+        achieved_rate=achieved,
+        lag_p50=round(stdlib_statistics.median(lags), DIGITS) if lags else None,
+        lag_max=round(lags[-1], DIGITS) if lags else None,
     )
 
 
 def _model_stats(
-    model: str, prompts: list[str], records: list[RequestRecord], wall_seconds: float
+    model: str, prompts: list[str], records: list[RequestRecord], wall_seconds: float, slo: Slo
 ) -> ModelStats:
     by_prompt: dict[int, list[RequestRecord]] = defaultdict(list)
     for record in records:
@@ -65,11 +170,11 @@ def _model_stats(
         PromptStats(
             prompt_index=index,
             prompt=_preview(prompt),
-            **dict(request_stats(by_prompt[index], wall_seconds)),
+            **dict(request_stats(by_prompt[index], wall_seconds, slo)),
         )
         for index, prompt in enumerate(prompts, start=1)
     ]
-    stats = request_stats(records, wall_seconds)
+    stats = request_stats(records, wall_seconds, slo)
     return ModelStats(model=model, per_prompt=per_prompt, **dict(stats))
 
 

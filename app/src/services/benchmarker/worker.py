@@ -24,6 +24,7 @@ from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.benchmarker.plan import BenchmarkPlan
 from src.services.benchmarker.runner import run_benchmark
+from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
 EXIT_INTERRUPTED = 3
@@ -35,13 +36,20 @@ class RunnerJob(BaseModel):
     benchmark_id: str
     parameters: BenchmarkParameters
     prompts: list[str]
+    prices: dict[str, TokenPrices | None]
     settings: dict[str, object]
     upstream_url: str
     upstream_key: str
+    parent_pid: int
 
     @classmethod
     def build(
-        cls, benchmark_id: str, plan: BenchmarkPlan, settings: Settings, target: UpstreamTarget
+        cls,
+        benchmark_id: str,
+        plan: BenchmarkPlan,
+        settings: Settings,
+        target: UpstreamTarget,
+        parent_pid: int,
     ) -> RunnerJob:
         values = settings.model_dump(mode="json")
         # model_dump masks secrets; the runner needs them (for the upstream and for redaction).
@@ -51,9 +59,11 @@ class RunnerJob(BaseModel):
             benchmark_id=benchmark_id,
             parameters=plan.parameters,
             prompts=plan.prompts,
+            prices=dict(plan.prices),
             settings=values,
             upstream_url=target.base_url,
             upstream_key=target.api_key.get_secret_value(),
+            parent_pid=parent_pid,
         )
 
 
@@ -76,10 +86,11 @@ async def run_job(job: RunnerJob) -> int:
     try:
         await run_benchmark(
             client,
-            BenchmarkPlan(job.parameters, job.prompts),
+            BenchmarkPlan(job.parameters, job.prompts, job.prices),
             job.benchmark_id,
             settings.benchmarks_dir,
             Redactor(settings.secrets()),
+            parent_pid=job.parent_pid,
         )
         return 0
     except asyncio.CancelledError:

@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 
 from src.config import Settings
 from src.schemas.prompts import GenerateRequest, GenerationResult
-from src.services.base.exceptions import UnknownModelError
+from src.services.base.exceptions import LimitExceededError, UnknownModelError
 from src.services.base.timing import Timing
 from src.services.openrouter.client import OpenRouterClient, StreamItem
 
@@ -23,10 +23,18 @@ def ensure_model_reachable(settings: Settings, model: str) -> None:
         )
 
 
+def check_max_tokens(settings: Settings, max_tokens: int) -> None:
+    if max_tokens > settings.max_tokens_limit:
+        raise LimitExceededError(
+            f"max_tokens={max_tokens} exceeds MAX_TOKENS_LIMIT={settings.max_tokens_limit}."
+        )
+
+
 async def generate(
     settings: Settings, client: OpenRouterClient, request: GenerateRequest
 ) -> GenerationResult:
     ensure_model_reachable(settings, request.model)
+    check_max_tokens(settings, request.max_tokens)
     return await client.complete(request.model, request.prompt, request, Timing())
 
 
@@ -39,6 +47,7 @@ async def open_generation_stream(
     JSON error and the right status instead of a 200 stream that fails.
     """
     ensure_model_reachable(settings, request.model)
+    check_max_tokens(settings, request.max_tokens)
     items = client.stream(request.model, request.prompt, request, Timing())
     try:
         first = await anext(items)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 
 from asyncache import cached
 from cachetools import TTLCache
+from pydantic import BaseModel, ConfigDict
 
 from src.services.base.exceptions import UnknownModelError
 from src.services.openrouter.client import OpenRouterClient
@@ -16,13 +18,40 @@ from src.services.openrouter.schemas import UpstreamModel
 _CACHE_KEY = "models"
 
 
-def is_free(model: UpstreamModel) -> bool:
+class TokenPrices(BaseModel):
+    """USD per prompt token and per completion token."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: float
+    completion: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return prompt_tokens * self.prompt + completion_tokens * self.completion
+
+
+FREE = TokenPrices(prompt=0.0, completion=0.0)
+
+
+def token_prices(model: UpstreamModel) -> TokenPrices | None:
+    """What the model costs per token: free for ":free" ids, None when the upstream gives no
+    usable price (unknown is not free)."""
     if model.id.endswith(":free"):
-        return True
+        return FREE
+    pricing = model.pricing
+    if pricing is None or pricing.prompt is None or pricing.completion is None:
+        return None
     try:
-        return float(model.pricing.prompt) == 0 and float(model.pricing.completion) == 0
+        prices = TokenPrices(prompt=float(pricing.prompt), completion=float(pricing.completion))
     except ValueError:
-        return False
+        return None
+    if not all(math.isfinite(p) and p >= 0 for p in (prices.prompt, prices.completion)):
+        return None
+    return prices
+
+
+def is_free(model: UpstreamModel) -> bool:
+    return token_prices(model) == FREE
 
 
 class ModelCatalog:
@@ -43,14 +72,16 @@ class ModelCatalog:
         result: list[UpstreamModel] = await self._cached_fetch()
         return result
 
-    async def require(self, model_ids: list[str]) -> None:
-        """Refuse unknown model ids before any paid request is spent on them."""
-        known = {model.id for model in await self.models()}
+    async def require(self, model_ids: list[str]) -> dict[str, TokenPrices | None]:
+        """Refuse unknown model ids before any paid request is spent on them; the prices of the
+        known ones (None where the upstream gives none)."""
+        known = {model.id: model for model in await self.models()}
         unknown = [model_id for model_id in model_ids if model_id not in known]
         if unknown:
             raise UnknownModelError(
                 f"Unknown model id(s): {', '.join(unknown)}. GET /models lists the available ids."
             )
+        return {model_id: token_prices(known[model_id]) for model_id in model_ids}
 
     async def _fetch_once(self) -> list[UpstreamModel]:
         # asyncache does not share an in-flight call: without this, N cold requests make N calls.

@@ -93,6 +93,8 @@ class OpenRouterClient(BaseClient):
                     if text:
                         if timing.first_content is None:
                             timing.first_content = arrived
+                        if timing.content_arrivals is not None:
+                            timing.content_arrivals.append(arrived)
                         yield StreamDelta(text)
         finally:
             timing.ended = body.timing.end or now()
@@ -154,6 +156,7 @@ def _result(
         ttft_seconds=timing.ttft,
         attempts=timing.attempts,
         total_seconds=timing.total,
+        cost=usage.cost if usage else None,
     )
 
 

@@ -14,15 +14,18 @@ class _Upstream(BaseModel):
 
 
 class UpstreamPricing(_Upstream):
-    prompt: str = "0"
-    completion: str = "0"
+    """USD per token, as decimal strings."""
+
+    prompt: str | None = None
+    completion: str | None = None
 
 
 class UpstreamModel(_Upstream):
     id: str
     name: str = ""
     context_length: int | None = None
-    pricing: UpstreamPricing = Field(default_factory=UpstreamPricing)
+    # Absent for some models: their price is unknown, which is not the same as free.
+    pricing: UpstreamPricing | None = None
 
 
 class UpstreamModelList(_Upstream):
@@ -33,6 +36,8 @@ class Usage(_Upstream):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    # OpenRouter's charge for the request, in USD (usage accounting).
+    cost: float | None = None
 
 
 class ChatMessage(_Upstream):

@@ -1,0 +1,280 @@
+"""What a benchmark leaves in BENCHMARKS_DIR besides its CSV: the summary, written once at the
+end, and the small state record that listing, progress, admission and cancellation go through.
+
+Everything a worker or a replica needs to know about a run is in these files, so any of them
+can answer for a run another one started. Every function here is synchronous; async callers
+use `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from src.schemas.benchmarks import (
+    BenchmarkFiles,
+    BenchmarkListItem,
+    BenchmarkState,
+    BenchmarkStatus,
+    BenchmarkSummary,
+    Progress,
+    SavedParameters,
+)
+from src.services.base.exceptions import CapacityError, NotFoundError
+from src.services.benchmarker.file_utils import (
+    BENCHMARK_ID_PATTERN,
+    TIMESTAMP_FORMAT,
+    result_paths,
+)
+
+logger = logging.getLogger(__name__)
+
+# Not ".json": a glob for summaries (*.json) must not pick up the state records.
+STATE_SUFFIX = ".state"
+SUMMARY_SUFFIX = ".json"
+# A running run rewrites its state every second: one this old has lost its runner.
+STALE_AFTER = timedelta(seconds=30)
+ADMISSION_LOCK = ".admission.lock"
+# What a refused submission is told: runs are long, so asking again at once is pointless.
+CAPACITY_RETRY_AFTER_SECONDS = 30.0
+
+
+def files_of(benchmark_id: str) -> BenchmarkFiles:
+    """Names inside BENCHMARKS_DIR and download URLs: never a path of the server's disk."""
+    return BenchmarkFiles(
+        csv=f"{benchmark_id}.csv",
+        json_file=f"{benchmark_id}{SUMMARY_SUFFIX}",
+        csv_url=f"/benchmarks/{benchmark_id}/results.csv",
+        json_url=f"/benchmarks/{benchmark_id}/summary.json",
+        report_url=f"/benchmarks/{benchmark_id}/report",
+    )
+
+
+# --- the summary -------------------------------------------------------------------------------
+
+
+def write_summary(path: Path, summary: BenchmarkSummary) -> None:
+    """Appears whole or not at all, and never replaces an existing summary.
+
+    Written to a temporary name, then hard-linked into place: the link fails if the name is
+    taken, and a crash mid-write leaves only the temporary file, never a half summary.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "x", encoding="utf-8") as file:
+        file.write(summary.model_dump_json(by_alias=True, indent=2))
+        file.flush()
+        os.fsync(file.fileno())
+    try:
+        os.link(partial, path)
+    finally:
+        partial.unlink()
+
+
+def load_summary(directory: Path, benchmark_id: str) -> BenchmarkSummary:
+    path = result_paths(directory, benchmark_id).json
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"No benchmark with id '{benchmark_id}'.") from exc
+    return BenchmarkSummary.model_validate_json(text)
+
+
+# --- the state record ----------------------------------------------------------------------------
+
+
+def write_state(path: Path, state: BenchmarkState) -> None:
+    """Replaced whole (a temporary file renamed over it): a reader never sees half a record."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(state.model_dump_json(by_alias=True), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def read_state(path: Path) -> BenchmarkState | None:
+    try:
+        return BenchmarkState.model_validate_json(path.read_bytes())
+    except (FileNotFoundError, ValidationError):
+        return None
+
+
+def effective_status(status: BenchmarkStatus, updated_at: datetime) -> BenchmarkStatus:
+    """A run still marked running whose runner stopped writing died without a summary."""
+    if status == "running" and datetime.now(UTC) - updated_at > STALE_AFTER:
+        return "interrupted"
+    return status
+
+
+def current_view(directory: Path, benchmark_id: str) -> BenchmarkSummary | BenchmarkState:
+    """The summary of a finished run, else the state of a running (or lost) one."""
+    paths = result_paths(directory, benchmark_id)
+    if paths.json.exists():
+        return load_summary(directory, benchmark_id)
+    state = read_state(paths.state)
+    if state is None:
+        raise NotFoundError(f"No benchmark with id '{benchmark_id}'.")
+    return state.model_copy(update={"status": effective_status(state.status, state.updated_at)})
+
+
+def request_cancel(directory: Path, benchmark_id: str) -> None:
+    """Leave the mark its runner looks for (every fraction of a second), whichever process or
+    machine runs it."""
+    result_paths(directory, benchmark_id).cancel.touch()
+
+
+# --- admission ---------------------------------------------------------------------------------
+
+
+def admit(
+    directory: Path,
+    state: BenchmarkState,
+    *,
+    max_running: int,
+    max_in_flight: int,
+    keep_days: float | None,
+) -> None:
+    """Record a new run as running, if the caps allow it; every worker and replica that shares
+    the directory counts the same runs, under one lock.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ADMISSION_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if keep_days is not None:
+            prune(directory, keep_days)
+        running = list(_running_states(directory))
+        if len(running) >= max_running:
+            raise CapacityError(
+                f"{len(running)} benchmarks are running: MAX_RUNNING_BENCHMARKS={max_running}. "
+                "Try again when one has finished.",
+                retry_after=CAPACITY_RETRY_AFTER_SECONDS,
+            )
+        in_flight = sum(other.parameters.concurrency for other in running)
+        wanted = state.parameters.concurrency
+        if in_flight + wanted > max_in_flight:
+            raise CapacityError(
+                f"Running benchmarks hold {in_flight} requests in flight; {wanted} more would "
+                f"pass MAX_INFLIGHT_TOTAL={max_in_flight}. Lower concurrency or try again later.",
+                retry_after=CAPACITY_RETRY_AFTER_SECONDS,
+            )
+        write_state(result_paths(directory, state.id).state, state)
+
+
+def _running_states(directory: Path) -> Iterator[BenchmarkState]:
+    names = set(os.listdir(directory))
+    for name in names:
+        if not name.endswith(STATE_SUFFIX):
+            continue
+        benchmark_id = name.removesuffix(STATE_SUFFIX)
+        if benchmark_id + SUMMARY_SUFFIX in names:
+            continue  # finished: its summary is written
+        state = read_state(directory / name)
+        if state is not None and effective_status(state.status, state.updated_at) == "running":
+            yield state
+
+
+def prune(directory: Path, keep_days: float) -> int:
+    """Remove the files of finished runs that started more than `keep_days` days ago."""
+    cutoff = datetime.now(UTC) - timedelta(days=keep_days)
+    names = set(os.listdir(directory))
+    removed = 0
+    for benchmark_id in _ids(names):
+        started = datetime.strptime(benchmark_id[:16], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        finished = benchmark_id + SUMMARY_SUFFIX in names
+        if started >= cutoff or not finished:
+            continue
+        paths = result_paths(directory, benchmark_id)
+        for path in (paths.csv, paths.state, paths.cancel, paths.json):
+            path.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        logger.info("BENCHMARKS PRUNED | %d runs older than %g days", removed, keep_days)
+    return removed
+
+
+def _ids(names: set[str]) -> set[str]:
+    ids = set()
+    for name in names:
+        stem = name.removesuffix(STATE_SUFFIX) if name.endswith(STATE_SUFFIX) else None
+        if stem is None and name.endswith(SUMMARY_SUFFIX):
+            stem = name.removesuffix(SUMMARY_SUFFIX)
+        if stem is not None and BENCHMARK_ID_PATTERN.fullmatch(stem):
+            ids.add(stem)
+    return ids
+
+
+# --- listing -------------------------------------------------------------------------------------
+
+
+class _Listed(BaseModel):
+    """The fields a listing needs, read from a state record or a summary; the rest of the
+    document is skipped, not validated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    status: BenchmarkStatus
+    started_at: datetime
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    parameters: SavedParameters
+    requests: int | None = None
+    finished_requests: int | None = None
+    progress: Progress | None = None
+    cost: float | None = None
+
+
+def list_runs(directory: Path, limit: int) -> list[BenchmarkListItem]:
+    """The `limit` newest runs, newest first, from the small records alone."""
+    if not directory.is_dir():
+        return []
+    names = set(os.listdir(directory))
+    ids = sorted(_ids(names), reverse=True)
+    if len(ids) > limit:
+        # Ids start with the UTC start second: only those down to the last second kept can
+        # be among the newest, and ties within that second are ordered by their records.
+        last_second = ids[limit - 1][:16]
+        ids = [benchmark_id for benchmark_id in ids if benchmark_id[:16] >= last_second]
+    items = []
+    for benchmark_id in ids:
+        listed = _read_listed(directory, benchmark_id, names)
+        if listed is not None:
+            items.append(_item(listed))
+    items.sort(key=lambda item: (item.started_at, item.id), reverse=True)
+    return items[:limit]
+
+
+def _read_listed(directory: Path, benchmark_id: str, names: set[str]) -> _Listed | None:
+    # The state record is small; only a run from before state records has just a summary.
+    name = benchmark_id + STATE_SUFFIX
+    if name not in names:
+        name = benchmark_id + SUMMARY_SUFFIX
+    try:
+        return _Listed.model_validate_json((directory / name).read_bytes())
+    except (OSError, ValidationError) as exc:
+        logger.warning("Skipping unreadable benchmark record %s: %s", name, exc)
+        return None
+
+
+def _item(listed: _Listed) -> BenchmarkListItem:
+    status = listed.status
+    if listed.updated_at is not None:
+        status = effective_status(status, listed.updated_at)
+    return BenchmarkListItem(
+        id=listed.id,
+        status=status,
+        started_at=listed.started_at,
+        finished_at=listed.finished_at,
+        models=listed.parameters.models,
+        requests=listed.requests if listed.progress is None else listed.progress.total,
+        finished_requests=(
+            listed.finished_requests if listed.progress is None else listed.progress.done
+        )
+        or 0,
+        cost=listed.cost,
+        files=files_of(listed.id),
+    )
