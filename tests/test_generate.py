@@ -41,7 +41,8 @@ async def test_generate_returns_text_usage_and_latency(
     assert body["model"] == "openai/gpt-4o"
     assert body["finish_reason"] == "stop"
     # The upstream round trip: at least the upstream's own time, at most the whole call's.
-    assert UPSTREAM_SECONDS <= body["latency_seconds"] <= elapsed
+    # The upstream's own delay (its timer may fire a millisecond early), at most the call.
+    assert UPSTREAM_SECONDS * 0.99 <= body["latency_seconds"] <= elapsed
 
 
 async def test_generate_sends_a_chat_completion_with_the_key(

@@ -98,6 +98,7 @@ def settings_for(upstream: Upstream, tmp_path: Path) -> Settings:
         retry_attempts=3,
         retry_max_seconds=8.0,
         benchmark_isolation="inline",
+        allowed_hosts=["service.test"],
     )
 
 

@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     openrouter_api_key: SecretStr = SecretStr("")
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
 
-    host: str = "0.0.0.0"
+    # Loopback only: other machines cannot reach a laptop's service (the image sets 0.0.0.0).
+    host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -66,6 +67,12 @@ class Settings(BaseSettings):
 
     # Inbound authentication: empty means the proxy is open (the default for a laptop).
     proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Sites whose pages may call the service from a browser (CORS); empty: none but its own.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Host headers the service answers to ("*": any); the default stops DNS rebinding.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"]
+    )
 
     emulator_host: str = "127.0.0.1"
     emulator_port: int = Field(default=8001, ge=1, le=65535)
@@ -83,7 +90,7 @@ class Settings(BaseSettings):
         # The service may be started from any directory (make, Docker, an IDE).
         return value if value.is_absolute() else (REPO_ROOT / value).resolve()
 
-    @field_validator("proxy_api_keys", mode="before")
+    @field_validator("proxy_api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import SecretStr
 
 from src.api.auth import require_inbound_key
@@ -17,6 +18,7 @@ from src.api.benchmarks import upload_router
 from src.api.deps import AppState
 from src.api.endpoints import public_router, router
 from src.api.exception_handlers import register_exception_handlers
+from src.api.guards import CrossSiteGuard, TrustedHosts
 from src.config import Settings, get_settings
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
@@ -97,8 +99,25 @@ def create_app(
     documented[422] = {"model": ErrorResponse | ValidationErrorResponse}
     for protected in (router, upload_router, benchmarks_router):
         app.include_router(protected, dependencies=guard, responses=documented)
-    app.add_middleware(RequestLoggingMiddleware)
+    add_edge_middleware(app, settings or get_settings())
     return app
+
+
+def add_edge_middleware(app: FastAPI, settings: Settings) -> None:
+    """Outermost first: one log line and a request id for every answer, refusals included."""
+    # Starlette wraps in reverse order of addition: the last added runs first.
+    app.add_middleware(CrossSiteGuard, allowed_origins=settings.cors_origins)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Prefer"],
+            expose_headers=["X-Request-ID", "Location", "Retry-After"],
+        )
+    if "*" not in settings.allowed_hosts:
+        app.add_middleware(TrustedHosts, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(RequestLoggingMiddleware)
 
 
 app = create_app(get_settings())

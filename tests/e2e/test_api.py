@@ -83,8 +83,9 @@ def test_generate_returns_text_with_consistent_token_counts(client: httpx.Client
     assert body["finish_reason"] == "stop"
     assert body["prompt_tokens"] > 0 and body["completion_tokens"] > 0
     assert body["tokens_used"] == body["prompt_tokens"] + body["completion_tokens"]
-    # The upstream round trip: at least the upstream's own delay, at most the whole call.
-    assert UPSTREAM_SECONDS <= body["latency_seconds"] <= elapsed
+    # The upstream round trip: the upstream's own delay (its timer may fire a millisecond
+    # early), at most the whole call.
+    assert UPSTREAM_SECONDS * 0.99 <= body["latency_seconds"] <= elapsed
 
 
 def test_generate_stops_at_max_tokens_with_finish_reason_length(client: httpx.Client) -> None:

@@ -33,6 +33,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         # In the test's own process, so the retry-wait patch and the loopback upstream's
         # routes apply; the runner process has tests of its own.
         "benchmark_isolation": "inline",
+        # The in-process client's host (SERVICE_URL).
+        "allowed_hosts": ["service.test"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -162,8 +162,9 @@ class _Connection(asyncio.Protocol):
         timing = WireTiming()
         self._begin_exchange(timing, max_body_bytes)
         self.exchanges += 1
-        self.transport.write(head + body)  # one send: one syscall
-        timing.sent = now()
+        message = head + body  # one send: one syscall
+        timing.sent = now()  # before the send, so the upstream cannot have started earlier
+        self.transport.write(message)
         return timing
 
     async def wait_head(self, timeout: float | None) -> None:
