@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
 .DEFAULT_GOAL := help
-.PHONY: help uv sync run emulator test lint typecheck format perf clean
+.PHONY: help uv sync run emulator bench test lint typecheck format perf clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,12 @@ run: sync ## Serve the app on HOST:PORT (the embedded emulator when OPENROUTER_A
 
 emulator: sync ## Serve the OpenRouter emulator alone on EMULATOR_HOST:EMULATOR_PORT
 	PYTHONPATH=app $(RUN) python -m src.services.emulator
+
+# make bench FILE=prompts/en.txt MODELS=emulator/small,emulator/large RUNS=3 [CONCURRENCY=2]
+bench: sync ## Benchmark on the running service (FILE, MODELS, RUNS): progress bar, table, cost
+	PYTHONPATH=app $(RUN) python -m src.cli benchmark --file "$(FILE)" --models "$(MODELS)" \
+		$(if $(RUNS),--runs $(RUNS)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
+		$(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 
 lint: sync ## ruff check and ruff format --check
 	$(RUN) ruff check .

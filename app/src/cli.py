@@ -1,0 +1,192 @@
+"""`python -m src.cli benchmark ...` (or `make bench`): run a benchmark on a running service.
+
+It submits a background run, shows a progress bar fed by the run's events stream, and prints
+the comparison table with cost at the end. Ctrl-C cancels the run (DELETE) before leaving. The
+exit status is 0 for a completed run, 1 for a failed or interrupted one, 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from src.services.base.sse import ServerSentEvent, SSEDecoder
+
+EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
+FORM_FIELDS = ("runs", "concurrency", "max_tokens", "rate", "arrival", "seed", "warmup", "duration")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    with httpx.Client(base_url=args.url, headers=headers, timeout=httpx.Timeout(30.0)) as http:
+        try:
+            benchmark_id = _submit(http, args)
+        except CliError as exc:
+            console.print(f"[red]{exc}[/red]")
+            return EXIT_FAILED
+        console.print(f"Benchmark [bold]{benchmark_id}[/bold] started; Ctrl-C cancels it.")
+        try:
+            summary = _follow(http, benchmark_id, console)
+        except KeyboardInterrupt:
+            console.print("Cancelling…")
+            summary = _cancel(http, benchmark_id)
+            _print_table(summary, Console())
+            return EXIT_CANCELLED
+    _print_table(summary, Console())
+    return EXIT_OK if summary.get("status") == "completed" else EXIT_FAILED
+
+
+class CliError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m src.cli")
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser("benchmark", help="Run a benchmark on a running service")
+    default_url = f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+    bench.add_argument("--url", default=default_url, help="The service (default %(default)s)")
+    bench.add_argument("--key", default=os.environ.get("GATEWAY_KEY"), help="Inbound API key")
+    bench.add_argument("--file", type=Path, required=True, help="Prompts, one per line")
+    bench.add_argument(
+        "--models",
+        required=True,
+        help="Comma-separated model ids, e.g. emulator/small,emulator/large",
+    )
+    bench.add_argument("--runs", type=int)
+    bench.add_argument("--concurrency", type=int)
+    bench.add_argument("--max-tokens", dest="max_tokens", type=int)
+    bench.add_argument("--rate", type=float, help="Requests per second (open loop)")
+    bench.add_argument("--arrival", choices=("constant", "poisson"))
+    bench.add_argument("--seed", type=int)
+    bench.add_argument("--warmup", type=int)
+    bench.add_argument("--duration", type=float, help="Seconds to send for, instead of runs")
+    bench.add_argument("--no-stream", action="store_true", help="Plain requests: no ttft")
+    return parser
+
+
+def _submit(http: httpx.Client, args: argparse.Namespace) -> str:
+    form: dict[str, Any] = {"model": [m.strip() for m in args.models.split(",") if m.strip()]}
+    for name in FORM_FIELDS:
+        value = getattr(args, name)
+        if value is not None:
+            form[name] = str(value)
+    if args.no_stream:
+        form["stream"] = "false"
+    try:
+        upload = args.file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"Cannot read {args.file}: {exc.strerror}") from exc
+    response = http.post(
+        "/benchmark",
+        params={"background": "true"},
+        data=form,
+        files={"prompt_file": (args.file.name, upload, "text/plain")},
+    )
+    if response.status_code != 202:
+        raise CliError(
+            f"The service refused the benchmark ({response.status_code}): {_detail(response)}"
+        )
+    return str(response.json()["id"])
+
+
+def _follow(http: httpx.Client, benchmark_id: str, console: Console) -> dict[str, Any]:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("requests", total=None, detail="")
+        for event in _events(http, benchmark_id):
+            data: dict[str, Any] = orjson.loads(event.data)
+            if event.event == "summary":
+                done = data["finished_requests"] + data["warmup_requests"]
+                bar.update(task, completed=done, total=done, detail=data["status"])
+                return data
+            progress = data["progress"]
+            eta = progress.get("eta_seconds")
+            bar.update(
+                task,
+                completed=progress["done"],
+                total=progress["total"],
+                detail=f"{progress['ok']} ok, {progress['failed']} failed"
+                + (f", ETA {eta:.0f}s" if eta is not None else ""),
+            )
+    raise CliError("The events stream ended without a summary.")
+
+
+def _events(http: httpx.Client, benchmark_id: str) -> Iterator[ServerSentEvent]:
+    decoder = SSEDecoder()
+    timeout = httpx.Timeout(30.0, read=None)  # a run may stay quiet between two events
+    with http.stream("GET", f"/benchmarks/{benchmark_id}/events", timeout=timeout) as response:
+        if response.status_code != 200:
+            raise CliError(f"No events for {benchmark_id} ({response.status_code})")
+        for chunk in response.iter_bytes():
+            yield from decoder.feed(chunk)
+
+
+def _cancel(http: httpx.Client, benchmark_id: str) -> dict[str, Any]:
+    response = http.delete(f"/benchmarks/{benchmark_id}")
+    if response.status_code in (200, 202):
+        body: dict[str, Any] = response.json()
+        return body
+    return {"id": benchmark_id, "status": "unknown", "comparison": []}
+
+
+def _print_table(summary: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{summary.get('id')}: {summary.get('status')}")
+    columns = (
+        ("model", None),
+        ("ok", None),
+        ("failed", None),
+        ("p50 s", "latency_p50"),
+        ("p95 s", "latency_p95"),
+        ("ttft p50 s", "ttft_p50"),
+        ("itl p50 s", "itl_p50"),
+        ("tokens/s", "output_tokens_per_second"),
+        ("cost USD", "cost"),
+    )
+    for title, _ in columns:
+        if title == "model":
+            table.add_column(title, no_wrap=True, min_width=14)
+        else:
+            table.add_column(title, justify="right")
+    for row in summary.get("comparison", []):
+        cells = [str(row["model"]), str(row["ok"]), str(row["failed"])]
+        cells += [_number(row.get(key), 5 if key == "cost" else 3) for _, key in columns[3:]]
+        table.add_row(*cells)
+    console.print(table)
+    cost = summary.get("cost")
+    console.print(f"Total cost: {'unknown' if cost is None else f'${cost:.5f}'}")
+
+
+def _number(value: object, digits: int) -> str:
+    return "—" if not isinstance(value, int | float) else f"{value:.{digits}f}"
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    detail = body.get("detail") if isinstance(body, dict) else body
+    return detail if isinstance(detail, str) else orjson.dumps(detail).decode()[:300]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
