@@ -75,7 +75,10 @@ class CrossSiteGuard:
                 "List the site in CORS_ORIGINS to allow it."
             )
         if origin == "null":
-            return "Cross-site request refused (Origin: null, an opaque origin)."
+            return (
+                "Cross-site request refused (Origin: null, a sandboxed or local page). "
+                "Only sites listed in CORS_ORIGINS may call the service from a browser."
+            )
         return None
 
 

@@ -25,7 +25,13 @@ from src.services.benchmarker.file_utils import (
 )
 from src.services.benchmarker.launcher import BenchmarkLauncher
 from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.benchmarker.store import current_view, list_runs, read_state, request_cancel
+from src.services.benchmarker.store import (
+    check_capacity,
+    current_view,
+    list_runs,
+    read_state,
+    request_cancel,
+)
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
 from src.services.openrouter.catalog import ModelCatalog
 
@@ -83,8 +89,16 @@ async def start_benchmark(
     parameters: BenchmarkParameters,
 ) -> BenchmarkState:
     """Validate, admit and start a run; it goes on in the background."""
+    # Refused at once when there is no room: not even the model list is fetched for it.
+    await asyncio.to_thread(
+        check_capacity,
+        settings.benchmarks_dir,
+        parameters.concurrency,
+        max_running=settings.max_running_benchmarks,
+        max_in_flight=settings.max_inflight_total,
+    )
     plan = await prepare_benchmark(settings, catalog, upload, parameters)
-    return await launcher.start(plan)
+    return await launcher.start(plan)  # the caps again, atomically with recording the run
 
 
 async def get_benchmark(settings: Settings, benchmark_id: str) -> RunView:

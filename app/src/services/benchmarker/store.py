@@ -130,6 +130,26 @@ def request_cancel(directory: Path, benchmark_id: str) -> None:
 # --- admission ---------------------------------------------------------------------------------
 
 
+def check_capacity(
+    directory: Path, concurrency: int, *, max_running: int, max_in_flight: int
+) -> None:
+    """Refuse a run the caps leave no room for (CapacityError, a 429)."""
+    running = list(_running_states(directory)) if directory.is_dir() else []
+    if len(running) >= max_running:
+        raise CapacityError(
+            f"{len(running)} benchmarks are running: MAX_RUNNING_BENCHMARKS={max_running}. "
+            "Try again when one has finished.",
+            retry_after=CAPACITY_RETRY_AFTER_SECONDS,
+        )
+    in_flight = sum(other.parameters.concurrency for other in running)
+    if in_flight + concurrency > max_in_flight:
+        raise CapacityError(
+            f"Running benchmarks hold {in_flight} requests in flight; {concurrency} more would "
+            f"pass MAX_INFLIGHT_TOTAL={max_in_flight}. Lower concurrency or try again later.",
+            retry_after=CAPACITY_RETRY_AFTER_SECONDS,
+        )
+
+
 def admit(
     directory: Path,
     state: BenchmarkState,
@@ -146,21 +166,12 @@ def admit(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if keep_days is not None:
             prune(directory, keep_days)
-        running = list(_running_states(directory))
-        if len(running) >= max_running:
-            raise CapacityError(
-                f"{len(running)} benchmarks are running: MAX_RUNNING_BENCHMARKS={max_running}. "
-                "Try again when one has finished.",
-                retry_after=CAPACITY_RETRY_AFTER_SECONDS,
-            )
-        in_flight = sum(other.parameters.concurrency for other in running)
-        wanted = state.parameters.concurrency
-        if in_flight + wanted > max_in_flight:
-            raise CapacityError(
-                f"Running benchmarks hold {in_flight} requests in flight; {wanted} more would "
-                f"pass MAX_INFLIGHT_TOTAL={max_in_flight}. Lower concurrency or try again later.",
-                retry_after=CAPACITY_RETRY_AFTER_SECONDS,
-            )
+        check_capacity(
+            directory,
+            state.parameters.concurrency,
+            max_running=max_running,
+            max_in_flight=max_in_flight,
+        )
         write_state(result_paths(directory, state.id).state, state)
 
 

@@ -1,0 +1,172 @@
+"""A page on another site cannot make the service spend money; a foreign Host is refused.
+
+The headers are those a browser sends: Chromium's `fetch(url, {method: "POST", mode: "no-cors",
+body: form})` from another origin carries `Sec-Fetch-Site: cross-site` and that origin, and a
+plain HTML form post carries the origin too. Scripts and curl send neither.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from src.config import Settings
+from tests.helpers.app import Serve, make_settings, read_log
+from tests.helpers.benchmarks import PROMPTS, post_benchmark
+from tests.helpers.errors import assert_error
+from tests.helpers.openrouter import GENERATE, MODELS_BODY, completion_body
+
+pytestmark = pytest.mark.anyio
+
+EVIL = "http://evil.example"
+OWN = "http://service.test"
+
+
+@pytest.fixture
+def routes(upstream: respx.MockRouter) -> list[respx.Route]:
+    return [
+        upstream.get("/models").respond(json=MODELS_BODY),
+        upstream.post("/chat/completions").respond(json=completion_body()),
+    ]
+
+
+def spent(routes: list[respx.Route]) -> int:
+    return sum(route.call_count for route in routes)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site", "Origin": EVIL},  # fetch() from another site
+        {"Sec-Fetch-Site": "same-site", "Origin": "http://service.test:8080"},  # another port
+        {"Origin": EVIL},  # a browser too old for Sec-Fetch-*
+        {"Origin": "null"},  # a sandboxed iframe or a file:// page
+    ],
+)
+async def test_a_cross_site_benchmark_post_is_refused_before_anything_runs(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    routes: list[respx.Route],
+    headers: dict[str, str],
+) -> None:
+    response = await client.post(
+        "/benchmark",
+        headers=headers,
+        data={"model": "openai/gpt-4o", "runs": "3"},
+        files={"prompt_file": ("p.txt", PROMPTS, "text/plain")},
+    )
+
+    body = assert_error(response, 403, "CrossSiteRequestError", "Cross-site request refused")
+    assert "CORS_ORIGINS" in body["detail"]
+    assert spent(routes) == 0
+    assert not settings.benchmarks_dir.exists() or not list(settings.benchmarks_dir.iterdir())
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/generate"), ("DELETE", "/benchmarks/x")])
+async def test_every_state_changing_method_is_guarded(
+    client: httpx.AsyncClient, routes: list[respx.Route], method: str, path: str
+) -> None:
+    response = await client.request(
+        method, path, json=GENERATE, headers={"Sec-Fetch-Site": "cross-site", "Origin": EVIL}
+    )
+
+    assert_error(response, 403, "CrossSiteRequestError")
+    assert spent(routes) == 0
+
+
+async def test_a_cross_site_read_is_not_refused(
+    client: httpx.AsyncClient, routes: list[respx.Route]
+) -> None:
+    # Reading spends nothing, and the browser keeps the answer from the other site anyway.
+    response = await client.get("/models", headers={"Sec-Fetch-Site": "cross-site", "Origin": EVIL})
+
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, scripts, SDKs
+        {"Sec-Fetch-Site": "same-origin", "Origin": OWN},  # Swagger UI at /docs
+        {"Sec-Fetch-Site": "none"},  # typed into the address bar
+        {"Origin": OWN},
+    ],
+)
+async def test_own_pages_and_non_browser_clients_go_through(
+    client: httpx.AsyncClient, routes: list[respx.Route], headers: dict[str, str]
+) -> None:
+    response = await client.post("/generate", json=GENERATE, headers=headers)
+
+    assert response.status_code == 200, response.text
+
+
+async def test_cors_origins_lets_a_listed_site_in_and_answers_its_preflight(
+    tmp_path: Path, serve: Serve, routes: list[respx.Route]
+) -> None:
+    site = "https://dashboard.example"
+    settings = make_settings(tmp_path, cors_origins=[site])
+
+    async with serve(settings) as client:
+        preflight = await client.options(
+            "/generate",
+            headers={
+                "Origin": site,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,authorization",
+            },
+        )
+        allowed = await client.post(
+            "/generate", json=GENERATE, headers={"Sec-Fetch-Site": "cross-site", "Origin": site}
+        )
+        other = await client.post(
+            "/generate", json=GENERATE, headers={"Sec-Fetch-Site": "cross-site", "Origin": EVIL}
+        )
+
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == site
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == site
+    assert "x-request-id" in allowed.headers["access-control-expose-headers"].lower()
+    assert other.status_code == 403
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_a_foreign_host_is_refused_which_stops_dns_rebinding(
+    tmp_path: Path, serve: Serve, routes: list[respx.Route]
+) -> None:
+    settings = make_settings(tmp_path, allowed_hosts=["localhost", "127.0.0.1", "::1"])
+
+    async with serve(settings) as client:
+        rebound = await client.post(
+            "/generate", json=GENERATE, headers={"Host": "evil.example:8000"}
+        )
+        local = await client.post("/generate", json=GENERATE, headers={"Host": "127.0.0.1:8000"})
+        named = await client.get("/health", headers={"Host": "localhost:8000"})
+
+    assert_error(rebound, 400, "InvalidHostError", "ALLOWED_HOSTS")
+    assert local.status_code == 200
+    assert named.status_code == 200
+    assert spent(routes) == 1
+    assert "status_code=400" in read_log(settings)
+
+
+async def test_allowed_hosts_star_answers_any_host(
+    tmp_path: Path, serve: Serve, routes: list[respx.Route]
+) -> None:
+    async with serve(make_settings(tmp_path, allowed_hosts=["*"])) as client:
+        response = await client.get("/health", headers={"Host": "anything.example"})
+
+    assert response.status_code == 200
+
+
+def test_the_service_binds_loopback_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOST", raising=False)
+    defaults = Settings(_env_file=None)
+
+    assert defaults.host == "127.0.0.1"
+    assert defaults.allowed_hosts == ["localhost", "127.0.0.1", "::1"]
+    assert defaults.cors_origins == []
