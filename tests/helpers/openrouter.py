@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -76,7 +76,7 @@ def chunk(
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-def usage_chunk(usage: dict[str, int] = USAGE, *, model: str = "m/x") -> bytes:
+def usage_chunk(usage: Mapping[str, object] = USAGE, *, model: str = "m/x") -> bytes:
     """The last chunk of a stream: no choices, only the usage."""
     body = {"id": "gen-1", "object": "chat.completion.chunk", "model": model, "choices": []}
     return b"data: " + json.dumps({**body, "usage": usage}).encode() + b"\n\n"

@@ -185,7 +185,8 @@ async def get_benchmark_report(settings: SettingsDep, benchmark_id: BenchmarkId)
 )
 async def download_results(settings: SettingsDep, benchmark_id: BenchmarkId) -> FileResponse:
     """The per-request CSV (so far, while the run goes on)."""
-    return await _download(result_paths(settings.benchmarks_dir, benchmark_id).csv, "text/csv")
+    path = result_paths(settings.benchmarks_dir, benchmark_id).csv
+    return await _download(path, "text/csv", "results.csv")
 
 
 @router.get(
@@ -195,10 +196,10 @@ async def download_results(settings: SettingsDep, benchmark_id: BenchmarkId) -> 
 async def download_summary(settings: SettingsDep, benchmark_id: BenchmarkId) -> FileResponse:
     """The JSON summary of a finished run."""
     path = result_paths(settings.benchmarks_dir, benchmark_id).json
-    return await _download(path, "application/json")
+    return await _download(path, "application/json", "summary.json")
 
 
-async def _download(path: FilePath, media_type: str) -> FileResponse:
+async def _download(path: FilePath, media_type: str, name: str) -> FileResponse:
     if not await asyncio.to_thread(path.is_file):
-        raise NotFoundError(f"No {path.name} (yet): the run has not written it.")
+        raise NotFoundError(f"No {name} for '{path.stem}' (yet): the run has not written it.")
     return FileResponse(path, media_type=media_type, filename=path.name)
