@@ -15,7 +15,7 @@ import respx
 
 from src.config import Settings
 from tests.helpers.app import Serve, make_settings, read_log
-from tests.helpers.benchmarks import PROMPTS, post_benchmark
+from tests.helpers.benchmarks import PROMPTS
 from tests.helpers.errors import assert_error
 from tests.helpers.openrouter import GENERATE, MODELS_BODY, completion_body
 
