@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         except CliError as exc:
             console.print(f"[red]{exc}[/red]")
             return EXIT_FAILED
-        console.print(f"Benchmark [bold]{benchmark_id}[/bold] started; Ctrl-C cancels it.")
         try:
+            console.print(f"Benchmark [bold]{benchmark_id}[/bold] started; Ctrl-C cancels it.")
             summary = _follow(http, benchmark_id, console)
         except KeyboardInterrupt:
             console.print("Cancelling…")
