@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,9 @@ FORM_FIELDS = ("runs", "concurrency", "max_tokens", "rate", "arrival", "seed", "
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A launcher (`uv run`) may start us with SIGINT ignored, which Python then keeps: Ctrl-C
+    # must reach us as a KeyboardInterrupt to cancel the run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
