@@ -25,7 +25,7 @@ from src.services.benchmarker.plan import BenchmarkPlan
 from src.services.benchmarker.runner import run_benchmark
 from src.services.benchmarker.store import admit, load_summary, write_state
 from src.services.benchmarker.summary import RunClock, build_state
-from src.services.benchmarker.worker import RunnerJob
+from src.services.benchmarker.worker import EXIT_INTERRUPTED, RunnerJob
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,9 @@ class BenchmarkLauncher:
         self._settings = settings
         self._client = client
         self._target = target
-        self._runs: dict[str, asyncio.Task[BenchmarkSummary]] = {}
+        # A hosted run's task ends with its summary when it ran here, None when a runner
+        # process wrote it to disk (read only if somebody waits for it).
+        self._runs: dict[str, asyncio.Task[BenchmarkSummary | None]] = {}
         self._processes: dict[str, asyncio.subprocess.Process] = {}
 
     async def start(self, plan: BenchmarkPlan) -> BenchmarkState:
@@ -66,12 +68,22 @@ class BenchmarkLauncher:
         (re-raising) only once the interrupted run's summary is on disk."""
         run = self._runs[benchmark_id]
         try:
-            return await asyncio.shield(run)
+            summary = await asyncio.shield(run)
         except asyncio.CancelledError:
             if not run.done():
                 self.interrupt(benchmark_id)
                 await asyncio.wait({run})
             raise
+        if summary is not None:
+            return summary
+        try:
+            return await asyncio.to_thread(
+                load_summary, self._settings.benchmarks_dir, benchmark_id
+            )
+        except Exception as exc:
+            raise RunnerFailedError(
+                f"The benchmark runner ended without a summary for {benchmark_id}."
+            ) from exc
 
     def interrupt(self, benchmark_id: str) -> None:
         process = self._processes.get(benchmark_id)
@@ -92,7 +104,7 @@ class BenchmarkLauncher:
         if late:
             logger.warning("%d benchmark(s) did not save their summary before shutdown", len(late))
 
-    async def _host(self, benchmark_id: str, plan: BenchmarkPlan) -> BenchmarkSummary:
+    async def _host(self, benchmark_id: str, plan: BenchmarkPlan) -> BenchmarkSummary | None:
         settings = self._settings
         try:
             if settings.benchmark_isolation == "inline":
@@ -103,12 +115,13 @@ class BenchmarkLauncher:
                     settings.benchmarks_dir,
                     Redactor(settings.secrets()),
                 )
-            return await self._in_process(benchmark_id, plan)
+            await self._in_process(benchmark_id, plan)
+            return None
         except BaseException:
             await asyncio.to_thread(_mark_failed_if_unsaved, settings, benchmark_id, plan)
             raise
 
-    async def _in_process(self, benchmark_id: str, plan: BenchmarkPlan) -> BenchmarkSummary:
+    async def _in_process(self, benchmark_id: str, plan: BenchmarkPlan) -> None:
         job = RunnerJob.build(benchmark_id, plan, self._settings, self._target, os.getpid())
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -130,15 +143,8 @@ class BenchmarkLauncher:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
                 await process.wait()
-        try:
-            return await asyncio.to_thread(
-                load_summary, self._settings.benchmarks_dir, benchmark_id
-            )
-        except Exception as exc:
-            raise RunnerFailedError(
-                f"The benchmark runner exited with code {code} without a summary for "
-                f"{benchmark_id}."
-            ) from exc
+        if code not in (0, EXIT_INTERRUPTED):
+            logger.error("BENCHMARK RUNNER FAILED | id=%s | exit code %s", benchmark_id, code)
 
 
 def _mark_failed_if_unsaved(settings: Settings, benchmark_id: str, plan: BenchmarkPlan) -> None:
