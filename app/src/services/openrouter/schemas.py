@@ -21,6 +21,7 @@ class UpstreamPricing(_Upstream):
 class UpstreamModel(_Upstream):
     id: str
     name: str = ""
+    created: int | None = None
     context_length: int | None = None
     pricing: UpstreamPricing = Field(default_factory=UpstreamPricing)
 
@@ -48,6 +49,12 @@ class ChatChoice(_Upstream):
 class UpstreamErrorBody(_Upstream):
     code: int | str | None = None
     message: str = "unknown upstream error"
+
+
+class UpstreamErrorEnvelope(_Upstream):
+    """Any answer or stream chunk, read for nothing but the error object it may carry."""
+
+    error: UpstreamErrorBody | None = None
 
 
 class ChatCompletion(_Upstream):
