@@ -4,30 +4,37 @@ SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
+# Runs without installing anything more: `uv run` would otherwise add the dev group.
+SERVE := $(UV) run --frozen --no-dev --no-sync
 
 .DEFAULT_GOAL := help
-.PHONY: help uv sync run emulator bench test lint typecheck format perf clean
+.PHONY: help uv sync sync-runtime run emulator bench test lint typecheck format perf clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
 
 uv: ## Install uv with pip when it is missing
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
 		|| python3 -m pip install --quiet uv \
 		|| python3 -m pip install --quiet --user --break-system-packages uv
 
-sync: uv ## Install the locked dependencies into .venv
+sync: uv ## Install the locked dependencies, dev tools included, into .venv
 	$(UV) sync --frozen
 
-run: sync ## Serve the app on HOST:PORT (the embedded emulator when OPENROUTER_API_KEY is empty)
-	PYTHONPATH=app $(RUN) python -m src.serve
+# What serving needs and nothing more, as the image installs it (--no-dev); --inexact keeps the
+# dev tools a developer already has in .venv instead of uninstalling them.
+sync-runtime: uv ## Install only the locked runtime dependencies into .venv
+	$(UV) sync --frozen --no-dev --inexact
 
-emulator: sync ## Serve the OpenRouter emulator alone on EMULATOR_HOST:EMULATOR_PORT
-	PYTHONPATH=app $(RUN) python -m src.services.emulator
+run: sync-runtime ## Serve the app on HOST:PORT (the embedded emulator when OPENROUTER_API_KEY is empty)
+	PYTHONPATH=app $(SERVE) python -m src.serve
+
+emulator: sync-runtime ## Serve the OpenRouter emulator alone on EMULATOR_HOST:EMULATOR_PORT
+	PYTHONPATH=app $(SERVE) python -m src.services.emulator
 
 # make bench FILE=prompts/en.txt MODELS=emulator/small,emulator/large RUNS=3 [CONCURRENCY=2]
-bench: sync ## Benchmark on the running service (FILE, MODELS, RUNS): progress bar, table, cost
-	PYTHONPATH=app $(RUN) python -m src.cli benchmark --file "$(FILE)" --models "$(MODELS)" \
+bench: sync-runtime ## Benchmark on the running service (FILE, MODELS, RUNS): progress bar, table, cost
+	PYTHONPATH=app $(SERVE) python -m src.cli benchmark --file "$(FILE)" --models "$(MODELS)" \
 		$(if $(RUNS),--runs $(RUNS)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
 		$(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 

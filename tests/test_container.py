@@ -81,6 +81,33 @@ def test_the_images_locked_install_runs_the_app_without_dev_dependencies(tmp_pat
     assert not (venv / "bin" / "pytest").exists()
 
 
+def test_make_run_installs_only_what_running_needs(tmp_path: Path) -> None:
+    """`make run` syncs the runtime group alone, then runs without syncing anything more."""
+    uv = os.environ.get("UV") or shutil.which("uv")
+    assert uv, "uv not found: run the tests with `make test` or `uv run pytest`"
+    for name in ("pyproject.toml", "uv.lock", "Makefile"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    venv = tmp_path / "venv"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
+    planned = subprocess.run(
+        ["make", "-n", "run", f"UV={uv}"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert planned.returncode == 0, planned.stderr
+    installs = [line for line in planned.stdout.splitlines() if f"{uv} sync" in line]
+    assert installs == [f"{uv} sync --frozen --no-dev --inexact"], planned.stdout
+    assert f"{uv} run --frozen --no-dev --no-sync python -m src.serve" in planned.stdout
+
+    sync = subprocess.run(
+        ["make", "sync-runtime", f"UV={uv}"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+
+    assert sync.returncode == 0, sync.stderr
+    site = next(venv.glob("lib/python*/site-packages"))
+    assert (site / "fastapi" / "__init__.py").exists()
+    assert (site / "fastapi_offline" / "static" / "swagger-ui-bundle.js").exists()
+    assert not (site / "openai").exists() and not (site / "pytest").exists()
+
+
 def test_image_command_health_check_port_and_volumes_agree_with_the_app() -> None:
     cmd = instructions("CMD")[-1]
     assert module_exists(re.search(r'"-m", "([\w.]+)"', cmd).group(1))  # type: ignore[union-attr]

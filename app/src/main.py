@@ -16,9 +16,11 @@ from src.api.auth import require_inbound_key
 from src.api.benchmarks import router as benchmarks_router
 from src.api.benchmarks import upload_router
 from src.api.deps import AppState
+from src.api.docs import add_offline_docs
 from src.api.endpoints import public_router, router
 from src.api.exception_handlers import register_exception_handlers
 from src.api.guards import CrossSiteGuard, TrustedHosts
+from src.api.openai import router as openai_router
 from src.config import Settings, get_settings
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
@@ -85,6 +87,9 @@ def create_app(
         description="OpenRouter proxy: list models, generate text, benchmark latency.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by add_offline_docs instead: FastAPI's own pages load their assets from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     register_exception_handlers(app)
     app.include_router(public_router)
@@ -97,8 +102,10 @@ def create_app(
         status: {"model": ErrorResponse} for status in (400, 401, 402, 403, 404, 413, 429, 502, 504)
     }
     documented[422] = {"model": ErrorResponse | ValidationErrorResponse}
-    for protected in (router, upload_router, benchmarks_router):
+    # Routes are matched in order: the hot ones (/generate, /v1/chat/completions) come first.
+    for protected in (router, openai_router, upload_router, benchmarks_router):
         app.include_router(protected, dependencies=guard, responses=documented)
+    add_offline_docs(app)
     add_edge_middleware(app, settings or get_settings())
     return app
 

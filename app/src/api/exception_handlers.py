@@ -33,21 +33,26 @@ def public_detail(request: Request, error: ServiceError) -> str:
     return redactor(error.detail) if redactor else error.detail
 
 
+def error_headers(error: ServiceError, status: int) -> dict[str, str]:
+    """What an error answer with `status` tells the client besides its body."""
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 429:
+        retry_after = getattr(error, "retry_after", None)
+        # Round up: telling a client to come back early only earns it another 429.
+        headers["Retry-After"] = str(max(1, int(-(-(retry_after or 1) // 1))))
+    return headers
+
+
 async def handle_service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     request.state.error = exc  # read by the logging middleware
     status = status_for(exc)
-    headers: dict[str, str] = {}
-    retry_after = getattr(exc, "retry_after", None)
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    if status == 429:
-        # Round up: telling a client to come back early only earns it another 429.
-        headers["Retry-After"] = str(max(1, int(-(-(retry_after or 1) // 1))))
     return JSONResponse(
         error_body(type(exc).__name__, public_detail(request, exc), request_id_of(request)),
         status_code=status,
-        headers=headers,
+        headers=error_headers(exc, status),
     )
 
 

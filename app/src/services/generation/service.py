@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import TypeVar
 
 from src.config import Settings
 from src.schemas.prompts import GenerateRequest, GenerationResult
@@ -11,6 +12,8 @@ from src.services.base.timing import Timing
 from src.services.openrouter.client import OpenRouterClient, StreamItem
 
 EMULATOR_MODEL_PREFIX = "emulator/"
+
+T = TypeVar("T")
 
 
 def ensure_model_reachable(settings: Settings, model: str) -> None:
@@ -54,12 +57,11 @@ async def open_generation_stream(
     except BaseException:
         await items.aclose()
         raise
-    return _prepend(first, items)
+    return prepend(first, items)
 
 
-async def _prepend(
-    first: StreamItem, rest: AsyncGenerator[StreamItem]
-) -> AsyncGenerator[StreamItem]:
+async def prepend(first: T, rest: AsyncGenerator[T]) -> AsyncGenerator[T]:
+    """`first`, then the rest of the stream it was taken from."""
     try:
         yield first
         async for item in rest:

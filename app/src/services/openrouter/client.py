@@ -21,6 +21,7 @@ from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
+    UpstreamErrorEnvelope,
     UpstreamModel,
     UpstreamModelList,
     Usage,
@@ -29,6 +30,8 @@ from src.services.openrouter.schemas import (
 
 COMPLETIONS = "chat/completions"
 DONE = b"[DONE]"
+# A quoted key only: the same word inside a JSON string value is escaped (\"error\").
+_ERROR_KEY = b'"error"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,70 @@ class OpenRouterClient(BaseClient):
         if not state.saw_data:
             raise UpstreamInvalidResponseError("Upstream stream ended without any data")
         yield _result("", state.model, state.finish_reason, state.usage, timing)
+
+    async def relay(self, content: bytes, timing: Timing) -> bytes:
+        """POST the caller's own chat request; the answer's bytes as the upstream sent them.
+
+        Parsed only as far as telling a completion from an error: the answer is relayed, not
+        rebuilt, so every field the upstream adds reaches the caller.
+        """
+        body = await self.read("POST", COMPLETIONS, timing, content)
+        try:
+            answer = UpstreamErrorEnvelope.model_validate_json(body)
+        except ValidationError as exc:
+            raise UpstreamInvalidResponseError("Upstream completion is not valid JSON") from exc
+        if answer.error is not None:
+            raise UpstreamStreamError(answer.error.message, answer.error.code)
+        return body
+
+    async def relay_stream(self, content: bytes, timing: Timing) -> AsyncGenerator[bytes]:
+        """POST the caller's own streamed chat request; the upstream's `data:` events as they
+        arrive, framed again one per event (comments, `event:` and `id:` lines dropped), up to
+        and without its `data: [DONE]`.
+
+        A chunk is parsed only when it may carry OpenRouter's error object, which is raised as
+        an UpstreamStreamError. Closing the generator early closes the upstream connection.
+        """
+        body = await self.open("POST", COMPLETIONS, timing, content=content)
+        decoder = SSEDecoder(self.max_stream_line_bytes)
+        done = saw_data = False
+        try:
+            while (item := await body.next()) is not None:
+                chunk, arrived = item
+                if done:
+                    continue  # read only to keep the connection reusable
+                framed: list[bytes] = []
+                for event in decoder.feed(chunk):
+                    saw_data = True
+                    if event.data == DONE:
+                        done = True
+                        break
+                    error = _carried_error(event.data) if _ERROR_KEY in event.data else None
+                    if error is not None:
+                        if framed:  # what came before it in the same chunk goes out first
+                            yield b"".join(framed)
+                        raise error
+                    framed.append(b"data: " + event.data.replace(b"\n", b"\ndata: ") + b"\n\n")
+                if framed:
+                    if timing.first_content is None:
+                        timing.first_content = arrived
+                    yield b"".join(framed)
+        finally:
+            timing.ended = body.timing.end or now()
+            await body.aclose()
+        if not saw_data:
+            raise UpstreamInvalidResponseError("Upstream stream ended without any data")
+
+
+def _carried_error(data: bytes) -> UpstreamStreamError | None:
+    """OpenRouter reports a failure after the 200 as a chunk with an `error` object."""
+    try:
+        envelope = UpstreamErrorEnvelope.model_validate_json(data)
+    except ValidationError:
+        return None  # not JSON: relayed as it is, the upstream's own framing
+    if envelope.error is None:
+        return None
+    return UpstreamStreamError(envelope.error.message, envelope.error.code)
 
 
 class _StreamState:

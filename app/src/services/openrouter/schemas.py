@@ -23,6 +23,7 @@ class UpstreamPricing(_Upstream):
 class UpstreamModel(_Upstream):
     id: str
     name: str = ""
+    created: int | None = None
     context_length: int | None = None
     # Absent for some models: their price is unknown, which is not the same as free.
     pricing: UpstreamPricing | None = None
@@ -53,6 +54,12 @@ class ChatChoice(_Upstream):
 class UpstreamErrorBody(_Upstream):
     code: int | str | None = None
     message: str = "unknown upstream error"
+
+
+class UpstreamErrorEnvelope(_Upstream):
+    """Any answer or stream chunk, read for nothing but the error object it may carry."""
+
+    error: UpstreamErrorBody | None = None
 
 
 class ChatCompletion(_Upstream):

@@ -1,0 +1,121 @@
+"""OpenAI-compatible routes: what the `openai` SDKs, LangChain and OpenAI benchmark tools call.
+
+Chat completions are relayed: the request goes upstream as the caller sent it, the answer (or
+each streamed event) comes back as the upstream sent it. The hot route is built like
+/generate: no FastAPI dependencies, the body read and checked once from bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from src.api.deps import CatalogDep, lifespan_state
+from src.api.disconnect import cancel_on_disconnect
+from src.api.openai_errors import OpenAIErrorRoute, stream_error_event
+from src.api.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
+from src.schemas.models import Pricing
+from src.schemas.openai import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ModelList,
+    ModelObject,
+    OpenAIErrorResponse,
+)
+from src.services.base.exceptions import ServiceError, UnknownModelError
+from src.services.generation.relay import open_relay_stream, relay_completion
+from src.services.openrouter.schemas import UpstreamModel
+
+DONE_EVENT = b"data: [DONE]\n\n"
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["OpenAI-compatible"],
+    route_class=OpenAIErrorRoute,
+    responses={
+        status: {"model": OpenAIErrorResponse}
+        for status in (400, 401, 402, 403, 404, 413, 422, 429, 502, 504)
+    },
+)
+
+
+_STREAM_DOC: dict[str, Any] = {"text/event-stream": {"schema": {"type": "string"}}}
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={
+        200: {
+            "content": _STREAM_DOC,
+            "description": "The upstream's chat completion, or its chunks as server-sent "
+            "events ending with `data: [DONE]` when `stream` is true",
+        }
+    },
+    # The body is parsed by the handler, once, straight from bytes; documented here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}},
+        }
+    },
+)
+async def chat_completions(request: Request) -> Response:
+    """Create a chat completion (OpenAI's format; `"stream": true` for server-sent events)."""
+    state = lifespan_state(request)
+    raw = await read_body(request, JSON_BODY_LIMIT_BYTES)
+    body = parse_json_body(ChatCompletionRequest, raw)
+    work = (state["settings"], state["openrouter"], state["catalog"], body.model, raw)
+    if body.stream:
+        # Until the first events the handler waits on the upstream; after them, the
+        # streaming response itself stops when the caller leaves.
+        chunks = await cancel_on_disconnect(request, open_relay_stream(*work))
+        return StreamingResponse(
+            _events(chunks, request), media_type="text/event-stream", headers=_SSE_HEADERS
+        )
+    answer = await cancel_on_disconnect(request, relay_completion(*work))
+    return Response(answer, media_type="application/json")
+
+
+def _model_object(model: UpstreamModel) -> ModelObject:
+    return ModelObject(
+        id=model.id,
+        created=model.created or 0,
+        # OpenRouter's ids are "<owner>/<model>".
+        owned_by=model.id.split("/", 1)[0] if "/" in model.id else "openrouter",
+        name=model.name or model.id,
+        context_length=model.context_length,
+        pricing=Pricing(prompt=model.pricing.prompt, completion=model.pricing.completion),
+    )
+
+
+@router.get("/models")
+async def list_models(catalog: CatalogDep) -> ModelList:
+    """List the upstream's models as OpenAI's model list (the same cache as /models)."""
+    return ModelList(data=[_model_object(model) for model in await catalog.models()])
+
+
+@router.get("/models/{model_id:path}")
+async def retrieve_model(model_id: str, catalog: CatalogDep) -> ModelObject:
+    """One model of the list, by id."""
+    for model in await catalog.models():
+        if model.id == model_id:
+            return _model_object(model)
+    raise UnknownModelError(f"The model '{model_id}' does not exist. GET /v1/models lists them.")
+
+
+async def _events(chunks: AsyncGenerator[bytes], request: Request) -> AsyncIterator[bytes]:
+    """The relayed events, then `data: [DONE]`; a failure becomes OpenAI's error event."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except ServiceError as exc:
+        # The 200 status is already sent: the error travels as the stream's last event.
+        yield stream_error_event(request, exc)
+    finally:
+        await chunks.aclose()
+    yield DONE_EVENT

@@ -1,0 +1,76 @@
+"""Chat completions relayed in OpenAI's wire format: the caller's request goes upstream as it
+was sent, and the upstream's answer comes back as it was sent.
+
+What is ours: the emulator-only rule for model ids, and telling an unknown model (404, as
+OpenAI answers it) from any other refused request (OpenRouter answers both with a 400).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from src.config import Settings
+from src.services.base.exceptions import ServiceError, UnknownModelError, UpstreamStatusError
+from src.services.base.timing import Timing
+from src.services.generation.service import ensure_model_reachable, prepend
+from src.services.openrouter.catalog import ModelCatalog
+from src.services.openrouter.client import OpenRouterClient
+
+
+async def relay_completion(
+    settings: Settings, client: OpenRouterClient, catalog: ModelCatalog, model: str, raw: bytes
+) -> bytes:
+    """The upstream's JSON answer to the caller's chat request `raw` (asking for `model`)."""
+    ensure_model_reachable(settings, model)
+    try:
+        return await client.relay(raw, Timing())
+    except UpstreamStatusError as exc:
+        await _refuse_unknown_model(exc, catalog, model)
+        raise
+
+
+async def open_relay_stream(
+    settings: Settings, client: OpenRouterClient, catalog: ModelCatalog, model: str, raw: bytes
+) -> AsyncGenerator[bytes]:
+    """Start relaying the caller's streamed chat request and wait for its first events.
+
+    Errors before them surface here, so the caller can still answer with a JSON error and
+    the right status instead of a 200 stream that fails.
+    """
+    ensure_model_reachable(settings, model)
+    chunks = client.relay_stream(raw, Timing())
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        return _empty()  # only [DONE]: a stream with nothing in it
+    except UpstreamStatusError as exc:
+        await chunks.aclose()
+        await _refuse_unknown_model(exc, catalog, model)
+        raise
+    except BaseException:
+        await chunks.aclose()
+        raise
+    return prepend(first, chunks)
+
+
+async def _refuse_unknown_model(
+    error: UpstreamStatusError, catalog: ModelCatalog, model: str
+) -> None:
+    """A refused request for a model the upstream does not list is an UnknownModelError.
+
+    Looked up only once the upstream has refused, so a request that succeeds never waits for
+    the model list. Without the list the upstream's own error stands.
+    """
+    if error.status_code != 400:
+        return
+    try:
+        await catalog.require([model])
+    except UnknownModelError as unknown:
+        raise unknown from error
+    except ServiceError:
+        return
+
+
+async def _empty() -> AsyncGenerator[bytes]:
+    return
+    yield  # an async generator that yields nothing
