@@ -466,3 +466,19 @@ async def test_one_model_by_id_and_an_unknown_one(
 
     assert found.status_code == 200 and found.json()["id"] == GPT
     assert_openai_error(missing, 404, "not_found_error", "UnknownModelError")
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_token_limit_over_max_tokens_limit_is_refused_before_the_upstream(
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter, field: str, stream: bool
+) -> None:
+    route = upstream.post("/chat/completions").respond(json=completion_body())
+    body = {"model": GPT, "messages": MESSAGES, field: 4097, "stream": stream}
+
+    async with serve(make_settings(tmp_path, max_tokens_limit=4096)) as client:
+        response = await client.post(CHAT, json=body)
+
+    error = assert_openai_error(response, 422, "invalid_request_error", "LimitExceededError")
+    assert "4097 exceeds MAX_TOKENS_LIMIT=4096" in error["message"]
+    assert route.call_count == 0

@@ -11,11 +11,11 @@ from src.api.deps import CatalogDep, SettingsDep, lifespan_state
 from src.api.disconnect import cancel_on_disconnect
 from src.api.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
 from src.api.sse import sse_from_stream
-from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse, Pricing
+from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse
 from src.schemas.prompts import GenerateRequest, GenerationResult
 from src.services.generation.service import generate as generate_text
 from src.services.generation.service import open_generation_stream
-from src.services.openrouter.catalog import is_free
+from src.services.openrouter.catalog import is_free, listed_pricing
 
 # /health stays open for load balancers and container health checks; the rest may need a key.
 public_router = APIRouter()
@@ -39,9 +39,7 @@ async def get_models(
             id=model.id,
             name=model.name or model.id,
             context_length=model.context_length,
-            pricing=None
-            if model.pricing is None
-            else Pricing(prompt=model.pricing.prompt, completion=model.pricing.completion),
+            pricing=listed_pricing(model),
             free=is_free(model),
         )
         for model in await catalog.models()

@@ -17,7 +17,6 @@ from src.api.deps import CatalogDep, lifespan_state
 from src.api.disconnect import cancel_on_disconnect
 from src.api.openai_errors import OpenAIErrorRoute, stream_error_event
 from src.api.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
-from src.schemas.models import Pricing
 from src.schemas.openai import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -27,6 +26,7 @@ from src.schemas.openai import (
 )
 from src.services.base.exceptions import ServiceError, UnknownModelError
 from src.services.generation.relay import open_relay_stream, relay_completion
+from src.services.openrouter.catalog import listed_pricing
 from src.services.openrouter.schemas import UpstreamModel
 
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -69,7 +69,7 @@ async def chat_completions(request: Request) -> Response:
     state = lifespan_state(request)
     raw = await read_body(request, JSON_BODY_LIMIT_BYTES)
     body = parse_json_body(ChatCompletionRequest, raw)
-    work = (state["settings"], state["openrouter"], state["catalog"], body.model, raw)
+    work = (state["settings"], state["openrouter"], state["catalog"], body, raw)
     if body.stream:
         # Until the first events the handler waits on the upstream; after them, the
         # streaming response itself stops when the caller leaves.
@@ -89,7 +89,7 @@ def _model_object(model: UpstreamModel) -> ModelObject:
         owned_by=model.id.split("/", 1)[0] if "/" in model.id else "openrouter",
         name=model.name or model.id,
         context_length=model.context_length,
-        pricing=Pricing(prompt=model.pricing.prompt, completion=model.pricing.completion),
+        pricing=listed_pricing(model),
     )
 
 

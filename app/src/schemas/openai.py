@@ -49,6 +49,14 @@ class ChatCompletionRequest(BaseModel):
     messages: Annotated[list[ChatMessageParam], Field(min_length=1)]
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # Checked against MAX_TOKENS_LIMIT (and still sent as they are).
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    @property
+    def most_tokens(self) -> int | None:
+        asked = [n for n in (self.max_tokens, self.max_completion_tokens) if n is not None]
+        return max(asked) if asked else None
 
 
 class _Relayed(BaseModel):

@@ -10,18 +10,30 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from src.config import Settings
+from src.schemas.openai import ChatCompletionRequest
 from src.services.base.exceptions import ServiceError, UnknownModelError, UpstreamStatusError
 from src.services.base.timing import Timing
-from src.services.generation.service import ensure_model_reachable, prepend
+from src.services.generation.service import check_max_tokens, ensure_model_reachable, prepend
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import OpenRouterClient
 
 
+def _check(settings: Settings, request: ChatCompletionRequest) -> None:
+    ensure_model_reachable(settings, request.model)
+    if request.most_tokens is not None:
+        check_max_tokens(settings, request.most_tokens)
+
+
 async def relay_completion(
-    settings: Settings, client: OpenRouterClient, catalog: ModelCatalog, model: str, raw: bytes
+    settings: Settings,
+    client: OpenRouterClient,
+    catalog: ModelCatalog,
+    request: ChatCompletionRequest,
+    raw: bytes,
 ) -> bytes:
-    """The upstream's JSON answer to the caller's chat request `raw` (asking for `model`)."""
-    ensure_model_reachable(settings, model)
+    """The upstream's JSON answer to the caller's chat request `raw` (parsed as `request`)."""
+    _check(settings, request)
+    model = request.model
     try:
         return await client.relay(raw, Timing())
     except UpstreamStatusError as exc:
@@ -30,14 +42,19 @@ async def relay_completion(
 
 
 async def open_relay_stream(
-    settings: Settings, client: OpenRouterClient, catalog: ModelCatalog, model: str, raw: bytes
+    settings: Settings,
+    client: OpenRouterClient,
+    catalog: ModelCatalog,
+    request: ChatCompletionRequest,
+    raw: bytes,
 ) -> AsyncGenerator[bytes]:
     """Start relaying the caller's streamed chat request and wait for its first events.
 
     Errors before them surface here, so the caller can still answer with a JSON error and
     the right status instead of a 200 stream that fails.
     """
-    ensure_model_reachable(settings, model)
+    _check(settings, request)
+    model = request.model
     chunks = client.relay_stream(raw, Timing())
     try:
         first = await anext(chunks)

@@ -11,6 +11,7 @@ from asyncache import cached
 from cachetools import TTLCache
 from pydantic import BaseModel, ConfigDict
 
+from src.schemas.models import Pricing
 from src.services.base.exceptions import UnknownModelError
 from src.services.openrouter.client import OpenRouterClient
 from src.services.openrouter.schemas import UpstreamModel
@@ -52,6 +53,13 @@ def token_prices(model: UpstreamModel) -> TokenPrices | None:
 
 def is_free(model: UpstreamModel) -> bool:
     return token_prices(model) == FREE
+
+
+def listed_pricing(model: UpstreamModel) -> Pricing | None:
+    """The prices as the upstream lists them (decimal strings); None when it lists none."""
+    if model.pricing is None:
+        return None
+    return Pricing(prompt=model.pricing.prompt, completion=model.pricing.completion)
 
 
 class ModelCatalog:
