@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from src.config import Settings
 from src.schemas.prompts import GenerationResult, SamplingParams
@@ -27,6 +28,8 @@ from src.services.openrouter.schemas import (
     Usage,
     chat_body,
 )
+
+M = TypeVar("M", bound=BaseModel)
 
 COMPLETIONS = "chat/completions"
 DONE = b"[DONE]"
@@ -47,10 +50,7 @@ class OpenRouterClient(BaseClient):
 
     async def list_models(self) -> list[UpstreamModel]:
         body = await self.read("GET", "models", Timing())
-        try:
-            return UpstreamModelList.model_validate_json(body).data
-        except ValidationError as exc:
-            raise UpstreamInvalidResponseError("Upstream model list is not valid JSON") from exc
+        return parsed(UpstreamModelList, body, "Upstream model list is not valid JSON").data
 
     async def complete(
         self, model: str, prompt: str, sampling: SamplingParams, timing: Timing
@@ -58,10 +58,7 @@ class OpenRouterClient(BaseClient):
         """One chat completion, timed at the wire by `timing`, parsed afterwards."""
         content = chat_body(model, prompt, sampling, stream=False)
         body = await self.read("POST", COMPLETIONS, timing, content)
-        try:
-            completion = ChatCompletion.model_validate_json(body)
-        except ValidationError as exc:
-            raise UpstreamInvalidResponseError("Upstream completion is not valid JSON") from exc
+        completion = parsed(ChatCompletion, body, "Upstream completion is not valid JSON")
         if completion.error is not None:
             raise UpstreamStreamError(completion.error.message, completion.error.code)
         if not completion.choices:
@@ -113,10 +110,7 @@ class OpenRouterClient(BaseClient):
         rebuilt, so every field the upstream adds reaches the caller.
         """
         body = await self.read("POST", COMPLETIONS, timing, content)
-        try:
-            answer = UpstreamErrorEnvelope.model_validate_json(body)
-        except ValidationError as exc:
-            raise UpstreamInvalidResponseError("Upstream completion is not valid JSON") from exc
+        answer = parsed(UpstreamErrorEnvelope, body, "Upstream completion is not valid JSON")
         if answer.error is not None:
             raise UpstreamStreamError(answer.error.message, answer.error.code)
         return body
@@ -160,6 +154,14 @@ class OpenRouterClient(BaseClient):
             raise UpstreamInvalidResponseError("Upstream stream ended without any data")
 
 
+def parsed(model: type[M], data: bytes, failure: str) -> M:
+    """Upstream JSON into its model; anything else is the upstream's fault (a 502)."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise UpstreamInvalidResponseError(failure) from exc
+
+
 def _carried_error(data: bytes) -> UpstreamStreamError | None:
     """OpenRouter reports a failure after the 200 as a chunk with an `error` object."""
     try:
@@ -191,10 +193,7 @@ class _StreamState:
         if data == DONE:
             self.done = True
             return ""
-        try:
-            chunk = ChatCompletionChunk.model_validate_json(data)
-        except ValidationError as exc:
-            raise UpstreamInvalidResponseError("Upstream stream chunk is not JSON") from exc
+        chunk = parsed(ChatCompletionChunk, data, "Upstream stream chunk is not JSON")
         if chunk.error is not None:
             raise UpstreamStreamError(chunk.error.message, chunk.error.code)
         self.model = chunk.model or self.model
