@@ -22,6 +22,7 @@ from src.api.exception_handlers import register_exception_handlers
 from src.api.guards import CrossSiteGuard, TrustedHosts
 from src.api.openai import router as openai_router
 from src.config import Settings, get_settings
+from src.http_limits import descriptor_budget
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
@@ -74,6 +75,15 @@ def create_app(
             # Runs before the client closes: an interrupted run saves its summary first.
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
             logger.info("Service started; upstream: %s", active.upstream_label)
+            budget = descriptor_budget(active)
+            if budget.connections < budget.asked:
+                logger.warning(
+                    "MAX_CONNECTIONS=%d lowered to %d: this process may open only %d files "
+                    "(RLIMIT_NOFILE); raise that limit to serve more connections",
+                    budget.asked,
+                    budget.connections,
+                    budget.descriptor_limit,
+                )
             yield {
                 "settings": active,
                 "openrouter": client,
