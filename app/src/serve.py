@@ -3,13 +3,17 @@
 import math
 
 import uvicorn
+from pydantic import ValidationError
 
 from src.config import REPO_ROOT, get_settings
 from src.http_limits import descriptor_budget, raise_descriptor_limit
 
 
 def main() -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None
     raise_descriptor_limit(settings)
     budget = descriptor_budget(settings)  # the lifespan logs it when lowered
     uvicorn.run(
