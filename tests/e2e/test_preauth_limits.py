@@ -130,7 +130,8 @@ def test_headers_sent_one_byte_at_a_time_are_cut_off_at_the_header_timeout(
                         selector.unregister(sock)
 
     assert len(closed_after) == connections, f"{connections - len(closed_after)} still open"
-    assert min(closed_after.values()) >= timeout - 0.1, "closed before the header timeout"
+    # The server's clock for the deadline may be read a little before the connect returned.
+    assert min(closed_after.values()) >= timeout - 0.5, "closed before the header timeout"
     statuses = {data.split(b"\r\n", 1)[0] for data in received.values()}
     assert statuses == {b"HTTP/1.1 408 Request Timeout"}
     assert_health_kept_answering(probe)
@@ -168,10 +169,11 @@ def test_idle_half_sent_requests_cannot_exhaust_the_descriptors(
         assert_health_kept_answering(probe)
         assert most_descriptors < DESCRIPTOR_LIMIT
         assert (status := health(app.port)[0]) == 200, status
-        log = app.log_text()
-        assert "MAX_CONNECTIONS=1000 lowered to" in log
-        assert "to make room for new ones: MAX_CONNECTIONS reached" in log
-        assert "Too many open files" not in app.output() + log
+        # The closes are reported as a count within about a second.
+        made_room = "to make room for new ones: MAX_CONNECTIONS reached"
+        assert wait_until(lambda: made_room in app.log_text(), 10.0)
+        assert "MAX_CONNECTIONS=1000 lowered to" in app.log_text()
+        assert "Too many open files" not in app.output() + app.log_text()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         app.stop()
