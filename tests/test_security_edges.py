@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -71,6 +70,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "benchmark_isolation": "inline",
         "max_upstream_response_bytes": RESPONSE_CAP,
         "max_upstream_line_bytes": LINE_CAP,
+        "allowed_hosts": ["service.test"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -146,7 +146,8 @@ async def test_a_request_without_the_key_is_refused_before_its_body_is_read(
     assert reads == 0
     assert sent[0]["status"] == 401
     assert (b"www-authenticate", b"Bearer") in sent[0]["headers"]
-    assert json.loads(sent[1]["body"])["error"] == "AuthenticationError"
+    # In the shape of the path's routes: the service's own, or OpenAI's on /v1.
+    assert b'"AuthenticationError"' in sent[1]["body"]
 
 
 async def test_a_route_added_later_needs_the_key_without_being_listed(tmp_path: Path) -> None:

@@ -89,7 +89,13 @@ def test_model_ids_with_line_breaks_or_controls_are_refused_on_every_endpoint(
         files={"prompt_file": ("prompts.txt", b"hi\n", "text/plain")},
         data={"model": [MODEL, model], "runs": "1"},
     )
+    chat = client.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+    )
 
+    assert chat.status_code == 422, chat.text
+    assert chat.json()["error"]["param"] == "model", chat.text
     for response in (generate, benchmark):
         assert response.status_code == 422, response.text
         [error] = response.json()["detail"]

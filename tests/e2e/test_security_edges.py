@@ -17,7 +17,7 @@ def test_a_request_without_the_key_is_answered_401_before_its_body_arrives(
     started = time.monotonic()
     with connect(app.port) as sock:
         sock.sendall(
-            b"POST /benchmark HTTP/1.1\r\nHost: service.test\r\n"
+            b"POST /benchmark HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n"
         )
         response = read_response(sock, timeout=15)
