@@ -99,7 +99,9 @@ async def test_every_route_that_spends_or_reads_results_needs_the_key(
     assert ("POST", "/benchmark") in statuses and ("POST", "/generate") in statuses
 
 
-async def test_health_the_docs_their_assets_and_openapi_stay_open(tmp_path: Path, serve: Serve) -> None:
+async def test_health_the_docs_their_assets_and_openapi_stay_open(
+    tmp_path: Path, serve: Serve
+) -> None:
     async with serve(make_settings(tmp_path, proxy_api_keys=KEYS)) as client:
         for path in (
             "/health",
