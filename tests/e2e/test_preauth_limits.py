@@ -251,7 +251,8 @@ def test_a_slow_answer_and_a_kept_alive_connection_are_not_cut_by_the_header_tim
         sock.sendall(request)
         sock.settimeout(30)
         received = b""
-        while b"event: done" not in received:
+        # The whole chunked answer: its events, then the empty chunk that ends it.
+        while not (b"event: done" in received and received.endswith(b"\r\n0\r\n\r\n")):
             part = sock.recv(65536)
             assert part, f"closed mid-answer: {received!r}"
             received += part
