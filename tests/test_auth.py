@@ -99,7 +99,20 @@ async def test_every_route_that_spends_or_reads_results_needs_the_key(
     assert ("POST", "/benchmark") in statuses and ("POST", "/generate") in statuses
 
 
-async def test_health_docs_and_openapi_stay_open(tmp_path: Path, serve: Serve) -> None:
+async def test_health_the_docs_their_assets_and_openapi_stay_open(
+    tmp_path: Path, serve: Serve
+) -> None:
     async with serve(make_settings(tmp_path, proxy_api_keys=KEYS)) as client:
-        for path in ("/health", "/docs", "/openapi.json"):
+        for path in (
+            "/health",
+            "/docs",
+            "/docs/oauth2-redirect",
+            "/docs/assets/swagger-ui.css",
+            "/redoc",
+            "/docs/assets/redoc.standalone.js",
+            "/openapi.json",
+        ):
             assert (await client.get(path)).status_code == 200, path
+        # Open by exact path or under the assets' prefix only.
+        assert (await client.get("/docsx")).status_code == 401
+        assert (await client.get("/health/x")).status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from pydantic import TypeAdapter, ValidationError
 
 from src.config import Settings
+from src.schemas.prompts import ModelId, check_model_id
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.errors import assert_error, assert_validation_error
 from tests.helpers.openrouter import (
@@ -80,6 +83,26 @@ async def test_non_object_json_bodies_are_422(
     )
 
     assert_validation_error(response, location, kind)
+
+
+def test_the_model_id_rule_refuses_exactly_unicode_controls_and_line_separators() -> None:
+    """The one rule every endpoint's model ids go through: categories Cc (C0, DEL, C1), Zl
+    and Zp; nothing else of Unicode is refused."""
+    adapter: TypeAdapter[str] = TypeAdapter(ModelId)
+    expected = {
+        code for code in range(0x110000) if unicodedata.category(chr(code)) in ("Cc", "Zl", "Zp")
+    }
+    refused = set()
+    for code in range(0x110000):
+        try:
+            check_model_id(chr(code))
+        except ValueError:
+            refused.add(code)
+
+    assert refused == expected
+    for code in (0x0A, 0x85, 0x9B, 0x2028, 0x2029):
+        with pytest.raises(ValidationError):
+            adapter.validate_python(f"m/x{chr(code)}")
 
 
 async def test_a_path_like_model_id_is_only_a_string_to_the_upstream(

@@ -253,7 +253,9 @@ async def test_the_pool_never_opens_more_than_its_limit(
 async def test_an_answer_over_the_size_cap_is_refused(upstream: Upstream) -> None:
     wire = WireTransport(max_body_bytes=10_000)
     try:
-        with pytest.raises(UpstreamInvalidResponseError, match="larger than 10000 bytes"):
+        with pytest.raises(
+            UpstreamInvalidResponseError, match="MAX_UPSTREAM_RESPONSE_BYTES=10000 bytes"
+        ):
             response = await wire.handle_async_request(request("GET", f"{upstream.url}/big"))
             await body_of(response)
         assert wire.stats().open == 0

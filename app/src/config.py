@@ -20,6 +20,8 @@ class Settings(BaseSettings):
         extra="ignore",
         # `NAME=` (as example.env writes an optional setting) means "not set".
         env_ignore_empty=True,
+        # A refused value may be a secret (a key, a URL with a password): name it, never echo it.
+        hide_input_in_errors=True,
     )
 
     openrouter_api_key: SecretStr = SecretStr("")
@@ -30,6 +32,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Limits on what a connection may cost before its request reaches the app (http_limits.py).
+    max_connections: int = Field(default=1000, ge=1)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
 
     log_dir: Path = Path("logs")
     log_level: str = "INFO"
@@ -47,6 +53,10 @@ class Settings(BaseSettings):
     upstream_timeout_seconds: float = Field(default=120.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
+    # A plain answer is read whole, so its size is capped; a stream is read line by line, so
+    # each of its lines is: a long stream is never held whole.
+    max_upstream_response_bytes: int = Field(default=32 * MIB, ge=1024)
+    max_upstream_line_bytes: int = Field(default=4 * MIB, ge=1024)
 
     max_upload_bytes: int = Field(default=MIB, ge=1)
     max_prompts: int = Field(default=1000, ge=1)
@@ -90,6 +100,19 @@ class Settings(BaseSettings):
         # The service may be started from any directory (make, Docker, an IDE).
         return value if value.is_absolute() else (REPO_ROOT / value).resolve()
 
+    @field_validator("openrouter_base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str) -> str:
+        # They would be shown wherever the upstream is named, and the upstream is already
+        # authenticated by OPENROUTER_API_KEY.
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "OPENROUTER_BASE_URL must not contain credentials (user:password@): remove "
+                "them, and put the upstream's key in OPENROUTER_API_KEY"
+            )
+        return value
+
     @field_validator("proxy_api_keys", "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -104,7 +127,10 @@ class Settings(BaseSettings):
 
     @property
     def upstream_label(self) -> str:
-        return "emulator" if self.uses_emulator else urlsplit(self.openrouter_base_url).netloc
+        if self.uses_emulator:
+            return "emulator"
+        # Host and port only: credentials in a URL's authority are not for display.
+        return urlsplit(self.openrouter_base_url).netloc.rpartition("@")[2]
 
     def secrets(self) -> list[str]:
         """Values that must never reach logs, responses or files."""

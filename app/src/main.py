@@ -8,20 +8,22 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import SecretStr
 
-from src.api.auth import require_inbound_key
+from src.api.auth import InboundKeyMiddleware
 from src.api.benchmarks import router as benchmarks_router
 from src.api.benchmarks import upload_router
 from src.api.deps import AppState
-from src.api.docs import add_offline_docs
+from src.api.docs import ASSETS_PATH, DOCS_PATH, REDOC_PATH, add_offline_docs
 from src.api.endpoints import public_router, router
 from src.api.exception_handlers import register_exception_handlers
 from src.api.guards import CrossSiteGuard, TrustedHosts
 from src.api.openai import router as openai_router
+from src.api.openai_errors import openai_error_response
 from src.config import Settings, get_settings
+from src.http_limits import descriptor_budget
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
@@ -74,6 +76,15 @@ def create_app(
             # Runs before the client closes: an interrupted run saves its summary first.
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
             logger.info("Service started; upstream: %s", active.upstream_label)
+            budget = descriptor_budget(active)
+            if budget.connections < budget.asked:
+                logger.warning(
+                    "MAX_CONNECTIONS=%d lowered to %d: this process may open only %d files "
+                    "(RLIMIT_NOFILE); raise that limit to serve more connections",
+                    budget.asked,
+                    budget.connections,
+                    budget.descriptor_limit,
+                )
             yield {
                 "settings": active,
                 "openrouter": client,
@@ -93,9 +104,6 @@ def create_app(
     )
     register_exception_handlers(app)
     app.include_router(public_router)
-    # Without inbound keys the check would be a no-op dependency on every request: skip it.
-    guarded = settings is None or bool(settings.proxy_api_keys)
-    guard = [Depends(require_inbound_key)] if guarded else []
     # Every error is documented with its JSON shape. Our own 422s (limits, bad files) use the
     # error shape; FastAPI's request validation 422s keep theirs.
     documented: dict[int | str, dict[str, Any]] = {
@@ -104,10 +112,29 @@ def create_app(
     documented[422] = {"model": ErrorResponse | ValidationErrorResponse}
     # Routes are matched in order: the hot ones (/generate, /v1/chat/completions) come first.
     for protected in (router, openai_router, upload_router, benchmarks_router):
-        app.include_router(protected, dependencies=guard, responses=documented)
+        app.include_router(protected, responses=documented)
     add_offline_docs(app)
-    add_edge_middleware(app, settings or get_settings())
+    active = settings or get_settings()
+    add_inbound_keys(app, active)
+    add_edge_middleware(app, active)
     return app
+
+
+def add_inbound_keys(app: FastAPI, settings: Settings) -> None:
+    """PROXY_API_KEYS on every path but /health and the docs, before any body is read; added
+    first, so that the edge middleware (CORS preflights, host and cross-site checks) runs
+    before it. Without keys the check would pass every request: it is not installed."""
+    if not settings.proxy_api_keys:
+        return
+    docs = (app.openapi_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(
+        InboundKeyMiddleware,
+        keys=settings.proxy_api_keys,
+        open_paths={"/health", DOCS_PATH, REDOC_PATH, *(path for path in docs if path)},
+        open_prefixes=(ASSETS_PATH + "/",),
+        # The OpenAI face answers in OpenAI's error shape, its refusals included.
+        answers={openai_router.prefix + "/": openai_error_response},
+    )
 
 
 def add_edge_middleware(app: FastAPI, settings: Settings) -> None:

@@ -1,14 +1,21 @@
-"""`make run`: uvicorn with the service's own settings (host, port, workers, shutdown)."""
+"""`make run`: uvicorn with the service's own settings (host, port, workers, shutdown, limits)."""
 
 import math
 
 import uvicorn
+from pydantic import ValidationError
 
 from src.config import REPO_ROOT, get_settings
+from src.http_limits import descriptor_budget, raise_descriptor_limit
 
 
 def main() -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None
+    raise_descriptor_limit(settings)
+    budget = descriptor_budget(settings)  # the lifespan logs it when lowered
     uvicorn.run(
         "src.main:app",
         app_dir=str(REPO_ROOT / "app"),
@@ -19,7 +26,10 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
         loop="uvloop",
-        http="httptools",
+        # An import path, so that worker processes load it too.
+        http="src.http_limits:LimitedHttpToolsProtocol",
+        limit_concurrency=budget.connections,
+        backlog=budget.backlog,
     )
 
 

@@ -17,6 +17,8 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+DOCS_PATH = "/docs"
+REDOC_PATH = "/redoc"
 ASSETS_PATH = "/docs/assets"
 # The package's data directory: swagger-ui-bundle.js, swagger-ui.css, redoc.standalone.js.
 ASSETS_PACKAGE = ("fastapi_offline", "static")
@@ -53,8 +55,8 @@ def add_offline_docs(app: FastAPI) -> None:
     async def swagger_ui_redirect(_: Request) -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    app.add_route("/docs", swagger_ui, include_in_schema=False)
-    app.add_route("/redoc", redoc, include_in_schema=False)
+    app.add_route(DOCS_PATH, swagger_ui, include_in_schema=False)
+    app.add_route(REDOC_PATH, redoc, include_in_schema=False)
     if redirect_url:
         app.add_route(redirect_url, swagger_ui_redirect, include_in_schema=False)
 

@@ -15,6 +15,7 @@ from src.services.base.exceptions import (
     ServiceError,
     UpstreamStatusError,
 )
+from src.services.base.retry_after import retry_after_header
 
 
 def error_body(error_name: str, detail: str, request_id: str) -> dict[str, str]:
@@ -39,9 +40,7 @@ def error_headers(error: ServiceError, status: int) -> dict[str, str]:
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if status == 429:
-        retry_after = getattr(error, "retry_after", None)
-        # Round up: telling a client to come back early only earns it another 429.
-        headers["Retry-After"] = str(max(1, int(-(-(retry_after or 1) // 1))))
+        headers["Retry-After"] = retry_after_header(getattr(error, "retry_after", None))
     return headers
 
 

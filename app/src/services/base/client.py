@@ -116,6 +116,7 @@ class BaseClient:
         timeout: httpx.Timeout | None = None,
         retry_policy: RetryPolicy | None = None,
         sleep: Sleep | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
         self._transport = transport
         self._base_url = httpx.URL(base_url.rstrip("/") + "/")
@@ -128,7 +129,15 @@ class BaseClient:
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self._headers = [(name.encode(), value.encode()) for name, value in headers.items()]
-        self._extensions = {"timeout": (timeout or httpx.Timeout(120.0)).as_dict()}
+        self._extensions: dict[str, object] = {
+            "timeout": (timeout or httpx.Timeout(120.0)).as_dict()
+        }
+        # An answer read whole (`read`) is capped; a body read piece by piece (`open`, streams)
+        # is its reader's to bound.
+        self._whole_extensions: dict[str, object] = {
+            **self._extensions,
+            "max_body_bytes": max_response_bytes,
+        }
         self._urls: dict[str, httpx.URL] = {}
         policy = self.retry_policy = retry_policy or RetryPolicy()
         self._retrying = AsyncRetrying(
@@ -156,10 +165,13 @@ class BaseClient:
         *,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        whole: bool = False,
     ) -> Body:
         """Send with retries until a 2xx answer; its body is left to the caller to read, then
-        close. `timing` records every attempt; on failure the typed error is raised.
+        close. `timing` records every attempt; on failure the typed error is raised. A body
+        to be read `whole` is refused past `max_response_bytes`.
         """
+        extensions = self._whole_extensions if whole else self._extensions
         request_headers = self._headers
         if content is not None:
             request_headers = [
@@ -172,7 +184,9 @@ class BaseClient:
 
         async def attempt() -> Body:
             timing.attempts += 1
-            return await self._send(method, self._url(path), request_headers, content, timing)
+            return await self._send(
+                method, self._url(path), request_headers, content, timing, extensions
+            )
 
         timing.began = now()
         timing.attempts = 0
@@ -218,7 +232,7 @@ class BaseClient:
         self, method: str, path: str, timing: Timing, content: bytes | None = None
     ) -> bytes:
         """The whole 2xx body; `timing.ended` is when its last byte arrived."""
-        body = await self.open(method, path, timing, content=content)
+        body = await self.open(method, path, timing, content=content, whole=True)
         try:
             data = await body.read()
         finally:
@@ -240,6 +254,7 @@ class BaseClient:
         headers: list[tuple[bytes, bytes]],
         content: bytes | None,
         timing: Timing,
+        extensions: dict[str, object],
     ) -> Body:
         # A ready stream and ready headers: httpx.Request then skips its body encoding.
         request = httpx.Request(
@@ -247,7 +262,7 @@ class BaseClient:
             url,
             headers=headers,
             stream=httpx.ByteStream(content or b""),
-            extensions=self._extensions,
+            extensions=extensions,
         )
         sent = now()
         try:

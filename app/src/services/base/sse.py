@@ -70,7 +70,8 @@ class SSEDecoder:
     def _check_length(self, line: bytes) -> None:
         if self._max_line is not None and len(line) > self._max_line:
             raise UpstreamInvalidResponseError(
-                f"Upstream stream line is longer than {self._max_line} bytes"
+                "Upstream stream line is longer than "
+                f"MAX_UPSTREAM_LINE_BYTES={self._max_line} bytes"
             )
 
     def _line(self, line: bytes) -> ServerSentEvent | None:

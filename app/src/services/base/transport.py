@@ -35,6 +35,8 @@ from src.services.base.timing import now
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # Reading pauses while this much of a body waits for its consumer, and resumes below half.
 _HIGH_WATER: Final = 1024 * 1024
+# An answer's status line and headers; httptools would otherwise buffer any amount of them.
+MAX_HEAD_BYTES: Final = 256 * 1024
 
 Origin = tuple[str, str, int]
 
@@ -83,6 +85,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: collections.deque[tuple[bytes, float]] = collections.deque()
         self.buffered = 0
         self.body_bytes = 0
+        self.head_bytes = 0
         self.failure: Exception | None = None
         self.callback_failure: Exception | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -107,6 +110,15 @@ class _Connection(asyncio.Protocol):
                 self.callback_failure
                 or UpstreamInvalidResponseError(f"Upstream sent invalid HTTP: {exc}")
             )
+            return
+        if not self.head_done:  # then every byte so far belongs to the head
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._fail(
+                    UpstreamInvalidResponseError(
+                        f"Upstream answer's headers are larger than {MAX_HEAD_BYTES} bytes"
+                    )
+                )
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -141,7 +153,8 @@ class _Connection(asyncio.Protocol):
         self.body_bytes += len(body)
         if self.max_body_bytes is not None and self.body_bytes > self.max_body_bytes:
             self.callback_failure = UpstreamInvalidResponseError(
-                f"Upstream answer is larger than {self.max_body_bytes} bytes"
+                f"Upstream answer is larger than MAX_UPSTREAM_RESPONSE_BYTES="
+                f"{self.max_body_bytes} bytes"
             )
             raise self.callback_failure  # stops the parser
         self.chunks.append((body, self._arrived))

@@ -254,5 +254,7 @@ def connect_openrouter(
             min_seconds=settings.retry_min_seconds,
             max_seconds=settings.retry_max_seconds,
         ),
+        max_response_bytes=settings.max_upstream_response_bytes,
     )
+    client.max_stream_line_bytes = settings.max_upstream_line_bytes
     return client

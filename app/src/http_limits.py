@@ -1,0 +1,356 @@
+"""What a connection may cost before its request reaches the app: uvicorn's httptools protocol
+with limits, passed to uvicorn as its `http` protocol class (serve.py).
+
+uvicorn reads a request's line and headers with no bound on their size or on the time they
+take, and accepts connections until the process runs out of file descriptors. Here:
+- MAX_HEADER_BYTES bounds the request line and headers: past it, 431. Bytes are counted as
+  they arrive, so a huge header is refused after about that many bytes instead of being
+  buffered whole (httptools grows a header by concatenation: 64 MiB cost seconds of CPU).
+- HEADER_TIMEOUT_SECONDS: a connection must send its request line and headers within this
+  time of opening, or of its previous answer; else 408, or a silent close if it sent nothing.
+  The deadline is not moved by the bytes that arrive: one byte every 2 s does not keep it.
+- MAX_CONNECTIONS (uvicorn's `limit_concurrency`): a request arriving past it is answered
+  503. A connection opened past it first closes the connection that has waited longest for
+  its headers, so half-sent requests cannot crowd out real ones, and the descriptors stay
+  bounded (`descriptor_budget` fits the limit into the process's descriptor limit).
+
+Each refusal is our JSON error with X-Request-ID. Timeouts and closes to make room are logged
+as counts, at most about once a second: a flood must not become a flood of log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import resource
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from src.config import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+# After a refusal, what the client still sends is read and dropped for this long before the
+# connection closes: closing with unread data sends a reset, which can destroy the answer
+# before the client reads it.
+LINGER_SECONDS = 1.0
+# Timeouts are swept in batches at most this often.
+SWEEP_SECONDS = 0.25
+REPORT_SECONDS = 1.0
+# Descriptors the process needs besides connections: log files, the listening socket, result
+# files, runner pipes, the event loop's own.
+RESERVED_DESCRIPTORS = 100
+DEFAULT_BACKLOG = 2048
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+class _Server:
+    """What the connections of one server share: those still waiting for their request line
+    and headers, oldest first, with their deadlines; and the counts to report."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: Settings) -> None:
+        self.loop = loop
+        self.max_header_bytes = settings.max_header_bytes
+        self.header_timeout = settings.header_timeout_seconds
+        self.waiting: dict[LimitedHttpToolsProtocol, float] = {}
+        self.closing = 0  # closed by us, not yet gone from uvicorn's set of connections
+        self.timer: asyncio.TimerHandle | None = None
+        self.timed_out = 0
+        self.made_room = 0
+        self.reported = 0.0
+
+    def wait(self, protocol: LimitedHttpToolsProtocol) -> None:
+        deadline = self.loop.time() + self.header_timeout
+        self.waiting.pop(protocol, None)  # re-inserted last: the dict stays in deadline order
+        self.waiting[protocol] = deadline
+        if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self.sweep)
+
+    def make_room(self, newcomer: LimitedHttpToolsProtocol) -> None:
+        """Close the connection that has waited longest for its headers (not the newcomer)."""
+        oldest = next(iter(self.waiting), None)
+        if oldest is not None and oldest is not newcomer:
+            del self.waiting[oldest]
+            oldest.close()
+            self.made_room += 1
+            now = self.loop.time()
+            if now - self.reported >= REPORT_SECONDS:
+                self.report()
+            elif self.timer is None or self.timer.when() > now + REPORT_SECONDS:
+                # The count is reported by a sweep within the second.
+                if self.timer is not None:
+                    self.timer.cancel()
+                self.timer = self.loop.call_at(now + REPORT_SECONDS, self.sweep)
+
+    def sweep(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        while self.waiting:
+            protocol, deadline = next(iter(self.waiting.items()))
+            if deadline > now:
+                self.timer = self.loop.call_at(max(deadline, now + SWEEP_SECONDS), self.sweep)
+                break
+            del self.waiting[protocol]
+            protocol.header_timeout()
+            self.timed_out += 1
+        self.report()
+
+    def report(self) -> None:
+        self.reported = self.loop.time()
+        if self.timed_out:
+            logger.warning(
+                "Closed %d connections: no complete request line and headers within "
+                "HEADER_TIMEOUT_SECONDS=%g",
+                self.timed_out,
+                self.header_timeout,
+            )
+        if self.made_room:
+            logger.warning(
+                "Closed %d connections still waiting for their headers, to make room for new "
+                "ones: MAX_CONNECTIONS reached",
+                self.made_room,
+            )
+        self.timed_out = self.made_room = 0
+
+
+_servers: weakref.WeakKeyDictionary[ServerState, _Server] = weakref.WeakKeyDictionary()
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        server = _servers.get(server_state)
+        if server is None:
+            server = _servers[server_state] = _Server(self.loop, get_settings())
+        self._server = server
+        # Enforced here instead of by uvicorn: with our JSON answer, and without counting the
+        # connections we are already closing.
+        self.max_connections = config.limit_concurrency
+        self.limit_concurrency = None
+        self._in_head = True  # between messages or inside a request line and headers
+        self._head_bytes = 0
+        self._refused = False
+        self._closing = False
+        self._lost = False
+
+    # --- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._server.wait(self)
+        if self.max_connections is not None and self._open() > self.max_connections:
+            self._server.make_room(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._server.waiting.pop(self, None)
+        if self._closing:
+            self._closing = False
+            self._server.closing -= 1
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering: read and dropped
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._in_head
+            and self._head_bytes > self._server.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._refuse(self._head_too_large())
+
+    # --- httptools callbacks ---------------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_head = False
+        self._server.waiting.pop(self, None)
+        # Only a large read can hide a large head: measure it exactly only then.
+        if self._head_bytes > self._server.max_header_bytes and self._head_size() > (
+            self._server.max_header_bytes
+        ):
+            self._refuse(self._head_too_large())
+            return
+        self._head_bytes = 0
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and self.max_connections is not None and self._over_capacity():
+            self._refuse(
+                _Refusal(
+                    503,
+                    "ServiceUnavailable",
+                    f"The server is at MAX_CONNECTIONS={self.max_connections}; retry shortly.",
+                )
+            )
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_head = True
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.pipeline and not self.transport.is_closing():
+            self._server.wait(self)
+
+    # --- limits ---------------------------------------------------------------------------------
+
+    def header_timeout(self) -> None:
+        """Called by the server's sweep once this connection's deadline has passed."""
+        if self._head_bytes:
+            seconds = self._server.header_timeout
+            self._refuse(
+                _Refusal(
+                    408,
+                    "RequestTimeout",
+                    "The request line and headers did not arrive within "
+                    f"HEADER_TIMEOUT_SECONDS={seconds:g}.",
+                ),
+                log=False,  # counted, and reported by the sweep
+            )
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self._lost:
+            return
+        if not self._closing:
+            self._closing = True
+            self._server.closing += 1
+        self.transport.close()
+
+    def _open(self) -> int:
+        return len(self.connections) - self._server.closing
+
+    def _over_capacity(self) -> bool:
+        assert self.max_connections is not None
+        return self._open() > self.max_connections or len(self.tasks) >= self.max_connections
+
+    def _head_size(self) -> int:
+        # The request line, and each header as "name: value\r\n".
+        return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _head_too_large(self) -> _Refusal:
+        limit = self._server.max_header_bytes
+        return _Refusal(
+            431,
+            "RequestHeadersTooLarge",
+            f"The request line and headers are larger than MAX_HEADER_BYTES={limit} bytes.",
+        )
+
+    def _refuse(self, refusal: _Refusal, *, log: bool = True) -> None:
+        """Answer with the refusal (unless an answer is under way), then linger and close."""
+        self._refused = True
+        self._server.waiting.pop(self, None)
+        if log:
+            peer = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
+            logger.warning(
+                "REFUSED | %s | status_code=%d | %s", peer, refusal.status, refusal.detail
+            )
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(self._answer(refusal))
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.close)
+        else:
+            self.close()  # an answer is being sent on this connection: nothing can follow it
+
+    def _answer(self, refusal: _Refusal) -> bytes:
+        request_id = f"{random.getrandbits(128):032x}"
+        body = orjson.dumps(
+            {"detail": refusal.detail, "error": refusal.error, "request_id": request_id}
+        )
+        head = [STATUS_LINE[refusal.status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"x-request-id: " + request_id.encode() + b"\r\n",
+            b"connection: close\r\n",
+        ]
+        if refusal.status == 503:
+            head.append(b"retry-after: 1\r\n")
+        head.append(b"\r\n")
+        return b"".join(head) + body
+
+
+@dataclass(frozen=True)
+class DescriptorBudget:
+    asked: int  # MAX_CONNECTIONS
+    connections: int  # as many, or fewer if the descriptor limit cannot hold them
+    descriptor_limit: int
+
+    @property
+    def backlog(self) -> int:
+        return min(DEFAULT_BACKLOG, self.connections)
+
+
+def descriptors_needed(connections: int, upstream_connections: int) -> int:
+    """Open connections, as many again accepted from the backlog in one burst (before any can
+    be turned away), an upstream connection for each, and the rest of the process."""
+    backlog = min(DEFAULT_BACKLOG, connections)
+    return connections + backlog + min(upstream_connections, connections) + RESERVED_DESCRIPTORS
+
+
+def raise_descriptor_limit(settings: Settings) -> None:
+    """Raise the soft descriptor limit towards the hard one, as far as MAX_CONNECTIONS needs
+    (Go's runtime raises it all the way; most distributions start processes at 1024)."""
+    wanted = descriptors_needed(settings.max_connections, settings.upstream_max_connections)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+
+
+def descriptor_budget(settings: Settings) -> DescriptorBudget:
+    """MAX_CONNECTIONS, or the most connections the descriptor limit can hold: a process out
+    of descriptors cannot even accept the connection it would answer 503 on."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    asked, upstream = settings.max_connections, settings.upstream_max_connections
+    if soft == resource.RLIM_INFINITY or descriptors_needed(asked, upstream) <= soft:
+        return DescriptorBudget(asked, asked, soft)
+    low, high = 1, asked  # the largest count that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if descriptors_needed(middle, upstream) <= soft:
+            low = middle
+        else:
+            high = middle - 1
+    return DescriptorBudget(asked, low, soft)
