@@ -28,6 +28,7 @@ from tests.helpers.html import parse
 from tests.helpers.openrouter import (
     API_KEY,
     GPT,
+    KEEPALIVE,
     LLAMA,
     MODELS_BODY,
     completion_body,
@@ -276,6 +277,25 @@ async def test_failed_requests_are_recorded_and_the_run_goes_on(
     assert_statistics_of_rows(
         stats, [row for row in run_rows(settings.benchmarks_dir, body) if not row["error"]]
     )
+
+
+async def test_a_200_stream_without_any_data_line_is_a_failed_request_not_zero_tokens(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    upstream: respx.MockRouter,
+    catalog_route: respx.Route,
+) -> None:
+    upstream.post("/chat/completions").mock(return_value=sse_response(KEEPALIVE))
+
+    body = (await post_benchmark(client, runs=1)).json()
+
+    stats = body["models"][0]
+    assert (stats["ok"], stats["failed"]) == (0, 2)
+    assert stats["errors"] == {"UpstreamInvalidResponseError": 2}
+    rows = run_rows(settings.benchmarks_dir, body)
+    assert [row["error"] for row in rows] == [
+        "UpstreamInvalidResponseError: Upstream stream ended without any data"
+    ] * 2
 
 
 async def test_a_failed_request_echoing_our_key_is_redacted_in_every_result_file(
