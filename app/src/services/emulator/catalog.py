@@ -33,9 +33,12 @@ class EmulatedModel:
         object.__setattr__(self, "completion_price_value", float(self.completion_price))
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (
+        # Rounded as OpenRouter reports credits, so that float noise (2.8999999999999998e-06)
+        # does not reach answers and files.
+        return round(
             prompt_tokens * self.prompt_price_value
-            + completion_tokens * self.completion_price_value
+            + completion_tokens * self.completion_price_value,
+            12,
         )
 
     def to_json(self) -> dict[str, object]:
