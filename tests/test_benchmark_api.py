@@ -31,6 +31,7 @@ from tests.helpers.openrouter import (
     KEEPALIVE,
     LLAMA,
     MODELS_BODY,
+    HangAfter,
     completion_body,
     error_body,
     sse_chunks,
@@ -626,17 +627,7 @@ async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
     catalog_route: respx.Route,
     isolation: str,
 ) -> None:
-    calls = 0
-    hanging = asyncio.Event()
-
-    async def answer(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        if calls > 2:
-            hanging.set()
-            await asyncio.sleep(30)
-        return sse_response()
-
+    answer = HangAfter(2, lambda: sse_response())
     upstream.post("/chat/completions").mock(side_effect=answer)
     settings = make_settings(tmp_path, benchmark_isolation=isolation)
     form = httpx.Request(
@@ -653,7 +644,7 @@ async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
         if not body_sent:
             body_sent = True
             return {"type": "http.request", "body": form.read(), "more_body": False}
-        await hanging.wait()
+        await answer.hanging.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
@@ -683,7 +674,7 @@ async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
     assert summary["status"] == "interrupted"
     assert (summary["requests"], summary["finished_requests"]) == (20, 2)
     assert len(run_rows(settings.benchmarks_dir, summary)) == 2
-    assert calls == 3
+    assert answer.calls == 3
 
 
 async def test_emulator_mode_refuses_a_real_model_before_asking_the_catalog(

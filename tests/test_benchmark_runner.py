@@ -20,7 +20,7 @@ from src.services.benchmarker.run_utils import RequestContext, execute_request, 
 from src.services.openrouter.client import OpenRouterClient
 from tests.helpers.app import make_settings, openrouter_client
 from tests.helpers.concurrency import InFlightBarrier
-from tests.helpers.openrouter import chunk, completion_body
+from tests.helpers.openrouter import HangAfter, chunk, completion_body
 from tests.helpers.results import plan_of, request_result, run_rows
 from tests.helpers.upstream_server import LoopbackUpstream
 
@@ -194,23 +194,13 @@ async def test_a_stream_broken_after_its_headers_is_recorded_as_a_failure(
 async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_summary(
     tmp_path: Path, upstream: respx.MockRouter, openrouter: OpenRouterClient
 ) -> None:
-    calls = 0
-    hanging = asyncio.Event()
-
-    async def answer(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        if calls > 3:
-            hanging.set()
-            await asyncio.sleep(30)
-        return httpx.Response(200, json=completion_body())
-
+    answer = HangAfter(3, lambda: httpx.Response(200, json=completion_body()))
     upstream.post("/chat/completions").mock(side_effect=answer)
     settings = make_settings(tmp_path)
     plan = plan_of(["openai/gpt-4o"], ["one", "two"], 5, stream=False)
 
     task = asyncio.create_task(run_benchmark(settings, openrouter, plan))
-    await asyncio.wait_for(hanging.wait(), 10)
+    await asyncio.wait_for(answer.hanging.wait(), 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -226,7 +216,7 @@ async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_
         ("two", "1"),
         ("one", "2"),
     ]
-    assert calls == 4  # nothing new started after the cancellation
+    assert answer.calls == 4  # nothing new started after the cancellation
 
 
 async def test_a_bug_during_the_run_still_saves_a_failed_summary(
@@ -277,17 +267,7 @@ async def test_a_second_cancellation_during_the_save_still_leaves_every_row_and_
     upstream: respx.MockRouter,
     openrouter: OpenRouterClient,
 ) -> None:
-    calls = 0
-    hanging = asyncio.Event()
-
-    async def answer(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        if calls > 3:
-            hanging.set()
-            await asyncio.sleep(30)
-        return httpx.Response(200, json=completion_body())
-
+    answer = HangAfter(3, lambda: httpx.Response(200, json=completion_body()))
     upstream.post("/chat/completions").mock(side_effect=answer)
     disk = SlowDisk()
     disk.install(monkeypatch)
@@ -296,7 +276,7 @@ async def test_a_second_cancellation_during_the_save_still_leaves_every_row_and_
 
     task = asyncio.create_task(run_benchmark(settings, openrouter, plan))
     try:
-        await asyncio.wait_for(hanging.wait(), 10)
+        await asyncio.wait_for(answer.hanging.wait(), 10)
         task.cancel()  # the caller leaves: three rows are measured, none is on disk yet
         await asyncio.wait_for(disk.saving.wait(), 10)
         task.cancel()  # and the server stops while the run is saving them

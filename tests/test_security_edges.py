@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +17,19 @@ import httpx
 import pytest
 import respx
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.types import Message
 
 from src.config import Settings
 from src.main import create_app
 from src.redaction import Redactor
+from tests.helpers.app import make_settings, running
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.openrouter import (
     API_KEY,
     DONE,
     GENERATE,
     MODELS_BODY,
-    UPSTREAM,
     chunk,
     completion_body,
     error_body,
@@ -59,37 +56,19 @@ LEAKS = [API_KEY, FOREIGN_KEY, *(form.rstrip("=")[2:-2] for form in ENCODED_FORM
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "openrouter_api_key": API_KEY,
-        "openrouter_base_url": UPSTREAM,
-        "log_dir": tmp_path / "logs",
-        "benchmarks_dir": tmp_path / "benchmarks",
-        "retry_attempts": 3,
-        "retry_min_seconds": 0.5,
-        "retry_max_seconds": 8.0,
-        "benchmark_isolation": "inline",
-        "max_upstream_response_bytes": RESPONSE_CAP,
-        "max_upstream_line_bytes": LINE_CAP,
-        "allowed_hosts": ["service.test"],
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
+    return make_settings(
+        tmp_path,
+        **{
+            "max_upstream_response_bytes": RESPONSE_CAP,
+            "max_upstream_line_bytes": LINE_CAP,
+            **overrides,
+        },
+    )
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return settings_for(tmp_path)
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://service.test"
-        ) as http,
-    ):
-        yield http
 
 
 def log_text(settings: Settings) -> str:

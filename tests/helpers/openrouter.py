@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -110,3 +111,21 @@ def sse_response(*parts: bytes, model: str = GPT) -> httpx.Response:
 def error_body(status: int, message: str) -> dict[str, Any]:
     """OpenRouter's error shape."""
     return {"error": {"code": status, "message": message}}
+
+
+class HangAfter:
+    """A mocked upstream's side effect: `answer()` for the first `answered` requests, then
+    requests that never end; `hanging` is set when the first of those arrives."""
+
+    def __init__(self, answered: int, answer: Callable[[], httpx.Response]) -> None:
+        self.answered = answered
+        self.answer = answer
+        self.calls = 0
+        self.hanging = asyncio.Event()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.calls > self.answered:
+            self.hanging.set()
+            await asyncio.sleep(30)
+        return self.answer()
