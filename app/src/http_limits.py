@@ -12,7 +12,7 @@ take, and accepts connections until the process runs out of file descriptors. He
 - MAX_CONNECTIONS (uvicorn's `limit_concurrency`): a request arriving past it is answered
   503. A connection opened past it first closes the connection that has waited longest for
   its headers, so half-sent requests cannot crowd out real ones, and the descriptors stay
-  bounded (`descriptor_budget` fits the limit into the process's descriptor limit).
+  bounded (descriptors.py fits the limit into the process's descriptor limit).
 
 Each refusal is our JSON error with X-Request-ID. Timeouts and closes to make room are logged
 as counts, at most about once a second: a flood must not become a flood of log lines.
@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import resource
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -44,10 +42,6 @@ LINGER_SECONDS = 1.0
 # Timeouts are swept in batches at most this often.
 SWEEP_SECONDS = 0.25
 REPORT_SECONDS = 1.0
-# Descriptors the process needs besides connections: log files, the listening socket, result
-# files, runner pipes, the event loop's own.
-RESERVED_DESCRIPTORS = 100
-DEFAULT_BACKLOG = 2048
 
 
 class _Refusal(Exception):
@@ -307,50 +301,3 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             head.append(b"retry-after: 1\r\n")
         head.append(b"\r\n")
         return b"".join(head) + body
-
-
-@dataclass(frozen=True)
-class DescriptorBudget:
-    asked: int  # MAX_CONNECTIONS
-    connections: int  # as many, or fewer if the descriptor limit cannot hold them
-    descriptor_limit: int
-
-    @property
-    def backlog(self) -> int:
-        return min(DEFAULT_BACKLOG, self.connections)
-
-
-def descriptors_needed(connections: int, upstream_connections: int) -> int:
-    """Open connections, as many again accepted from the backlog in one burst (before any can
-    be turned away), an upstream connection for each, and the rest of the process."""
-    backlog = min(DEFAULT_BACKLOG, connections)
-    return connections + backlog + min(upstream_connections, connections) + RESERVED_DESCRIPTORS
-
-
-def raise_descriptor_limit(settings: Settings) -> None:
-    """Raise the soft descriptor limit towards the hard one, as far as MAX_CONNECTIONS needs
-    (Go's runtime raises it all the way; most distributions start processes at 1024)."""
-    wanted = descriptors_needed(settings.max_connections, settings.upstream_max_connections)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return
-    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if raised > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-
-
-def descriptor_budget(settings: Settings) -> DescriptorBudget:
-    """MAX_CONNECTIONS, or the most connections the descriptor limit can hold: a process out
-    of descriptors cannot even accept the connection it would answer 503 on."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    asked, upstream = settings.max_connections, settings.upstream_max_connections
-    if soft == resource.RLIM_INFINITY or descriptors_needed(asked, upstream) <= soft:
-        return DescriptorBudget(asked, asked, soft)
-    low, high = 1, asked  # the largest count that fits, by bisection
-    while low < high:
-        middle = (low + high + 1) // 2
-        if descriptors_needed(middle, upstream) <= soft:
-            low = middle
-        else:
-            high = middle - 1
-    return DescriptorBudget(asked, low, soft)

@@ -23,7 +23,7 @@ from src.api.guards import CrossSiteGuard, TrustedHosts
 from src.api.openai import router as openai_router
 from src.api.openai_errors import openai_error_response
 from src.config import Settings, get_settings
-from src.http_limits import descriptor_budget
+from src.descriptors import descriptor_budget
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse

@@ -6,7 +6,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from src.config import REPO_ROOT, get_settings
-from src.http_limits import descriptor_budget, raise_descriptor_limit
+from src.descriptors import descriptor_budget, raise_descriptor_limit
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from src.http_limits import (
+from src.descriptors import (
     DEFAULT_BACKLOG,
     descriptor_budget,
     descriptors_needed,
