@@ -286,10 +286,18 @@ async def test_a_second_cancellation_during_the_save_still_leaves_every_row_and_
         disk.release.set()
 
     # The save goes on in the background; the summary is its last step.
-    for _ in range(1000):
-        if sorted(path.suffix for path in settings.benchmarks_dir.iterdir()) == [".csv", ".json"]:
-            break  # the summary is linked into place and its temporary file is gone
+    def saved() -> bool:
+        # The summary is linked into place, and no temporary file is left.
+        names = [path.name for path in settings.benchmarks_dir.iterdir()]
+        return any(name.endswith(".json") for name in names) and not any(
+            name.endswith(".partial") for name in names
+        )
+
+    for _ in range(3000):
+        if saved():
+            break
         await asyncio.sleep(0.01)
+    assert saved(), sorted(path.name for path in settings.benchmarks_dir.iterdir())
     [json_path] = settings.benchmarks_dir.glob("*.json")
     summary = json.loads(json_path.read_text(encoding="utf-8"))
     assert summary["status"] == "interrupted"
