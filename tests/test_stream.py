@@ -174,16 +174,3 @@ async def test_connection_broken_mid_stream_ends_with_an_error_event(
     assert "broke mid-answer" in events[-1].data["detail"]
     assert events[-1].data["status_code"] == 502
     assert route.call_count == 1  # after the first byte a stream is never sent again
-
-
-async def test_a_200_stream_without_any_data_line_is_an_invalid_answer_not_a_success(
-    client: httpx.AsyncClient, upstream: respx.MockRouter
-) -> None:
-    upstream.post("/chat/completions").mock(return_value=sse_response(KEEPALIVE, KEEPALIVE))
-
-    response = await client.post("/generate?stream=true", json={"model": "m/x", "prompt": "hi"})
-
-    # Nothing was streamed yet, so the answer is still a plain JSON error.
-    assert response.status_code == 502
-    assert response.json()["error"] == "UpstreamInvalidResponseError"
-    assert response.json()["detail"] == "Upstream stream ended without any data"
