@@ -1,7 +1,7 @@
 """`make perf`: what the service adds to upstream latency, and how true its benchmark figures are.
 
 Everything is measured in one run, on this machine, as a ratio against references run beside
-the service (SPEC §8): the emulator called directly, a minimal FastAPI + aiohttp proxy
+the service: the emulator called directly, a minimal FastAPI + aiohttp proxy
 (scripts/reference_proxy.py) and a minimal aiohttp benchmark client (scripts/reference_client.py).
 One uvicorn worker per process, loopback only; wrk (Debian package `wrk`) generates the load,
 because a Python load generator on 2 cores would measure itself.

@@ -1,4 +1,4 @@
-"""What the service reports is measured at the wire (SPEC §8): retries on the record, parsing
+"""What the service reports is measured at the wire: retries on the record, parsing
 outside the clock, multi-line SSE data, and a Retry-After longer than the cap respected.
 
 The upstream is a real loopback server, and the app runs with its production transport.

@@ -1,6 +1,6 @@
 """Benchmarks: what is asked for, one row per request, and the summary saved on disk.
 
-Every interval is the one SPEC §8 defines; the README's "What each number means" lists them.
+Every interval is read off the wire clock; the README's "What each number means" lists them.
 """
 
 from datetime import datetime

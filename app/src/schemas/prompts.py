@@ -80,7 +80,7 @@ class GenerateRequest(SamplingParams):
 
 
 class GenerationResult(BaseModel):
-    """One generation as measured at the wire (SPEC §8): the final attempt's own latency and
+    """One generation as measured at the wire: the final attempt's own latency and
     time to first token, every attempt and wait in `total_seconds`."""
 
     text: str

@@ -124,7 +124,7 @@ async def execute_request(
 ) -> RequestRecord:
     """One measured request. A failure is a record, never an exception: the run goes on.
 
-    Its numbers are the client's wire timings (SPEC §8); nothing here reads the clock.
+    Its numbers are the client's wire timings; nothing here reads the clock.
     """
     logger.info("STARTED SINGLE PROMPT IN BENCHMARK MODEL: %s, RUN: %d", job.model, job.run)
     parameters = context.plan.parameters

@@ -1,4 +1,4 @@
-"""An offline OpenRouter: a pure ASGI app answering the API calls this service makes (SPEC §7).
+"""An offline OpenRouter: a pure ASGI app answering the API calls this service makes.
 
 Routes, each served under `/api/v1` and bare:
 
