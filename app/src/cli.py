@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import orjson
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -46,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             console.print("Cancelling…")
             summary = _cancel(http, benchmark_id)
-            _print_table(summary, Console())
+            print_comparison(summary, Console())
             return EXIT_CANCELLED
-    _print_table(summary, Console())
+    print_comparison(summary, Console())
     return EXIT_OK if summary.get("status") == "completed" else EXIT_FAILED
 
 
@@ -152,27 +153,28 @@ def _cancel(http: httpx.Client, benchmark_id: str) -> dict[str, Any]:
     return {"id": benchmark_id, "status": "unknown", "comparison": []}
 
 
-def _print_table(summary: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"{summary.get('id')}: {summary.get('status')}")
-    columns = (
-        ("model", None),
-        ("ok", None),
-        ("failed", None),
-        ("p50 s", "latency_p50"),
-        ("p95 s", "latency_p95"),
-        ("ttft p50 s", "ttft_p50"),
-        ("itl p50 s", "itl_p50"),
-        ("tokens/s", "output_tokens_per_second"),
-        ("cost USD", "cost"),
+def print_comparison(summary: dict[str, Any], console: Console) -> None:
+    # Two-line headings and collapsed padding keep the table inside 80 columns, so figures
+    # are never cut to "0.…"; a long model name folds instead.
+    table = Table(
+        title=f"{summary.get('id')}: {summary.get('status')}",
+        box=box.SIMPLE_HEAVY,
+        collapse_padding=True,
     )
-    for title, _ in columns:
-        if title == "model":
-            table.add_column(title, no_wrap=True, min_width=14)
-        else:
-            table.add_column(title, justify="right")
+    columns = (
+        ("p50\ns", "latency_p50", 3),
+        ("p95\ns", "latency_p95", 3),
+        ("ttft\np50 s", "ttft_p50", 3),
+        ("itl\np50 s", "itl_p50", 3),
+        ("tokens\n/s", "output_tokens_per_second", 1),
+        ("cost\nUSD", "cost", 5),
+    )
+    table.add_column("model", overflow="fold", min_width=14)
+    for title in ("ok", "failed", *(title for title, _, _ in columns)):
+        table.add_column(title, justify="right", no_wrap=True)
     for row in summary.get("comparison", []):
         cells = [str(row["model"]), str(row["ok"]), str(row["failed"])]
-        cells += [_number(row.get(key), 5 if key == "cost" else 3) for _, key in columns[3:]]
+        cells += [_number(row.get(key), digits) for _, key, digits in columns]
         table.add_row(*cells)
     console.print(table)
     cost = summary.get("cost")

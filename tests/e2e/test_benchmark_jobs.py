@@ -206,7 +206,7 @@ def cli(app: ServiceProcess, *args: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "src.cli", "benchmark", "--url", app.url, "--key", INBOUND_KEY,
          *args],
         cwd=APP_DIR,
-        env={**os.environ, "PYTHONPATH": str(APP_DIR), "COLUMNS": "160"},
+        env={**os.environ, "PYTHONPATH": str(APP_DIR), "COLUMNS": "80"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
