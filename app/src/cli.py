@@ -39,10 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             benchmark_id = _submit(http, args)
         except CliError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(f"[red]{exc}[/red]", soft_wrap=True)
             return EXIT_FAILED
         try:
-            console.print(f"Benchmark [bold]{benchmark_id}[/bold] started; Ctrl-C cancels it.")
+            console.print(
+                f"Benchmark [bold]{benchmark_id}[/bold] started; Ctrl-C cancels it.", soft_wrap=True
+            )
             summary = _follow(http, benchmark_id, console)
         except KeyboardInterrupt:
             console.print("Cancelling…")
