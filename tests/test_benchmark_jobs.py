@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -179,6 +180,62 @@ async def test_the_events_stream_sends_progress_then_one_summary_and_a_late_clie
     late = await read_events(client, accepted["id"])
     assert [name for name, _ in late] == ["summary"]
     assert late[0][1]["id"] == accepted["id"]
+
+
+class Stepper:
+    """An upstream that holds every request until the test lets one through."""
+
+    def __init__(self) -> None:
+        self.steps = asyncio.Semaphore(0)
+        self.waiting = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.waiting += 1
+        try:
+            await self.steps.acquire()
+        finally:
+            self.waiting -= 1
+        return sse_response()
+
+
+async def test_progress_events_follow_finished_requests_at_most_once_a_second(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog: respx.Route
+) -> None:
+    stepper = Stepper()
+    upstream.post("/chat/completions").mock(side_effect=stepper)
+    prompts = "".join(f"prompt {index}\n" for index in range(22)).encode()
+    accepted = await post_benchmark(
+        client, prompts, query="?background=true", form={"runs": 1, "concurrency": 1}
+    )
+    benchmark_id = accepted.json()["id"]
+    reader = asyncio.create_task(read_events(client, benchmark_id))
+
+    async def recorded(done: int) -> None:
+        async def state_shows_it() -> bool:
+            state = (await client.get(f"/benchmarks/{benchmark_id}")).json()
+            return stepper.waiting == 1 and state["progress"]["done"] == done
+
+        await until(state_shows_it, f"{done} requests recorded and the next one waiting")
+
+    # Two finished requests, each followed by a quiet spell longer than a second.
+    for done in (0, 1):
+        await recorded(done)
+        await asyncio.sleep(1.5)
+        stepper.steps.release()
+    await recorded(2)
+    # Then twenty finished in about two seconds.
+    fast_from = time.monotonic()
+    for _ in range(20):
+        stepper.steps.release()
+        await asyncio.sleep(0.1)
+    fast_seconds = time.monotonic() - fast_from
+    events = await asyncio.wait_for(reader, DEADLINE)
+
+    dones = [data["progress"]["done"] for name, data in events if name == "progress"]
+    assert dones[:2] == [0, 1]  # one event per finished request, none in the quiet spells
+    assert dones == sorted(set(dones))  # never the same progress twice
+    assert len(dones[2:]) <= math.ceil(fast_seconds) + 2  # at most about once a second
+    assert events[-1][0] == "summary" and events[-1][1]["finished_requests"] == 22
 
 
 async def test_the_events_of_an_unknown_run_are_a_json_404(client: httpx.AsyncClient) -> None:

@@ -235,8 +235,8 @@ class BenchmarkFiles(BaseModel):
 class BenchmarkState(BaseModel):
     """The small per-run record: what listing, progress and cancellation read and write.
 
-    While the run goes on its runner rewrites it every second; GET /benchmarks lists from these
-    records alone, never from whole summaries.
+    While the run goes on its runner rewrites it as requests finish and at least every second;
+    GET /benchmarks lists from these records alone, never from whole summaries.
     """
 
     id: str

@@ -40,7 +40,9 @@ from src.services.openrouter.client import OpenRouterClient
 
 logger = logging.getLogger(__name__)
 
-# How often a run looks for a cancel request, and rewrites its state record.
+# How often a run looks for a cancel request and for requests finished since its state record
+# was last written; with none finished, the record is still rewritten every STATE_SECONDS, so
+# elapsed time and ETA move and readers can tell the runner is alive.
 CHECK_SECONDS = 0.2
 STATE_SECONDS = 1.0
 # The per-model statistics in the state record sort every record so far: not every second.
@@ -149,8 +151,9 @@ async def _send_all(
 
 async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> None:
     """Stops the run on a DELETE's mark (or when the parent process is gone), and rewrites the
-    state record every second."""
-    state_due = comparison_due = 0.0
+    state record as requests finish, and at least every second."""
+    written_at = comparison_due = 0.0
+    written_done = -1
     comparison: list[ComparisonRow] = []
     while not work.done():
         await asyncio.sleep(CHECK_SECONDS)
@@ -166,12 +169,13 @@ async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> 
         if moment >= comparison_due:
             comparison = comparison_so_far(run.plan, run.records, run.clock().wall_seconds)
             comparison_due = moment + COMPARISON_SECONDS
-        if moment >= state_due:
+        done = len(run.records)
+        if done != written_done or moment - written_at >= STATE_SECONDS:
             state = build_state(
                 run.benchmark_id, "running", run.plan, run.records, _progress_clock(run), comparison
             )
             await asyncio.to_thread(write_state, run.paths.state, state)
-            state_due = moment + STATE_SECONDS
+            written_at, written_done = moment, done
 
 
 def _progress_clock(run: Run) -> RunClock:

@@ -37,8 +37,10 @@ from src.services.openrouter.catalog import ModelCatalog
 
 logger = logging.getLogger(__name__)
 
-# How often an events stream looks at the run's state record (rewritten every second).
+# How often an events stream looks at the run's state record (rewritten as requests finish),
+# and how often at most it sends progress.
 EVENTS_POLL_SECONDS = 0.25
+PROGRESS_SECONDS = 1.0
 # A comment line now and then keeps proxies from closing a quiet stream.
 EVENTS_KEEPALIVE_SECONDS = 15.0
 # DELETE waits this long for the run to save its summary before answering without it.
@@ -127,33 +129,35 @@ async def list_benchmarks(settings: Settings, limit: int) -> BenchmarkList:
 
 
 async def benchmark_events(settings: Settings, benchmark_id: str) -> AsyncIterator[Event]:
-    """The run's current state at once, then a `progress` event each time its runner rewrites
-    its state (at most once a second), then one `summary` event; keep-alives in between."""
-    paths = await asyncio.to_thread(result_paths, settings.benchmarks_dir, benchmark_id)
+    """The run's current state at once, then a `progress` event when requests have finished
+    (at most once a second), then one `summary` event; keep-alives in between."""
     view = await get_benchmark(settings, benchmark_id)
-    sent_at = now()
-    if view.status in FINISHED:
+    if not isinstance(view, BenchmarkState) or view.status in FINISHED:
         yield "summary", view
         return
     yield "progress", view
-    seen = view.updated_at if isinstance(view, BenchmarkState) else None
+    paths = await asyncio.to_thread(result_paths, settings.benchmarks_dir, benchmark_id)
+    shown = view.progress.done
+    shown_at = sent_at = now()
     while True:
         await asyncio.sleep(EVENTS_POLL_SECONDS)
         state = await asyncio.to_thread(read_state, paths.state)
         if state is None:
             continue
-        if state.updated_at != seen:
-            seen = state.updated_at
-            view = await get_benchmark(settings, benchmark_id)
-            if view.status in FINISHED:
-                yield "summary", view
-                return
+        moment = now()
+        news = state.progress.done != shown and moment - shown_at >= PROGRESS_SECONDS
+        ended = state.status in FINISHED
+        if not (news or ended or moment - sent_at > EVENTS_KEEPALIVE_SECONDS):
+            continue
+        # Read again through the store: a finished run's answer is its summary, and a run
+        # whose runner died shows as interrupted.
+        view = await get_benchmark(settings, benchmark_id)
+        if not isinstance(view, BenchmarkState) or view.status in FINISHED:
+            yield "summary", view
+            return
+        if news:
             yield "progress", view
-            sent_at = now()
-        elif now() - sent_at > EVENTS_KEEPALIVE_SECONDS:
-            view = await get_benchmark(settings, benchmark_id)
-            if view.status in FINISHED:  # a runner that died: no further state will come
-                yield "summary", view
-                return
+            shown, shown_at = view.progress.done, moment
+        else:
             yield "keepalive", None
-            sent_at = now()
+        sent_at = moment

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 # Not ".json": a glob for summaries (*.json) must not pick up the state records.
 STATE_SUFFIX = ".state"
 SUMMARY_SUFFIX = ".json"
-# A running run rewrites its state every second: one this old has lost its runner.
+# A running run rewrites its state at least every second: one this old has lost its runner.
 STALE_AFTER = timedelta(seconds=30)
 ADMISSION_LOCK = ".admission.lock"
 # What a refused submission is told: runs are long, so asking again at once is pointless.
