@@ -25,6 +25,7 @@ from tests.helpers.openrouter import (
     chunk,
     completion_body,
     error_body,
+    model_entry,
     sse_response,
     usage_chunk,
 )
@@ -454,6 +455,20 @@ async def test_v1_models_is_openais_list_from_the_same_cache_as_models(
     assert gpt["created"] == 1_700_000_000
     assert gpt["context_length"] == 8192
     assert gpt["pricing"] == {"prompt": "0.000001", "completion": "0.000002"}
+
+
+async def test_a_model_without_prices_is_listed_with_null_pricing(
+    client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    unpriced = {**model_entry("acme/no-price"), "pricing": None}
+    upstream.get("/models").respond(json={"data": [*MODELS_BODY["data"], unpriced]})
+
+    listed = await client.get("/v1/models")
+    one = await client.get("/v1/models/acme/no-price")
+
+    assert listed.status_code == 200, listed.text
+    assert [m["pricing"] for m in listed.json()["data"] if m["id"] == "acme/no-price"] == [None]
+    assert one.status_code == 200 and one.json()["pricing"] is None
 
 
 async def test_one_model_by_id_and_an_unknown_one(

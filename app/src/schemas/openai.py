@@ -103,7 +103,7 @@ class ModelObject(BaseModel):
     owned_by: str
     name: str
     context_length: int | None
-    pricing: Pricing
+    pricing: Pricing | None
 
 
 class ModelList(BaseModel):
