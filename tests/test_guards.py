@@ -136,9 +136,11 @@ async def test_cors_origins_lets_a_listed_site_in_and_answers_its_preflight(
 
 
 async def test_a_foreign_host_is_refused_which_stops_dns_rebinding(
-    tmp_path: Path, serve: Serve, routes: list[respx.Route]
+    tmp_path: Path, serve: Serve, routes: list[respx.Route], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = make_settings(tmp_path, allowed_hosts=["localhost", "127.0.0.1", "::1"])
+    monkeypatch.delenv("ALLOWED_HOSTS", raising=False)
+    default_hosts = Settings(_env_file=None).allowed_hosts
+    settings = make_settings(tmp_path, allowed_hosts=default_hosts)
 
     async with serve(settings) as client:
         rebound = await client.post(
@@ -146,10 +148,12 @@ async def test_a_foreign_host_is_refused_which_stops_dns_rebinding(
         )
         local = await client.post("/generate", json=GENERATE, headers={"Host": "127.0.0.1:8000"})
         named = await client.get("/health", headers={"Host": "localhost:8000"})
+        ipv6 = await client.get("/health", headers={"Host": "[::1]:8000"})
 
     assert_error(rebound, 400, "InvalidHostError", "ALLOWED_HOSTS")
     assert local.status_code == 200
     assert named.status_code == 200
+    assert ipv6.status_code == 200, ipv6.text
     assert spent(routes) == 1
     assert "status_code=400" in read_log(settings)
 
@@ -168,5 +172,5 @@ def test_the_service_binds_loopback_unless_told_otherwise(monkeypatch: pytest.Mo
     defaults = Settings(_env_file=None)
 
     assert defaults.host == "127.0.0.1"
-    assert defaults.allowed_hosts == ["localhost", "127.0.0.1", "::1"]
+    assert defaults.allowed_hosts == ["localhost", "127.0.0.1", "[::1]"]
     assert defaults.cors_origins == []

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Host headers the service answers to ("*": any); the default stops DNS rebinding.
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["localhost", "127.0.0.1", "::1"]
+        default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"]
     )
 
     emulator_host: str = "127.0.0.1"
