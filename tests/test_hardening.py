@@ -182,3 +182,43 @@ async def test_a_caller_leaving_before_the_answer_cancels_the_upstream_request(
     start = next(message for message in sent if message["type"] == "http.response.start")
     assert start["status"] == 499  # answered to no one, but logged as what it was
     assert "status_code=499 | ClientDisconnectedError" in read_log(settings)
+
+
+@pytest.mark.parametrize("path", ["/generate", "/v1/chat/completions"])
+async def test_a_caller_who_leaves_mid_body_is_a_disconnect_not_an_invalid_body(
+    settings: Settings, serve: Serve, upstream: respx.MockRouter, path: str
+) -> None:
+    route = upstream.post("/chat/completions").mock(return_value=sse_response())
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"model": "openai/gpt-4o", "pro', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"service.test"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("service.test", 80),
+    }
+    async with LifespanManager(serve.app(settings)) as manager:
+        await asyncio.wait_for(manager.app(scope, receive, send), 30)
+
+    assert sent[0]["status"] == 499
+    assert route.call_count == 0
+    [line] = [line for line in read_log(settings).splitlines() if path in line]
+    assert "status_code=499" in line and "422" not in line

@@ -8,7 +8,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from src.services.base.exceptions import PayloadTooLargeError
+from src.services.base.exceptions import ClientDisconnectedError, PayloadTooLargeError
 
 M = TypeVar("M", bound=BaseModel)
 # A JSON body: a prompt of up to 1,000,000 characters, JSON-escaped, and a few fields.
@@ -32,6 +32,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     size = 0
     while True:
         message = await request.receive()
+        if message["type"] == "http.disconnect":
+            # Half a body is not a malformed one: the caller left, nobody reads an answer.
+            raise ClientDisconnectedError("The client went away before its request body arrived.")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
