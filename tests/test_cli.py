@@ -1,12 +1,14 @@
-"""The comparison table the command line prints at the end of a run."""
+"""The command line: following a run's events, and the comparison table it prints at the end."""
 
 import io
+import json
 from typing import Any
 
+import httpx
 import pytest
 from rich.console import Console
 
-from src.cli import print_comparison
+from src.cli import _follow, print_comparison
 
 SUMMARY: dict[str, Any] = {
     "id": "20261127T164418Z_emulator-small+anthropic-claude-3.5-sonnet_d3aa3ef4",
@@ -51,3 +53,28 @@ def test_a_model_without_figures_shows_dashes_not_zeros() -> None:
     row = next(line for line in text.splitlines() if "m/x" in line).split()
     assert row == ["m/x", "0", "3", *["—"] * 6]
     assert "Total cost: unknown" in text
+
+
+@pytest.mark.parametrize(
+    ("ended", "shown"),
+    [
+        ({**SUMMARY, "status": "completed", "finished_requests": 5, "warmup_requests": 1}, 6),
+        # A run whose runner died before saving a summary ends with its state record.
+        ({"id": "r", "status": "interrupted", "progress": {"done": 3, "total": 10}}, 3),
+    ],
+)
+def test_following_a_run_ends_with_what_its_last_event_carries(
+    ended: dict[str, Any], shown: int
+) -> None:
+    events = "event: summary\ndata: " + json.dumps(ended) + "\n\n"
+    transport = httpx.MockTransport(
+        lambda _request: httpx.Response(
+            200, text=events, headers={"content-type": "text/event-stream"}
+        )
+    )
+    out = io.StringIO()
+    with httpx.Client(transport=transport, base_url="http://service.test") as http:
+        result = _follow(http, "r", Console(file=out, width=80, color_system=None))
+
+    assert result == ended
+    assert f"{shown}/{shown}" in out.getvalue()

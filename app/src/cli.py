@@ -122,7 +122,7 @@ def _follow(http: httpx.Client, benchmark_id: str, console: Console) -> dict[str
         for event in _events(http, benchmark_id):
             data: dict[str, Any] = orjson.loads(event.data)
             if event.event == "summary":
-                done = data["finished_requests"] + data["warmup_requests"]
+                done = _requests_done(data)
                 bar.update(task, completed=done, total=done, detail=data["status"])
                 return data
             progress = data["progress"]
@@ -135,6 +135,13 @@ def _follow(http: httpx.Client, benchmark_id: str, console: Console) -> dict[str
                 + (f", ETA {eta:.0f}s" if eta is not None else ""),
             )
     raise CliError("The events stream ended without a summary.")
+
+
+def _requests_done(ended: dict[str, Any]) -> int:
+    # A run that ended without saving its summary (its runner died) is sent as its state record.
+    if "progress" in ended:
+        return int(ended["progress"]["done"])
+    return int(ended["finished_requests"]) + int(ended["warmup_requests"])
 
 
 def _events(http: httpx.Client, benchmark_id: str) -> Iterator[ServerSentEvent]:
