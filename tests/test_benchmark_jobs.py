@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -521,6 +522,35 @@ async def test_benchmarks_keep_days_prunes_old_finished_runs_at_the_next_start(
     left = {path.name.split(".")[0] for path in directory.iterdir() if path.name[0] != "."}
     assert left == {old_running, recent, response.json()["id"]}
     assert old not in left
+
+
+async def test_a_runner_process_that_crashes_marks_its_run_failed_at_once(
+    tmp_path: Path,
+    serve: Serve,
+    upstream: respx.MockRouter,
+    catalog: respx.Route,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spawn = asyncio.create_subprocess_exec
+
+    async def crashing_runner(*_args: str, **kwargs: Any) -> asyncio.subprocess.Process:
+        crash = "import sys; sys.stdin.read(); sys.exit(1)"
+        return await spawn(sys.executable, "-c", crash, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", crashing_runner)
+    settings = make_settings(tmp_path, benchmark_isolation="process")
+
+    async with serve(settings) as client:
+        accepted = await start_background(client, runs=1)
+        started = time.monotonic()
+        ended = await finished(client, accepted["id"])
+
+    # Not "running" until it looks stale (30 s), then "interrupted": failed, as soon as it ended.
+    assert ended["status"] == "failed"
+    assert ended["finished_at"] is not None
+    assert time.monotonic() - started < store.STALE_AFTER.total_seconds()
+    [listed] = store.list_runs(settings.benchmarks_dir, 10)
+    assert (listed.id, listed.status) == (accepted["id"], "failed")
 
 
 async def test_without_keep_days_nothing_is_deleted(

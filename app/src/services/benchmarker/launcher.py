@@ -23,7 +23,7 @@ from src.services.base.exceptions import RunnerFailedError
 from src.services.benchmarker.file_utils import new_benchmark_id, result_paths
 from src.services.benchmarker.plan import BenchmarkPlan
 from src.services.benchmarker.runner import run_benchmark
-from src.services.benchmarker.store import admit, load_summary, write_state
+from src.services.benchmarker.store import admit, load_summary, read_state, write_state
 from src.services.benchmarker.summary import RunClock, build_state
 from src.services.benchmarker.worker import EXIT_INTERRUPTED, RunnerJob
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
@@ -145,13 +145,22 @@ class BenchmarkLauncher:
                 await process.wait()
         if code not in (0, EXIT_INTERRUPTED):
             logger.error("BENCHMARK RUNNER FAILED | id=%s | exit code %s", benchmark_id, code)
+            await asyncio.to_thread(_mark_failed_if_unsaved, self._settings, benchmark_id, plan)
 
 
 def _mark_failed_if_unsaved(settings: Settings, benchmark_id: str, plan: BenchmarkPlan) -> None:
-    """A run that never got to save anything must not stay "running" for the caps."""
+    """A run that never saved its summary must not stay "running" for the caps; what its state
+    record already says (start, progress) is kept."""
     paths = result_paths(settings.benchmarks_dir, benchmark_id)
     if paths.json.exists():
         return
     with contextlib.suppress(OSError):
-        state = build_state(benchmark_id, "failed", plan, [], RunClock(datetime.now(UTC), 0.0), [])
+        ended = datetime.now(UTC)
+        state = read_state(paths.state)
+        if state is None:
+            state = build_state(benchmark_id, "failed", plan, [], RunClock(ended, 0.0), [])
+        else:
+            progress = state.progress.model_copy(update={"eta_seconds": None})
+            ended_then = {"status": "failed", "updated_at": ended, "finished_at": ended}
+            state = state.model_copy(update={**ended_then, "progress": progress})
         write_state(paths.state, state)
