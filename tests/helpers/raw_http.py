@@ -64,17 +64,6 @@ def answered(sock: socket.socket) -> bool:
     return bool(readable)
 
 
-def closed_by_peer(sock: socket.socket) -> bool:
-    """True once the server has closed the connection (whatever it answered first)."""
-    try:
-        while answered(sock):
-            if not sock.recv(65536):
-                return True
-    except OSError:
-        return True
-    return False
-
-
 def health(port: int, timeout: float = 10.0) -> tuple[int | None, float]:
     """GET /health on a fresh connection: (status or None, seconds)."""
     started = time.monotonic()

@@ -3,9 +3,7 @@ background), follow it, cancel it, list runs, and download their files."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path as FilePath
 from typing import Annotated
 
 import orjson
@@ -24,8 +22,6 @@ from src.schemas.benchmarks import (
     BenchmarkSummary,
 )
 from src.schemas.prompts import ErrorResponse
-from src.services.base.exceptions import NotFoundError
-from src.services.benchmarker.file_utils import result_paths
 from src.services.benchmarker.report import render_progress, render_report
 from src.services.benchmarker.service import (
     Event,
@@ -33,6 +29,7 @@ from src.services.benchmarker.service import (
     cancel_benchmark,
     get_benchmark,
     list_benchmarks,
+    result_file,
     start_benchmark,
 )
 
@@ -185,8 +182,8 @@ async def get_benchmark_report(settings: SettingsDep, benchmark_id: BenchmarkId)
 )
 async def download_results(settings: SettingsDep, benchmark_id: BenchmarkId) -> FileResponse:
     """The per-request CSV (so far, while the run goes on)."""
-    path = result_paths(settings.benchmarks_dir, benchmark_id).csv
-    return await _download(path, "text/csv", "results.csv")
+    path = await result_file(settings, benchmark_id, "results.csv")
+    return FileResponse(path, media_type="text/csv", filename=path.name)
 
 
 @router.get(
@@ -195,11 +192,5 @@ async def download_results(settings: SettingsDep, benchmark_id: BenchmarkId) -> 
 )
 async def download_summary(settings: SettingsDep, benchmark_id: BenchmarkId) -> FileResponse:
     """The JSON summary of a finished run."""
-    path = result_paths(settings.benchmarks_dir, benchmark_id).json
-    return await _download(path, "application/json", "summary.json")
-
-
-async def _download(path: FilePath, media_type: str, name: str) -> FileResponse:
-    if not await asyncio.to_thread(path.is_file):
-        raise NotFoundError(f"No {name} for '{path.stem}' (yet): the run has not written it.")
-    return FileResponse(path, media_type=media_type, filename=path.name)
+    path = await result_file(settings, benchmark_id, "summary.json")
+    return FileResponse(path, media_type="application/json", filename=path.name)

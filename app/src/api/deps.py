@@ -40,10 +40,6 @@ async def get_settings_state(request: Request) -> Settings:
     return lifespan_state(request)["settings"]
 
 
-async def get_openrouter(request: Request) -> OpenRouterClient:
-    return lifespan_state(request)["openrouter"]
-
-
 async def get_catalog(request: Request) -> ModelCatalog:
     return lifespan_state(request)["catalog"]
 
@@ -53,6 +49,5 @@ async def get_launcher(request: Request) -> BenchmarkLauncher:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_state)]
-OpenRouterDep = Annotated[OpenRouterClient, Depends(get_openrouter)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 LauncherDep = Annotated[BenchmarkLauncher, Depends(get_launcher)]

@@ -1,6 +1,6 @@
 """What a browser on another site can and cannot make this service do.
 
-- `refuse_cross_site`: a state-changing request (POST, PUT, PATCH, DELETE) that a browser sent
+- `CrossSiteGuard`: a state-changing request (POST, PUT, PATCH, DELETE) that a browser sent
   from another site is refused with 403 before anything runs. A page elsewhere could otherwise
   POST a benchmark form to 127.0.0.1 and spend the user's credit: the browser only keeps the
   page from reading the answer, not the request from running. Same-origin pages (Swagger UI),

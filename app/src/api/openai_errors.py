@@ -82,8 +82,9 @@ def openai_error_response(request: Request, exc: Exception) -> Response:
 
 
 class OpenAIErrorRoute(APIRoute):
-    """A route whose errors, its dependencies' (the inbound key) included, take OpenAI's shape
-    instead of the service's `{"detail", "error", "request_id"}`."""
+    """A route whose errors, its dependencies' included, take OpenAI's shape instead of the
+    service's `{"detail", "error", "request_id"}`. (The inbound key is checked before any route,
+    by InboundKeyMiddleware, which answers /v1 in the same shape.)"""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

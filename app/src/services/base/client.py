@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, cast
 
@@ -164,7 +164,6 @@ class BaseClient:
         timing: Timing,
         *,
         content: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
         whole: bool = False,
     ) -> Body:
         """Send with retries until a 2xx answer; its body is left to the caller to read, then
@@ -179,8 +178,6 @@ class BaseClient:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(content)).encode()),
             ]
-        if headers:
-            request_headers += [(name.encode(), value.encode()) for name, value in headers.items()]
 
         async def attempt() -> Body:
             timing.attempts += 1

@@ -91,16 +91,22 @@ class ResultPaths:
     cancel: Path  # present once a DELETE asked the run to stop
 
 
+RESULTS_SUFFIX = ".csv"
+SUMMARY_SUFFIX = ".json"
+STATE_SUFFIX = ".state"
+CANCEL_SUFFIX = ".cancel"
+
+
 def result_paths(directory: Path, benchmark_id: str) -> ResultPaths:
     """The files of a benchmark; refuses any id that could name a file elsewhere."""
     if not BENCHMARK_ID_PATTERN.fullmatch(benchmark_id):
         raise NotFoundError(f"No benchmark with id '{benchmark_id}'.")
     root = directory.resolve()
     paths = ResultPaths(
-        csv=root / f"{benchmark_id}.csv",
-        json=root / f"{benchmark_id}.json",
-        state=root / f"{benchmark_id}.state",
-        cancel=root / f"{benchmark_id}.cancel",
+        csv=root / f"{benchmark_id}{RESULTS_SUFFIX}",
+        json=root / f"{benchmark_id}{SUMMARY_SUFFIX}",
+        state=root / f"{benchmark_id}{STATE_SUFFIX}",
+        cancel=root / f"{benchmark_id}{CANCEL_SUFFIX}",
     )
     for path in (paths.csv, paths.json, paths.state, paths.cancel):
         if path.resolve().parent != root:

@@ -157,7 +157,7 @@ async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> 
     comparison: list[ComparisonRow] = []
     while not work.done():
         await asyncio.sleep(CHECK_SECONDS)
-        if run.paths.cancel.exists():
+        if await asyncio.to_thread(run.paths.cancel.exists):
             run.stop_reason = "cancelled"
         elif parent_pid is not None and os.getppid() != parent_pid:
             run.stop_reason = "interrupted"
@@ -207,7 +207,7 @@ async def _finish(
     finally:
         await asyncio.to_thread(write_summary, run.paths.json, summary)
         await asyncio.to_thread(write_state, run.paths.state, state)
-        run.paths.cancel.unlink(missing_ok=True)
+        await asyncio.to_thread(run.paths.cancel.unlink, missing_ok=True)
     logger.info(
         "BENCHMARK FINISHED | id=%s | status=%s | finished=%d/%s | wall=%.3fs",
         run.benchmark_id,

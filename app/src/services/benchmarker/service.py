@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from typing import Literal
+from pathlib import Path
+from typing import Literal, TypeGuard
 
 from src.config import Settings
 from src.schemas.benchmarks import (
@@ -15,7 +17,7 @@ from src.schemas.benchmarks import (
     BenchmarkState,
     BenchmarkSummary,
 )
-from src.services.base.exceptions import ConflictError, LimitExceededError
+from src.services.base.exceptions import ConflictError, LimitExceededError, NotFoundError
 from src.services.base.timing import now
 from src.services.benchmarker.file_utils import (
     AsyncReadable,
@@ -29,7 +31,6 @@ from src.services.benchmarker.store import (
     check_capacity,
     current_view,
     list_runs,
-    read_state,
     request_cancel,
 )
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
@@ -75,7 +76,7 @@ async def prepare_benchmark(
         # No upstream call: the clearer message for a real id while running on the emulator.
         ensure_model_reachable(settings, model)
     prices = await catalog.require(parameters.models)
-    return BenchmarkPlan(parameters, prompts, prices, request_cap=plan.request_cap)
+    return dataclasses.replace(plan, prices=prices)
 
 
 def check_limit(name: str, value: int, setting: str, limit: int) -> None:
@@ -123,6 +124,23 @@ async def cancel_benchmark(settings: Settings, benchmark_id: str) -> RunView:
     return view
 
 
+async def result_file(
+    settings: Settings, benchmark_id: str, name: Literal["results.csv", "summary.json"]
+) -> Path:
+    """A run's results or summary file, once the run has written it."""
+
+    def find() -> Path:
+        paths = result_paths(settings.benchmarks_dir, benchmark_id)
+        path = paths.csv if name == "results.csv" else paths.json
+        if not path.is_file():
+            raise NotFoundError(
+                f"No {name} for '{benchmark_id}' (yet): the run has not written it."
+            )
+        return path
+
+    return await asyncio.to_thread(find)
+
+
 async def list_benchmarks(settings: Settings, limit: int) -> BenchmarkList:
     items = await asyncio.to_thread(list_runs, settings.benchmarks_dir, limit)
     return BenchmarkList(count=len(items), benchmarks=items)
@@ -130,34 +148,32 @@ async def list_benchmarks(settings: Settings, limit: int) -> BenchmarkList:
 
 async def benchmark_events(settings: Settings, benchmark_id: str) -> AsyncIterator[Event]:
     """The run's current state at once, then a `progress` event when requests have finished
-    (at most once a second), then one `summary` event; keep-alives in between."""
+    (at most once a second), then one `summary` event; keep-alives in between.
+
+    Each look goes through the store: a finished run's answer is its summary, and a run whose
+    runner died shows as interrupted.
+    """
     view = await get_benchmark(settings, benchmark_id)
-    if not isinstance(view, BenchmarkState) or view.status in FINISHED:
+    if not _running(view):
         yield "summary", view
         return
     yield "progress", view
-    paths = await asyncio.to_thread(result_paths, settings.benchmarks_dir, benchmark_id)
-    shown = view.progress.done
-    shown_at = sent_at = now()
+    shown, shown_at = view.progress.done, now()
+    sent_at = shown_at
     while True:
         await asyncio.sleep(EVENTS_POLL_SECONDS)
-        state = await asyncio.to_thread(read_state, paths.state)
-        if state is None:
-            continue
-        moment = now()
-        news = state.progress.done != shown and moment - shown_at >= PROGRESS_SECONDS
-        ended = state.status in FINISHED
-        if not (news or ended or moment - sent_at > EVENTS_KEEPALIVE_SECONDS):
-            continue
-        # Read again through the store: a finished run's answer is its summary, and a run
-        # whose runner died shows as interrupted.
         view = await get_benchmark(settings, benchmark_id)
-        if not isinstance(view, BenchmarkState) or view.status in FINISHED:
+        if not _running(view):
             yield "summary", view
             return
-        if news:
+        moment = now()
+        if view.progress.done != shown and moment - shown_at >= PROGRESS_SECONDS:
             yield "progress", view
-            shown, shown_at = view.progress.done, moment
-        else:
+            shown, shown_at, sent_at = view.progress.done, moment, moment
+        elif moment - sent_at > EVENTS_KEEPALIVE_SECONDS:
             yield "keepalive", None
-        sent_at = moment
+            sent_at = moment
+
+
+def _running(view: RunView) -> TypeGuard[BenchmarkState]:
+    return isinstance(view, BenchmarkState) and view.status not in FINISHED

@@ -29,15 +29,15 @@ from src.schemas.benchmarks import (
 from src.services.base.exceptions import CapacityError, NotFoundError
 from src.services.benchmarker.file_utils import (
     BENCHMARK_ID_PATTERN,
+    RESULTS_SUFFIX,
+    STATE_SUFFIX,
+    SUMMARY_SUFFIX,
     TIMESTAMP_FORMAT,
     result_paths,
 )
 
 logger = logging.getLogger(__name__)
 
-# Not ".json": a glob for summaries (*.json) must not pick up the state records.
-STATE_SUFFIX = ".state"
-SUMMARY_SUFFIX = ".json"
 # A running run rewrites its state at least every second: one this old has lost its runner.
 STALE_AFTER = timedelta(seconds=30)
 ADMISSION_LOCK = ".admission.lock"
@@ -48,7 +48,7 @@ CAPACITY_RETRY_AFTER_SECONDS = 30.0
 def files_of(benchmark_id: str) -> BenchmarkFiles:
     """Names inside BENCHMARKS_DIR and download URLs: never a path of the server's disk."""
     return BenchmarkFiles(
-        csv=f"{benchmark_id}.csv",
+        csv=f"{benchmark_id}{RESULTS_SUFFIX}",
         json_file=f"{benchmark_id}{SUMMARY_SUFFIX}",
         csv_url=f"/benchmarks/{benchmark_id}/results.csv",
         json_url=f"/benchmarks/{benchmark_id}/summary.json",
