@@ -211,7 +211,7 @@ async def test_the_reported_latency_excludes_parsing(
 ) -> None:
     upstream.answers = [after(UPSTREAM_DELAY, completion())]
     parse = upstream_schemas.ChatCompletion.model_validate_json
-    slow_parse_seconds = 0.3
+    slow_parse_seconds = 0.8
 
     def slow(data: bytes | str) -> upstream_schemas.ChatCompletion:
         time.sleep(slow_parse_seconds)  # a deliberately slow parse, inside the request

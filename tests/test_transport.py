@@ -158,11 +158,11 @@ async def test_the_end_is_stamped_when_the_last_byte_arrives(
     response = await transport.handle_async_request(request("GET", f"{upstream.url}/late-body"))
     assert isinstance(response.stream, WireBody)
     timing = response.stream.timing
-    await asyncio.sleep(DELAY * 2)  # read long after the body arrived: the stamp must not move
+    await asyncio.sleep(DELAY * 5)  # read long after the body arrived: the stamp must not move
     assert await body_of(response) == b"late"
 
     assert timing.sent <= timing.head <= timing.end
-    assert DELAY * 0.9 <= timing.end - timing.sent < DELAY * 2
+    assert DELAY * 0.9 <= timing.end - timing.sent < DELAY * 4
 
 
 async def test_chunked_bodies_arrive_in_order_with_rising_arrival_times(

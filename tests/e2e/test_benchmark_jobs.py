@@ -155,6 +155,7 @@ def test_with_two_workers_any_of_them_follows_and_cancels_a_run(
     with httpx.Client(base_url=app.url, trust_env=False, timeout=30.0) as fresh:
         cancelled = fresh.delete(f"/benchmarks/{benchmark_id}")
 
+    assert len(children(app.pid)) >= 2  # two workers really serve
     assert seen == {"running"}
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
