@@ -288,6 +288,8 @@ async def test_warmup_requests_are_sent_first_and_left_out_of_the_statistics(
     assert [row["run"] for row in rows] == ["0"] * 3 + ["1"] * 2
     assert (body["requests"], body["finished_requests"], body["warmup_requests"]) == (2, 2, 3)
     assert body["models"][0]["count"] == 2
+    [listed] = (await client.get("/benchmarks")).json()["benchmarks"]
+    assert (listed["requests"], listed["finished_requests"]) == (2, 2)  # as the summary counts
 
 
 async def test_cost_is_the_upstreams_charge_else_tokens_times_prices_and_unknown_is_null(

@@ -275,17 +275,21 @@ def _item(listed: _Listed) -> BenchmarkListItem:
     status = listed.status
     if listed.updated_at is not None:
         status = effective_status(status, listed.updated_at)
+    requests, finished = listed.requests, listed.finished_requests or 0
+    if listed.progress is not None:
+        # Progress counts warm-up requests too; a listing counts what a summary counts.
+        warmup = listed.parameters.warmup
+        total = listed.progress.total
+        requests = None if total is None else max(total - warmup, 0)
+        finished = max(listed.progress.done - warmup, 0)
     return BenchmarkListItem(
         id=listed.id,
         status=status,
         started_at=listed.started_at,
         finished_at=listed.finished_at,
         models=listed.parameters.models,
-        requests=listed.requests if listed.progress is None else listed.progress.total,
-        finished_requests=(
-            listed.finished_requests if listed.progress is None else listed.progress.done
-        )
-        or 0,
+        requests=requests,
+        finished_requests=finished,
         cost=listed.cost,
         files=files_of(listed.id),
     )
