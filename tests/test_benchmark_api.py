@@ -21,6 +21,7 @@ from src.services.benchmarker.csv_writer import CSV_COLUMNS
 from src.services.benchmarker.service import prepare_benchmark
 from src.services.openrouter.catalog import ModelCatalog
 from tests.helpers.app import Serve, make_settings, read_log
+from tests.helpers.asgi import http_scope
 from tests.helpers.benchmarks import PROMPTS, post_benchmark
 from tests.helpers.concurrency import InFlightBarrier
 from tests.helpers.errors import assert_validation_error
@@ -650,20 +651,7 @@ async def test_a_client_disconnect_stops_the_benchmark_and_keeps_its_results(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/benchmark",
-        "raw_path": b"/benchmark",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in form.headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("service.test", 80),
-    }
+    scope = http_scope("POST", "/benchmark", dict(form.headers))
     app = serve.app(settings)
     async with LifespanManager(app) as manager:
         await asyncio.wait_for(manager.app(scope, receive, send), 30)

@@ -20,6 +20,7 @@ from src.api.disconnect import cancel_on_disconnect
 from src.config import Settings
 from src.services.base.exceptions import ClientDisconnectedError
 from tests.helpers.app import Serve, read_log
+from tests.helpers.asgi import http_scope
 from tests.helpers.openrouter import API_KEY, DONE, GENERATE, chunk, error_body, sse_response
 from tests.helpers.sse import event_names, parse_sse
 
@@ -152,21 +153,7 @@ async def test_a_caller_leaving_before_the_answer_cancels_the_upstream_request(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    route, _, query = path.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": route,
-        "raw_path": route.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"service.test")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("service.test", 80),
-    }
+    scope = http_scope("POST", path, {"content-type": "application/json", "host": "service.test"})
     async with LifespanManager(app) as manager:
 
         async def handle() -> None:
@@ -201,20 +188,7 @@ async def test_a_caller_who_leaves_mid_body_is_a_disconnect_not_an_invalid_body(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"service.test"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("service.test", 80),
-    }
+    scope = http_scope("POST", path, {"host": "service.test", "content-type": "application/json"})
     async with LifespanManager(serve.app(settings)) as manager:
         await asyncio.wait_for(manager.app(scope, receive, send), 30)
 

@@ -24,6 +24,7 @@ from src.config import Settings
 from src.main import create_app
 from src.redaction import Redactor
 from tests.helpers.app import make_settings, running
+from tests.helpers.asgi import http_scope
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.openrouter import (
     API_KEY,
@@ -101,24 +102,15 @@ async def test_a_request_without_the_key_is_refused_before_its_body_is_read(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"service.test"),
-            (b"content-type", b"multipart/form-data; boundary=x"),
-            (b"content-length", b"1000"),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("service.test", 80),
-    }
+    scope = http_scope(
+        "POST",
+        path,
+        {
+            "host": "service.test",
+            "content-type": "multipart/form-data; boundary=x",
+            "content-length": "1000",
+        },
+    )
     async with LifespanManager(app) as manager:
         await asyncio.wait_for(manager.app(scope, receive, send), 10)
 

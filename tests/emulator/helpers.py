@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.types import Message, Scope
 
 AUTH = {"Authorization": "Bearer test-key"}
 CHAT = "/api/v1/chat/completions"
@@ -56,32 +55,3 @@ def parse_sse(text: str) -> SseStream:
         stream.blocks.append(("data", payload))
         stream.events.append(payload if payload == "[DONE]" else orjson.loads(payload))
     return stream
-
-
-def http_scope(method: str, path: str, headers: dict[str, str] | None = None) -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (name.lower().encode(), value.encode()) for name, value in (headers or {}).items()
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("emulator", 80),
-    }
-
-
-class Recorder:
-    """An ASGI `send` that keeps every message."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)

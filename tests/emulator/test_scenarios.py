@@ -13,8 +13,9 @@ from src.services.emulator.scenarios import (
     parse_scenario,
     scenario_for,
 )
+from tests.helpers.asgi import Recorder, http_scope
 
-from .helpers import AUTH, CHAT, Recorder, chat_body, http_scope, parse_sse
+from .helpers import AUTH, CHAT, chat_body, parse_sse
 
 pytestmark = pytest.mark.anyio
 
