@@ -148,6 +148,23 @@ async def test_prefer_respond_async_starts_in_the_background_too(
     assert (await finished(client, response.json()["id"]))["status"] == "completed"
 
 
+async def test_preference_applied_is_said_only_of_a_preference_that_was_asked(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog: respx.Route
+) -> None:
+    upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
+
+    response = await client.post(
+        "/benchmark?background=true",
+        headers={"Prefer": "return=minimal"},
+        data={"model": GPT, "runs": "1"},
+        files={"prompt_file": ("p.txt", PROMPTS, "text/plain")},
+    )
+
+    assert response.status_code == 202
+    assert "preference-applied" not in response.headers
+    assert (await finished(client, response.json()["id"]))["status"] == "completed"
+
+
 async def read_events(client: httpx.AsyncClient, benchmark_id: str) -> list[tuple[str, Any]]:
     response = await client.get(f"/benchmarks/{benchmark_id}/events")
     assert response.status_code == 200

@@ -69,7 +69,8 @@ async def create_benchmark(
 ) -> Response | BenchmarkSummary:
     """Run every prompt of the file on each model and report latency, throughput and cost."""
     state = await start_benchmark(settings, launcher, catalog, prompt_file, parameters)
-    if background or "respond-async" in (prefer or "").lower():
+    asked_async = "respond-async" in (prefer or "").lower()
+    if background or asked_async:
         location = f"/benchmarks/{state.id}"
         accepted = BenchmarkAccepted(
             id=state.id,
@@ -79,7 +80,7 @@ async def create_benchmark(
             report=state.files.report_url,
         )
         headers = {"location": location}
-        if prefer:
+        if asked_async:
             headers["preference-applied"] = "respond-async"
         return JSONResponse(accepted.model_dump(), status_code=202, headers=headers)
     # Nobody would read the answer, and every further request costs money; the interrupted
