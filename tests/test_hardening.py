@@ -195,4 +195,4 @@ async def test_a_caller_who_leaves_mid_body_is_a_disconnect_not_an_invalid_body(
     assert sent[0]["status"] == 499
     assert route.call_count == 0
     [line] = [line for line in read_log(settings).splitlines() if path in line]
-    assert "status_code=499" in line and "422" not in line
+    assert "status_code=499" in line and "ClientDisconnectedError" in line
