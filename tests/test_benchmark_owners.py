@@ -307,3 +307,18 @@ def test_a_limited_listing_gives_the_callers_newest_runs_past_newer_runs_of_othe
     assert listed(10, Caller(b)) == [ids[4], ids[3], ids[1]]
     assert listed(2, Caller(a, sees_all=True)) == listed(2, EVERYONE) == [ids[5], ids[4]]
     assert listed(10, Caller(None)) == []
+
+
+async def test_a_record_whose_owner_is_any_other_text_is_hidden_not_an_error(
+    tmp_path: Path, serve: Serve
+) -> None:
+    settings = keyed(tmp_path)
+    settings.benchmarks_dir.mkdir(parents=True)
+    edited = saved_run(settings.benchmarks_dir, datetime.now(UTC), "propriétaire")
+    async with serve(settings) as client:
+        a, admin = KeyClient(client, KEY_A), KeyClient(client, ADMIN)
+
+        assert_hidden(await a.get(f"/benchmarks/{edited}"), edited)
+        assert await a.listed() == []
+        assert (await admin.get(f"/benchmarks/{edited}")).status_code == 200
+        assert await admin.listed() == [edited]

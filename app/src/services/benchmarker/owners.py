@@ -38,9 +38,10 @@ class Caller:
     def may_see(self, owner: str | None) -> bool:
         if self.sees_all:
             return True
-        return (
-            self.owner is not None and owner is not None and hmac.compare_digest(owner, self.owner)
-        )
+        if self.owner is None or owner is None:
+            return False
+        # Bytes: a record edited by hand may hold any text, and str comparison wants ASCII.
+        return hmac.compare_digest(owner.encode(), self.owner.encode())
 
 
 # Without inbound keys runs have no owner and every caller sees every run.
