@@ -38,7 +38,10 @@ REPORT_HEADERS = {
     "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
     "x-content-type-options": "nosniff",
 }
-NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorResponse}}
+# With inbound keys, another key's run is answered exactly as a run that does not exist.
+NOT_FOUND: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorResponse, "description": "No such run (or, with inbound keys, not yours)"}
+}
 HTML_OR_JSON: dict[int | str, dict[str, object]] = {
     200: {"content": {"text/html": {}}, "description": "JSON, or HTML with ?visualize=true"},
     202: {"model": BenchmarkAccepted, "description": "Started in the background"},
