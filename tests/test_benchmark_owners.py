@@ -18,6 +18,7 @@ import pytest
 import respx
 
 from src.config import Settings
+from src.main import inbound_callers
 from src.services.benchmarker import store
 from src.services.benchmarker.file_utils import new_benchmark_id
 from src.services.benchmarker.owners import EVERYONE, Caller, owner_tag
@@ -322,3 +323,19 @@ async def test_a_record_whose_owner_is_any_other_text_is_hidden_not_an_error(
         assert await a.listed() == []
         assert (await admin.get(f"/benchmarks/{edited}")).status_code == 200
         assert await admin.listed() == [edited]
+
+
+def test_a_key_listed_as_both_kinds_is_an_admin_key_and_each_key_has_its_own_tag(
+    tmp_path: Path,
+) -> None:
+    settings = keyed(tmp_path, proxy_admin_keys=f"{ADMIN},{KEY_B}")
+
+    # The key check keeps the last entry a key matches, as a dict keeps the last value.
+    callers = {key.get_secret_value(): caller for key, caller in inbound_callers(settings)}
+
+    assert {key: caller.sees_all for key, caller in callers.items()} == {
+        KEY_A: False,
+        KEY_B: True,
+        ADMIN: True,
+    }
+    assert len({caller.owner for caller in callers.values()}) == 3
