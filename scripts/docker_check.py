@@ -329,7 +329,7 @@ def check_compose(report: Report, label: str, command: list[str]) -> None:
         shutil.copy(REPO_ROOT / "docker-compose.yml", project_dir)
         port = free_port()
         env = {**os.environ, "PORT": str(port)}
-        for name in ("OPENROUTER_API_KEY", "PROXY_API_KEYS"):
+        for name in ("OPENROUTER_API_KEY", "PROXY_API_KEYS", "PROXY_ADMIN_KEYS"):
             env.pop(name, None)
         compose = Compose(label, command, project_dir, env)
         try:

@@ -81,6 +81,21 @@ async def test_any_configured_key_is_accepted_and_never_logged(
     assert "inbound-key-one" not in log and "inbound-key-two" not in log
 
 
+async def test_admin_keys_alone_turn_the_key_check_on_and_are_never_logged(
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter
+) -> None:
+    upstream.get("/models").respond(json=MODELS_BODY)
+    settings = make_settings(tmp_path, proxy_admin_keys=KEY_ONE)
+    async with serve(settings) as client:
+        refused = await client.get("/models")
+        wrong = await client.get("/models", headers={"Authorization": f"Bearer {KEY_TWO}"})
+        allowed = await client.get("/models", headers={"Authorization": f"Bearer {KEY_ONE}"})
+
+    assert (refused.status_code, wrong.status_code, allowed.status_code) == (401, 401, 200)
+    assert refused.json()["detail"] == REFUSAL
+    assert "inbound-key-one" not in read_log(settings)
+
+
 async def test_every_route_that_spends_or_reads_results_needs_the_key(
     tmp_path: Path, serve: Serve, upstream: respx.MockRouter
 ) -> None:

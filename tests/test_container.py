@@ -167,7 +167,8 @@ def test_compose_starts_from_a_fresh_clone_without_an_env_file() -> None:
     assert all("env_file" not in service for service in services.values())
     assert services["app"]["environment"]["OPENROUTER_API_KEY"] == "${OPENROUTER_API_KEY:-}"
     for name in ("app", "app-emulated"):
-        assert services[name]["environment"]["PROXY_API_KEYS"] == "${PROXY_API_KEYS:-}", name
+        for key in ("PROXY_API_KEYS", "PROXY_ADMIN_KEYS"):
+            assert services[name]["environment"][key] == f"${{{key}:-}}", (name, key)
 
 
 # Keys that only Compose v2 releases read (env_file's and depends_on's `required`,

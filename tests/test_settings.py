@@ -33,6 +33,18 @@ def test_durations_accept_floats_and_keys_split_on_commas(monkeypatch: pytest.Mo
     assert "sk-x" not in repr(settings)
 
 
+def test_admin_keys_split_on_commas_and_are_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_API_KEYS", "a1")
+    monkeypatch.setenv("PROXY_ADMIN_KEYS", " admin-1 ,, admin-2 ")
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-x")
+
+    settings = Settings(_env_file=None)
+
+    assert [key.get_secret_value() for key in settings.proxy_admin_keys] == ["admin-1", "admin-2"]
+    assert settings.secrets() == ["sk-x", "a1", "admin-1", "admin-2"]
+    assert "admin-1" not in repr(settings) and "admin-1" not in str(settings.model_dump())
+
+
 def test_without_a_key_the_emulator_is_the_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
 

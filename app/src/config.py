@@ -77,6 +77,8 @@ class Settings(BaseSettings):
 
     # Inbound authentication: empty means the proxy is open (the default for a laptop).
     proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Keys that also see and cancel every benchmark run, whoever started it.
+    proxy_admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # Sites whose pages may call the service from a browser (CORS); empty: none but its own.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Host headers the service answers to ("*": any); the default stops DNS rebinding.
@@ -113,7 +115,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("proxy_api_keys", "cors_origins", "allowed_hosts", mode="before")
+    @field_validator(
+        "proxy_api_keys", "proxy_admin_keys", "cors_origins", "allowed_hosts", mode="before"
+    )
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -126,6 +130,11 @@ class Settings(BaseSettings):
         return not self.openrouter_api_key.get_secret_value()
 
     @property
+    def inbound_keys_on(self) -> bool:
+        """Any inbound key set: every protected route needs one, and runs have owners."""
+        return bool(self.proxy_api_keys or self.proxy_admin_keys)
+
+    @property
     def upstream_label(self) -> str:
         if self.uses_emulator:
             return "emulator"
@@ -136,6 +145,7 @@ class Settings(BaseSettings):
         """Values that must never reach logs, responses or files."""
         values = [self.openrouter_api_key.get_secret_value()]
         values += [key.get_secret_value() for key in self.proxy_api_keys]
+        values += [key.get_secret_value() for key in self.proxy_admin_keys]
         return [value for value in values if value]
 
 

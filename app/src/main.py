@@ -28,6 +28,7 @@ from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
 from src.services.benchmarker.launcher import BenchmarkLauncher
+from src.services.benchmarker.owners import Caller, owner_tag
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
@@ -121,20 +122,29 @@ def create_app(
 
 
 def add_inbound_keys(app: FastAPI, settings: Settings) -> None:
-    """PROXY_API_KEYS on every path but /health and the docs, before any body is read; added
-    first, so that the edge middleware (CORS preflights, host and cross-site checks) runs
-    before it. Without keys the check would pass every request: it is not installed."""
-    if not settings.proxy_api_keys:
+    """PROXY_API_KEYS and PROXY_ADMIN_KEYS on every path but /health and the docs, before any
+    body is read; added first, so that the edge middleware (CORS preflights, host and
+    cross-site checks) runs before it. Without keys the check would pass every request: it is
+    not installed."""
+    if not settings.inbound_keys_on:
         return
     docs = (app.openapi_url, app.swagger_ui_oauth2_redirect_url)
     app.add_middleware(
         InboundKeyMiddleware,
-        keys=settings.proxy_api_keys,
+        keys=inbound_callers(settings),
         open_paths={"/health", DOCS_PATH, REDOC_PATH, *(path for path in docs if path)},
         open_prefixes=(ASSETS_PATH + "/",),
         # The OpenAI face answers in OpenAI's error shape, its refusals included.
         answers={openai_router.prefix + "/": openai_error_response},
     )
+
+
+def inbound_callers(settings: Settings) -> list[tuple[SecretStr, Caller]]:
+    """Each key with who it makes the caller; a key listed as both is an admin key (the last
+    match wins). Hashed here, once, not while a request waits."""
+    keys = [(key, False) for key in settings.proxy_api_keys]
+    keys += [(key, True) for key in settings.proxy_admin_keys]
+    return [(key, Caller(owner_tag(key.get_secret_value()), sees_all=admin)) for key, admin in keys]
 
 
 def add_edge_middleware(app: FastAPI, settings: Settings) -> None:

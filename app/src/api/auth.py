@@ -2,7 +2,8 @@
 (health and the API docs) needs one of the keys.
 
 Pure ASGI middleware, deciding from the headers alone: a refused request's body is never
-read, and a route added later is covered without being listed anywhere.
+read, and a route added later is covered without being listed anywhere. A request it lets
+through carries who its key makes the caller (`caller_of`): benchmark runs belong to their key.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.api.exception_handlers import handle_service_error
 from src.services.base.exceptions import AuthenticationError
+from src.services.benchmarker.owners import Caller
 
 # Worded so that the secret redaction (which rewrites "Authorization: <value>") leaves the
 # instruction readable.
@@ -28,30 +30,37 @@ REFUSAL = (
 # RFC 6455 "policy violation": a WebSocket handshake refused for the same reason.
 _WEBSOCKET_POLICY_VIOLATION = 1008
 
+# Where an accepted request carries its Caller, in the ASGI scope.
+CALLER_SCOPE_KEY = "llm_gateway.caller"
+
 # An exception handler: the error answer for a request, in the shape its routes use.
 Answer = Callable[[Request, Exception], Response | Awaitable[Response]]
 
 
 class InboundKeyMiddleware:
-    """`open_paths` and `open_prefixes` need no key. A refusal is answered by the exception
-    handler of the longest matching prefix in `answers`, else by the service's own."""
+    """`keys` pairs each key with the caller it makes. `open_paths` and `open_prefixes` need
+    no key. A refusal is answered by the exception handler of the longest matching prefix in
+    `answers`, else by the service's own."""
 
     def __init__(
         self,
         app: ASGIApp,
-        keys: Sequence[SecretStr],
+        keys: Sequence[tuple[SecretStr, Caller]],
         open_paths: Collection[str],
         open_prefixes: Sequence[str] = (),
         answers: Mapping[str, Answer] | None = None,
     ) -> None:
         self.app = app
-        self._keys = [key.get_secret_value().encode() for key in keys]
+        self._keys = [(key.get_secret_value().encode(), caller) for key, caller in keys]
         self._open_paths = frozenset(open_paths)
         self._open_prefixes = tuple(open_prefixes)
         self._answers = sorted((answers or {}).items(), key=lambda item: -len(item[0]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self._allowed(scope):
+        if scope["type"] not in ("http", "websocket") or self._open(scope["path"]):
+            await self.app(scope, receive, send)
+        elif (caller := self._caller(scope)) is not None:
+            scope[CALLER_SCOPE_KEY] = caller
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": _WEBSOCKET_POLICY_VIOLATION})
@@ -63,13 +72,8 @@ class InboundKeyMiddleware:
             response = await result if inspect.isawaitable(result) else result
             await response(scope, receive, send)
 
-    def _allowed(self, scope: Scope) -> bool:
-        path: str = scope["path"]
-        return (
-            path in self._open_paths
-            or path.startswith(self._open_prefixes)
-            or self._authorized(scope)
-        )
+    def _open(self, path: str) -> bool:
+        return path in self._open_paths or path.startswith(self._open_prefixes)
 
     def _answer_for(self, path: str) -> Answer:
         for prefix, answer in self._answers:
@@ -77,7 +81,8 @@ class InboundKeyMiddleware:
                 return answer
         return handle_service_error
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _caller(self, scope: Scope) -> Caller | None:
+        """The caller the request's key makes, None without a valid key."""
         value = b""
         for name, header in scope["headers"]:
             if name == b"authorization":
@@ -86,7 +91,14 @@ class InboundKeyMiddleware:
         scheme, _, presented = value.partition(b" ")
         candidate = presented.strip()
         # Compare against every key, always: the time taken says nothing about which matched.
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(candidate, key)
-        return matched and scheme.lower() == b"bearer"
+        caller = None
+        for key, keyed in self._keys:
+            if hmac.compare_digest(candidate, key):
+                caller = keyed
+        return caller if scheme.lower() == b"bearer" else None
+
+
+def caller_of(scope: Scope) -> Caller | None:
+    """Who the key check found the caller to be; None where no check ran."""
+    caller = scope.get(CALLER_SCOPE_KEY)
+    return caller if isinstance(caller, Caller) else None

@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Header, Path, Query, Request, Respons
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
 from src.api.body_limit import UploadLimitRoute
-from src.api.deps import CatalogDep, LauncherDep, SettingsDep
+from src.api.deps import CallerDep, CatalogDep, LauncherDep, SettingsDep
 from src.api.disconnect import cancel_on_disconnect
 from src.schemas.benchmarks import (
     FINISHED,
@@ -38,7 +38,10 @@ REPORT_HEADERS = {
     "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
     "x-content-type-options": "nosniff",
 }
-NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorResponse}}
+# With inbound keys, another key's run is answered exactly as a run that does not exist.
+NOT_FOUND: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorResponse, "description": "No such run (or, with inbound keys, not yours)"}
+}
 HTML_OR_JSON: dict[int | str, dict[str, object]] = {
     200: {"content": {"text/html": {}}, "description": "JSON, or HTML with ?visualize=true"},
     202: {"model": BenchmarkAccepted, "description": "Started in the background"},
@@ -57,6 +60,7 @@ async def create_benchmark(
     settings: SettingsDep,
     launcher: LauncherDep,
     catalog: CatalogDep,
+    caller: CallerDep,
     prompt_file: Annotated[
         UploadFile, File(description="UTF-8 text, one prompt per line; blank lines are skipped")
     ],
@@ -68,7 +72,7 @@ async def create_benchmark(
     prefer: Annotated[str | None, Header(description="`respond-async` as ?background")] = None,
 ) -> Response | BenchmarkSummary:
     """Run every prompt of the file on each model and report latency, throughput and cost."""
-    state = await start_benchmark(settings, launcher, catalog, prompt_file, parameters)
+    state = await start_benchmark(settings, launcher, catalog, prompt_file, parameters, caller)
     asked_async = "respond-async" in (prefer or "").lower()
     if background or asked_async:
         location = f"/benchmarks/{state.id}"
@@ -96,10 +100,12 @@ async def create_benchmark(
 @router.get("/benchmarks")
 async def get_benchmarks(
     settings: SettingsDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Newest runs to return")] = 100,
 ) -> BenchmarkList:
-    """List benchmark runs, newest first (running ones included)."""
-    return await list_benchmarks(settings, limit)
+    """List benchmark runs, newest first (running ones included): with inbound keys, the
+    caller's own (an admin key's: every run)."""
+    return await list_benchmarks(settings, limit, caller)
 
 
 @router.get(
@@ -108,10 +114,10 @@ async def get_benchmarks(
     responses=NOT_FOUND,
 )
 async def get_benchmark_run(
-    settings: SettingsDep, benchmark_id: BenchmarkId
+    settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
 ) -> BenchmarkSummary | BenchmarkState:
     """The summary of a finished run; while it runs, its progress and statistics so far."""
-    return await get_benchmark(settings, benchmark_id)
+    return await get_benchmark(settings, benchmark_id, caller)
 
 
 @router.delete(
@@ -123,9 +129,11 @@ async def get_benchmark_run(
         409: {"model": ErrorResponse, "description": "The run has already ended"},
     },
 )
-async def delete_benchmark_run(settings: SettingsDep, benchmark_id: BenchmarkId) -> Response:
+async def delete_benchmark_run(
+    settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
+) -> Response:
     """Cancel a running benchmark: in-flight requests are cancelled, finished rows are kept."""
-    view = await cancel_benchmark(settings, benchmark_id)
+    view = await cancel_benchmark(settings, benchmark_id, caller)
     status = 200 if view.status in FINISHED else 202
     return Response(view.model_dump_json(by_alias=True), status, media_type="application/json")
 
@@ -137,9 +145,11 @@ async def delete_benchmark_run(settings: SettingsDep, benchmark_id: BenchmarkId)
         200: {"content": {"text/event-stream": {}}, "description": "progress, then summary"},
     },
 )
-async def get_benchmark_events(settings: SettingsDep, benchmark_id: BenchmarkId) -> Response:
+async def get_benchmark_events(
+    settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
+) -> Response:
     """Server-sent events: the current state, `progress` at most once a second, one `summary`."""
-    events = benchmark_events(settings, benchmark_id)
+    events = benchmark_events(settings, benchmark_id, caller)
     first = await anext(events)  # a missing run is a plain 404, not an empty stream
     return StreamingResponse(
         _sse(first, events),
@@ -170,9 +180,11 @@ async def _chain(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Even
         200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "HTML"},
     },
 )
-async def get_benchmark_report(settings: SettingsDep, benchmark_id: BenchmarkId) -> HTMLResponse:
+async def get_benchmark_report(
+    settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
+) -> HTMLResponse:
     """The HTML report of a run; while it runs, its progress, refreshing itself."""
-    view = await get_benchmark(settings, benchmark_id)
+    view = await get_benchmark(settings, benchmark_id, caller)
     page = render_report(view) if isinstance(view, BenchmarkSummary) else render_progress(view)
     return HTMLResponse(page, headers=REPORT_HEADERS)
 
@@ -181,9 +193,11 @@ async def get_benchmark_report(settings: SettingsDep, benchmark_id: BenchmarkId)
     "/benchmarks/{benchmark_id}/results.csv",
     responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "One row a request"}},
 )
-async def download_results(settings: SettingsDep, benchmark_id: BenchmarkId) -> FileResponse:
+async def download_results(
+    settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
+) -> FileResponse:
     """The per-request CSV (so far, while the run goes on)."""
-    path = await result_file(settings, benchmark_id, "results.csv")
+    path = await result_file(settings, benchmark_id, "results.csv", caller)
     return FileResponse(path, media_type="text/csv", filename=path.name)
 
 
@@ -191,7 +205,9 @@ async def download_results(settings: SettingsDep, benchmark_id: BenchmarkId) -> 
     "/benchmarks/{benchmark_id}/summary.json",
     responses={**NOT_FOUND, 200: {"content": {"application/json": {}}, "description": "Summary"}},
 )
-async def download_summary(settings: SettingsDep, benchmark_id: BenchmarkId) -> FileResponse:
+async def download_summary(
+    settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
+) -> FileResponse:
     """The JSON summary of a finished run."""
-    path = await result_file(settings, benchmark_id, "summary.json")
+    path = await result_file(settings, benchmark_id, "summary.json", caller)
     return FileResponse(path, media_type="application/json", filename=path.name)

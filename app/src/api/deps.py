@@ -15,9 +15,11 @@ from typing import Annotated, TypedDict, cast
 
 from fastapi import Depends, Request
 
+from src.api.auth import caller_of
 from src.config import Settings
 from src.redaction import Redactor
 from src.services.benchmarker.launcher import BenchmarkLauncher
+from src.services.benchmarker.owners import EVERYONE, NOBODY, Caller
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import OpenRouterClient
 
@@ -48,6 +50,16 @@ async def get_launcher(request: Request) -> BenchmarkLauncher:
     return lifespan_state(request)["launcher"]
 
 
+async def get_caller(request: Request) -> Caller:
+    """Whose runs the request may see. With inbound keys on, a request the key check did not
+    vouch for sees none: a gap in the wiring hides runs rather than showing them."""
+    caller = caller_of(request.scope)
+    if caller is not None:
+        return caller
+    return NOBODY if lifespan_state(request)["settings"].inbound_keys_on else EVERYONE
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_state)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 LauncherDep = Annotated[BenchmarkLauncher, Depends(get_launcher)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

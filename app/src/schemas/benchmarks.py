@@ -249,6 +249,9 @@ class BenchmarkState(BaseModel):
     comparison: list[ComparisonRow] = Field(description="Per model, so far")
     cost: float | None = None
     files: BenchmarkFiles
+    # The owner tag of the key that started the run (services/benchmarker/owners.py): kept
+    # in the record on disk, never in an answer.
+    owner: str | None = Field(default=None, exclude=True)
 
 
 class BenchmarkSummary(BaseModel):

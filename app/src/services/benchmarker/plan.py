@@ -29,6 +29,8 @@ class BenchmarkPlan:
     prices: Mapping[str, TokenPrices | None] = field(default_factory=dict)
     # With a duration, the most measured requests it may send (MAX_BENCHMARK_REQUESTS).
     request_cap: int | None = None
+    # The owner tag of the key that submitted it; None without inbound keys.
+    owner: str | None = None
 
     @property
     def total_requests(self) -> int | None:

@@ -1,4 +1,8 @@
-"""The benchmark use cases: validate everything first, then start, follow, cancel and list runs."""
+"""The benchmark use cases: validate everything first, then start, follow, cancel and list runs.
+
+Each takes the caller: a run is recorded with its owner, and one the caller may not see is
+answered as if it did not exist.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +30,10 @@ from src.services.benchmarker.file_utils import (
     result_paths,
 )
 from src.services.benchmarker.launcher import BenchmarkLauncher
+from src.services.benchmarker.owners import Caller
 from src.services.benchmarker.plan import BenchmarkPlan
 from src.services.benchmarker.store import (
+    check_access,
     check_capacity,
     current_view,
     list_runs,
@@ -90,8 +96,9 @@ async def start_benchmark(
     catalog: ModelCatalog,
     upload: AsyncReadable,
     parameters: BenchmarkParameters,
+    caller: Caller,
 ) -> BenchmarkState:
-    """Validate, admit and start a run; it goes on in the background."""
+    """Validate, admit and start a run, the caller's; it goes on in the background."""
     # Refused at once when there is no room: not even the model list is fetched for it.
     await asyncio.to_thread(
         check_capacity,
@@ -101,23 +108,33 @@ async def start_benchmark(
         max_in_flight=settings.max_inflight_total,
     )
     plan = await prepare_benchmark(settings, catalog, upload, parameters)
+    plan = dataclasses.replace(plan, owner=caller.owner)
     return await launcher.start(plan)  # the caps again, atomically with recording the run
 
 
-async def get_benchmark(settings: Settings, benchmark_id: str) -> RunView:
+async def get_benchmark(settings: Settings, benchmark_id: str, caller: Caller) -> RunView:
+    def view() -> RunView:
+        check_access(settings.benchmarks_dir, benchmark_id, caller)
+        return current_view(settings.benchmarks_dir, benchmark_id)
+
+    return await asyncio.to_thread(view)
+
+
+async def _view_of_visible(settings: Settings, benchmark_id: str) -> RunView:
+    """A run already found visible to the caller: its owner does not change."""
     return await asyncio.to_thread(current_view, settings.benchmarks_dir, benchmark_id)
 
 
-async def cancel_benchmark(settings: Settings, benchmark_id: str) -> RunView:
+async def cancel_benchmark(settings: Settings, benchmark_id: str, caller: Caller) -> RunView:
     """Ask the run to stop, wherever it runs, and give its summary once saved (or, if that
     takes long, its state)."""
-    view = await get_benchmark(settings, benchmark_id)
+    view = await get_benchmark(settings, benchmark_id, caller)
     if view.status in FINISHED:
         raise ConflictError(f"Benchmark '{benchmark_id}' has already ended ({view.status}).")
     await asyncio.to_thread(request_cancel, settings.benchmarks_dir, benchmark_id)
     deadline = now() + CANCEL_WAIT_SECONDS
     while now() < deadline:
-        view = await get_benchmark(settings, benchmark_id)
+        view = await _view_of_visible(settings, benchmark_id)
         if view.status in FINISHED:
             return view
         await asyncio.sleep(EVENTS_POLL_SECONDS)
@@ -125,11 +142,15 @@ async def cancel_benchmark(settings: Settings, benchmark_id: str) -> RunView:
 
 
 async def result_file(
-    settings: Settings, benchmark_id: str, name: Literal["results.csv", "summary.json"]
+    settings: Settings,
+    benchmark_id: str,
+    name: Literal["results.csv", "summary.json"],
+    caller: Caller,
 ) -> Path:
     """A run's results or summary file, once the run has written it."""
 
     def find() -> Path:
+        check_access(settings.benchmarks_dir, benchmark_id, caller)
         paths = result_paths(settings.benchmarks_dir, benchmark_id)
         path = paths.csv if name == "results.csv" else paths.json
         if not path.is_file():
@@ -141,19 +162,21 @@ async def result_file(
     return await asyncio.to_thread(find)
 
 
-async def list_benchmarks(settings: Settings, limit: int) -> BenchmarkList:
-    items = await asyncio.to_thread(list_runs, settings.benchmarks_dir, limit)
+async def list_benchmarks(settings: Settings, limit: int, caller: Caller) -> BenchmarkList:
+    items = await asyncio.to_thread(list_runs, settings.benchmarks_dir, limit, caller)
     return BenchmarkList(count=len(items), benchmarks=items)
 
 
-async def benchmark_events(settings: Settings, benchmark_id: str) -> AsyncIterator[Event]:
+async def benchmark_events(
+    settings: Settings, benchmark_id: str, caller: Caller
+) -> AsyncIterator[Event]:
     """The run's current state at once, then a `progress` event when requests have finished
     (at most once a second), then one `summary` event; keep-alives in between.
 
     Each look goes through the store: a finished run's answer is its summary, and a run whose
     runner died shows as interrupted.
     """
-    view = await get_benchmark(settings, benchmark_id)
+    view = await get_benchmark(settings, benchmark_id, caller)
     if not _running(view):
         yield "summary", view
         return
@@ -162,7 +185,7 @@ async def benchmark_events(settings: Settings, benchmark_id: str) -> AsyncIterat
     sent_at = shown_at
     while True:
         await asyncio.sleep(EVENTS_POLL_SECONDS)
-        view = await get_benchmark(settings, benchmark_id)
+        view = await _view_of_visible(settings, benchmark_id)
         if not _running(view):
             yield "summary", view
             return

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from src.schemas.benchmarks import (
@@ -35,6 +36,7 @@ from src.services.benchmarker.file_utils import (
     TIMESTAMP_FORMAT,
     result_paths,
 )
+from src.services.benchmarker.owners import EVERYONE, Caller
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +93,10 @@ def load_summary(directory: Path, benchmark_id: str) -> BenchmarkSummary:
 
 def write_state(path: Path, state: BenchmarkState) -> None:
     """Replaced whole (a temporary file renamed over it): a reader never sees half a record."""
+    record = state.model_dump(mode="json", by_alias=True)
+    record["owner"] = state.owner  # left out of every answer, but this is where it is kept
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(state.model_dump_json(by_alias=True), encoding="utf-8")
+    partial.write_bytes(orjson.dumps(record))
     os.replace(partial, path)
 
 
@@ -119,6 +123,19 @@ def current_view(directory: Path, benchmark_id: str) -> BenchmarkSummary | Bench
     if state is None:
         raise NotFoundError(f"No benchmark with id '{benchmark_id}'.")
     return state.model_copy(update={"status": effective_status(state.status, state.updated_at)})
+
+
+def check_access(directory: Path, benchmark_id: str, caller: Caller) -> None:
+    """To a caller who may not see it, a run does not exist: the same 404, word for word.
+
+    The owner is read from the state record; a run without one (saved before runs had owners,
+    or whose record is unreadable) has no owner, so only a caller who sees every run sees it.
+    """
+    if caller.sees_all:
+        return
+    state = read_state(result_paths(directory, benchmark_id).state)
+    if state is None or not caller.may_see(state.owner):
+        raise NotFoundError(f"No benchmark with id '{benchmark_id}'.")
 
 
 def request_cancel(directory: Path, benchmark_id: str) -> None:
@@ -237,24 +254,27 @@ class _Listed(BaseModel):
     finished_requests: int | None = None
     progress: Progress | None = None
     cost: float | None = None
+    owner: str | None = None
 
 
-def list_runs(directory: Path, limit: int) -> list[BenchmarkListItem]:
-    """The `limit` newest runs, newest first, from the small records alone."""
+def list_runs(directory: Path, limit: int, caller: Caller = EVERYONE) -> list[BenchmarkListItem]:
+    """The `limit` newest runs the caller may see, newest first, from the small records alone."""
     if not directory.is_dir():
         return []
     names = set(os.listdir(directory))
-    ids = sorted(_ids(names), reverse=True)
-    if len(ids) > limit:
-        # Ids start with the UTC start second: only those down to the last second kept can
-        # be among the newest, and ties within that second are ordered by their records.
-        last_second = ids[limit - 1][:16]
-        ids = [benchmark_id for benchmark_id in ids if benchmark_id[:16] >= last_second]
     items = []
-    for benchmark_id in ids:
+    last_second = None
+    for benchmark_id in sorted(_ids(names), reverse=True):
+        # Ids start with the UTC start second: once `limit` runs are kept, only those of the
+        # same second can still be among the newest (ties are ordered by their records).
+        if last_second is not None and benchmark_id[:16] < last_second:
+            break
         listed = _read_listed(directory, benchmark_id, names)
-        if listed is not None:
-            items.append(_item(listed))
+        if listed is None or not caller.may_see(listed.owner):
+            continue
+        items.append(_item(listed))
+        if len(items) == limit:
+            last_second = benchmark_id[:16]
     items.sort(key=lambda item: (item.started_at, item.id), reverse=True)
     return items[:limit]
 

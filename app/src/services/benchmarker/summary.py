@@ -118,6 +118,7 @@ def build_state(
         comparison=comparison,
         cost=total_cost([record for record in records if not record.warmup]),
         files=files_of(benchmark_id),
+        owner=plan.owner,
     )
 
 

@@ -41,6 +41,7 @@ class RunnerJob(BaseModel):
     upstream_url: str
     upstream_key: str
     parent_pid: int
+    owner: str | None = None
 
     @classmethod
     def build(
@@ -55,6 +56,7 @@ class RunnerJob(BaseModel):
         # model_dump masks secrets; the runner needs them (for the upstream and for redaction).
         values["openrouter_api_key"] = settings.openrouter_api_key.get_secret_value()
         values["proxy_api_keys"] = [key.get_secret_value() for key in settings.proxy_api_keys]
+        values["proxy_admin_keys"] = [key.get_secret_value() for key in settings.proxy_admin_keys]
         return cls(
             benchmark_id=benchmark_id,
             parameters=plan.parameters,
@@ -64,6 +66,7 @@ class RunnerJob(BaseModel):
             upstream_url=target.base_url,
             upstream_key=target.api_key.get_secret_value(),
             parent_pid=parent_pid,
+            owner=plan.owner,
         )
 
 
@@ -86,7 +89,7 @@ async def run_job(job: RunnerJob) -> int:
     try:
         await run_benchmark(
             client,
-            BenchmarkPlan(job.parameters, job.prompts, job.prices),
+            BenchmarkPlan(job.parameters, job.prompts, job.prices, owner=job.owner),
             job.benchmark_id,
             settings.benchmarks_dir,
             Redactor(settings.secrets()),
