@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Caps on total work, across every worker sharing BENCHMARKS_DIR: past them, 429.
     max_running_benchmarks: int = Field(default=4, ge=1)
     max_inflight_total: int = Field(default=200, ge=1)
+    # What a run may last, warm-up included: a schedule past it is refused, a run reaching it
+    # is stopped, so a run that would never end cannot hold a running slot forever.
+    max_run_seconds: float = Field(default=86400.0, gt=0)
     # No model answers this many tokens; a larger max_tokens is a mistake or an attack.
     max_tokens_limit: int = Field(default=65536, ge=1, le=1_000_000)
     # Finished runs older than this many days are deleted; unset keeps every run.

@@ -86,7 +86,13 @@ async def run_job(job: RunnerJob) -> int:
     try:
         await run_benchmark(
             client,
-            BenchmarkPlan(job.parameters, job.prompts, job.prices),
+            BenchmarkPlan(
+                job.parameters,
+                job.prompts,
+                job.prices,
+                request_cap=settings.max_benchmark_requests,
+                max_seconds=settings.max_run_seconds,
+            ),
             job.benchmark_id,
             settings.benchmarks_dir,
             Redactor(settings.secrets()),
