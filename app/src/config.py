@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1000, ge=1)
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     log_dir: Path = Path("logs")
     log_level: str = "INFO"
