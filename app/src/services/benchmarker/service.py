@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Literal, TypeGuard
 
@@ -19,6 +20,7 @@ from src.schemas.benchmarks import (
 )
 from src.services.base.exceptions import ConflictError, LimitExceededError, NotFoundError
 from src.services.base.timing import now
+from src.services.benchmarker.feed import follow
 from src.services.benchmarker.file_utils import (
     AsyncReadable,
     parse_prompts,
@@ -189,7 +191,8 @@ async def benchmark_events(settings: Settings, benchmark_id: str) -> AsyncIterat
     (at most once a second), then one `summary` event; keep-alives in between.
 
     Each look goes through the store: a finished run's answer is its summary, and a run whose
-    runner died shows as interrupted.
+    runner died shows as interrupted. Every follower of a run in this process shares one
+    reader of it (feed.py).
     """
     view = await get_benchmark(settings, benchmark_id)
     if not _running(view):
@@ -198,19 +201,26 @@ async def benchmark_events(settings: Settings, benchmark_id: str) -> AsyncIterat
     yield "progress", view
     shown, shown_at = view.progress.done, now()
     sent_at = shown_at
-    while True:
-        await asyncio.sleep(EVENTS_POLL_SECONDS)
-        view = await get_benchmark(settings, benchmark_id)
-        if not _running(view):
-            yield "summary", view
-            return
-        moment = now()
-        if view.progress.done != shown and moment - shown_at >= PROGRESS_SECONDS:
-            yield "progress", view
-            shown, shown_at, sent_at = view.progress.done, moment, moment
-        elif moment - sent_at > EVENTS_KEEPALIVE_SECONDS:
-            yield "keepalive", None
-            sent_at = moment
+    key = (settings.benchmarks_dir, benchmark_id)
+    read = partial(get_benchmark, settings, benchmark_id)
+    async with follow(key, read, _ended, EVENTS_POLL_SECONDS) as feed:
+        seen = feed.version  # a look older than this follower's own is not news
+        while True:
+            seen, view = await feed.next(seen)
+            if not _running(view):
+                yield "summary", view
+                return
+            moment = now()
+            if view.progress.done != shown and moment - shown_at >= PROGRESS_SECONDS:
+                yield "progress", view
+                shown, shown_at, sent_at = view.progress.done, moment, moment
+            elif moment - sent_at > EVENTS_KEEPALIVE_SECONDS:
+                yield "keepalive", None
+                sent_at = moment
+
+
+def _ended(view: RunView) -> bool:
+    return not _running(view)
 
 
 def _running(view: RunView) -> TypeGuard[BenchmarkState]:
