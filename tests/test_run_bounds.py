@@ -115,13 +115,19 @@ async def test_a_run_that_can_never_be_admitted_is_422_even_when_no_room_is_left
     assert_error(full, 429, "CapacityError", "MAX_RUNNING_BENCHMARKS=1")
 
 
+@pytest.mark.parametrize("isolation", ["inline", "process"])
 async def test_a_running_run_stops_at_max_run_seconds_and_keeps_what_it_measured(
-    tmp_path: Path, serve: Serve, upstream: respx.MockRouter, catalog: respx.Route
+    tmp_path: Path,
+    serve: Serve,
+    upstream: respx.MockRouter,
+    catalog: respx.Route,
+    isolation: str,
 ) -> None:
     hold = Hold()
     upstream.post("/chat/completions").mock(side_effect=hold)
+    settings = make_settings(tmp_path, max_run_seconds=1, benchmark_isolation=isolation)
     # A closed loop has no schedule to check at submission: only the running bound stops it.
-    async with serve(make_settings(tmp_path, max_run_seconds=1)) as client:
+    async with serve(settings) as client:
         accepted = await post_benchmark(client, query="?background=true", runs=3)
         assert accepted.status_code == 202, accepted.text
         benchmark_id = accepted.json()["id"]

@@ -91,6 +91,7 @@ class _Server:
 
     def wait_for_body(self, protocol: LimitedHttpToolsProtocol) -> None:
         deadline = self.loop.time() + self.body_timeout
+        self.in_body.pop(protocol, None)  # re-inserted last: the dict stays in deadline order
         self.in_body[protocol] = deadline
         self._arm(deadline)
 
@@ -114,17 +115,16 @@ class _Server:
                 return
             del self.in_body[oldest]
             oldest.give_up_task(self.doomed)
-        if oldest is not None:
-            oldest.close()
-            self.made_room += 1
-            now = self.loop.time()
-            if now - self.reported >= REPORT_SECONDS:
-                self.report()
-            elif self.timer is None or self.timer.when() > now + REPORT_SECONDS:
-                # The count is reported by a sweep within the second.
-                if self.timer is not None:
-                    self.timer.cancel()
-                self.timer = self.loop.call_at(now + REPORT_SECONDS, self.sweep)
+        oldest.close()
+        self.made_room += 1
+        now = self.loop.time()
+        if now - self.reported >= REPORT_SECONDS:
+            self.report()
+        elif self.timer is None or self.timer.when() > now + REPORT_SECONDS:
+            # The count is reported by a sweep within the second.
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(now + REPORT_SECONDS, self.sweep)
 
     def sweep(self) -> None:
         self.timer = None
