@@ -1,6 +1,7 @@
 """Attacks that need no key, against a live service process, with what they cost it.
 
-    python scripts/preauth_attacks.py big-header|slowloris|idle [--app-dir DIR] [--nofile N]
+    python scripts/preauth_attacks.py big-header|slowloris|slow-body|idle [--app-dir DIR]
+        [--nofile N]
 
 Starts the service (`python -m src.serve` from `--app-dir`, the embedded emulator behind it)
 with its descriptor limit lowered to `--nofile`, runs one attack from a child process, and
@@ -9,6 +10,8 @@ memory and open descriptors. Prints one JSON object with the figures.
 
 - big-header: requests whose header is `--size` MiB long, one after the other for `--seconds`.
 - slowloris: `--connections` connections, each sending one byte of a header every 2 s.
+- slow-body: `--connections` connections, each sending whole headers, then one byte of a
+  JSON body every second.
 - idle: as many half-sent requests as the attacker can open (up to `--connections`), then idle.
 
 A measurement tool, not a test (tests/e2e/test_preauth_limits.py asserts the mechanisms).
@@ -77,21 +80,31 @@ async def big_header(port: int, size_mib: int, seconds: float) -> dict[str, obje
     }
 
 
-async def _trickle(port: int, seconds: float, closed: list[float]) -> None:
+SLOW_HEAD = b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 10_000
+SLOW_BODY_HEAD = (
+    b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100000\r\n\r\n"
+)
+
+
+async def _trickle(
+    port: int, seconds: float, closed: list[float], head: bytes, payload: bytes, every: float
+) -> None:
+    """Send `head` at once, then `payload` one byte every `every` seconds."""
     started = time.monotonic()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
         closed.append(-1.0)
         return
-    payload = b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 10_000
+    writer.write(head)
     index = 0
     eof = asyncio.ensure_future(reader.read(1))
     try:
         while time.monotonic() - started < seconds:
             writer.write(payload[index : index + 1])
             index += 1
-            done, _ = await asyncio.wait({eof}, timeout=2.0)
+            done, _ = await asyncio.wait({eof}, timeout=every)
             if done:
                 closed.append(time.monotonic() - started)
                 return
@@ -103,9 +116,17 @@ async def _trickle(port: int, seconds: float, closed: list[float]) -> None:
         writer.close()
 
 
-async def slowloris(port: int, connections: int, seconds: float) -> dict[str, object]:
+async def slowloris(
+    port: int, connections: int, seconds: float, *, body: bool = False
+) -> dict[str, object]:
     closed: list[float] = []
-    await asyncio.gather(*(_trickle(port, seconds, closed) for _ in range(connections)))
+    if body:
+        head, payload, every = SLOW_BODY_HEAD, b"a" * 100_000, 1.0
+    else:
+        head, payload, every = b"", SLOW_HEAD, 2.0
+    await asyncio.gather(
+        *(_trickle(port, seconds, closed, head, payload, every) for _ in range(connections))
+    )
     refused = sum(1 for t in closed if t < 0)
     times = sorted(t for t in closed if t >= 0)
     return {
@@ -165,8 +186,8 @@ def attacker_main(argv: list[str]) -> None:
     kind, port, amount, seconds = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
     if kind == "big-header":
         result = asyncio.run(big_header(port, amount, seconds))
-    elif kind == "slowloris":
-        result = asyncio.run(slowloris(port, amount, seconds))
+    elif kind in ("slowloris", "slow-body"):
+        result = asyncio.run(slowloris(port, amount, seconds, body=kind == "slow-body"))
     else:
         result = asyncio.run(idle(port, amount, seconds))
     print(json.dumps(result))
@@ -248,7 +269,7 @@ def start_service(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("attack", choices=["big-header", "slowloris", "idle"])
+    parser.add_argument("attack", choices=["big-header", "slowloris", "slow-body", "idle"])
     parser.add_argument("--app-dir", type=Path, default=REPO_ROOT / "app")
     parser.add_argument("--nofile", type=int, default=4096)
     parser.add_argument("--size", type=int, default=64, help="MiB, for big-header")

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1000, ge=1)
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     log_dir: Path = Path("logs")
     log_level: str = "INFO"
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     # Caps on total work, across every worker sharing BENCHMARKS_DIR: past them, 429.
     max_running_benchmarks: int = Field(default=4, ge=1)
     max_inflight_total: int = Field(default=200, ge=1)
+    # What a run may last, warm-up included: a schedule past it is refused, a run reaching it
+    # is stopped, so a run that would never end cannot hold a running slot forever.
+    max_run_seconds: float = Field(default=86400.0, gt=0)
     # No model answers this many tokens; a larger max_tokens is a mistake or an attack.
     max_tokens_limit: int = Field(default=65536, ge=1, le=1_000_000)
     # Finished runs older than this many days are deleted; unset keeps every run.

@@ -9,10 +9,13 @@ take, and accepts connections until the process runs out of file descriptors. He
 - HEADER_TIMEOUT_SECONDS: a connection must send its request line and headers within this
   time of opening, or of its previous answer; else 408, or a silent close if it sent nothing.
   The deadline is not moved by the bytes that arrive: one byte every 2 s does not keep it.
+- BODY_TIMEOUT_SECONDS: the same for the body, counted from the end of the headers, for every
+  route: else 408 (the app sees the client gone), or a close if an answer has already begun.
 - MAX_CONNECTIONS (uvicorn's `limit_concurrency`): a request arriving past it is answered
   503. A connection opened past it first closes the connection that has waited longest for
-  its headers, so half-sent requests cannot crowd out real ones, and the descriptors stay
-  bounded (descriptors.py fits the limit into the process's descriptor limit).
+  its headers (or, when none is, for its body), so half-sent requests cannot crowd out real
+  ones, and the descriptors stay bounded (descriptors.py fits the limit into the process's
+  descriptor limit).
 
 Each refusal is our JSON error with X-Request-ID. Timeouts and closes to make room are logged
 as counts, at most about once a second: a flood must not become a flood of log lines.
@@ -21,14 +24,21 @@ as counts, at most about once a second: a flood must not become a flood of log l
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from src.config import Settings, get_settings
@@ -54,16 +64,22 @@ class _Refusal(Exception):
 
 class _Server:
     """What the connections of one server share: those still waiting for their request line
-    and headers, oldest first, with their deadlines; and the counts to report."""
+    and headers, and those waiting for the rest of a body, each oldest first, with their
+    deadlines; and the counts to report."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, settings: Settings) -> None:
         self.loop = loop
         self.max_header_bytes = settings.max_header_bytes
         self.header_timeout = settings.header_timeout_seconds
+        self.body_timeout = settings.body_timeout_seconds
         self.waiting: dict[LimitedHttpToolsProtocol, float] = {}
+        self.in_body: dict[LimitedHttpToolsProtocol, float] = {}
         self.closing = 0  # closed by us, not yet gone from uvicorn's set of connections
+        # The app tasks of connections closed to make room: ending, no longer counted.
+        self.doomed: set[asyncio.Task[None]] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.timed_out = 0
+        self.body_timed_out = 0
         self.made_room = 0
         self.reported = 0.0
 
@@ -71,36 +87,55 @@ class _Server:
         deadline = self.loop.time() + self.header_timeout
         self.waiting.pop(protocol, None)  # re-inserted last: the dict stays in deadline order
         self.waiting[protocol] = deadline
+        self._arm(deadline)
+
+    def wait_for_body(self, protocol: LimitedHttpToolsProtocol) -> None:
+        deadline = self.loop.time() + self.body_timeout
+        self.in_body.pop(protocol, None)  # re-inserted last: the dict stays in deadline order
+        self.in_body[protocol] = deadline
+        self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        # One timer for both kinds of deadline: moved earlier only when a body's comes first.
         if self.timer is None:
+            self.timer = self.loop.call_at(deadline, self.sweep)
+        elif self.timer.when() > deadline + SWEEP_SECONDS:
+            self.timer.cancel()
             self.timer = self.loop.call_at(deadline, self.sweep)
 
     def make_room(self, newcomer: LimitedHttpToolsProtocol) -> None:
-        """Close the connection that has waited longest for its headers (not the newcomer)."""
+        """Close the connection that has waited longest for its headers, else the one that has
+        waited longest for its body (never the newcomer)."""
         oldest = next(iter(self.waiting), None)
         if oldest is not None and oldest is not newcomer:
             del self.waiting[oldest]
-            oldest.close()
-            self.made_room += 1
-            now = self.loop.time()
-            if now - self.reported >= REPORT_SECONDS:
-                self.report()
-            elif self.timer is None or self.timer.when() > now + REPORT_SECONDS:
-                # The count is reported by a sweep within the second.
-                if self.timer is not None:
-                    self.timer.cancel()
-                self.timer = self.loop.call_at(now + REPORT_SECONDS, self.sweep)
+        else:
+            oldest = next(iter(self.in_body), None)
+            if oldest is None or oldest is newcomer:
+                return
+            del self.in_body[oldest]
+            oldest.give_up_task(self.doomed)
+        oldest.close()
+        self.made_room += 1
+        now = self.loop.time()
+        if now - self.reported >= REPORT_SECONDS:
+            self.report()
+        elif self.timer is None or self.timer.when() > now + REPORT_SECONDS:
+            # The count is reported by a sweep within the second.
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(now + REPORT_SECONDS, self.sweep)
 
     def sweep(self) -> None:
         self.timer = None
         now = self.loop.time()
-        while self.waiting:
-            protocol, deadline = next(iter(self.waiting.items()))
-            if deadline > now:
-                self.timer = self.loop.call_at(max(deadline, now + SWEEP_SECONDS), self.sweep)
-                break
-            del self.waiting[protocol]
-            protocol.header_timeout()
-            self.timed_out += 1
+        self.timed_out += _expire(self.waiting, now, LimitedHttpToolsProtocol.header_timeout)
+        self.body_timed_out += _expire(self.in_body, now, LimitedHttpToolsProtocol.body_timeout)
+        upcoming = [
+            next(iter(pending.values())) for pending in (self.waiting, self.in_body) if pending
+        ]
+        if upcoming:
+            self.timer = self.loop.call_at(max(min(upcoming), now + SWEEP_SECONDS), self.sweep)
         self.report()
 
     def report(self) -> None:
@@ -112,13 +147,37 @@ class _Server:
                 self.timed_out,
                 self.header_timeout,
             )
+        if self.body_timed_out:
+            logger.warning(
+                "Closed %d connections: no complete request body within "
+                "BODY_TIMEOUT_SECONDS=%g of its headers",
+                self.body_timed_out,
+                self.body_timeout,
+            )
         if self.made_room:
             logger.warning(
-                "Closed %d connections still waiting for their headers, to make room for new "
-                "ones: MAX_CONNECTIONS reached",
+                "Closed %d connections still waiting for their headers or body, to make room "
+                "for new ones: MAX_CONNECTIONS reached",
                 self.made_room,
             )
-        self.timed_out = self.made_room = 0
+        self.timed_out = self.body_timed_out = self.made_room = 0
+
+
+def _expire(
+    pending: dict[LimitedHttpToolsProtocol, float],
+    now: float,
+    timeout: Callable[[LimitedHttpToolsProtocol], None],
+) -> int:
+    """Time out the connections whose deadline has passed (the dict is in deadline order)."""
+    expired = 0
+    while pending:
+        protocol, deadline = next(iter(pending.items()))
+        if deadline > now:
+            break
+        del pending[protocol]
+        timeout(protocol)
+        expired += 1
+    return expired
 
 
 _servers: weakref.WeakKeyDictionary[ServerState, _Server] = weakref.WeakKeyDictionary()
@@ -148,6 +207,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
         self._closing = False
         self._lost = False
+        self._task: asyncio.Task[None] | None = None  # the app's task for the current request
 
     # --- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -160,6 +220,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._server.waiting.pop(self, None)
+        self._server.in_body.pop(self, None)
         if self._closing:
             self._closing = False
             self._server.closing -= 1
@@ -203,6 +264,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
             return
         super().on_headers_complete()
+        if idle:
+            # A queued pipelined request's body is not read until its turn: no deadline yet.
+            self._server.wait_for_body(self)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # uvicorn's, keeping a handle on the task: a connection closed to make room stops
+        # counting against MAX_CONNECTIONS at once, not only once its task has unwound.
+        context = contextvars.Context() if self.config.reset_contextvars else None
+        task = self.loop.create_task(cycle.run_asgi(app), context=context)
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        self._task = task
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -212,9 +285,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._in_head = True
+        self._server.in_body.pop(self, None)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        # Answered before its body ended (a 413, a 401): the rest of the body is not awaited.
+        self._server.in_body.pop(self, None)
         super().on_response_complete()
         if not self.pipeline and not self.transport.is_closing():
             self._server.wait(self)
@@ -237,6 +313,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self.close()
 
+    def body_timeout(self) -> None:
+        """Called by the server's sweep once this request's body deadline has passed."""
+        seconds = self._server.body_timeout
+        self._refuse(
+            _Refusal(
+                408,
+                "RequestTimeout",
+                f"The request body did not arrive within BODY_TIMEOUT_SECONDS={seconds:g} of "
+                "its headers.",
+            ),
+            log=False,  # counted, and reported by the sweep
+        )
+
+    def give_up_task(self, doomed: set[asyncio.Task[None]]) -> None:
+        """This connection is being closed: its app task, ending, no longer counts."""
+        task = self._task
+        if task is not None and not task.done():
+            doomed.add(task)
+            task.add_done_callback(doomed.discard)
+
     def close(self) -> None:
         if self._lost:
             return
@@ -250,7 +346,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _over_capacity(self) -> bool:
         assert self.max_connections is not None
-        return self._open() > self.max_connections or len(self.tasks) >= self.max_connections
+        busy = len(self.tasks) - len(self._server.doomed)
+        return self._open() > self.max_connections or busy >= self.max_connections
 
     def _head_size(self) -> int:
         # The request line, and each header as "name: value\r\n".
@@ -268,6 +365,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Answer with the refusal (unless an answer is under way), then linger and close."""
         self._refused = True
         self._server.waiting.pop(self, None)
+        self._server.in_body.pop(self, None)
         if log:
             peer = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
             logger.warning(
@@ -275,13 +373,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(self._answer(refusal))
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            self.loop.call_later(LINGER_SECONDS, self.close)
-        else:
-            self.close()  # an answer is being sent on this connection: nothing can follow it
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:
+                self.close()  # an answer is being sent on this connection: nothing can follow it
+                return
+            # The app still waits for the body: to it the client is gone, and what it might
+            # answer is dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.write(self._answer(refusal))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.close)
 
     def _answer(self, refusal: _Refusal) -> bytes:
         request_id = f"{random.getrandbits(128):032x}"

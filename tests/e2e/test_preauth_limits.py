@@ -9,6 +9,7 @@ a loaded machine); the measured figures are printed in the e2e summary.
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import selectors
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.e2e import INBOUND_KEY
 from tests.helpers.launcher import Launcher, StartApp
 from tests.helpers.limited_serve import DESCRIPTOR_LIMIT
 from tests.helpers.processes import ServiceProcess, wait_until
@@ -187,13 +189,15 @@ def test_requests_past_max_connections_are_answered_503_json(
     start_app: StartApp, sockets: list[socket.socket]
 ) -> None:
     app = start_app("capacity", MAX_CONNECTIONS="8")
+    # Requests the app is busy with: their answer comes late. (A connection still sending its
+    # body would be closed to make room instead.)
+    body = b'{"model": "emulator/small", "prompt": "[[emulator:delay=20]] hi", "max_tokens": 8}'
     for _ in range(8):
         sock = connect(app.port)
         sockets.append(sock)
-        # A request the app is busy with until its body arrives, which it never does.
         sock.sendall(
             b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         )
 
     def refused() -> bool:
@@ -261,3 +265,104 @@ def test_a_slow_answer_and_a_kept_alive_connection_are_not_cut_by_the_header_tim
         sock.sendall(HEAD_START + b"\r\n")
         response = read_response(sock)
     assert response is not None and response.status == 200
+
+
+def slow_body_head(path: bytes, content_type: bytes, auth: bool) -> bytes:
+    key = b"Authorization: Bearer " + INBOUND_KEY.encode() + b"\r\n" if auth else b""
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + key + b"Content-Type: "
+        b"" + content_type + b"\r\nContent-Length: 100000\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["no keys", "one valid key"])
+def test_bodies_sent_one_byte_a_second_are_cut_off_at_the_body_timeout(
+    start_app: StartApp, sockets: list[socket.socket], e2e_report: list[str], keyed: bool
+) -> None:
+    timeout, connections = 3.0, 40
+    keys = {"PROXY_API_KEYS": INBOUND_KEY} if keyed else {}
+    app = start_app(
+        "slow-bodies", MAX_CONNECTIONS=str(connections), BODY_TIMEOUT_SECONDS=str(timeout), **keys
+    )
+    # Every connection holds every slot: JSON bodies and multipart uploads, half each.
+    heads = [
+        slow_body_head(b"/generate", b"application/json", keyed),
+        slow_body_head(b"/benchmark", b"multipart/form-data; boundary=xyz", keyed)
+        + b'--xyz\r\nContent-Disposition: form-data; name="prompt_file"; filename="p.txt"\r\n'
+        b"Content-Type: text/plain\r\n\r\n",
+    ]
+    selector = selectors.DefaultSelector()
+    opened_at: dict[socket.socket, float] = {}
+    received: dict[socket.socket, bytes] = {}
+    closed_after: dict[socket.socket, float] = {}
+    for index in range(connections):
+        sock = connect(app.port)
+        sockets.append(sock)
+        sock.sendall(heads[index % 2])
+        opened_at[sock] = time.monotonic()
+        received[sock] = b""
+        selector.register(sock, selectors.EVENT_READ)
+    by_fd = {sock.fileno(): sock for sock in opened_at}
+
+    with HealthProbe(app.port) as probe:
+        deadline = time.monotonic() + timeout + 30
+        while selector.get_map() and time.monotonic() < deadline:
+            for sock in opened_at:
+                if sock not in closed_after:
+                    with contextlib.suppress(OSError):  # closed by the server: noticed below
+                        sock.send(b"a")
+            next_byte = time.monotonic() + 1.0  # one byte a second
+            while selector.get_map() and (wait := next_byte - time.monotonic()) > 0:
+                for key, _ in selector.select(wait):
+                    sock = by_fd[key.fd]
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        data = b""
+                    received[sock] += data
+                    if not data:
+                        closed_after[sock] = time.monotonic() - opened_at[sock]
+                        selector.unregister(sock)
+
+    assert len(closed_after) == connections, f"{connections - len(closed_after)} still open"
+    answers = {sock: data for sock, data in received.items() if data}
+    # A connection may also be closed unanswered to make room for a /health probe.
+    assert len(answers) >= connections // 2, f"only {len(answers)} answered"
+    for sock, data in answers.items():
+        assert data.startswith(b"HTTP/1.1 408 Request Timeout"), data[:200]
+        head, _, body = data.partition(b"\r\n\r\n")
+        error = json.loads(body)
+        assert error["error"] == "RequestTimeout"
+        assert "BODY_TIMEOUT_SECONDS=3" in error["detail"]
+        assert f"x-request-id: {error['request_id']}".encode() in head
+        # The server's clock for the deadline may be read a little before the send returned.
+        assert closed_after[sock] >= timeout - 0.5, "answered before the body timeout"
+    assert_health_kept_answering(probe)
+    assert wait_until(lambda: "BODY_TIMEOUT_SECONDS=3" in app.log_text(), 10.0)
+    times = sorted(closed_after.values())
+    e2e_report.append(
+        f"{connections} slow body senders ({'one key' if keyed else 'no keys'}), "
+        f"BODY_TIMEOUT_SECONDS={timeout:g}: closed after {times[0]:.2f}-{times[-1]:.2f} s; "
+        f"/health {probe.summary()}"
+    )
+
+
+def test_a_body_sent_in_pieces_within_the_body_timeout_is_served_and_kept_alive(
+    start_app: StartApp,
+) -> None:
+    app = start_app("body-in-pieces", BODY_TIMEOUT_SECONDS="3", HEADER_TIMEOUT_SECONDS="3")
+    body = b'{"model": "emulator/small", "prompt": "hi", "max_tokens": 4}'
+    head = (
+        b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with connect(app.port, timeout=30) as sock:
+        for _ in range(2):  # the second request on the same connection has a deadline of its own
+            sock.sendall(head + body[:10])
+            time.sleep(1.0)
+            sock.sendall(body[10:30])
+            time.sleep(1.0)
+            sock.sendall(body[30:])
+            response = read_response(sock, timeout=30)
+            assert response is not None and response.status == 200, response
+            time.sleep(2.0)

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from src.schemas.benchmarks import BenchmarkParameters, SavedParameters
+from src.services.benchmarker.schedule import arrival_offsets
 from src.services.openrouter.catalog import TokenPrices
 
 
@@ -31,6 +32,8 @@ class BenchmarkPlan:
     request_cap: int | None = None
     # The owner tag of the key that submitted it; None without inbound keys.
     owner: str | None = None
+    # MAX_RUN_SECONDS: the run is stopped once it has lasted this long, warm-up included.
+    max_seconds: float | None = None
 
     @property
     def total_requests(self) -> int | None:
@@ -38,6 +41,20 @@ class BenchmarkPlan:
         if self.parameters.duration is not None:
             return None
         return len(self.parameters.models) * len(self.prompts) * self.parameters.runs
+
+    def schedule_seconds(self) -> float | None:
+        """When the last measured request is due, from the end of the warm-up: the duration, or
+        with a rate the offset of the last send (Poisson offsets are seeded, so known up front).
+        None for a closed loop of runs, whose length only the upstream decides.
+        """
+        if self.parameters.duration is not None:
+            return self.parameters.duration
+        total = self.total_requests
+        rate = self.parameters.rate
+        if rate is None or total is None:
+            return None
+        offsets = arrival_offsets(rate, self.parameters.arrival, self.parameters.seed)
+        return next(itertools.islice(offsets, total - 1, None))
 
     def warmup_jobs(self) -> Iterator[BenchmarkJob]:
         """The warm-up requests: prompts and models in turn, left out of the statistics."""

@@ -62,6 +62,11 @@ class Run:
     last_send_offset: float | None = None
     records: list[RequestRecord] = field(default_factory=list)
     stop_reason: BenchmarkStatus | None = None  # set when the run was asked to stop
+    # With a rate or a duration: when the last send is due, from the end of the warm-up.
+    schedule_end: float | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schedule_end = self.plan.schedule_seconds()
 
     def clock(self) -> RunClock:
         measured = 0.0 if self.measured_from is None else now() - self.measured_from
@@ -157,12 +162,10 @@ async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> 
     comparison: list[ComparisonRow] = []
     while not work.done():
         await asyncio.sleep(CHECK_SECONDS)
-        if await asyncio.to_thread(run.paths.cancel.exists):
-            run.stop_reason = "cancelled"
-        elif parent_pid is not None and os.getppid() != parent_pid:
-            run.stop_reason = "interrupted"
-        if run.stop_reason is not None:
-            logger.info("BENCHMARK STOPPING | id=%s | %s", run.benchmark_id, run.stop_reason)
+        why = await _stop_reason(run, parent_pid)
+        if why is not None:
+            run.stop_reason, reason = why
+            logger.info("BENCHMARK STOPPING | id=%s | %s", run.benchmark_id, reason)
             work.cancel()
             return
         moment = now()
@@ -172,10 +175,42 @@ async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> 
         done = len(run.records)
         if done != written_done or moment - written_at >= STATE_SECONDS:
             state = build_state(
-                run.benchmark_id, "running", run.plan, run.records, _progress_clock(run), comparison
+                run.benchmark_id,
+                "running",
+                run.plan,
+                run.records,
+                _progress_clock(run),
+                comparison,
+                schedule_left=_schedule_left(run),
             )
             await asyncio.to_thread(write_state, run.paths.state, state)
             written_at, written_done = moment, done
+
+
+async def _stop_reason(run: Run, parent_pid: int | None) -> tuple[BenchmarkStatus, str] | None:
+    """Why the run must stop now, if it must: a DELETE's mark, a parent process gone, or
+    MAX_RUN_SECONDS reached."""
+    if await asyncio.to_thread(run.paths.cancel.exists):
+        return "cancelled", "cancelled"
+    if parent_pid is not None and os.getppid() != parent_pid:
+        return "interrupted", "interrupted: the service that started it is gone"
+    limit = run.plan.max_seconds
+    if limit is not None and now() - run.started >= limit:
+        return "interrupted", f"interrupted: MAX_RUN_SECONDS={limit:g} reached"
+    return None
+
+
+def _schedule_left(run: Run) -> float | None:
+    """Seconds until the schedule's last send is due; during the warm-up, the whole schedule
+    after what the warm-up's pace says is left of it."""
+    if run.schedule_end is None:
+        return None
+    elapsed = now() - (run.started if run.measured_from is None else run.measured_from)
+    if run.measured_from is not None:
+        return run.schedule_end - elapsed
+    warmed = len(run.records)
+    warmup_left = elapsed / warmed * (run.plan.parameters.warmup - warmed) if warmed else 0.0
+    return run.schedule_end + max(warmup_left, 0.0)
 
 
 def _progress_clock(run: Run) -> RunClock:

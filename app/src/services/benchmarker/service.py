@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Literal, TypeGuard
 
@@ -23,6 +24,7 @@ from src.schemas.benchmarks import (
 )
 from src.services.base.exceptions import ConflictError, LimitExceededError, NotFoundError
 from src.services.base.timing import now
+from src.services.benchmarker.feed import follow
 from src.services.benchmarker.file_utils import (
     AsyncReadable,
     parse_prompts,
@@ -64,6 +66,15 @@ async def prepare_benchmark(
     parameters: BenchmarkParameters,
 ) -> BenchmarkPlan:
     """Every check that can fail runs here, before a single paid request is sent."""
+    plan = await validate_benchmark(settings, upload, parameters)
+    return await with_prices(plan, catalog)
+
+
+async def validate_benchmark(
+    settings: Settings, upload: AsyncReadable, parameters: BenchmarkParameters
+) -> BenchmarkPlan:
+    """The checks that need nothing but the request and the settings: a request they refuse
+    could never be admitted, whatever else is running."""
     # Duplicates dropped, first occurrence and order kept.
     parameters = parameters.model_copy(update={"models": list(dict.fromkeys(parameters.models))})
     check_limit("runs", parameters.runs, "MAX_RUNS", settings.max_runs)
@@ -71,18 +82,45 @@ async def prepare_benchmark(
     check_max_tokens(settings, parameters.max_tokens)
     prompts = parse_prompts(await read_upload(upload, settings.max_upload_bytes))
     check_limit("prompts in prompt_file", len(prompts), "MAX_PROMPTS", settings.max_prompts)
-    plan = BenchmarkPlan(parameters, prompts, request_cap=settings.max_benchmark_requests)
+    plan = BenchmarkPlan(
+        parameters,
+        prompts,
+        request_cap=settings.max_benchmark_requests,
+        max_seconds=settings.max_run_seconds,
+    )
     total = plan.total_requests
     if total is not None and total > settings.max_benchmark_requests:
         raise LimitExceededError(
             f"{len(prompts)} prompts x {parameters.runs} runs x {len(parameters.models)} models "
             f"= {total} requests exceeds MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
         )
+    check_schedule(plan, settings.max_run_seconds)
     for model in parameters.models:
         # No upstream call: the clearer message for a real id while running on the emulator.
         ensure_model_reachable(settings, model)
-    prices = await catalog.require(parameters.models)
+    return plan
+
+
+async def with_prices(plan: BenchmarkPlan, catalog: ModelCatalog) -> BenchmarkPlan:
+    """Every model known to the catalog, with its prices (the catalog may ask the upstream)."""
+    prices = await catalog.require(plan.parameters.models)
     return dataclasses.replace(plan, prices=prices)
+
+
+def check_schedule(plan: BenchmarkPlan, max_run_seconds: float) -> None:
+    """A run whose schedule alone outlasts MAX_RUN_SECONDS would only be stopped part-way."""
+    seconds = plan.schedule_seconds()
+    if seconds is None or seconds <= max_run_seconds:
+        return
+    parameters = plan.parameters
+    if parameters.duration is not None:
+        asked = f"duration={parameters.duration:g}"
+    else:
+        asked = (
+            f"rate={parameters.rate:g} ({parameters.arrival}) x {plan.total_requests} requests "
+            f"sends its last request after {seconds:.6g} s"
+        )
+    raise LimitExceededError(f"{asked} exceeds MAX_RUN_SECONDS={max_run_seconds:g}.")
 
 
 def check_limit(name: str, value: int, setting: str, limit: int) -> None:
@@ -99,7 +137,9 @@ async def start_benchmark(
     caller: Caller,
 ) -> BenchmarkState:
     """Validate, admit and start a run, the caller's; it goes on in the background."""
-    # Refused at once when there is no room: not even the model list is fetched for it.
+    # A request that could never run is refused as such (422), never as "no room now" (429).
+    plan = await validate_benchmark(settings, upload, parameters)
+    # Refused when there is no room before the model list is fetched for it.
     await asyncio.to_thread(
         check_capacity,
         settings.benchmarks_dir,
@@ -107,7 +147,7 @@ async def start_benchmark(
         max_running=settings.max_running_benchmarks,
         max_in_flight=settings.max_inflight_total,
     )
-    plan = await prepare_benchmark(settings, catalog, upload, parameters)
+    plan = await with_prices(plan, catalog)
     plan = dataclasses.replace(plan, owner=caller.owner)
     return await launcher.start(plan)  # the caps again, atomically with recording the run
 
@@ -174,7 +214,8 @@ async def benchmark_events(
     (at most once a second), then one `summary` event; keep-alives in between.
 
     Each look goes through the store: a finished run's answer is its summary, and a run whose
-    runner died shows as interrupted.
+    runner died shows as interrupted. Every follower of a run in this process shares one
+    reader of it (feed.py).
     """
     view = await get_benchmark(settings, benchmark_id, caller)
     if not _running(view):
@@ -183,19 +224,26 @@ async def benchmark_events(
     yield "progress", view
     shown, shown_at = view.progress.done, now()
     sent_at = shown_at
-    while True:
-        await asyncio.sleep(EVENTS_POLL_SECONDS)
-        view = await _view_of_visible(settings, benchmark_id)
-        if not _running(view):
-            yield "summary", view
-            return
-        moment = now()
-        if view.progress.done != shown and moment - shown_at >= PROGRESS_SECONDS:
-            yield "progress", view
-            shown, shown_at, sent_at = view.progress.done, moment, moment
-        elif moment - sent_at > EVENTS_KEEPALIVE_SECONDS:
-            yield "keepalive", None
-            sent_at = moment
+    key = (settings.benchmarks_dir, benchmark_id)
+    read = partial(_view_of_visible, settings, benchmark_id)
+    async with follow(key, read, _ended, EVENTS_POLL_SECONDS) as feed:
+        seen = feed.version  # a look older than this follower's own is not news
+        while True:
+            seen, view = await feed.next(seen)
+            if not _running(view):
+                yield "summary", view
+                return
+            moment = now()
+            if view.progress.done != shown and moment - shown_at >= PROGRESS_SECONDS:
+                yield "progress", view
+                shown, shown_at, sent_at = view.progress.done, moment, moment
+            elif moment - sent_at > EVENTS_KEEPALIVE_SECONDS:
+                yield "keepalive", None
+                sent_at = moment
+
+
+def _ended(view: RunView) -> bool:
+    return not _running(view)
 
 
 def _running(view: RunView) -> TypeGuard[BenchmarkState]:

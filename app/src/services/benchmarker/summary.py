@@ -88,17 +88,18 @@ def build_state(
     clock: RunClock,
     comparison: list[ComparisonRow],
     finished_at: datetime | None = None,
+    schedule_left: float | None = None,
 ) -> BenchmarkState:
-    """The small record of a run; `comparison` may be a few seconds old (it costs a sort)."""
+    """The small record of a run; `comparison` may be a few seconds old (it costs a sort).
+    `schedule_left`: with a rate or a duration, the seconds until its last send is due.
+    """
     total = plan.total_requests
     planned = None if total is None else total + plan.parameters.warmup
     done = len(records)
     ok = sum(1 for record in records if record.ok)
     eta = None
-    if planned is not None and done and status == "running":
-        eta = round(clock.wall_seconds / done * (planned - done), 3)
-    elif plan.parameters.duration is not None and status == "running":
-        eta = round(max(plan.parameters.duration - clock.wall_seconds, 0.0), 3)
+    if status == "running":
+        eta = _eta(records, clock, planned, schedule_left)
     now = datetime.now(UTC)
     return BenchmarkState(
         id=benchmark_id,
@@ -120,6 +121,25 @@ def build_state(
         files=files_of(benchmark_id),
         owner=plan.owner,
     )
+
+
+def _eta(
+    records: Sequence[RequestRecord],
+    clock: RunClock,
+    planned: int | None,
+    schedule_left: float | None,
+) -> float | None:
+    """A schedule decides when an open-loop run or a duration ends: what is left of it, and
+    the time a request takes to answer. Without one, the pace so far times the requests left.
+    """
+    done = len(records)
+    if schedule_left is not None:
+        latencies = [record.latency_seconds for record in records if not record.warmup]
+        tail = stdlib_statistics.fmean(latencies) if latencies else 0.0
+        return round(max(schedule_left, 0.0) + tail, 3)
+    if planned is not None and done:
+        return round(clock.wall_seconds / done * (planned - done), 3)
+    return None
 
 
 def comparison_so_far(

@@ -89,7 +89,14 @@ async def run_job(job: RunnerJob) -> int:
     try:
         await run_benchmark(
             client,
-            BenchmarkPlan(job.parameters, job.prompts, job.prices, owner=job.owner),
+            BenchmarkPlan(
+                job.parameters,
+                job.prompts,
+                job.prices,
+                request_cap=settings.max_benchmark_requests,
+                owner=job.owner,
+                max_seconds=settings.max_run_seconds,
+            ),
             job.benchmark_id,
             settings.benchmarks_dir,
             Redactor(settings.secrets()),

@@ -1,0 +1,106 @@
+"""One reader of a run's state per process, whatever the number of its followers.
+
+Each follower of a run's events used to read the run's files on its own, several times a
+second: hundreds of followers cost a core. Here the first follower of a run starts a reader
+that looks at it every poll and hands each look to every follower; the reader stops at the
+run's last look (its end) or when the last follower leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Feed(Generic[T]):
+    """The latest look at one run, numbered, and a way to wait for the next one."""
+
+    def __init__(
+        self, read: Callable[[], Awaitable[T]], is_last: Callable[[T], bool], poll: float
+    ) -> None:
+        self._read = read
+        self._is_last = is_last
+        self._poll = poll
+        self._loop = asyncio.get_running_loop()
+        self._latest: T | BaseException | None = None
+        self._next: asyncio.Future[None] = self._loop.create_future()
+        self.version = 0
+        self.followers = 0
+        self.ended = False
+        self._task: asyncio.Task[None] | None = None
+
+    def join(self) -> None:
+        self.followers += 1
+        if self._task is None:
+            self._task = self._loop.create_task(self._run())
+
+    def leave(self) -> int:
+        self.followers -= 1
+        if not self.followers and self._task is not None:
+            self._task.cancel()
+            self.ended = True
+        return self.followers
+
+    async def next(self, seen: int) -> tuple[int, T]:
+        """The first look numbered after `seen`: at once if there is one, else the next."""
+        while self.version == seen:
+            # Shielded: a follower that leaves must not cancel what the others wait for.
+            await asyncio.shield(self._next)
+        latest = self._latest
+        if isinstance(latest, BaseException):
+            raise latest
+        assert latest is not None
+        return self.version, latest
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self._poll)
+                try:
+                    view = await self._read()
+                except Exception as exc:  # every follower fails as a lone reader would have
+                    self._publish(exc)
+                    return
+                self._publish(view)
+                if self._is_last(view):
+                    return
+        finally:
+            self.ended = True
+
+    def _publish(self, value: T | BaseException) -> None:
+        self._latest = value
+        self.version += 1
+        waiting, self._next = self._next, self._loop.create_future()
+        waiting.set_result(None)
+
+
+# Per event loop: the app's tests run one loop after another in one process.
+_feeds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, Feed[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def follow(
+    key: Hashable,
+    read: Callable[[], Awaitable[T]],
+    is_last: Callable[[T], bool],
+    poll: float,
+) -> AsyncIterator[Feed[T]]:
+    """The feed of `key` (started by its first follower), for as long as the block runs."""
+    feeds = _feeds.setdefault(asyncio.get_running_loop(), {})
+    feed = feeds.get(key)
+    if feed is None or feed.ended:
+        feed = Feed(read, is_last, poll)
+        feeds[key] = feed
+    feed.join()
+    try:
+        yield feed
+    finally:
+        if not feed.leave() and feeds.get(key) is feed:
+            del feeds[key]
