@@ -61,6 +61,10 @@ PromptText = Annotated[
 class SamplingParams(BaseModel):
     """The generation parameters sent upstream with every prompt; unset ones are omitted."""
 
+    # NaN passes no bound (every comparison with it is false) and neither NaN nor Infinity
+    # can be written as JSON: refused as not numbers, on every surface that inherits these.
+    model_config = ConfigDict(allow_inf_nan=False)
+
     max_tokens: int = Field(default=512, ge=1, le=MAX_TOKENS_BOUND)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
