@@ -66,7 +66,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> JSONRespons
     )
 
 
-async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     """FastAPI's own 422 shape, its inputs cut to excerpts: FastAPI's handler would echo each
     input whole, and fail on one it cannot write as JSON (NaN)."""
     assert isinstance(exc, RequestValidationError)

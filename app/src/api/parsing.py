@@ -109,10 +109,13 @@ def _value_at(document: object, loc: tuple[int | str, ...], raw: bytes) -> objec
         return raw
     value = document
     for part in loc:
-        if isinstance(value, dict) and isinstance(part, str) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and isinstance(part, int) and -len(value) <= part < len(value):
-            value = value[part]
-        else:
+        if not _holds(value, part):
             return None  # a location pydantic names but the document lacks (a missing field)
+        value = value[part]  # type: ignore[index]
     return value
+
+
+def _holds(value: object, part: int | str) -> bool:
+    if isinstance(value, dict):
+        return part in value
+    return isinstance(value, list) and isinstance(part, int) and -len(value) <= part < len(value)
