@@ -102,6 +102,11 @@ class GenerationResult(BaseModel):
     cost: float | None = Field(
         default=None, description="USD, as the upstream charged it (usage.cost); null if unsaid"
     )
+    usage_problem: str | None = Field(
+        default=None,
+        description="Why the upstream's usage is not known in full (absent, or a number that "
+        "is not one); the numbers it concerns are then 0 tokens or a null cost",
+    )
 
 
 class StreamTokenEvent(BaseModel):
