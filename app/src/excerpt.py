@@ -79,6 +79,10 @@ def _scalar(value: object, limit: int) -> object:
         return cut(value, limit)
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INT_BITS:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value.bit_length() > _MAX_INT_BITS
+    ):
         return f"an integer of {value.bit_length()} bits"
     return value
