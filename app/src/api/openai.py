@@ -16,7 +16,13 @@ from fastapi.responses import StreamingResponse
 from src.api.deps import CatalogDep, lifespan_state
 from src.api.disconnect import cancel_on_disconnect
 from src.api.openai_errors import OpenAIErrorRoute, stream_error_event
-from src.api.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
+from src.api.parsing import (
+    JSON_BODY_LIMIT_BYTES,
+    parse_json_body,
+    quoted_keys,
+    read_body,
+    refuse_duplicate_keys,
+)
 from src.schemas.openai import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -43,6 +49,11 @@ router = APIRouter(
 )
 
 
+# The keys whose value the service checks or that change what a request costs; a body that
+# repeats one of them is scanned for repeated keys (reasoning's own max_tokens included).
+_CHECKED_KEYS = quoted_keys(
+    ("model", "stream", "n", "max_tokens", "max_completion_tokens", "max_output_tokens")
+)
 _STREAM_DOC: dict[str, Any] = {"text/event-stream": {"schema": {"type": "string"}}}
 
 
@@ -69,6 +80,7 @@ async def chat_completions(request: Request) -> Response:
     state = lifespan_state(request)
     raw = await read_body(request, JSON_BODY_LIMIT_BYTES)
     body = parse_json_body(ChatCompletionRequest, raw)
+    refuse_duplicate_keys(raw, _CHECKED_KEYS)
     work = (state["settings"], state["openrouter"], state["catalog"], body, raw)
     if body.stream:
         # Until the first events the handler waits on the upstream; after them, the

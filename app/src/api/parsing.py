@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -119,3 +121,74 @@ def _holds(value: object, part: int | str) -> bool:
     if isinstance(value, dict):
         return part in value
     return isinstance(value, list) and isinstance(part, int) and -len(value) <= part < len(value)
+
+
+# `\u0040` to `\u007f`: a JSON string escaping an ASCII letter or underscore, which no encoder
+# writes, but which lets `"max\u005ftokens"` repeat a key that a search for the key would miss.
+_ESCAPED_WORD_CHARACTER = re.compile(rb"\\u00[4-7]")
+
+
+def quoted_keys(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    """What `refuse_duplicate_keys` looks for: any of `names` as a quoted JSON string."""
+    return re.compile(b'"(?:' + b"|".join(re.escape(name.encode()) for name in names) + b')"')
+
+
+def refuse_duplicate_keys(raw: bytes, watched: re.Pattern[bytes]) -> None:
+    """Refuses a body in which an object repeats a key, at any depth.
+
+    The body is checked with its last value of a key, while the upstream, which receives the
+    raw bytes, may read the first: `{"max_tokens": 99999999, "max_tokens": 5}` would pass our
+    limit and be spent upstream. A full scan costs a second parse, so it runs only when one of
+    the `watched` keys occurs twice in the bytes, or a key may be spelled with escapes.
+    """
+    if not _may_repeat(raw, watched):
+        return
+    try:
+        document = json.loads(raw, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        return  # pydantic read it, the standard library cannot: nothing to compare
+    where = _first_duplicate(document, ())
+    if where is not None:
+        raise RequestValidationError(
+            [
+                shown_error(
+                    {
+                        "type": "duplicate_key",
+                        "loc": ("body", *where),
+                        "msg": f"Duplicate key '{where[-1]}': each key may appear once per "
+                        "object, or the upstream could read another value than the one checked",
+                    }
+                )
+            ]
+        )
+
+
+def _may_repeat(raw: bytes, watched: re.Pattern[bytes]) -> bool:
+    found = watched.findall(raw)
+    if len(found) != len(set(found)):
+        return True
+    # The plain search first: it is all most bodies need, and far cheaper than the pattern.
+    return b"\\u00" in raw and _ESCAPED_WORD_CHARACTER.search(raw) is not None
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as the parser read it: every key, repeated ones included, in order."""
+
+
+def _first_duplicate(node: object, path: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+    if isinstance(node, _Pairs):
+        seen: set[str] = set()
+        for key, _ in node:
+            if key in seen:
+                return (*path, key)
+            seen.add(key)
+        children: list[tuple[str | int, object]] = [(key, value) for key, value in node]
+    elif isinstance(node, list):
+        children = list(enumerate(node))
+    else:
+        return None
+    for part, child in children:
+        found = _first_duplicate(child, (*path, part))
+        if found is not None:
+            return found
+    return None
