@@ -12,6 +12,10 @@ import math
 import orjson
 
 EXCERPT_CHARS = 200
+# Longer than any id of ours (a model id has at most 200 characters): past this, not an id.
+MAX_SHOWN_ID_CHARS = 200
+# A log line's request path and error text: enough to recognise a request, not to copy it.
+MAX_LOGGED_CHARS = 500
 # Values visited while copying a nested input: enough for any excerpt of EXCERPT_CHARS.
 _EXCERPT_NODES = 64
 # Python refuses to print an int of more than 4300 digits; far fewer are worth showing.

@@ -23,6 +23,7 @@ from src.api.parsing import (
     read_body,
     refuse_duplicate_keys,
 )
+from src.excerpt import MAX_SHOWN_ID_CHARS, cut
 from src.schemas.openai import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -117,7 +118,8 @@ async def retrieve_model(model_id: str, catalog: CatalogDep) -> ModelObject:
     for model in await catalog.models():
         if model.id == model_id:
             return _model_object(model)
-    raise UnknownModelError(f"The model '{model_id}' does not exist. GET /v1/models lists them.")
+    shown = cut(model_id, MAX_SHOWN_ID_CHARS)
+    raise UnknownModelError(f"The model '{shown}' does not exist. GET /v1/models lists them.")
 
 
 async def _events(chunks: AsyncGenerator[bytes], request: Request) -> AsyncIterator[bytes]:
