@@ -95,6 +95,22 @@ async def test_a_huge_unknown_field_is_422_with_only_an_excerpt_of_it(
     assert route.call_count == 0
 
 
+async def test_a_huge_body_with_a_nan_is_422_naming_both_problems(
+    client: httpx.AsyncClient,
+) -> None:
+    items = b"0," * 1_000_000
+    raw = b'{"model": "m/x", "prompt": "hi", "top_p": NaN, "junk": [' + items + b"0]}"
+
+    response = await client.post(
+        "/generate", content=raw, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text[:300]
+    assert len(response.content) < SHORT_ANSWER_BYTES, len(response.content)
+    errors = strict_json(response.text)["detail"]
+    assert {error["loc"][-1] for error in errors} == {"top_p", "junk"}
+
+
 async def test_a_huge_form_value_is_422_with_only_an_excerpt_of_it(
     client: httpx.AsyncClient,
 ) -> None:

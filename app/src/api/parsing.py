@@ -106,9 +106,10 @@ def _document(raw: bytes) -> object:
 
 
 def _value_at(document: object, loc: tuple[int | str, ...], raw: bytes) -> object:
-    """The value at `loc` in the caller's document; the raw body when it is not JSON."""
+    """The value at `loc` in the caller's document; the raw body when that is what failed."""
     if document is _NOT_JSON:
-        return raw
+        # Not JSON to orjson, which reads no NaN: the body for the body, else nothing.
+        return None if loc else raw
     value = document
     for part in loc:
         if not _holds(value, part):
