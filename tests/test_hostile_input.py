@@ -148,7 +148,8 @@ async def test_a_hostile_model_id_listed_upstream_cannot_place_files_outside_the
         # Decoded to a path that no route serves.
         ("..%2F..%2Fetc%2Fpasswd", "HTTPError", "Not Found"),
         ("%2e%2e", "NotFoundError", "No benchmark with id '..'."),
-        ("x" * 5000, "NotFoundError", f"No benchmark with id '{'x' * 5000}'."),
+        # Cut: an id this long is not one of ours, and is not echoed whole.
+        ("x" * 5000, "NotFoundError", f"No benchmark with id '{'x' * 200}… (4800 more"),
         (
             "20261126T101500Z_a_0123abcd%00",
             "NotFoundError",
