@@ -439,3 +439,30 @@ async def test_a_huge_id_is_cut_in_the_404_and_in_the_log(
     lines = [line for line in read_log(settings).splitlines() if "CLIENT_ERROR" in line]
     assert len(lines) == 2, lines
     assert all(len(line) < 2048 for line in lines), [len(line) for line in lines]
+
+
+async def test_many_unknown_model_ids_are_named_in_a_short_404(
+    client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    upstream.get("/models").respond(json=MODELS_BODY)
+    models = [f"acme/{'n' * 150}-{index}" for index in range(500)]
+
+    response = await post_benchmark(client, models=models)
+
+    assert response.status_code == 404, response.text[:300]
+    assert len(response.content) < SHORT_ANSWER_BYTES, len(response.content)
+    assert "acme/nnn" in response.json()["detail"]
+    assert "490 more" in response.json()["detail"]
+
+
+async def test_a_huge_upstream_error_message_is_cut(
+    client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    upstream.post("/chat/completions").respond(
+        json={"error": {"code": 502, "message": "provider said " + "z" * 100_000}}
+    )
+
+    response = await client.post("/generate", json={"model": GPT, "prompt": "hi"})
+
+    assert_error(response, 502, "UpstreamStreamError", "provider said zzz")
+    assert len(response.content) < SHORT_ANSWER_BYTES, len(response.content)
