@@ -334,7 +334,9 @@ async def test_cost_is_the_upstreams_charge_else_tokens_times_prices_and_unknown
     assert costs[LLAMA] == 0.0  # a free model costs nothing
     assert costs["acme/zero-priced"] == pytest.approx(2 * 0.00042)  # the upstream's own charge
     assert costs[UNPRICED] is None  # no price known: unknown, never 0
-    assert body["cost"] is None  # the run's total is unknown too
+    # The run's total adds up what is known and says how much is not.
+    assert body["cost"] == pytest.approx(0.000026 + 2 * 0.00042)
+    assert body["cost_unknown"] == 2
     sources = {row["model"]: row["cost_source"] for row in run_rows(settings.benchmarks_dir, body)}
     assert sources == {
         GPT: "pricing",

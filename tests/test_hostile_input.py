@@ -148,7 +148,8 @@ async def test_a_hostile_model_id_listed_upstream_cannot_place_files_outside_the
         # Decoded to a path that no route serves.
         ("..%2F..%2Fetc%2Fpasswd", "HTTPError", "Not Found"),
         ("%2e%2e", "NotFoundError", "No benchmark with id '..'."),
-        ("x" * 5000, "NotFoundError", f"No benchmark with id '{'x' * 5000}'."),
+        # Cut: an id this long is not one of ours, and is not echoed whole.
+        ("x" * 5000, "NotFoundError", f"No benchmark with id '{'x' * 200}… (4800 more"),
         (
             "20261126T101500Z_a_0123abcd%00",
             "NotFoundError",
@@ -172,7 +173,7 @@ async def test_hostile_benchmark_ids_are_404_json(
         ({"runs": "1e9"}, "int_parsing"),
         ({"concurrency": "many"}, "int_parsing"),
         ({"max_tokens": "0"}, "greater_than_equal"),
-        ({"temperature": "nan"}, "less_than_equal"),
+        ({"temperature": "nan"}, "finite_number"),
     ],
 )
 async def test_hostile_benchmark_numbers_are_422(

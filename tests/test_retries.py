@@ -75,8 +75,8 @@ def test_retry_after_is_waited_exactly_never_shortened() -> None:
     assert retry_wait_seconds(status(429, retry_after=7.5), 1, POLICY) == 7.5
 
 
-def test_a_zero_retry_after_means_now() -> None:
-    assert retry_wait_seconds(status(429, retry_after=0.0), 3, POLICY) == 0.0
+def test_a_zero_retry_after_waits_the_backoff_floor() -> None:
+    assert retry_wait_seconds(status(429, retry_after=0.0), 3, POLICY) == POLICY.min_seconds
 
 
 def test_backoff_scales_with_the_multiplier_and_never_waits_less_than_the_minimum() -> None:

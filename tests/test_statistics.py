@@ -239,4 +239,5 @@ def test_comparison_row_takes_the_headline_numbers() -> None:
         "output_tokens_per_second": 1.5,
         "goodput": None,
         "cost": None,
+        "cost_unknown": 2,
     }

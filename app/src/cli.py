@@ -187,7 +187,11 @@ def print_comparison(summary: dict[str, Any], console: Console) -> None:
         table.add_row(*cells)
     console.print(table)
     cost = summary.get("cost")
-    console.print(f"Total cost: {'unknown' if cost is None else f'${cost:.5f}'}")
+    unknown = summary.get("cost_unknown") or 0
+    shown = "unknown" if cost is None else f"${cost:.5f}"
+    if unknown and cost is not None:
+        shown += f" + {unknown} request(s) of unknown cost"
+    console.print(f"Total cost: {shown}")
 
 
 def _number(value: object, digits: int) -> str:

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     max_run_seconds: float = Field(default=86400.0, gt=0)
     # No model answers this many tokens; a larger max_tokens is a mistake or an attack.
     max_tokens_limit: int = Field(default=65536, ge=1, le=1_000_000)
+    # Choices one /v1 request may ask for (`n`): each is a whole answer, paid for.
+    max_choices: int = Field(default=1, ge=1, le=128)
     # Finished runs older than this many days are deleted; unset keeps every run.
     benchmarks_keep_days: float | None = Field(default=None, gt=0)
     # "process": each benchmark runs in its own runner process, so the API's traffic cannot

@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from src.excerpt import MAX_LOGGED_CHARS, cut
 from src.log_sink import LOG_FILE_NAME, LogSink, RotatingFile
 from src.redaction import Redactor
 from src.services.base.exceptions import UpstreamError
@@ -183,14 +184,20 @@ def _log_request(scope: Scope, started: float, status_code: int, error: Any) -> 
     endpoint = scope.get("endpoint")
     handler = getattr(endpoint, "__name__", "-")
     line = "%s | %s %s | handler=%s | time=%.4fs | status_code=%d"
-    args: tuple[Any, ...] = (scope["method"], scope["path"], handler, now() - started)
+    path = cut(scope["path"], MAX_LOGGED_CHARS)
+    args: tuple[Any, ...] = (scope["method"], path, handler, now() - started)
     if isinstance(error, UpstreamError):
         # Not our fault: the message is enough, a traceback would only be noise.
-        logger.error(line + " | %s: %s", "ERROR", *args, status_code, type(error).__name__, error)
+        message = cut(str(error), MAX_LOGGED_CHARS)
+        logger.error(line + " | %s: %s", "ERROR", *args, status_code, type(error).__name__, message)
     elif isinstance(error, BaseException) and status_code >= 500:
         logger.error(line, "ERROR", *args, status_code, exc_info=error)
     elif status_code >= 400:
-        detail = f" | {type(error).__name__}: {error}" if isinstance(error, BaseException) else ""
+        detail = (
+            f" | {type(error).__name__}: {cut(str(error), MAX_LOGGED_CHARS)}"
+            if isinstance(error, BaseException)
+            else ""
+        )
         logger.warning(line + "%s", "CLIENT_ERROR", *args, status_code, detail)
     else:
         logger.info(line, "OK", *args, status_code)

@@ -159,8 +159,8 @@ def add_edge_middleware(app: FastAPI, settings: Settings) -> None:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Prefer"],
             expose_headers=["X-Request-ID", "Location", "Retry-After"],
         )
-    if "*" not in settings.allowed_hosts:
-        app.add_middleware(TrustedHosts, allowed_hosts=settings.allowed_hosts)
+    # Installed with "*" too: two Host headers are refused whatever the hosts allowed.
+    app.add_middleware(TrustedHosts, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(RequestLoggingMiddleware)
 
 

@@ -6,9 +6,11 @@ The status of each error comes from services/base/error_status.py.
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from src.api.parsing import MAX_SHOWN_ERRORS, shown_error
 from src.redaction import Redactor
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import (
@@ -64,6 +66,15 @@ async def handle_http_exception(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 shape, its inputs cut to excerpts: FastAPI's handler would echo each
+    input whole, and fail on one it cannot write as JSON (NaN)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()[:MAX_SHOWN_ERRORS]
+    return JSONResponse({"detail": [shown_error(error) for error in errors]}, status_code=422)
+
+
 def register_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, handle_service_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)

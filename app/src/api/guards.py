@@ -6,7 +6,8 @@
   page from reading the answer, not the request from running. Same-origin pages (Swagger UI),
   curl and scripts (no browser headers) are unaffected; CORS_ORIGINS lists sites allowed too.
 - `TrustedHosts` (Starlette's TrustedHostMiddleware, ALLOWED_HOSTS): a request whose Host is not
-  ours is refused, which defeats DNS rebinding (a site's name pointed at 127.0.0.1).
+  ours, or that carries two Host headers, is refused, which defeats DNS rebinding (a site's
+  name pointed at 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class CrossSiteGuard:
                 fetch_site = value
             elif name == b"origin":
                 origin = value.decode("latin-1").rstrip("/").lower()
-            elif name == b"host":
+            elif name == b"host" and host is None:  # the one TrustedHosts checked
                 host = value.decode("latin-1").lower()
         if origin is not None and origin in self.allowed_origins:
             return None
@@ -69,7 +70,7 @@ class CrossSiteGuard:
                 "a page on another site cannot make this service run or spend anything. "
                 "List the site in CORS_ORIGINS to allow it."
             )
-        if origin is not None and origin != "null" and urlsplit(origin).netloc != host:
+        if origin is not None and origin != "null" and not _same_site(origin, host, scope):
             return (
                 f"Cross-site request refused (Origin: {origin}). "
                 "List the site in CORS_ORIGINS to allow it."
@@ -82,11 +83,29 @@ class CrossSiteGuard:
         return None
 
 
+def _same_site(origin: str, host: str | None, scope: Scope) -> bool:
+    """The page's origin is this service: same host and port, and same scheme (an http page
+    is another site for an https service, and the other way round)."""
+    parts = urlsplit(origin)
+    return parts.netloc == host and parts.scheme == scope.get("scheme", "http")
+
+
 class TrustedHosts(TrustedHostMiddleware):
-    """Starlette's TrustedHostMiddleware, its refusal given in the service's JSON error shape."""
+    """Starlette's TrustedHostMiddleware, its refusal given in the service's JSON error shape.
+
+    A request with two Host headers is refused whatever ALLOWED_HOSTS says: one of them would
+    be checked here and another read elsewhere (the cross-site check, a proxy behind us)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.allow_any or scope["type"] != "http":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if sum(1 for name, _ in scope["headers"] if name == b"host") > 1:
+            detail = "The request has more than one Host header; send one."
+            for message in error_json(scope, 400, "InvalidHostError", detail):
+                await send(message)
+            return
+        if self.allow_any:
             await self.app(scope, receive, send)
             return
         held: list[Message] = []

@@ -16,7 +16,14 @@ from fastapi.responses import StreamingResponse
 from src.api.deps import CatalogDep, lifespan_state
 from src.api.disconnect import cancel_on_disconnect
 from src.api.openai_errors import OpenAIErrorRoute, stream_error_event
-from src.api.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
+from src.api.parsing import (
+    JSON_BODY_LIMIT_BYTES,
+    parse_json_body,
+    quoted_keys,
+    read_body,
+    refuse_duplicate_keys,
+)
+from src.excerpt import MAX_SHOWN_ID_CHARS, cut
 from src.schemas.openai import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -43,6 +50,11 @@ router = APIRouter(
 )
 
 
+# The keys whose value the service checks or that change what a request costs; a body that
+# repeats one of them is scanned for repeated keys (reasoning's own max_tokens included).
+_CHECKED_KEYS = quoted_keys(
+    ("model", "stream", "n", "max_tokens", "max_completion_tokens", "max_output_tokens")
+)
 _STREAM_DOC: dict[str, Any] = {"text/event-stream": {"schema": {"type": "string"}}}
 
 
@@ -69,6 +81,7 @@ async def chat_completions(request: Request) -> Response:
     state = lifespan_state(request)
     raw = await read_body(request, JSON_BODY_LIMIT_BYTES)
     body = parse_json_body(ChatCompletionRequest, raw)
+    refuse_duplicate_keys(raw, _CHECKED_KEYS)
     work = (state["settings"], state["openrouter"], state["catalog"], body, raw)
     if body.stream:
         # Until the first events the handler waits on the upstream; after them, the
@@ -105,7 +118,8 @@ async def retrieve_model(model_id: str, catalog: CatalogDep) -> ModelObject:
     for model in await catalog.models():
         if model.id == model_id:
             return _model_object(model)
-    raise UnknownModelError(f"The model '{model_id}' does not exist. GET /v1/models lists them.")
+    shown = cut(model_id, MAX_SHOWN_ID_CHARS)
+    raise UnknownModelError(f"The model '{shown}' does not exist. GET /v1/models lists them.")
 
 
 async def _events(chunks: AsyncGenerator[bytes], request: Request) -> AsyncIterator[bytes]:

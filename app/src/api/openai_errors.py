@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.api.exception_handlers import error_headers, public_detail
+from src.api.parsing import MAX_SHOWN_ERRORS, shown_error
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError
 
@@ -59,9 +60,10 @@ def _json(body: object, status: int, headers: Mapping[str, str] | None = None) -
 def _validation_error(exc: RequestValidationError) -> Response:
     """FastAPI's 422, worded as OpenAI words an invalid request: the field in `param`."""
     problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        problems.append((where, str(error.get("msg", "invalid")), str(error.get("type", ""))))
+    for error in exc.errors()[:MAX_SHOWN_ERRORS]:
+        shown = shown_error(error)
+        where = ".".join(str(part) for part in shown["loc"] if part != "body")
+        problems.append((where, shown["msg"] or "invalid", str(shown["type"])))
     message = "; ".join(f"{where}: {msg}" if where else msg for where, msg, _ in problems)
     first_where, _, first_type = problems[0] if problems else ("", "", "")
     body = openai_error(message or "Invalid request", 422, first_type or None, first_where or None)

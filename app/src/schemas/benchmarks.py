@@ -159,7 +159,10 @@ class RequestStats(BaseModel):
         description="Share of requests that succeeded within ttft_slo and latency_slo"
     )
     cost: float | None = Field(
-        description="USD over the measured requests; null when any request's cost is unknown"
+        description="USD over the successful requests whose cost is known; null when none is"
+    )
+    cost_unknown: int = Field(
+        default=0, description="Successful requests whose cost is unknown, left out of `cost`"
     )
     wall_seconds: float = Field(description="Wall time of the whole benchmark")
     requests_per_second: float = Field(description="count / wall_seconds")
@@ -199,6 +202,7 @@ class ComparisonRow(BaseModel):
     output_tokens_per_second: float | None
     goodput: float | None
     cost: float | None
+    cost_unknown: int = 0
 
 
 class Progress(BaseModel):
@@ -248,6 +252,7 @@ class BenchmarkState(BaseModel):
     progress: Progress
     comparison: list[ComparisonRow] = Field(description="Per model, so far")
     cost: float | None = None
+    cost_unknown: int = 0
     files: BenchmarkFiles
     # The owner tag of the key that started the run (services/benchmarker/owners.py): kept
     # in the record on disk, never in an answer.
@@ -267,7 +272,12 @@ class BenchmarkSummary(BaseModel):
     warmup_requests: int
     requests_per_second: float
     schedule: Schedule | None
-    cost: float | None = Field(description="USD, every model; null when any cost is unknown")
+    cost: float | None = Field(
+        description="USD, every model, over the requests whose cost is known; null when none is"
+    )
+    cost_unknown: int = Field(
+        default=0, description="Successful requests whose cost is unknown, left out of `cost`"
+    )
     parameters: SavedParameters
     models: list[ModelStats]
     comparison: list[ComparisonRow]

@@ -32,6 +32,15 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class ReasoningParams(BaseModel):
+    """OpenRouter's reasoning settings; `effort`, `exclude`, ... pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # Reasoning tokens are billed as output: checked against MAX_TOKENS_LIMIT.
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -46,17 +55,28 @@ class ChatCompletionRequest(BaseModel):
     )
 
     model: ModelId
-    messages: Annotated[list[ChatMessageParam], Field(min_length=1)]
+    # Validation stops at the first bad message: a list of millions is not worth a report each.
+    messages: Annotated[list[ChatMessageParam], Field(min_length=1, fail_fast=True)]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # Checked against MAX_TOKENS_LIMIT (and still sent as they are).
+    # What multiplies the cost of one request, checked against MAX_TOKENS_LIMIT and
+    # MAX_CHOICES (and still sent as they are).
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    reasoning: ReasoningParams | None = None
+    n: int | None = Field(default=None, ge=1, description="Choices to generate")
 
     @property
-    def most_tokens(self) -> int | None:
-        asked = [n for n in (self.max_tokens, self.max_completion_tokens) if n is not None]
-        return max(asked) if asked else None
+    def token_limits(self) -> dict[str, int]:
+        """Each token limit the request sets, by its name in the body."""
+        asked = {
+            "max_tokens": self.max_tokens,
+            "max_completion_tokens": self.max_completion_tokens,
+            "max_output_tokens": self.max_output_tokens,
+            "reasoning.max_tokens": self.reasoning.max_tokens if self.reasoning else None,
+        }
+        return {name: limit for name, limit in asked.items() if limit is not None}
 
 
 class _Relayed(BaseModel):

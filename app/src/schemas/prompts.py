@@ -61,6 +61,10 @@ PromptText = Annotated[
 class SamplingParams(BaseModel):
     """The generation parameters sent upstream with every prompt; unset ones are omitted."""
 
+    # NaN passes no bound (every comparison with it is false) and neither NaN nor Infinity
+    # can be written as JSON: refused as not numbers, on every surface that inherits these.
+    model_config = ConfigDict(allow_inf_nan=False)
+
     max_tokens: int = Field(default=512, ge=1, le=MAX_TOKENS_BOUND)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -97,6 +101,11 @@ class GenerationResult(BaseModel):
     total_seconds: float = Field(description="Every attempt and every retry wait")
     cost: float | None = Field(
         default=None, description="USD, as the upstream charged it (usage.cost); null if unsaid"
+    )
+    usage_problem: str | None = Field(
+        default=None,
+        description="Why the upstream's usage is not known in full (absent, or a number that "
+        "is not one); the numbers it concerns are then 0 tokens or a null cost",
     )
 
 

@@ -78,12 +78,16 @@ def should_retry(error: BaseException, policy: RetryPolicy) -> bool:
 
 
 def retry_wait_seconds(error: BaseException | None, attempt: int, policy: RetryPolicy) -> float:
-    """Retry-After when given (never shortened), else capped exponential backoff with jitter."""
+    """Retry-After when given (never shortened), else capped exponential backoff with jitter.
+
+    Never shorter than the backoff floor: a Retry-After of 0 or a date in the past would
+    otherwise spend every attempt at once.
+    """
+    floor = min(policy.min_seconds, policy.max_seconds)
     retry_after = getattr(error, "retry_after", None)
     if isinstance(retry_after, float):
-        return retry_after
+        return max(retry_after, floor)
     ceiling = min(policy.max_seconds, policy.multiplier * 2 ** (attempt - 1))
-    floor = min(policy.min_seconds, policy.max_seconds)
     return random.uniform(floor, max(floor, ceiling))
 
 

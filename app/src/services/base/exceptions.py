@@ -96,6 +96,8 @@ class UpstreamStreamError(UpstreamError):
     """The upstream reported an error inside a stream that had already started."""
 
     def __init__(self, message: str, code: str | int | None = None) -> None:
+        # The upstream's own words, as long as it likes: cut as an error answer's are.
+        message = message[:_MAX_MESSAGE_CHARS]
         super().__init__(f"Upstream stream failed: {message}")
         self.message = message
         self.code = code

@@ -65,10 +65,15 @@ def csv_row(record: RequestRecord) -> list[str]:
         _seconds(record.tpot_seconds),
         "" if record.cost is None else f"{record.cost:.10f}",
         record.cost_source or "",
-        ""
-        if record.error_type is None
-        else neutralize_formula(f"{record.error_type}: {record.error}"),
+        _error_cell(record),
     ]
+
+
+def _error_cell(record: RequestRecord) -> str:
+    if record.error_type is not None:
+        return neutralize_formula(f"{record.error_type}: {record.error}")
+    # A success all the same (its text and timings stand); only its usage is unknown.
+    return neutralize_formula(record.usage_problem or "")
 
 
 def neutralize_formula(cell: str) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from src.excerpt import MAX_SHOWN_ID_CHARS, cut
 from src.services.base.exceptions import InvalidInputError, NotFoundError, PayloadTooLargeError
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ CANCEL_SUFFIX = ".cancel"
 def result_paths(directory: Path, benchmark_id: str) -> ResultPaths:
     """The files of a benchmark; refuses any id that could name a file elsewhere."""
     if not BENCHMARK_ID_PATTERN.fullmatch(benchmark_id):
-        raise NotFoundError(f"No benchmark with id '{benchmark_id}'.")
+        raise NotFoundError(f"No benchmark with id '{cut(benchmark_id, MAX_SHOWN_ID_CHARS)}'.")
     root = directory.resolve()
     paths = ResultPaths(
         csv=root / f"{benchmark_id}{RESULTS_SUFFIX}",

@@ -81,7 +81,7 @@ def render_progress(state: BenchmarkState) -> str:
         f"started {escape(state.started_at.isoformat())} · "
         f"{progress.done}/{total} requests ({progress.ok} ok, {progress.failed} failed) · "
         f"elapsed {progress.elapsed_seconds:.0f} s · ETA {eta} · "
-        f"cost so far {_cost(state.cost)}</p>",
+        f"cost so far {_cost(state.cost, state.cost_unknown)}</p>",
         f'<progress max="{total if progress.total else 1}" value="{progress.done}"></progress>',
         "<h2>Parameters</h2>",
         _parameters_table(state.parameters),
@@ -116,7 +116,7 @@ def _overview(summary: BenchmarkSummary) -> str:
         f"wall {_number(summary.wall_seconds)} s · "
         f"{summary.finished_requests}/{summary.requests} requests · "
         f"{_number(summary.requests_per_second, 2)} requests/s · "
-        f"cost {_cost(summary.cost)}</p>"
+        f"cost {_cost(summary.cost, summary.cost_unknown)}</p>"
     )
 
 
@@ -219,9 +219,12 @@ def _row(text_cells: Iterable[str], number_cells: Iterable[str]) -> str:
     return "<tr>" + "".join(cells) + "</tr>"
 
 
-def _cost(value: float | None) -> str:
+def _cost(value: float | None, unknown: int = 0) -> str:
     """Dollars to the 1/1000 of a cent; unknown stays unknown, never 0."""
-    return MISSING if value is None else f"${value:.5f}"
+    shown = MISSING if value is None else f"${value:.5f}"
+    if unknown and value is not None:
+        shown += f" + {unknown} request{'s' if unknown > 1 else ''} of unknown cost"
+    return shown
 
 
 def _number(value: float | None, digits: int = 3) -> str:

@@ -192,10 +192,11 @@ def cost_of(
     result: GenerationResult, prices: TokenPrices | None
 ) -> tuple[float | None, CostSource | None]:
     """The upstream's own charge when it reports one, else tokens x the model's prices;
-    unknown (None) when neither is known: never a made-up 0."""
+    unknown (None) when neither is known: never a made-up 0. Token counts that were not
+    reported, or not believable, price nothing."""
     if result.cost is not None:
         return result.cost, "upstream"
-    if prices is not None:
+    if prices is not None and result.usage_problem is None:
         return prices.cost(result.prompt_tokens, result.completion_tokens), "pricing"
     return None, None
 

@@ -122,11 +122,17 @@ NO_SLO = Slo()
 
 
 def total_cost(records: Sequence[RequestRecord]) -> float | None:
-    """USD over the successful requests; None as soon as one of them has no known cost."""
+    """USD over the successful requests whose cost is known (unknown is not free, so those
+    are left out and counted by `unknown_costs`); None when none of them is known."""
     costs = [record.cost for record in records if record.ok]
-    if any(cost is None for cost in costs):
+    known = [cost for cost in costs if cost is not None]
+    if costs and not known:
         return None
-    return round(math.fsum(cost for cost in costs if cost is not None), 10)
+    return round(math.fsum(known), 10)
+
+
+def unknown_costs(records: Sequence[RequestRecord]) -> int:
+    return sum(1 for record in records if record.ok and record.cost is None)
 
 
 def request_stats(
@@ -172,6 +178,7 @@ def request_stats(
             else None
         ),
         cost=total_cost(records),
+        cost_unknown=unknown_costs(records),
         wall_seconds=round(wall_seconds, DIGITS),
         requests_per_second=round(len(records) / wall_seconds, DIGITS) if wall_seconds > 0 else 0.0,
         errors=dict(Counter(record.error_type for record in records if record.error_type)),
@@ -194,4 +201,5 @@ def comparison_row(model: str, stats: RequestStats) -> ComparisonRow:
         output_tokens_per_second=stats.output_tokens_per_second,
         goodput=stats.goodput,
         cost=stats.cost,
+        cost_unknown=stats.cost_unknown,
     )

@@ -26,6 +26,7 @@ from src.services.benchmarker.statistics import (
     comparison_row,
     request_stats,
     total_cost,
+    unknown_costs,
 )
 from src.services.benchmarker.store import files_of
 
@@ -73,6 +74,7 @@ def build_summary(
         requests_per_second=overall.requests_per_second,
         schedule=_schedule(plan, measured, clock),
         cost=total_cost(measured),
+        cost_unknown=unknown_costs(measured),
         parameters=plan.saved_parameters(),
         models=models,
         comparison=[comparison_row(stats.model, stats) for stats in models],
@@ -97,6 +99,7 @@ def build_state(
     planned = None if total is None else total + plan.parameters.warmup
     done = len(records)
     ok = sum(1 for record in records if record.ok)
+    measured = [record for record in records if not record.warmup]
     eta = None
     if status == "running":
         eta = _eta(records, clock, planned, schedule_left)
@@ -117,7 +120,8 @@ def build_state(
             eta_seconds=eta,
         ),
         comparison=comparison,
-        cost=total_cost([record for record in records if not record.warmup]),
+        cost=total_cost(measured),
+        cost_unknown=unknown_costs(measured),
         files=files_of(benchmark_id),
         owner=plan.owner,
     )

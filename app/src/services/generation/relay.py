@@ -11,7 +11,12 @@ from collections.abc import AsyncGenerator
 
 from src.config import Settings
 from src.schemas.openai import ChatCompletionRequest
-from src.services.base.exceptions import ServiceError, UnknownModelError, UpstreamStatusError
+from src.services.base.exceptions import (
+    LimitExceededError,
+    ServiceError,
+    UnknownModelError,
+    UpstreamStatusError,
+)
 from src.services.base.timing import Timing
 from src.services.generation.service import check_max_tokens, ensure_model_reachable, prepend
 from src.services.openrouter.catalog import ModelCatalog
@@ -20,8 +25,10 @@ from src.services.openrouter.client import OpenRouterClient
 
 def _check(settings: Settings, request: ChatCompletionRequest) -> None:
     ensure_model_reachable(settings, request.model)
-    if request.most_tokens is not None:
-        check_max_tokens(settings, request.most_tokens)
+    for name, limit in request.token_limits.items():
+        check_max_tokens(settings, limit, name)
+    if request.n is not None and request.n > settings.max_choices:
+        raise LimitExceededError(f"n={request.n} exceeds MAX_CHOICES={settings.max_choices}.")
 
 
 async def relay_completion(

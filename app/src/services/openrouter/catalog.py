@@ -17,6 +17,8 @@ from src.services.openrouter.client import OpenRouterClient
 from src.services.openrouter.schemas import UpstreamModel
 
 _CACHE_KEY = "models"
+# A form may name a thousand models: a refusal names the first few, enough to fix the list.
+_SHOWN_UNKNOWN_IDS = 10
 
 
 class TokenPrices(BaseModel):
@@ -86,8 +88,11 @@ class ModelCatalog:
         known = {model.id: model for model in await self.models()}
         unknown = [model_id for model_id in model_ids if model_id not in known]
         if unknown:
+            shown = ", ".join(unknown[:_SHOWN_UNKNOWN_IDS])
+            if len(unknown) > _SHOWN_UNKNOWN_IDS:
+                shown += f" and {len(unknown) - _SHOWN_UNKNOWN_IDS} more"
             raise UnknownModelError(
-                f"Unknown model id(s): {', '.join(unknown)}. GET /models lists the available ids."
+                f"Unknown model id(s): {shown}. GET /models lists the available ids."
             )
         return {model_id: token_prices(known[model_id]) for model_id in model_ids}
 

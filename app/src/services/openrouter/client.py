@@ -101,6 +101,9 @@ class OpenRouterClient(BaseClient):
             await body.aclose()
         if not state.saw_data:
             raise UpstreamInvalidResponseError("Upstream stream ended without any data")
+        if not state.saw_choice:
+            # A usage chunk without choices is normal after the answer, not instead of it.
+            raise UpstreamInvalidResponseError("Upstream stream ended without any choice")
         yield _result("", state.model, state.finish_reason, state.usage, timing)
 
     async def relay(self, content: bytes, timing: Timing) -> bytes:
@@ -176,13 +179,14 @@ def _carried_error(data: bytes) -> UpstreamStreamError | None:
 class _StreamState:
     """What the chunks of one stream have said so far."""
 
-    __slots__ = ("done", "finish_reason", "model", "saw_data", "usage")
+    __slots__ = ("done", "finish_reason", "model", "saw_choice", "saw_data", "usage")
 
     def __init__(self, model: str) -> None:
         self.model = model
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.saw_data = False
+        self.saw_choice = False
         self.done = False
 
     def take(self, data: bytes) -> str:
@@ -200,6 +204,8 @@ class _StreamState:
         if chunk.usage is not None:
             self.usage = chunk.usage
         text = ""
+        if chunk.choices:
+            self.saw_choice = True
         for choice in chunk.choices:
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
@@ -223,7 +229,14 @@ def _result(
         attempts=timing.attempts,
         total_seconds=timing.total,
         cost=usage.cost if usage else None,
+        usage_problem=_usage_problem(usage),
     )
+
+
+def _usage_problem(usage: Usage | None) -> str | None:
+    if usage is None:
+        return "the upstream reported no usage"
+    return "; ".join(usage.problems) or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ Only the fields the service reads are declared; the rest of each object is ignor
 """
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from src.excerpt import excerpt
 from src.schemas.prompts import SamplingParams
 
 
@@ -33,12 +34,52 @@ class UpstreamModelList(_Upstream):
     data: list[UpstreamModel]
 
 
+# No request reads or writes this many tokens, nor costs this many USD: a larger number is an
+# upstream's fault, and summed with others it could overflow every total it enters.
+MAX_USAGE_TOKENS = 100_000_000
+MAX_USAGE_COST_USD = 10_000.0
+_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
 class Usage(_Upstream):
+    """The upstream's counts and charge. A number that is not one (a string, NaN), negative or
+    past its bound is dropped (0 tokens, an unknown cost) and named in `problems`."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     # OpenRouter's charge for the request, in USD (usage accounting).
     cost: float | None = None
+    problems: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_implausible(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        kept = {key: value for key, value in data.items() if key not in _TOKEN_FIELDS}
+        problems: list[str] = []
+        for name in _TOKEN_FIELDS:
+            value = data.get(name, 0)
+            if _within(value, MAX_USAGE_TOKENS, whole=True):
+                kept[name] = value
+            else:
+                problems.append(f"usage.{name} {excerpt(value, 40)!r} is not a token count")
+        cost = data.get("cost")
+        if cost is not None and not _within(cost, MAX_USAGE_COST_USD, whole=False):
+            problems.append(f"usage.cost {excerpt(cost, 40)!r} is not a plausible USD charge")
+            kept["cost"] = None
+        kept["problems"] = problems
+        return kept
+
+
+def _within(value: object, bound: float, *, whole: bool) -> bool:
+    """A finite number from 0 to `bound` (a whole one if `whole`); JSON's true is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if whole and isinstance(value, float) and not value.is_integer():
+        return False
+    return 0 <= value <= bound  # NaN fails both comparisons; Infinity the second
 
 
 class ChatMessage(_Upstream):
