@@ -1,0 +1,179 @@
+"""Which proxy an upstream origin goes through, read from the environment as httpx reads it.
+
+HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY (lowercase forms first, as urllib reads them)
+give the same answer here as in an `httpx.AsyncClient(trust_env=True)`, so switching the
+upstream transport never changes the route: NO_PROXY=* turns every proxy off; a name matches
+itself and its subdomains, `.example.com` only the subdomains; IP addresses, `localhost` and
+`host:port` entries match exactly; the more specific rule wins (a port, then the longer host,
+then the longer scheme). The environment is read once, when the transport is built, and each
+origin is looked up once, when it is first used: requests never pay for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import httpx
+
+DEFAULT_PORTS: Final = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyEndpoint:
+    """A proxy server, and the Proxy-Authorization its URL's credentials make."""
+
+    scheme: str
+    host: str
+    port: int
+    authorization: bytes | None  # the header's value, b"Basic ..."
+    password: str
+
+    @classmethod
+    def parse(cls, url: str) -> ProxyEndpoint:
+        proxy = httpx.Proxy(url)  # refuses the schemes httpx refuses
+        authorization = None
+        password = ""
+        if proxy.raw_auth is not None:
+            user, secret = proxy.raw_auth
+            authorization = b"Basic " + base64.b64encode(user + b":" + secret)
+            password = secret.decode()
+        scheme = proxy.url.scheme
+        return cls(
+            scheme=scheme,
+            host=proxy.url.host,
+            port=proxy.url.port or DEFAULT_PORTS[scheme],
+            authorization=authorization,
+            password=password,
+        )
+
+    @property
+    def label(self) -> str:
+        """The proxy as it may be shown: never with its credentials."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    scheme: str  # "" for any
+    host: re.Pattern[str] | None  # None for any
+    host_length: int
+    port: int | None
+    proxy: ProxyEndpoint | None  # None: connect directly
+
+    @classmethod
+    def parse(cls, pattern: str, proxy: ProxyEndpoint | None) -> _Rule:
+        # httpx.URL parses the pattern so that its normalisation (case, default ports) is
+        # exactly httpx's own.
+        url = httpx.URL(pattern)
+        host = "" if url.host == "*" else url.host
+        regex = None
+        if host.startswith("*."):
+            regex = re.compile(rf"^.+\.{re.escape(host[2:])}$")
+        elif host.startswith("*"):
+            regex = re.compile(rf"^(.+\.)?{re.escape(host[1:])}$")
+        elif host:
+            regex = re.compile(rf"^{re.escape(host)}$")
+        return cls(
+            scheme="" if url.scheme == "all" else url.scheme,
+            host=regex,
+            host_length=len(host),
+            port=url.port,
+            proxy=proxy,
+        )
+
+    @property
+    def rank(self) -> tuple[int, int, int]:
+        return (0 if self.port is not None else 1, -self.host_length, -len(self.scheme))
+
+    def matches(self, scheme: str, host: str, port: int | None) -> bool:
+        return (
+            (not self.scheme or self.scheme == scheme)
+            and (self.host is None or self.host.match(host) is not None)
+            and (self.port is None or self.port == port)
+        )
+
+
+class ProxyRules:
+    """The proxy decision for every origin, from one reading of the environment."""
+
+    def __init__(self, mounts: Mapping[str, str | None]) -> None:
+        rules = [
+            _Rule.parse(pattern, None if url is None else ProxyEndpoint.parse(url))
+            for pattern, url in mounts.items()
+        ]
+        # sorted() is stable: equal ranks keep the environment's order, as in httpx.
+        self._rules = sorted(rules, key=lambda rule: rule.rank)
+
+    @classmethod
+    def from_environment(cls) -> ProxyRules:
+        return cls(environment_mounts(urllib.request.getproxies()))
+
+    @classmethod
+    def none(cls) -> ProxyRules:
+        return cls({})
+
+    def proxy_for(self, scheme: str, host: str, port: int) -> ProxyEndpoint | None:
+        """The proxy for requests to scheme://host:port, or None to connect directly."""
+        # httpx compares against the URL's port, which it leaves out when it is the default.
+        url_port = None if port == DEFAULT_PORTS.get(scheme) else port
+        for rule in self._rules:
+            if rule.matches(scheme, host, url_port):
+                return rule.proxy
+        return None
+
+    def secrets(self) -> list[str]:
+        """The proxies' passwords: never to be shown."""
+        return [rule.proxy.password for rule in self._rules if rule.proxy and rule.proxy.password]
+
+
+def environment_mounts(variables: Mapping[str, str]) -> dict[str, str | None]:
+    """urllib's proxy variables (`getproxies()`) as httpx's URL patterns: a proxy URL for each
+    scheme ("http://", "https://", "all://") and None for each NO_PROXY entry."""
+    mounts: dict[str, str | None] = {}
+    for scheme in ("http", "https", "all"):
+        url = variables.get(scheme)
+        if url:
+            mounts[f"{scheme}://"] = url if "://" in url else f"http://{url}"
+    for entry in (item.strip() for item in variables.get("no", "").split(",")):
+        if entry == "*":
+            return {}
+        if entry:
+            mounts[_bypass_pattern(entry)] = None
+    return mounts
+
+
+def _bypass_pattern(entry: str) -> str:
+    if "://" in entry:
+        return entry
+    address = entry.split("/")[0]  # a CIDR range is kept whole, as httpx does
+    if _is_ip(address, ipaddress.IPv4Address):
+        return f"all://{entry}"
+    if _is_ip(address, ipaddress.IPv6Address):
+        return f"all://[{entry}]"
+    if entry.lower() == "localhost":
+        return f"all://{entry}"
+    return f"all://*{entry}"
+
+
+def _is_ip(text: str, kind: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
+
+
+def environment_proxy_secrets() -> list[str]:
+    """The passwords of the environment's proxy URLs, for the redactor; a malformed URL is
+    left for the transport to refuse."""
+    try:
+        return ProxyRules.from_environment().secrets()
+    except (ValueError, httpx.InvalidURL):
+        return []
