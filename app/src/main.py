@@ -27,6 +27,7 @@ from src.descriptors import descriptor_budget
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
+from src.services.base.transport import WireTransport
 from src.services.benchmarker.launcher import BenchmarkLauncher
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
@@ -75,7 +76,10 @@ def create_app(
             launcher = BenchmarkLauncher(active, client, target)
             # Runs before the client closes: an interrupted run saves its summary first.
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
-            logger.info("Service started; upstream: %s", active.upstream_label)
+            proxy = upstream_proxy(client.transport, target)
+            logger.info(
+                "Service started; upstream: %s; proxy: %s", active.upstream_label, proxy or "none"
+            )
             budget = descriptor_budget(active)
             if budget.connections < budget.asked:
                 logger.warning(
@@ -91,6 +95,7 @@ def create_app(
                 "catalog": catalog,
                 "redactor": Redactor(active.secrets()),
                 "launcher": launcher,
+                "upstream_proxy": proxy,
             }
 
     app = FastAPI(
@@ -118,6 +123,14 @@ def create_app(
     add_inbound_keys(app, active)
     add_edge_middleware(app, active)
     return app
+
+
+def upstream_proxy(transport: httpx.AsyncBaseTransport, target: UpstreamTarget) -> str | None:
+    """The proxy the upstream is reached through, without its credentials."""
+    if not isinstance(transport, WireTransport):
+        return None  # an injected transport (tests) decides for itself
+    proxy = transport.proxy_for(httpx.URL(target.base_url))
+    return proxy.label if proxy else None
 
 
 def add_inbound_keys(app: FastAPI, settings: Settings) -> None:
