@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +137,23 @@ class TlsUpstream(LoopbackUpstream):
 def write_ca_bundle(ca: trustme.CA, path: Path) -> Path:
     ca.cert_pem.write_to_path(str(path))
     return path
+
+
+@contextlib.contextmanager
+def tls_upstream_in_thread(
+    router: respx.MockRouter, certificate: trustme.LeafCert
+) -> Iterator[TlsUpstream]:
+    """A TlsUpstream on its own event loop in a thread, for tests that are not async (the
+    end-to-end ones, whose service runs in another process)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="tls-upstream", daemon=True)
+    thread.start()
+    server = TlsUpstream(router, "https://upstream.test/api/v1", certificate)
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(START_SECONDS)
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.aclose(), loop).result(START_SECONDS)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(START_SECONDS)
+        loop.close()
