@@ -17,6 +17,7 @@ import trustme
 
 from src.config import Settings
 from src.main import create_app
+from src.services.base.exceptions import UpstreamConnectionError
 from src.services.base.proxies import ProxyRules
 from src.services.base.transport import WireTransport
 from tests.helpers.app import make_settings, read_log, running
@@ -310,3 +311,29 @@ async def test_a_forward_proxy_receives_the_absolute_url_and_the_credentials(
     # user:pa@ss, the password percent-decoded as httpx decodes it.
     assert "Proxy-Authorization: Basic dXNlcjpwYUBzcw==" in lines
     assert "host: upstream.test:8080" in [line.lower() for line in lines]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("proxy_url", "detail"),
+    [
+        (DEAD_PROXY, "cannot reach proxy http://127.0.0.1:9 (ConnectionRefusedError"),
+        ("socks5://user:pw@127.0.0.1:1080", "Proxy socks5://127.0.0.1:1080 is not supported"),
+        ("https://user:pw@127.0.0.1:3129", "Proxy https://127.0.0.1:3129 is not supported"),
+    ],
+)
+async def test_a_proxy_that_cannot_be_used_is_named_in_the_error_without_credentials(
+    proxy_url: str, detail: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+    transport = WireTransport()
+    request = httpx.Request(
+        "GET", "https://upstream.test/api/v1/models", extensions={"timeout": TIMEOUTS}
+    )
+    try:
+        with pytest.raises(UpstreamConnectionError) as failed:
+            await transport.handle_async_request(request)
+    finally:
+        await transport.aclose()
+    assert detail in failed.value.detail
+    assert "pw" not in failed.value.detail

@@ -73,7 +73,13 @@ async def open_connection(
     loop = asyncio.get_running_loop()
     proxy = route.proxy
     if proxy is None:
-        sock = await open_socket(host, port, resolver)
+        try:
+            sock = await open_socket(host, port, resolver)
+        except socket.gaierror as exc:
+            raise UpstreamConnectionError(
+                f"Upstream connection failed: cannot resolve {host} ({exc.strerror or exc})",
+                before_answer=True,
+            ) from exc
     else:
         sock = await _open_proxy_socket(proxy, resolver)
         if not route.forward:
@@ -113,17 +119,9 @@ async def _resolve(host: str, port: int, resolver: Resolver) -> Sequence[Address
     literal = _ip_literal(host, port)
     if literal is not None:
         return [literal]
-    try:
-        addresses = await resolver(host, port)
-    except socket.gaierror as exc:
-        raise UpstreamConnectionError(
-            f"Upstream connection failed: cannot resolve {host} ({exc.strerror or exc})",
-            before_answer=True,
-        ) from exc
+    addresses = await resolver(host, port)
     if not addresses:
-        raise UpstreamConnectionError(
-            f"Upstream connection failed: {host} has no address", before_answer=True
-        )
+        raise socket.gaierror(socket.EAI_NONAME, "no address")
     return addresses
 
 
@@ -162,7 +160,7 @@ async def _race(addresses: Sequence[Address]) -> socket.socket:
             winner = await _settle(attempts, errors, None)
         if winner is not None:
             return winner
-        raise errors[0]
+        raise errors[0] if errors else OSError("no address could be connected to")
     finally:
         for attempt in attempts:
             _discard(attempt, winner)
@@ -221,15 +219,11 @@ async def _open_proxy_socket(proxy: ProxyEndpoint, resolver: Resolver) -> socket
         )
     try:
         return await open_socket(proxy.host, proxy.port, resolver)
-    except OSError as exc:
+    except OSError as exc:  # its name unknown included (gaierror)
         raise UpstreamConnectionError(
             f"Upstream connection failed: cannot reach proxy {proxy.label} "
             f"({type(exc).__name__}: {exc.strerror or exc})",
             before_answer=True,
-        ) from exc
-    except UpstreamConnectionError as exc:
-        raise UpstreamConnectionError(
-            f"{exc.detail} (the proxy {proxy.label})", before_answer=exc.before_answer
         ) from exc
 
 
