@@ -25,6 +25,7 @@ from tests.helpers.errors import assert_error
 from tests.helpers.forward_proxy import (
     PROXY_PASSWORD,
     ForwardProxy,
+    Socks5Proxy,
     TlsUpstream,
     forward_proxy,
     write_ca_bundle,
@@ -51,6 +52,7 @@ CASES: list[tuple[dict[str, str], str]] = [
     ({"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2"}, "https://x.ai/"),
     ({"HTTPS_PROXY": "http://u:pw@p.corp:3128"}, "https://openrouter.ai/"),
     ({"ALL_PROXY": "socks5://s.corp:1080"}, "https://openrouter.ai/"),
+    ({"ALL_PROXY": "socks5h://u:p%40w@s.corp"}, "http://openrouter.ai/"),
     ({"HTTPS_PROXY": "https://tls.corp"}, "https://openrouter.ai/"),
     *[
         ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": no_proxy}, url)
@@ -91,13 +93,11 @@ def httpx_choice(url: str) -> tuple[str, str, int, bytes | None] | None:
     proxy_url = pool._proxy_url
     scheme = proxy_url.scheme.decode()
     default = {"http": 80, "https": 443}.get(scheme, 1080)
-    headers = dict(getattr(pool, "_proxy_headers", []))
-    return (
-        scheme,
-        proxy_url.host.decode(),
-        proxy_url.port or default,
-        headers.get(b"Proxy-Authorization"),
-    )
+    if scheme.startswith("socks"):
+        credentials = pool._proxy_auth
+    else:
+        credentials = dict(pool._proxy_headers).get(b"Proxy-Authorization")
+    return (scheme, proxy_url.host.decode(), proxy_url.port or default, credentials)
 
 
 @pytest.mark.parametrize(("environment", "url"), CASES)
@@ -110,7 +110,10 @@ def test_the_proxy_chosen_for_an_origin_is_the_one_httpx_chooses(
     parsed = httpx.URL(url)
     port = parsed.port or {"http": 80, "https": 443}[parsed.scheme]
     proxy = ProxyRules.from_environment().proxy_for(parsed.scheme, parsed.host, port)
-    ours = proxy and (proxy.scheme, proxy.host, proxy.port, proxy.authorization)
+    credentials = proxy and (
+        proxy.credentials if proxy.scheme.startswith("socks") else proxy.authorization
+    )
+    ours = proxy and (proxy.scheme, proxy.host, proxy.port, credentials)
     assert ours == httpx_choice(url)
 
 
@@ -318,7 +321,6 @@ async def test_a_forward_proxy_receives_the_absolute_url_and_the_credentials(
     ("proxy_url", "detail"),
     [
         (DEAD_PROXY, "cannot reach proxy http://127.0.0.1:9 (ConnectionRefusedError"),
-        ("socks5://user:pw@127.0.0.1:1080", "Proxy socks5://127.0.0.1:1080 is not supported"),
         ("https://user:pw@127.0.0.1:3129", "Proxy https://127.0.0.1:3129 is not supported"),
     ],
 )
@@ -337,3 +339,55 @@ async def test_a_proxy_that_cannot_be_used_is_named_in_the_error_without_credent
         await transport.aclose()
     assert detail in failed.value.detail
     assert "pw" not in failed.value.detail
+
+
+@pytest.mark.anyio
+async def test_an_https_upstream_through_a_socks5_proxy_with_credentials(
+    tmp_path: Path, tls_upstream: TlsUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Socks5Proxy(b"user", b"s0cks-pw") as socks:
+        monkeypatch.setenv("ALL_PROXY", f"socks5://user:s0cks-pw@127.0.0.1:{socks.port}")
+        settings = app_settings(tmp_path, tls_upstream.base_url)
+        async with running(create_app(settings)) as service:
+            models = await service.get("/models")
+            health = await service.get("/health")
+    assert models.status_code == 200, models.text
+    assert socks.destinations == [("127.0.0.1", tls_upstream.port)]
+    assert health.json()["proxy"] == f"socks5://127.0.0.1:{socks.port}"
+    assert "s0cks-pw" not in read_log(settings)
+
+
+@pytest.mark.anyio
+async def test_an_http_upstream_through_socks5h_is_sent_in_origin_form(
+    tmp_path: Path,
+    upstream: respx.MockRouter,
+    upstream_server: LoopbackUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    route = upstream.get("/models").respond(200, json=MODELS_BODY)
+    async with Socks5Proxy(b"user", b"s0cks-pw") as socks:
+        monkeypatch.setenv("ALL_PROXY", f"socks5h://user:s0cks-pw@127.0.0.1:{socks.port}")
+        settings = app_settings(tmp_path, upstream_server.base_url)
+        async with running(create_app(settings)) as service:
+            models = await service.get("/models")
+    assert models.status_code == 200, models.text
+    assert route.call_count == 1
+    assert socks.destinations == [("127.0.0.1", upstream_server.port)]
+
+
+@pytest.mark.anyio
+async def test_wrong_socks5_credentials_are_one_attempt_and_a_clear_502(
+    tmp_path: Path,
+    tls_upstream: TlsUpstream,
+    retry_waits: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with Socks5Proxy(b"user", b"s0cks-pw") as socks:
+        monkeypatch.setenv("ALL_PROXY", f"socks5://user:not-it@127.0.0.1:{socks.port}")
+        settings = app_settings(tmp_path, tls_upstream.base_url, retry_attempts=3)
+        async with running(create_app(settings)) as service:
+            models = await service.get("/models")
+    body = assert_error(models, 502, "UpstreamConnectionError", "proxy authentication failed")
+    assert f"socks5://127.0.0.1:{socks.port}" in body["detail"]
+    assert retry_waits == []
+    assert tls_upstream.accepted == 0

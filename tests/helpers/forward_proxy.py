@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import ssl
 import subprocess
@@ -157,3 +158,78 @@ def tls_upstream_in_thread(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(START_SECONDS)
         loop.close()
+
+
+class Socks5Proxy:
+    """A minimal SOCKS5 proxy on loopback (RFC 1928 CONNECT, RFC 1929 user and password) that
+    relays bytes both ways and records each destination it was asked for."""
+
+    def __init__(self, user: bytes, password: bytes) -> None:
+        self._credentials = (user, password)
+        self._server: asyncio.Server | None = None
+        self._relays: set[asyncio.Task[None]] = set()
+        self.destinations: list[tuple[str, int]] = []
+        self.port = 0
+
+    async def __aenter__(self) -> Socks5Proxy:
+        self._server = await asyncio.start_server(self._serve, LOOPBACK, 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._relays):
+            task.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+
+    def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.create_task(self._handle(reader, writer))
+        self._relays.add(task)
+        task.add_done_callback(self._relays.discard)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            destination = await self._handshake(reader, writer)
+            if destination is None:
+                return
+            self.destinations.append(destination)
+            up_reader, up_writer = await asyncio.open_connection(*destination)
+            writer.write(b"\x05\x00\x00\x01" + bytes(4) + bytes(2))
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[str, int] | None:
+        _, count = await reader.readexactly(2)
+        if 2 not in await reader.readexactly(count):
+            writer.write(b"\x05\xff")
+            return None
+        writer.write(b"\x05\x02")
+        await reader.readexactly(1)
+        user = await reader.readexactly((await reader.readexactly(1))[0])
+        password = await reader.readexactly((await reader.readexactly(1))[0])
+        if (user, password) != self._credentials:
+            writer.write(b"\x01\x01")
+            return None
+        writer.write(b"\x01\x00")
+        _, command, _, kind = await reader.readexactly(4)
+        if kind == 3:
+            host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+        else:
+            host = str(ipaddress.ip_address(await reader.readexactly(4 if kind == 1 else 16)))
+        port = int.from_bytes(await reader.readexactly(2), "big")
+        return host, port
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()

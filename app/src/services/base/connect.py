@@ -27,6 +27,7 @@ from src.services.base.exceptions import UpstreamCertificateError, UpstreamConne
 from src.services.base.proxies import ProxyEndpoint
 
 HAPPY_EYEBALLS_DELAY: Final = 0.25
+SOCKS_SCHEMES: Final = frozenset({"socks5", "socks5h"})
 # A proxy's answer to CONNECT is a status line and a few headers.
 _MAX_PROXY_HEAD_BYTES: Final = 64 * 1024
 
@@ -50,7 +51,8 @@ DIRECT: Final = Route()
 def route_through(proxy: ProxyEndpoint | None, scheme: str) -> Route:
     if proxy is None:
         return DIRECT
-    return Route(proxy=proxy, forward=scheme == "http")
+    # A SOCKS proxy only carries bytes: every request goes through a tunnel in origin form.
+    return Route(proxy=proxy, forward=scheme == "http" and proxy.scheme not in SOCKS_SCHEMES)
 
 
 async def system_resolver(host: str, port: int) -> list[Address]:
@@ -83,8 +85,9 @@ async def open_connection(
     else:
         sock = await _open_proxy_socket(proxy, resolver)
         if not route.forward:
+            tunnel = _socks5_tunnel if proxy.scheme in SOCKS_SCHEMES else _connect_tunnel
             try:
-                await _tunnel(loop, sock, host, port, proxy)
+                await tunnel(loop, sock, host, port, proxy)
             except BaseException:
                 sock.close()
                 raise
@@ -101,7 +104,7 @@ async def open_connection(
 def certificate_error(
     exc: ssl.SSLCertVerificationError, host: str, port: int
 ) -> UpstreamCertificateError:
-    problem = exc.verify_message or exc.reason or str(exc)
+    problem = (exc.verify_message or exc.reason or str(exc)).rstrip(".")
     return UpstreamCertificateError(
         f"Upstream certificate check failed for {host}:{port}: certificate verify failed: "
         f"{problem}. If the upstream (or a proxy that inspects TLS) uses a private CA, set "
@@ -204,6 +207,8 @@ async def _attempt(family: int, address: tuple[Any, ...]) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
+        # Requests are written whole: Nagle's algorithm would only hold them back.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await asyncio.get_running_loop().sock_connect(sock, address)
     except BaseException:
         sock.close()
@@ -212,10 +217,10 @@ async def _attempt(family: int, address: tuple[Any, ...]) -> socket.socket:
 
 
 async def _open_proxy_socket(proxy: ProxyEndpoint, resolver: Resolver) -> socket.socket:
-    if proxy.scheme != "http":
+    if proxy.scheme != "http" and proxy.scheme not in SOCKS_SCHEMES:
         raise UpstreamConnectionError(
             f"Proxy {proxy.label} is not supported: the upstream transport speaks to http:// "
-            f"proxies only (check HTTPS_PROXY, HTTP_PROXY, ALL_PROXY)"
+            f"and socks5:// proxies only (check HTTPS_PROXY, HTTP_PROXY, ALL_PROXY)"
         )
     try:
         return await open_socket(proxy.host, proxy.port, resolver)
@@ -227,7 +232,7 @@ async def _open_proxy_socket(proxy: ProxyEndpoint, resolver: Resolver) -> socket
         ) from exc
 
 
-async def _tunnel(
+async def _connect_tunnel(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, host: str, port: int, proxy: ProxyEndpoint
 ) -> None:
     """CONNECT host:port through the proxy on `sock`; raises unless the proxy agrees."""
@@ -284,3 +289,75 @@ def _refused(
         # A proxy's own failure (5xx) may be transient; a refusal is not.
         before_answer=status >= 500,
     )
+
+
+# SOCKS5 (RFC 1928), with username and password authentication (RFC 1929). The upstream's name
+# is sent as it is, so the proxy resolves it, for socks5:// as for socks5h:// (as httpx does).
+_SOCKS_REPLIES: Final = {
+    1: "general failure",
+    2: "connection not allowed by ruleset",
+    3: "network unreachable",
+    4: "host unreachable",
+    5: "connection refused",
+    6: "TTL expired",
+    7: "command not supported",
+    8: "address type not supported",
+}
+
+
+async def _socks5_tunnel(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, host: str, port: int, proxy: ProxyEndpoint
+) -> None:
+    authority = (f"[{host}]" if ":" in host else host) + f":{port}"
+
+    def refused(why: str, *, transient: bool = False) -> UpstreamConnectionError:
+        return UpstreamConnectionError(
+            f"Upstream connection failed: SOCKS proxy {proxy.label} refused {authority}: {why}",
+            before_answer=transient,
+        )
+
+    methods = b"\x00\x02" if proxy.credentials else b"\x00"
+    await loop.sock_sendall(sock, b"\x05" + bytes([len(methods)]) + methods)
+    _, method = await _receive(loop, sock, 2, proxy)
+    if method == 0x02 and proxy.credentials:
+        user, password = proxy.credentials
+        await loop.sock_sendall(
+            sock, b"\x01" + bytes([len(user)]) + user + bytes([len(password)]) + password
+        )
+        if (await _receive(loop, sock, 2, proxy))[1] != 0:
+            raise refused("proxy authentication failed: check the user and password in its URL")
+    elif method != 0x00:
+        raise refused("it asks for an authentication method we do not offer")
+    await loop.sock_sendall(sock, b"\x05\x01\x00" + _socks_address(host) + port.to_bytes(2, "big"))
+    _, reply, _, kind = await _receive(loop, sock, 4, proxy)
+    if reply != 0:
+        raise refused(_SOCKS_REPLIES.get(reply, f"reply {reply}"), transient=reply in (1, 3, 4, 6))
+    bound = {1: 4, 4: 16}.get(kind)
+    if bound is None:  # a name: its length comes first
+        bound = (await _receive(loop, sock, 1, proxy))[0]
+    await _receive(loop, sock, bound + 2, proxy)
+
+
+def _socks_address(host: str) -> bytes:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        name = host.encode("idna")
+        return b"\x03" + bytes([len(name)]) + name
+    return (b"\x01" if ip.version == 4 else b"\x04") + ip.packed
+
+
+async def _receive(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int, proxy: ProxyEndpoint
+) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await loop.sock_recv(sock, size - len(data))
+        if not chunk:
+            raise UpstreamConnectionError(
+                f"Upstream connection failed: proxy {proxy.label} closed the connection while "
+                f"opening the tunnel",
+                before_answer=True,
+            )
+        data += chunk
+    return data

@@ -16,7 +16,7 @@ import ipaddress
 import re
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import httpx
@@ -26,31 +26,35 @@ DEFAULT_PORTS: Final = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 108
 
 @dataclass(frozen=True, slots=True)
 class ProxyEndpoint:
-    """A proxy server, and the Proxy-Authorization its URL's credentials make."""
+    """A proxy server, and the credentials of its URL (percent-decoded, as httpx decodes them)."""
 
     scheme: str
     host: str
     port: int
-    authorization: bytes | None  # the header's value, b"Basic ..."
-    password: str
+    credentials: tuple[bytes, bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, url: str) -> ProxyEndpoint:
         proxy = httpx.Proxy(url)  # refuses the schemes httpx refuses
-        authorization = None
-        password = ""
-        if proxy.raw_auth is not None:
-            user, secret = proxy.raw_auth
-            authorization = b"Basic " + base64.b64encode(user + b":" + secret)
-            password = secret.decode()
         scheme = proxy.url.scheme
         return cls(
             scheme=scheme,
             host=proxy.url.host,
             port=proxy.url.port or DEFAULT_PORTS[scheme],
-            authorization=authorization,
-            password=password,
+            credentials=proxy.raw_auth,
         )
+
+    @property
+    def authorization(self) -> bytes | None:
+        """The Proxy-Authorization value for an HTTP proxy, b"Basic ..."."""
+        if self.credentials is None:
+            return None
+        user, password = self.credentials
+        return b"Basic " + base64.b64encode(user + b":" + password)
+
+    @property
+    def password(self) -> str:
+        return self.credentials[1].decode() if self.credentials else ""
 
     @property
     def label(self) -> str:
