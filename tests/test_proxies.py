@@ -6,6 +6,7 @@ forward proxy (proxy.py, basic auth) to loopback upstreams, with TLS inside a CO
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import trustme
 
 from src.config import Settings
 from src.main import create_app
+from src.redaction import Redactor
 from src.services.base.exceptions import UpstreamConnectionError
 from src.services.base.proxies import ProxyRules
 from src.services.base.transport import WireTransport
@@ -31,7 +33,6 @@ from tests.helpers.forward_proxy import (
     write_ca_bundle,
 )
 from tests.helpers.openrouter import MODELS_BODY, UPSTREAM
-from tests.helpers.proxy_env import clear_proxy_env
 from tests.helpers.upstream_server import LoopbackUpstream
 
 # The discard port, where nothing listens on a test machine.
@@ -104,7 +105,6 @@ def httpx_choice(url: str) -> tuple[str, str, int, bytes | None] | None:
 def test_the_proxy_chosen_for_an_origin_is_the_one_httpx_chooses(
     environment: dict[str, str], url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clear_proxy_env(monkeypatch)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     parsed = httpx.URL(url)
@@ -120,13 +120,21 @@ def test_the_proxy_chosen_for_an_origin_is_the_one_httpx_chooses(
 def test_the_proxy_variables_are_read_when_the_transport_is_built(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    clear_proxy_env(monkeypatch)
     monkeypatch.setenv("HTTPS_PROXY", "http://first.corp:3128")
     transport = WireTransport()
     monkeypatch.setenv("HTTPS_PROXY", "http://second.corp:3128")
     proxy = transport.proxy_for(httpx.URL("https://openrouter.ai/api/v1"))
     assert proxy is not None and proxy.label == "http://first.corp:3128"
     assert WireTransport(trust_env=False).proxy_for(httpx.URL("https://openrouter.ai/")) is None
+
+
+def test_the_proxy_password_is_scrubbed_like_the_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://corp-user:S3cret%2Fpw@proxy.corp:3128")
+    redact = Redactor(Settings(_env_file=None).secrets())
+    authorization = base64.b64encode(b"corp-user:S3cret/pw").decode()
+    text = redact(f"via http://corp-user:S3cret/pw@proxy.corp, sent {authorization}")
+    assert "S3cret/pw" not in text
+    assert authorization not in text
 
 
 # --- through a real proxy ------------------------------------------------------------------
@@ -157,11 +165,6 @@ async def tls_upstream(
     server = TlsUpstream(upstream, UPSTREAM, ca.issue_cert("127.0.0.1"))
     async with server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    clear_proxy_env(monkeypatch)
 
 
 def seen_by(proxy: ForwardProxy, port: int) -> list[str]:

@@ -27,7 +27,6 @@ from tests.helpers.app import make_settings, running
 from tests.helpers.errors import assert_error
 from tests.helpers.forward_proxy import TlsUpstream, write_ca_bundle
 from tests.helpers.openrouter import GENERATE, MODELS_BODY, UPSTREAM
-from tests.helpers.proxy_env import clear_proxy_env
 
 pytestmark = pytest.mark.anyio
 
@@ -54,11 +53,6 @@ def tls_upstream(upstream: respx.MockRouter, ca: trustme.CA) -> TlsFactory:
             yield server
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    clear_proxy_env(monkeypatch)
 
 
 def trust(monkeypatch: pytest.MonkeyPatch, ca: trustme.CA | None, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from src.descriptors import descriptor_budget
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
+from src.services.base.proxies import ProxyRules
 from src.services.base.transport import WireTransport
 from src.services.benchmarker.launcher import BenchmarkLauncher
 from src.services.openrouter.catalog import ModelCatalog
@@ -76,7 +77,7 @@ def create_app(
             launcher = BenchmarkLauncher(active, client, target)
             # Runs before the client closes: an interrupted run saves its summary first.
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
-            proxy = upstream_proxy(client.transport, target)
+            proxy = upstream_proxy(active, client.transport, target)
             logger.info(
                 "Service started; upstream: %s; proxy: %s", active.upstream_label, proxy or "none"
             )
@@ -125,11 +126,17 @@ def create_app(
     return app
 
 
-def upstream_proxy(transport: httpx.AsyncBaseTransport, target: UpstreamTarget) -> str | None:
+def upstream_proxy(
+    settings: Settings, transport: httpx.AsyncBaseTransport, target: UpstreamTarget
+) -> str | None:
     """The proxy the upstream is reached through, without its credentials."""
-    if not isinstance(transport, WireTransport):
-        return None  # an injected transport (tests) decides for itself
-    proxy = transport.proxy_for(httpx.URL(target.base_url))
+    if settings.uses_emulator:
+        return None  # on this machine: always reached directly
+    url = httpx.URL(target.base_url)
+    if isinstance(transport, WireTransport):
+        proxy = transport.proxy_for(url)
+    else:  # another transport reads the environment as httpx does, as the rules do
+        proxy = ProxyRules.from_environment().proxy_for_url(url)
     return proxy.label if proxy else None
 
 

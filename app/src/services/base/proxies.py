@@ -132,6 +132,9 @@ class ProxyRules:
                 return rule.proxy
         return None
 
+    def proxy_for_url(self, url: httpx.URL) -> ProxyEndpoint | None:
+        return self.proxy_for(url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
+
     def secrets(self) -> list[str]:
         """The proxies' passwords: never to be shown."""
         return [rule.proxy.password for rule in self._rules if rule.proxy and rule.proxy.password]
