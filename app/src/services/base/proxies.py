@@ -32,25 +32,21 @@ class ProxyEndpoint:
     host: str
     port: int
     credentials: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    # The Proxy-Authorization value for an HTTP proxy, b"Basic ...", made once.
+    authorization: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, url: str) -> ProxyEndpoint:
         proxy = httpx.Proxy(url)  # refuses the schemes httpx refuses
         scheme = proxy.url.scheme
+        credentials = proxy.raw_auth
         return cls(
             scheme=scheme,
             host=proxy.url.host,
             port=proxy.url.port or DEFAULT_PORTS[scheme],
-            credentials=proxy.raw_auth,
+            credentials=credentials,
+            authorization=credentials and b"Basic " + base64.b64encode(b":".join(credentials)),
         )
-
-    @property
-    def authorization(self) -> bytes | None:
-        """The Proxy-Authorization value for an HTTP proxy, b"Basic ..."."""
-        if self.credentials is None:
-            return None
-        user, password = self.credentials
-        return b"Basic " + base64.b64encode(user + b":" + password)
 
     @property
     def password(self) -> str:

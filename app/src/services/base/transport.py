@@ -429,7 +429,8 @@ class WireTransport(httpx.AsyncBaseTransport):
 
     def proxy_for(self, url: httpx.URL) -> ProxyEndpoint | None:
         """The proxy that requests to `url` go through, or None."""
-        return self._route((url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])).proxy
+        port = url.port or DEFAULT_PORTS.get(url.scheme, 80)
+        return self._route((url.scheme, url.host, port)).proxy
 
     def _route(self, origin: Origin) -> Route:
         """Decided once per origin, when it is first asked for."""
