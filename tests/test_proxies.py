@@ -394,3 +394,15 @@ async def test_wrong_socks5_credentials_are_one_attempt_and_a_clear_502(
     assert f"socks5://127.0.0.1:{socks.port}" in body["detail"]
     assert retry_waits == []
     assert tls_upstream.accepted == 0
+
+
+def test_an_unusable_proxy_url_is_refused_naming_its_variable_never_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "ftp://corp-user:S3cret-pw@proxy.corp:21")
+    with pytest.raises(ValueError, match="HTTPS_PROXY") as refused:
+        WireTransport()
+    assert "ftp://proxy.corp:21" in str(refused.value)
+    assert "S3cret-pw" not in str(refused.value)
+    # Whatever else prints it (a startup traceback), the log sink scrubs it.
+    assert "S3cret-pw" in Settings(_env_file=None).secrets()

@@ -12,12 +12,14 @@ origin is looked up once, when it is first used: requests never pay for it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import re
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -47,10 +49,6 @@ class ProxyEndpoint:
             credentials=credentials,
             authorization=credentials and b"Basic " + base64.b64encode(b":".join(credentials)),
         )
-
-    @property
-    def password(self) -> str:
-        return self.credentials[1].decode() if self.credentials else ""
 
     @property
     def label(self) -> str:
@@ -104,10 +102,7 @@ class ProxyRules:
     """The proxy decision for every origin, from one reading of the environment."""
 
     def __init__(self, mounts: Mapping[str, str | None]) -> None:
-        rules = [
-            _Rule.parse(pattern, None if url is None else ProxyEndpoint.parse(url))
-            for pattern, url in mounts.items()
-        ]
+        rules = [_parse_rule(pattern, url) for pattern, url in mounts.items()]
         # sorted() is stable: equal ranks keep the environment's order, as in httpx.
         self._rules = sorted(rules, key=lambda rule: rule.rank)
 
@@ -130,10 +125,6 @@ class ProxyRules:
 
     def proxy_for_url(self, url: httpx.URL) -> ProxyEndpoint | None:
         return self.proxy_for(url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
-
-    def secrets(self) -> list[str]:
-        """The proxies' passwords: never to be shown."""
-        return [rule.proxy.password for rule in self._rules if rule.proxy and rule.proxy.password]
 
 
 def environment_mounts(variables: Mapping[str, str]) -> dict[str, str | None]:
@@ -173,10 +164,35 @@ def _is_ip(text: str, kind: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Add
     return True
 
 
-def environment_proxy_secrets() -> list[str]:
-    """The passwords of the environment's proxy URLs, for the redactor; a malformed URL is
-    left for the transport to refuse."""
+def _parse_rule(pattern: str, url: str | None) -> _Rule:
+    """One rule; a URL httpx would refuse is refused too, named without its credentials."""
+    variable = _VARIABLES.get(pattern, "NO_PROXY")
     try:
-        return ProxyRules.from_environment().secrets()
+        return _Rule.parse(pattern, None if url is None else ProxyEndpoint.parse(url))
     except (ValueError, httpx.InvalidURL):
-        return []
+        shown = pattern if url is None else _without_credentials(url)
+        raise ValueError(
+            f"{variable}: {shown!r} is not a usable proxy setting (a proxy URL is "
+            f"http://, https://, socks5:// or socks5h://host:port)"
+        ) from None
+
+
+_VARIABLES: Final = {"http://": "HTTP_PROXY", "https://": "HTTPS_PROXY", "all://": "ALL_PROXY"}
+
+
+def _without_credentials(url: str) -> str:
+    scheme, separator, rest = url.rpartition("://")
+    return scheme + separator + rest.rpartition("@")[2]
+
+
+def environment_proxy_secrets() -> list[str]:
+    """The passwords of the environment's proxy URLs, for the redactor, even of a URL the
+    transport is about to refuse."""
+    passwords = set()
+    for name, url in urllib.request.getproxies().items():
+        if name != "no":
+            with contextlib.suppress(ValueError):
+                password = urlsplit(url if "://" in url else f"http://{url}").password
+                if password:
+                    passwords |= {password, unquote(password)}
+    return sorted(passwords)
