@@ -172,7 +172,7 @@ def seen_by(proxy: ForwardProxy, port: int) -> list[str]:
     return [line for line in proxy.access_lines() if f"127.0.0.1:{port}" in line]
 
 
-async def eventually(condition: object, seconds: float = 10.0) -> None:
+async def eventually(condition: object, seconds: float = 20.0) -> None:
     """proxy.py writes its access line after the exchange: wait for it, within bounds."""
     assert callable(condition)
     async with asyncio.timeout(seconds):

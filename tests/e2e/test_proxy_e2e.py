@@ -28,7 +28,9 @@ from tests.helpers.launcher import StartApp
 from tests.helpers.openrouter import MODELS_BODY
 from tests.helpers.processes import ServiceProcess
 
-WAIT_SECONDS = 10.0
+WAIT_SECONDS = 20.0
+# How long a request that went through the proxy takes to show in its log, at most.
+SETTLE_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +57,12 @@ def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_ca_bundle(ca, tmp_path_factory.mktemp("ca") / "ca.pem")
 
 
-def access_lines_for(proxy: ForwardProxy, port: int, at_least: int) -> list[str]:
-    """The proxy's access lines about the upstream on `port`, once there are `at_least`."""
-    deadline = time.monotonic() + WAIT_SECONDS
+def access_lines_for(
+    proxy: ForwardProxy, port: int, at_least: int, seconds: float = WAIT_SECONDS
+) -> list[str]:
+    """The proxy's access lines about the upstream on `port`, once there are `at_least` (or
+    when `seconds` have passed)."""
+    deadline = time.monotonic() + seconds
     while True:
         lines = [line for line in proxy.access_lines() if f"127.0.0.1:{port}" in line]
         if len(lines) >= at_least or time.monotonic() > deadline:
@@ -168,4 +173,4 @@ def test_no_proxy_sends_the_upstream_around_the_proxy(
     assert models.status_code == 200, models.text
     assert health.json()["proxy"] is None
     app.stop()  # its connections close: the proxy would have logged any tunnel by now
-    assert len(access_lines_for(proxy_server, port, before + 1)) == before
+    assert len(access_lines_for(proxy_server, port, before + 1, SETTLE_SECONDS)) == before
