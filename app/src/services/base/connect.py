@@ -115,6 +115,8 @@ def certificate_error(
 async def open_socket(host: str, port: int, resolver: Resolver) -> socket.socket:
     """A connected non-blocking socket to one of host's addresses (happy eyeballs)."""
     addresses = await _resolve(host, port, resolver)
+    if len(addresses) == 1:  # nothing to race (an IP address, or a single record)
+        return await _attempt(*addresses[0])
     return await _race(_interleave(addresses))
 
 
