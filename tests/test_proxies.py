@@ -406,3 +406,23 @@ def test_an_unusable_proxy_url_is_refused_naming_its_variable_never_its_password
     assert "S3cret-pw" not in str(refused.value)
     # Whatever else prints it (a startup traceback), the log sink scrubs it.
     assert "S3cret-pw" in Settings(_env_file=None).secrets()
+
+
+@pytest.mark.anyio
+async def test_wrong_credentials_for_an_http_upstream_are_a_502_naming_407(
+    tmp_path: Path,
+    proxy_server: ForwardProxy,
+    upstream: respx.MockRouter,
+    upstream_server: LoopbackUpstream,
+    retry_waits: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    route = upstream.get("/models").respond(200, json=MODELS_BODY)
+    monkeypatch.setenv("HTTP_PROXY", proxy_server.url(password="not-the-Pr0xy-password"))
+    settings = app_settings(tmp_path, upstream_server.base_url, retry_attempts=3)
+    async with running(create_app(settings)) as service:
+        models = await service.get("/models")
+    body = assert_error(models, 502, "UpstreamStatusError", "Upstream returned 407")
+    assert "Proxy Authentication Required" in body["detail"]
+    assert route.call_count == 0
+    assert retry_waits == []
