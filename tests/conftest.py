@@ -15,7 +15,15 @@ from src.config import Settings
 from src.services.base import client as base_client
 from tests.helpers.app import Serve, make_settings
 from tests.helpers.openrouter import UPSTREAM
+from tests.helpers.proxy_env import clear_proxy_env
 from tests.helpers.upstream_server import LoopbackUpstream
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's HTTPS_PROXY must not route the tests' loopback upstreams; tests about
+    proxies set their own."""
+    clear_proxy_env(monkeypatch)
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from src.services.base.proxies import environment_proxy_secrets
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MIB = 1024 * 1024
@@ -152,6 +154,7 @@ class Settings(BaseSettings):
         values = [self.openrouter_api_key.get_secret_value()]
         values += [key.get_secret_value() for key in self.proxy_api_keys]
         values += [key.get_secret_value() for key in self.proxy_admin_keys]
+        values += environment_proxy_secrets()
         return [value for value in values if value]
 
 

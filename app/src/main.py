@@ -27,6 +27,8 @@ from src.descriptors import descriptor_budget
 from src.logger import RequestLoggingMiddleware, setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
+from src.services.base.proxies import ProxyRules
+from src.services.base.transport import WireTransport
 from src.services.benchmarker.launcher import BenchmarkLauncher
 from src.services.benchmarker.owners import Caller, owner_tag
 from src.services.openrouter.catalog import ModelCatalog
@@ -76,7 +78,10 @@ def create_app(
             launcher = BenchmarkLauncher(active, client, target)
             # Runs before the client closes: an interrupted run saves its summary first.
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
-            logger.info("Service started; upstream: %s", active.upstream_label)
+            proxy = upstream_proxy(active, client.transport, target)
+            logger.info(
+                "Service started; upstream: %s; proxy: %s", active.upstream_label, proxy or "none"
+            )
             budget = descriptor_budget(active)
             if budget.connections < budget.asked:
                 logger.warning(
@@ -92,6 +97,7 @@ def create_app(
                 "catalog": catalog,
                 "redactor": Redactor(active.secrets()),
                 "launcher": launcher,
+                "upstream_proxy": proxy,
             }
 
     app = FastAPI(
@@ -119,6 +125,20 @@ def create_app(
     add_inbound_keys(app, active)
     add_edge_middleware(app, active)
     return app
+
+
+def upstream_proxy(
+    settings: Settings, transport: httpx.AsyncBaseTransport, target: UpstreamTarget
+) -> str | None:
+    """The proxy the upstream is reached through, without its credentials."""
+    if settings.uses_emulator:
+        return None  # on this machine: always reached directly
+    url = httpx.URL(target.base_url)
+    if isinstance(transport, WireTransport):
+        proxy = transport.proxy_for(url)
+    else:  # another transport reads the environment as httpx does, as the rules do
+        proxy = ProxyRules.from_environment().proxy_for_url(url)
+    return proxy.label if proxy else None
 
 
 def add_inbound_keys(app: FastAPI, settings: Settings) -> None:

@@ -31,6 +31,10 @@ STOP_SECONDS = 10.0
 START_ATTEMPTS = 3
 # Variables a Python process needs to run at all; nothing else of ours is inherited.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
+# Read by the process from its environment, though not settings: proxies and trusted CAs.
+_PROCESS_ENV = frozenset(
+    {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+)
 _TCP_LISTEN = "0A"
 TCP_ESTABLISHED = "01"
 TCP_CLOSE_WAIT = "08"
@@ -59,7 +63,11 @@ def settings_env(overrides: Mapping[str, str]) -> dict[str, str]:
     env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
     for name, info in Settings.model_fields.items():
         env[name.upper()] = _env_value(info.get_default(call_default_factory=True))
-    unknown = {name for name in overrides if name.lower() not in Settings.model_fields}
+    unknown = {
+        name
+        for name in overrides
+        if name.lower() not in Settings.model_fields and name.upper() not in _PROCESS_ENV
+    }
     assert not unknown, f"not settings of the service: {sorted(unknown)}"
     env.update(overrides)
     env["PYTHONPATH"] = str(APP_DIR)

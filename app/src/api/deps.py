@@ -32,6 +32,7 @@ class AppState(TypedDict):
     catalog: ModelCatalog
     redactor: Redactor
     launcher: BenchmarkLauncher
+    upstream_proxy: str | None  # shown without credentials
 
 
 def lifespan_state(request: Request) -> AppState:

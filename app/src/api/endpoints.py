@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from src.api.deps import CatalogDep, SettingsDep, lifespan_state
+from src.api.deps import CatalogDep, lifespan_state
 from src.api.disconnect import cancel_on_disconnect
 from src.api.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
 from src.api.sse import sse_from_stream
@@ -23,9 +23,12 @@ router = APIRouter()
 
 
 @public_router.get("/health")
-async def health(settings: SettingsDep) -> HealthResponse:
-    """Liveness, and which upstream this instance talks to."""
-    return HealthResponse(status="ok", upstream=settings.upstream_label)
+async def health(request: Request) -> HealthResponse:
+    """Liveness, which upstream this instance talks to, and through which proxy."""
+    state = lifespan_state(request)
+    return HealthResponse(
+        status="ok", upstream=state["settings"].upstream_label, proxy=state["upstream_proxy"]
+    )
 
 
 @router.get("/models")

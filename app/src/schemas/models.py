@@ -22,3 +22,8 @@ class ModelsResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     upstream: str
+    proxy: str | None = Field(
+        default=None,
+        description="The proxy upstream requests go through (without credentials), or null",
+        examples=["http://proxy.corp:3128"],
+    )

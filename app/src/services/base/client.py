@@ -31,6 +31,7 @@ from tenacity import (
 )
 
 from src.services.base.exceptions import (
+    UpstreamCertificateError,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamStatusError,
@@ -72,6 +73,8 @@ def should_retry(error: BaseException, policy: RetryPolicy) -> bool:
     if isinstance(error, UpstreamTimeoutError):
         # A read timeout may mean the upstream is still generating (and billing): do not repeat it.
         return error.during_connect
+    if isinstance(error, UpstreamCertificateError):
+        return False  # the same certificate fails the same way every time
     if isinstance(error, UpstreamConnectionError):
         return error.before_answer
     return False
@@ -347,9 +350,13 @@ class _TimedStream:
         await self._response.aclose()
 
 
-def build_transport(*, max_connections: int, max_body_bytes: int | None = None) -> WireTransport:
-    """The one upstream transport of a process."""
-    return WireTransport(max_connections=max_connections, max_body_bytes=max_body_bytes)
+def build_transport(
+    *, max_connections: int, max_body_bytes: int | None = None, trust_env: bool = True
+) -> WireTransport:
+    """The one upstream transport of a process; `trust_env=False` ignores the proxy variables."""
+    return WireTransport(
+        max_connections=max_connections, max_body_bytes=max_body_bytes, trust_env=trust_env
+    )
 
 
 __all__ = [

@@ -119,6 +119,10 @@ class UpstreamConnectionError(UpstreamError):
         self.before_answer = before_answer
 
 
+class UpstreamCertificateError(UpstreamConnectionError):
+    """The upstream's TLS certificate failed verification: trying again cannot heal it."""
+
+
 class UpstreamInvalidResponseError(UpstreamError):
     """The upstream answered 2xx with a body we cannot parse."""
 

@@ -25,11 +25,19 @@ from typing import Final, cast
 import httptools
 import httpx
 
+from src.services.base.connect import (
+    Resolver,
+    Route,
+    open_connection,
+    route_through,
+    system_resolver,
+)
 from src.services.base.exceptions import (
     UpstreamConnectionError,
     UpstreamInvalidResponseError,
     UpstreamTimeoutError,
 )
+from src.services.base.proxies import ProxyEndpoint, ProxyRules
 from src.services.base.timing import now
 
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
@@ -311,7 +319,13 @@ class WireTransport(httpx.AsyncBaseTransport):
         max_connections: int = 1000,
         keepalive_seconds: float = 30.0,
         max_body_bytes: int | None = None,
+        trust_env: bool = True,
+        resolver: Resolver = system_resolver,
     ) -> None:
+        """`trust_env`: the proxy variables are read now, as httpx's client reads them."""
+        self._proxies = ProxyRules.from_environment() if trust_env else ProxyRules.none()
+        self._routes: dict[Origin, Route] = {}
+        self._resolver = resolver
         self._limit = asyncio.Semaphore(max_connections)
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
@@ -337,7 +351,7 @@ class WireTransport(httpx.AsyncBaseTransport):
         read_timeout = timeouts.get("read")
         url = request.url
         origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
-        head = _encode_head(request)
+        head = _encode_head(request, self._routes.get(origin) or self._route(origin))
         body = await request.aread()
         max_body = request.extensions.get("max_body_bytes", self._max_body_bytes)
         while True:
@@ -413,25 +427,43 @@ class WireTransport(httpx.AsyncBaseTransport):
             self._drop(connection)
         return None
 
+    def proxy_for(self, url: httpx.URL) -> ProxyEndpoint | None:
+        """The proxy that requests to `url` go through, or None."""
+        port = url.port or DEFAULT_PORTS.get(url.scheme, 80)
+        return self._route((url.scheme, url.host, port)).proxy
+
+    def _route(self, origin: Origin) -> Route:
+        """Decided once per origin, when it is first asked for."""
+        route = self._routes.get(origin)
+        if route is None:
+            scheme, host, port = origin
+            route = self._routes[origin] = route_through(
+                self._proxies.proxy_for(scheme, host, port), scheme
+            )
+        return route
+
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls = self._ssl_context() if scheme == "https" else None
+        route = self._route(origin)
         self._open += 1
         self._most_open = max(self._most_open, self._open)
         try:
             async with asyncio.timeout(timeout):
-                _, connection = await loop.create_connection(
+                connection = await open_connection(
                     lambda: _Connection(origin, loop),
-                    host,
-                    port,
-                    ssl=tls,
-                    server_hostname=host if tls else None,
+                    host=host,
+                    port=port,
+                    route=route,
+                    tls=tls,
+                    resolver=self._resolver,
                 )
         except TimeoutError:
             self._open -= 1
+            through = f" through proxy {route.proxy.label}" if route.proxy else ""
             raise UpstreamTimeoutError(
-                f"Upstream timed out: connecting to {host}:{port} took over {timeout} s",
+                f"Upstream timed out: connecting to {host}:{port}{through} took over {timeout} s",
                 during_connect=True,
             ) from None
         except OSError as exc:
@@ -455,9 +487,17 @@ class WireTransport(httpx.AsyncBaseTransport):
         return self._ssl
 
 
-def _encode_head(request: httpx.Request) -> bytes:
-    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+def _encode_head(request: httpx.Request, route: Route) -> bytes:
+    url = request.url
+    if route.forward:
+        # To a forward proxy the target is the whole URL, and the proxy wants its credentials.
+        target = url.scheme.encode("ascii") + b"://" + url.netloc + url.raw_path
+    else:
+        target = url.raw_path
+    parts = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     for name, value in request.headers.raw:
         parts += (name, b": ", value, b"\r\n")
+    if route.forward and route.proxy is not None and route.proxy.authorization is not None:
+        parts += (b"Proxy-Authorization: ", route.proxy.authorization, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)

@@ -255,6 +255,8 @@ def connect_openrouter(
         transport
         or build_transport(
             max_connections=settings.upstream_max_connections,
+            # The embedded emulator listens on this machine: never through a proxy.
+            trust_env=not settings.uses_emulator,
         ),
         base_url=target.base_url,
         api_key=target.api_key.get_secret_value(),
