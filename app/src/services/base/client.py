@@ -69,11 +69,11 @@ def should_retry(error: BaseException, policy: RetryPolicy) -> bool:
             return True
         # 402 means "no credits"; it is only transient when the upstream says when to come back.
         return error.status_code == 402 and error.retry_after is not None
+    # A request whose bytes were written may be running (and billed) upstream: never again.
     if isinstance(error, UpstreamTimeoutError):
-        # A read timeout may mean the upstream is still generating (and billing): do not repeat it.
         return error.during_connect
     if isinstance(error, UpstreamConnectionError):
-        return error.before_answer
+        return error.before_answer and not error.written
     return False
 
 
