@@ -52,6 +52,9 @@ class Settings(BaseSettings):
 
     upstream_timeout_seconds: float = Field(default=120.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The most one upstream answer may take, from sending to its last byte, however steadily
+    # it trickles: the read timeout above is only the longest silence within it.
+    upstream_deadline_seconds: float = Field(default=600.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
     # A plain answer is read whole, so its size is capped; a stream is read line by line, so
     # each of its lines is: a long stream is never held whole.
