@@ -103,6 +103,19 @@ class Settings(BaseSettings):
         # The service may be started from any directory (make, Docker, an IDE).
         return value if value.is_absolute() else (REPO_ROOT / value).resolve()
 
+    @field_validator("openrouter_api_key")
+    @classmethod
+    def _key_fits_in_a_header(cls, value: SecretStr) -> SecretStr:
+        # It is sent as `Authorization: Bearer <key>`: a line break would end that header and
+        # start another, and a space or control character is no part of any key.
+        key = value.get_secret_value()
+        if any(char.isspace() or not char.isprintable() for char in key):
+            raise ValueError(
+                "OPENROUTER_API_KEY must be one word of printable characters: it contains "
+                "whitespace or a control character (a line break, a tab, NUL...)"
+            )
+        return value
+
     @field_validator("openrouter_base_url")
     @classmethod
     def _no_credentials_in_url(cls, value: str) -> str:
