@@ -129,6 +129,8 @@ class _Connection(asyncio.Protocol):
             self._discard()
             return
         if not self.head_done:  # counted before parsing, so the read that ends the head is too
+            if not self.head_bytes:  # the answer's first bytes: its status line starts here
+                self.http_version = _version_of(data)
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -193,8 +195,8 @@ class _Connection(asyncio.Protocol):
         self.status = status
         # Asked now: llhttp forgets it once the message is complete.
         self.keep_alive = parser.should_keep_alive()
-        if parser.get_http_version() == "1.0":
-            self.http_version = b"HTTP/1.0"
+        if not self.http_version:  # not found in the answer's first bytes: the parser knows
+            self.http_version = b"HTTP/1.0" if parser.get_http_version() == "1.0" else b"HTTP/1.1"
         self.timing.head = self._arrived
         self.head_done = True
         if self.head_request:
@@ -216,6 +218,7 @@ class _Connection(asyncio.Protocol):
         # are not its headers.
         self.informational = True
         self.headers = []
+        self.http_version = b""  # the final answer's own status line will say
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -373,6 +376,15 @@ def _past_deadline(deadline: float) -> UpstreamTimeoutError:
     )
 
 
+def _version_of(start: bytes) -> bytes:
+    """The HTTP version an answer's first bytes name; empty when too few arrived to tell."""
+    if start.startswith(b"HTTP/1.1"):
+        return b"HTTP/1.1"
+    if start.startswith(b"HTTP/1.0"):
+        return b"HTTP/1.0"
+    return b""
+
+
 def _head_too_large() -> UpstreamInvalidResponseError:
     return UpstreamInvalidResponseError(
         f"Upstream answer's headers are larger than {MAX_HEAD_BYTES} bytes"
@@ -488,7 +500,11 @@ class WireTransport(httpx.AsyncBaseTransport):
         read_timeout = timeouts.get("read")
         url = request.url
         origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
-        message = await _encode_request(request)
+        stream = request.stream
+        if isinstance(stream, httpx.ByteStream):  # a body already in memory: the common case
+            message = _encode_request(request, b"".join(stream))
+        else:
+            message = await _encode_streamed(request)
         max_body = extensions.get("max_body_bytes", self._max_body_bytes)
         connection = await self._checkout(origin, timeouts)
         self._requests += 1
@@ -610,19 +626,27 @@ class WireTransport(httpx.AsyncBaseTransport):
         return self._ssl
 
 
-async def _encode_request(request: httpx.Request) -> bytes:
+def _encode_request(
+    request: httpx.Request, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> bytes:
     """The request's bytes, head and body, as one message."""
+    head = _encode_head(
+        request.method.encode("ascii"), request.url.raw_path, headers or request.headers.raw
+    )
+    return head + body
+
+
+async def _encode_streamed(request: httpx.Request) -> bytes:
     headers = request.headers.raw
+    if _has_header(headers, b"content-length"):
+        return _encode_request(request, await request.aread())
+    # A body of unknown length: chunked, the only framing that can end it.
     stream = request.stream
-    if isinstance(stream, httpx.ByteStream) or _has_header(headers, b"content-length"):
-        body = await request.aread()
-    else:
-        # A body of unknown length: chunked, the only framing that can end it.
-        assert isinstance(stream, httpx.AsyncByteStream)
-        body = await _chunked(stream)
-        if not _has_header(headers, b"transfer-encoding"):
-            headers = [*headers, (b"Transfer-Encoding", b"chunked")]
-    return _encode_head(request.method.encode("ascii"), request.url.raw_path, headers) + body
+    assert isinstance(stream, httpx.AsyncByteStream)
+    body = await _chunked(stream)
+    if not _has_header(headers, b"transfer-encoding"):
+        headers = [*headers, (b"Transfer-Encoding", b"chunked")]
+    return _encode_request(request, body, headers)
 
 
 def _encode_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
