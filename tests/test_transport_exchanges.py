@@ -4,13 +4,17 @@ the head's size, HTTP versions, streamed request bodies and connections lost whi
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from src.services.base.exceptions import UpstreamInvalidResponseError
 from src.services.base.transport import MAX_HEAD_BYTES, WireBody, WireTransport
+from tests.helpers.app import Serve, make_settings
+from tests.helpers.openrouter import GENERATE, completion_body
 from tests.helpers.raw_upstream import OK, RawUpstream, answer, eventually, raw_upstream
 
 pytestmark = pytest.mark.anyio
@@ -324,3 +328,32 @@ async def test_connections_the_server_closes_while_idle_leave_the_pool_at_once()
 
     assert emptied, f"stats().open stayed at {left_open}"
     assert body == b"c%dr1" % (opened_before + 1)
+
+
+async def test_generate_after_an_early_hints_answer_gets_its_own_completion(
+    tmp_path: Path, retry_waits: list[float]
+) -> None:
+    def completion(text: str) -> bytes:
+        body = json.dumps(completion_body(text)).encode()
+        return answer(body, extra=b"content-type: application/json\r\n")
+
+    async def serve(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(completion("first"))
+        await up.read_request(reader)
+        writer.write(completion("second"))
+        await reader.read()
+
+    settings = make_settings(tmp_path)
+    async with raw_upstream(serve) as up, Serve(up.url)(settings) as client:
+        first = await asyncio.wait_for(client.post("/generate", json=GENERATE), BOUND)
+        second = await asyncio.wait_for(client.post("/generate", json=GENERATE), BOUND)
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert (first.json()["text"], second.json()["text"]) == ("first", "second")
+    assert len(up.requests) == 2
