@@ -45,21 +45,28 @@ def numbered(connection: int, request_number: int) -> bytes:
 
 async def test_an_early_hints_answer_in_the_same_read_is_skipped() -> None:
     async def serve(
-        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        up: RawUpstream, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await up.read_request(reader)
-        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n" + OK)
-        await reader.read()
+        served = 0
+        while True:
+            await up.read_request(reader)
+            served += 1
+            hints = (
+                b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n" if served == 1 else b""
+            )
+            writer.write(hints + numbered(number, served))
 
     async with raw_upstream(serve) as up:
         wire = WireTransport()
         try:
             response, body = await exchange(wire, "GET", f"{up.url}/")
+            _, next_body = await exchange(wire, "GET", f"{up.url}/")
         finally:
             await wire.aclose()
 
-    assert (response.status_code, body) == (200, b"ok")
+    assert (response.status_code, body) == (200, b"c1r1")
     assert "link" not in response.headers  # a 1xx's headers are not the answer's
+    assert next_body == b"c1r2"  # the same connection, kept, with the next answer
 
 
 async def test_an_informational_answer_in_an_earlier_read_is_skipped() -> None:
