@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from src.services.base.client import BaseClient, RetryPolicy
+from src.services.base.client import BaseClient, Body, RetryPolicy
 from src.services.base.exceptions import UpstreamConnectionError, UpstreamTimeoutError
 from src.services.base.timing import Timing
 from src.services.base.transport import WireBody, WireTransport
@@ -248,8 +248,16 @@ async def endless(_: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=trickle())
 
 
+async def piece_by_piece(body: Body) -> None:
+    while await body.next() is not None:
+        pass
+
+
 @pytest.mark.parametrize("read_timeout", [0.2, LONG])
-async def test_another_transports_trickling_body_ends_at_the_deadline(read_timeout: float) -> None:
+@pytest.mark.parametrize("whole", [True, False])
+async def test_another_transports_trickling_body_ends_at_the_deadline(
+    read_timeout: float, whole: bool
+) -> None:
     client = BaseClient(
         httpx.MockTransport(endless),
         base_url="http://upstream.test",
@@ -260,7 +268,7 @@ async def test_another_transports_trickling_body_ends_at_the_deadline(read_timeo
     try:
         body = await asyncio.wait_for(client.open("GET", "x", Timing()), BOUND)
         with pytest.raises(UpstreamTimeoutError, match="UPSTREAM_DEADLINE_SECONDS=0.5"):
-            await asyncio.wait_for(body.read(), BOUND)
+            await asyncio.wait_for(body.read() if whole else piece_by_piece(body), BOUND)
         await body.aclose()
     finally:
         await client.aclose()

@@ -369,10 +369,15 @@ class _TimedStream:
         self._read_timeout = read_timeout
 
     async def read(self) -> bytes:
-        parts = []
-        while (item := await self.next()) is not None:
-            parts.append(item[0])
-        return b"".join(parts)
+        if self._deadline is None:
+            data = await self._response.aread()
+        else:
+            left = self._deadline_at - now()
+            if left <= 0:
+                raise _past_deadline(self._deadline)
+            data = await _within_deadline(self._response.aread(), self._deadline, left)
+        self.timing.end = now()
+        return data
 
     async def next(self) -> tuple[bytes, float] | None:
         try:
