@@ -659,13 +659,11 @@ def _encode_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]
     # another request. Counted over the whole head: three scans, not three per header.
     lines = len(headers) + 2
     if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
-        raise _unsafe_header(method, target, headers)
+        raise _unsafe_header(headers)
     return head
 
 
-def _unsafe_header(
-    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
-) -> UnsafeHeaderError:
+def _unsafe_header(headers: list[tuple[bytes, bytes]]) -> UnsafeHeaderError:
     for name, value in headers:
         if _has_line_breaks(name) or _has_line_breaks(value):
             # The value is never shown: it may be a key.
@@ -673,7 +671,6 @@ def _unsafe_header(
             return UnsafeHeaderError(
                 f"Refused to send a request whose header {shown!r} contains CR, LF or NUL"
             )
-    del method, target
     return UnsafeHeaderError("Refused to send a request whose request line contains CR, LF or NUL")
 
 
