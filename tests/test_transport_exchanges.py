@@ -314,27 +314,31 @@ async def test_a_large_body_in_the_same_read_as_a_small_head_is_not_counted_as_h
 
 
 async def test_connections_the_server_closes_while_idle_leave_the_pool_at_once() -> None:
+    all_idle = asyncio.Event()
+
     async def serve(
         up: RawUpstream, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await up.read_request(reader)
         writer.write(numbered(number, 1))
-        await asyncio.sleep(0.3)  # the client has put it back in the pool by then
+        await all_idle.wait()  # then every connection closes, idle in the client's pool
 
     async with raw_upstream(serve) as up:
         wire = WireTransport(max_connections=100)
         try:
             await asyncio.gather(*(exchange(wire, "GET", f"{up.url}/") for _ in range(50)))
-            assert wire.stats().open == 50
+            open_when_idle = wire.stats().open
+            all_idle.set()
             emptied = await eventually(lambda: wire.stats().open == 0)
             left_open = wire.stats().open
-            opened_before = up.connections
             _, body = await exchange(wire, "GET", f"{up.url}/")
         finally:
+            all_idle.set()
             await wire.aclose()
 
+    assert open_when_idle == 50
     assert emptied, f"stats().open stayed at {left_open}"
-    assert body == b"c%dr1" % (opened_before + 1)
+    assert body == b"c51r1"
 
 
 async def test_generate_after_an_early_hints_answer_gets_its_own_completion(
