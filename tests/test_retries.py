@@ -52,7 +52,13 @@ def status(code: int, retry_after: float | None = None) -> UpstreamStatusError:
         (status(429, retry_after=8.5), False),
         (status(503, retry_after=60.0), False),
         (status(429, retry_after=8.0), True),
-        (UpstreamConnectionError("refused", before_answer=True), True),
+        (UpstreamConnectionError("refused", before_answer=True, written=False), True),
+        # Written, then closed unanswered: the upstream may have run it (and billed it).
+        (UpstreamConnectionError("closed before answering", before_answer=True), False),
+        (
+            UpstreamConnectionError("closed before answering", before_answer=True, written=True),
+            False,
+        ),
         # Part of an answer arrived: sending again could pay twice for one answer.
         (UpstreamConnectionError("broke mid-answer"), False),
         (UpstreamTimeoutError("connect", during_connect=True), True),

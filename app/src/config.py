@@ -55,6 +55,9 @@ class Settings(BaseSettings):
 
     upstream_timeout_seconds: float = Field(default=120.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The most one upstream answer may take, from sending to its last byte, however steadily
+    # it trickles: the read timeout above is only the longest silence within it.
+    upstream_deadline_seconds: float = Field(default=600.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
     # A plain answer is read whole, so its size is capped; a stream is read line by line, so
     # each of its lines is: a long stream is never held whole.
@@ -109,6 +112,19 @@ class Settings(BaseSettings):
     def _resolve_against_repo_root(cls, value: Path) -> Path:
         # The service may be started from any directory (make, Docker, an IDE).
         return value if value.is_absolute() else (REPO_ROOT / value).resolve()
+
+    @field_validator("openrouter_api_key")
+    @classmethod
+    def _key_fits_in_a_header(cls, value: SecretStr) -> SecretStr:
+        # It is sent as `Authorization: Bearer <key>`: a line break would end that header and
+        # start another, and a space or control character is no part of any key.
+        key = value.get_secret_value()
+        if any(char.isspace() or not char.isprintable() for char in key):
+            raise ValueError(
+                "OPENROUTER_API_KEY must be one word of printable characters: it contains "
+                "whitespace or a control character (a line break, a tab, NUL...)"
+            )
+        return value
 
     @field_validator("openrouter_base_url")
     @classmethod

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, cast
 
@@ -70,13 +70,13 @@ def should_retry(error: BaseException, policy: RetryPolicy) -> bool:
             return True
         # 402 means "no credits"; it is only transient when the upstream says when to come back.
         return error.status_code == 402 and error.retry_after is not None
+    # A request whose bytes were written may be running (and billed) upstream: never again.
     if isinstance(error, UpstreamTimeoutError):
-        # A read timeout may mean the upstream is still generating (and billing): do not repeat it.
         return error.during_connect
     if isinstance(error, UpstreamCertificateError):
         return False  # the same certificate fails the same way every time
     if isinstance(error, UpstreamConnectionError):
-        return error.before_answer
+        return error.before_answer and not error.written
     return False
 
 
@@ -124,8 +124,13 @@ class BaseClient:
         retry_policy: RetryPolicy | None = None,
         sleep: Sleep | None = None,
         max_response_bytes: int | None = None,
+        deadline_seconds: float | None = None,
     ) -> None:
         self._transport = transport
+        # WireTransport keeps the deadline itself, where it already waits; any other
+        # transport's answer is held to it here.
+        self._own_deadline = None if isinstance(transport, WireTransport) else deadline_seconds
+        self._read_timeout = (timeout or httpx.Timeout(120.0)).read
         self._base_url = httpx.URL(base_url.rstrip("/") + "/")
         # Built once: httpx.Request would otherwise encode and check them on every request.
         headers = {
@@ -137,7 +142,10 @@ class BaseClient:
             headers["authorization"] = f"Bearer {api_key}"
         self._headers = [(name.encode(), value.encode()) for name, value in headers.items()]
         self._extensions: dict[str, object] = {
-            "timeout": (timeout or httpx.Timeout(120.0)).as_dict()
+            "timeout": (timeout or httpx.Timeout(120.0)).as_dict(),
+            # Each attempt's, from sending to the last byte: a read timeout alone never ends an
+            # answer that trickles.
+            "deadline": deadline_seconds,
         }
         # An answer read whole (`read`) is capped; a body read piece by piece (`open`, streams)
         # is its reader's to bound.
@@ -270,11 +278,16 @@ class BaseClient:
         )
         sent = now()
         try:
-            response = await self._transport.handle_async_request(request)
+            if self._own_deadline is None:
+                response = await self._transport.handle_async_request(request)
+            else:
+                response = await _within_deadline(
+                    self._transport.handle_async_request(request), self._own_deadline
+                )
         except UpstreamError:
             timing.sent, timing.ended = sent, now()
             raise
-        body = _body_of(response, sent)
+        body = _body_of(response, sent, self._own_deadline, self._read_timeout)
         timing.sent = body.timing.sent
         if 200 <= response.status_code < 300:
             return body
@@ -309,11 +322,27 @@ def _error_of(state: RetryCallState) -> BaseException | None:
     return state.outcome.exception() if state.outcome else None
 
 
-def _body_of(response: httpx.Response, sent: float) -> Body:
+def _body_of(
+    response: httpx.Response, sent: float, deadline: float | None, read_timeout: float | None
+) -> Body:
     stream = response.stream
     if isinstance(stream, WireBody):
         return stream
-    return _TimedStream(response, sent)
+    return _TimedStream(response, sent, deadline, read_timeout)
+
+
+def _past_deadline(deadline: float) -> UpstreamTimeoutError:
+    return UpstreamTimeoutError(
+        f"Upstream timed out: the answer took longer than UPSTREAM_DEADLINE_SECONDS={deadline:g} s"
+    )
+
+
+async def _within_deadline(answer: Awaitable[T], deadline: float, left: float | None = None) -> T:
+    try:
+        async with asyncio.timeout(deadline if left is None else left):
+            return await answer
+    except TimeoutError:
+        raise _past_deadline(deadline) from None
 
 
 async def _read_bounded(body: Body, limit: int) -> bytes:
@@ -326,28 +355,62 @@ async def _read_bounded(body: Body, limit: int) -> bytes:
 
 
 class _TimedStream:
-    """Any other transport's body (tests inject mock transports): timed as it is iterated."""
+    """Any other transport's body (tests inject mock transports): timed as it is iterated,
+    and held to the deadline."""
 
-    def __init__(self, response: httpx.Response, sent: float) -> None:
+    def __init__(
+        self,
+        response: httpx.Response,
+        sent: float,
+        deadline: float | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
         self._response = response
-        self._chunks = response.aiter_raw()
+        # An answer built whole (a mock's) was read when it was made.
+        self._chunks = (
+            _once(response.content) if response.is_stream_consumed else response.aiter_raw()
+        )
         self.timing = WireTiming(sent=sent, head=now())
+        self._deadline = deadline
+        self._deadline_at = sent + deadline if deadline is not None else 0.0
+        self._read_timeout = read_timeout
 
     async def read(self) -> bytes:
-        data = await self._response.aread()
+        if self._deadline is None:
+            data = await self._response.aread()
+        else:
+            left = self._deadline_at - now()
+            if left <= 0:
+                raise _past_deadline(self._deadline)
+            data = await _within_deadline(self._response.aread(), self._deadline, left)
         self.timing.end = now()
         return data
 
     async def next(self) -> tuple[bytes, float] | None:
         try:
-            data = await anext(self._chunks)
+            data = await self._next_piece()
         except StopAsyncIteration:
             self.timing.end = self.timing.end or now()
             return None
         return data, now()
 
+    async def _next_piece(self) -> bytes:
+        if self._deadline is None:
+            return await anext(self._chunks)
+        left = self._deadline_at - now()
+        if left <= 0:
+            raise _past_deadline(self._deadline)
+        if self._read_timeout is not None and left >= self._read_timeout:
+            # The transport's own read timeout ends a silence first: no timer of ours.
+            return await anext(self._chunks)
+        return await _within_deadline(anext(self._chunks), self._deadline, left)
+
     async def aclose(self) -> None:
         await self._response.aclose()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def build_transport(

@@ -81,6 +81,7 @@ async def open_connection(
             raise UpstreamConnectionError(
                 f"Upstream connection failed: cannot resolve {host} ({exc.strerror or exc})",
                 before_answer=True,
+                written=False,
             ) from exc
     else:
         sock = await _open_proxy_socket(proxy, resolver)
@@ -108,7 +109,8 @@ def certificate_error(
     return UpstreamCertificateError(
         f"Upstream certificate check failed for {host}:{port}: certificate verify failed: "
         f"{problem}. If the upstream (or a proxy that inspects TLS) uses a private CA, set "
-        f"SSL_CERT_FILE (a PEM bundle) or SSL_CERT_DIR to certificates that include it"
+        f"SSL_CERT_FILE (a PEM bundle) or SSL_CERT_DIR to certificates that include it",
+        written=False,
     )
 
 
@@ -222,7 +224,8 @@ async def _open_proxy_socket(proxy: ProxyEndpoint, resolver: Resolver) -> socket
     if proxy.scheme != "http" and proxy.scheme not in SOCKS_SCHEMES:
         raise UpstreamConnectionError(
             f"Proxy {proxy.label} is not supported: the upstream transport speaks to http:// "
-            f"and socks5:// proxies only (check HTTPS_PROXY, HTTP_PROXY, ALL_PROXY)"
+            f"and socks5:// proxies only (check HTTPS_PROXY, HTTP_PROXY, ALL_PROXY)",
+            written=False,
         )
     try:
         return await open_socket(proxy.host, proxy.port, resolver)
@@ -231,6 +234,7 @@ async def _open_proxy_socket(proxy: ProxyEndpoint, resolver: Resolver) -> socket
             f"Upstream connection failed: cannot reach proxy {proxy.label} "
             f"({type(exc).__name__}: {exc.strerror or exc})",
             before_answer=True,
+            written=False,
         ) from exc
 
 
@@ -251,12 +255,14 @@ async def _connect_tunnel(
                 f"Upstream connection failed: proxy {proxy.label} closed the connection "
                 f"before answering CONNECT {authority}",
                 before_answer=True,
+                written=False,
             )
         answer += data
         if len(answer) > _MAX_PROXY_HEAD_BYTES:
             raise UpstreamConnectionError(
                 f"Upstream connection failed: proxy {proxy.label} sent an over-long answer "
-                f"to CONNECT {authority}"
+                f"to CONNECT {authority}",
+                written=False,
             )
     status, reason = _status_line(answer)
     if not 200 <= status < 300:
@@ -290,6 +296,7 @@ def _refused(
         f"{status or 'invalid answer'} ({why})",
         # A proxy's own failure (5xx) may be transient; a refusal is not.
         before_answer=status >= 500,
+        written=False,
     )
 
 
@@ -316,6 +323,7 @@ async def _socks5_tunnel(
         return UpstreamConnectionError(
             f"Upstream connection failed: SOCKS proxy {proxy.label} refused {authority}: {why}",
             before_answer=transient,
+            written=False,
         )
 
     methods = b"\x00\x02" if proxy.credentials else b"\x00"
@@ -360,6 +368,7 @@ async def _receive(
                 f"Upstream connection failed: proxy {proxy.label} closed the connection while "
                 f"opening the tunnel",
                 before_answer=True,
+                written=False,
             )
         data += chunk
     return data

@@ -59,6 +59,11 @@ class ClientDisconnectedError(ServiceError):
     """The caller went away before its answer was ready; the work for it was cancelled."""
 
 
+class UnsafeHeaderError(ServiceError):
+    """A request header holds CR, LF or NUL: written, it would split the request. A fault of
+    ours (or of a setting), so it is refused before anything is sent."""
+
+
 class UpstreamError(ServiceError):
     """The upstream failed: not the caller's fault and not ours, so no traceback is logged."""
 
@@ -106,17 +111,20 @@ class UpstreamStreamError(UpstreamError):
 class UpstreamTimeoutError(UpstreamError):
     def __init__(self, detail: str, *, during_connect: bool = False) -> None:
         super().__init__(detail)
+        # Waiting for a connection or connecting: nothing of the request was written yet.
         self.during_connect = during_connect
 
 
 class UpstreamConnectionError(UpstreamError):
     """The upstream could not be reached, or dropped the connection."""
 
-    def __init__(self, detail: str, *, before_answer: bool = False) -> None:
+    def __init__(self, detail: str, *, before_answer: bool = False, written: bool = True) -> None:
         super().__init__(detail)
-        # Nothing of an answer arrived: the request may be sent again without paying twice
-        # for an answer we already received part of.
+        # Nothing of an answer arrived.
         self.before_answer = before_answer
+        # Whether the request's bytes went out: once they did, the upstream may have run (and
+        # billed) it, so it is never sent again. Assumed unless the raiser knows better.
+        self.written = written
 
 
 class UpstreamCertificateError(UpstreamConnectionError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -33,6 +33,7 @@ from src.services.base.connect import (
     system_resolver,
 )
 from src.services.base.exceptions import (
+    UnsafeHeaderError,
     UpstreamConnectionError,
     UpstreamInvalidResponseError,
     UpstreamTimeoutError,
@@ -66,8 +67,18 @@ class PoolStats:
     requests: int  # requests sent since the pool was made
 
 
+class _Stop(Exception):
+    """Raised from a parser callback to stop the parser: the answer is whole, and whatever
+    follows it on the connection belongs to no request."""
+
+
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection: writes a request, parses the response as bytes arrive."""
+    """One keep-alive connection: writes a request, parses the response as bytes arrive.
+
+    `complete` is true whenever no exchange is in flight (before the first request too): bytes
+    arriving then answer nothing we asked, so the connection is closed rather than let them
+    reach the next request.
+    """
 
     def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.origin = origin
@@ -78,18 +89,32 @@ class _Connection(asyncio.Protocol):
         self.counted = True  # in the pool's count of open connections until dropped
         self.exchanges = 0
         self.idle_since = 0.0
-        self._begin_exchange(WireTiming(), None)
+        # Set by the pool while the connection waits in it, so that losing it leaves the pool.
+        self.on_idle_lost: Callable[[_Connection], None] | None = None
+        self.write_paused = False
+        self._begin_exchange(WireTiming(), None, None, False)
+        self.complete = True
 
-    def _begin_exchange(self, timing: WireTiming, max_body_bytes: int | None) -> None:
+    def _begin_exchange(
+        self,
+        timing: WireTiming,
+        max_body_bytes: int | None,
+        deadline: float | None,
+        head_request: bool,
+    ) -> None:
         self.timing = timing
         self.max_body_bytes = max_body_bytes
+        self.deadline = deadline or 0.0
+        self.deadline_at: float | None = None
+        self.head_request = head_request
         self.status = 0
         self.reason = b""
+        self.http_version = b"HTTP/1.1"
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
+        self.informational = False
         self.keep_alive = False
         self.complete = False
-        self.received_any = False
         self.chunks: collections.deque[tuple[bytes, float]] = collections.deque()
         self.buffered = 0
         self.body_bytes = 0
@@ -108,10 +133,19 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._arrived = now()
-        self.received_any = True
+        if self.complete:
+            self._discard()
+            return
+        if not self.head_done:  # counted before parsing, so the read that ends the head is too
+            if not self.head_bytes:  # the answer's first bytes: its status line starts here
+                self.http_version = _version_of(data)
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except Exception as exc:
+            if self.complete:  # stopped after the whole answer: what followed it is no one's
+                self._discard()
+                return
             # What a callback raised arrives as it is or wrapped by httptools; the callback
             # left the reason here either way.
             self._fail(
@@ -119,20 +153,23 @@ class _Connection(asyncio.Protocol):
                 or UpstreamInvalidResponseError(f"Upstream sent invalid HTTP: {exc}")
             )
             return
-        if not self.head_done:  # then every byte so far belongs to the head
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES:
-                self._fail(
-                    UpstreamInvalidResponseError(
-                        f"Upstream answer's headers are larger than {MAX_HEAD_BYTES} bytes"
-                    )
-                )
+        if not self.head_done and self.head_bytes > MAX_HEAD_BYTES:
+            self._fail(_head_too_large())
 
     def eof_received(self) -> bool:
         return False  # close our side too
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_idle_lost is not None:
+            self.on_idle_lost(self)
         if self.complete or self.failure is not None:
             return
         if self.head_done and exc is None and self._body_until_close():
@@ -143,19 +180,53 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks -----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer in the same read as the first
+            raise _Stop
+
     def on_status(self, status: bytes) -> None:
         self.reason = status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.head_done:  # after the head come trailers, which are not its headers
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200:
+            self._informational(status)
+            return
+        if self.head_bytes > MAX_HEAD_BYTES and _head_size(self) > MAX_HEAD_BYTES:
+            self.callback_failure = _head_too_large()
+            raise self.callback_failure
+        self.status = status
         # Asked now: llhttp forgets it once the message is complete.
-        self.keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = parser.should_keep_alive()
+        if not self.http_version:  # not found in the answer's first bytes: the parser knows
+            self.http_version = b"HTTP/1.0" if parser.get_http_version() == "1.0" else b"HTTP/1.1"
         self.timing.head = self._arrived
         self.head_done = True
+        if self.head_request:
+            # A HEAD's answer has no body whatever its headers say, which httptools cannot be
+            # told: the answer ends here, and the connection with it.
+            self.keep_alive = False
+            self.timing.end = self._arrived
+            self._finish()
+            raise _Stop
         self._wake()
+
+    def _informational(self, status: int) -> None:
+        if status == 101:
+            self.callback_failure = UpstreamInvalidResponseError(
+                "Upstream switched protocols (101) though no upgrade was asked for"
+            )
+            raise self.callback_failure
+        # 100 Continue, 103 Early Hints...: the answer is still to come, and their headers
+        # are not its headers.
+        self.informational = True
+        self.headers = []
+        self.http_version = b""  # the final answer's own status line will say
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -173,20 +244,47 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
         self.timing.end = self._arrived
         self._finish()
 
     # --- used by the transport -----------------------------------------------------------------
 
-    def send(self, head: bytes, body: bytes, max_body_bytes: int | None) -> WireTiming:
+    def send(
+        self,
+        message: bytes,
+        max_body_bytes: int | None,
+        deadline: float | None,
+        head_request: bool,
+    ) -> WireTiming:
+        if self.closed:  # lost, or sent bytes unasked, before we wrote anything
+            raise UpstreamConnectionError(
+                "Upstream connection failed: closed before the request was sent",
+                before_answer=True,
+                written=False,
+            )
         assert self.transport is not None
         timing = WireTiming()
-        self._begin_exchange(timing, max_body_bytes)
+        self._begin_exchange(timing, max_body_bytes, deadline, head_request)
         self.exchanges += 1
-        message = head + body  # one send: one syscall
         timing.sent = now()  # before the send, so the upstream cannot have started earlier
-        self.transport.write(message)
+        if deadline is not None:
+            self.deadline_at = timing.sent + deadline
+        self.transport.write(message)  # head and body at once: one syscall
         return timing
+
+    async def wait_written(self, timeout: float | None) -> None:
+        """Until the socket has taken the whole request, or an answer came first."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.write_paused and not self.head_done:
+                    await self.wait(None)
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"Upstream timed out writing the request: not taken within {timeout:g} s"
+            ) from None
 
     async def wait_head(self, timeout: float | None) -> None:
         while not self.head_done:
@@ -201,6 +299,11 @@ class _Connection(asyncio.Protocol):
         data, arrived = self.chunks.popleft()
         self.buffered -= len(data)
         if self._paused and self.buffered < _HIGH_WATER // 2 and self.transport is not None:
+            # A body that never runs dry never waits, so its deadline is checked here too.
+            if self.deadline_at is not None and now() > self.deadline_at:
+                error = _past_deadline(self.deadline)
+                self._fail(error)
+                raise error
             self._paused = False
             self.transport.resume_reading()
         return data, arrived
@@ -217,12 +320,21 @@ class _Connection(asyncio.Protocol):
     # --- internals -------------------------------------------------------------------------------
 
     async def wait(self, timeout: float | None) -> None:
-        """Until something arrives (or the timeout, or a failure, which is raised)."""
+        """Until something arrives (or the timeout or the deadline, or a failure: raised)."""
         if self.failure is not None:
             raise self.failure
+        deadline = None
+        if self.deadline_at is not None:
+            left = self.deadline_at - now()
+            if timeout is None or left < timeout:
+                if left <= 0:
+                    raise _past_deadline(self.deadline)
+                timeout, deadline = left, self.deadline
         waiter = self.waiter = self.loop.create_future()
         timer = (
-            self.loop.call_later(timeout, _expire, waiter, timeout) if timeout is not None else None
+            self.loop.call_later(timeout, _expire, waiter, timeout, deadline)
+            if timeout is not None
+            else None
         )
         try:
             await waiter
@@ -247,24 +359,63 @@ class _Connection(asyncio.Protocol):
         self.close()
         self._wake()
 
+    def _discard(self) -> None:
+        """Close on bytes that answer no request in flight: they must reach none."""
+        self.keep_alive = False
+        self.close()
+
     def _body_until_close(self) -> bool:
         names = {name.lower() for name, _ in self.headers}
         return b"content-length" not in names and b"transfer-encoding" not in names
 
 
-def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+def _expire(waiter: asyncio.Future[None], timeout: float, deadline: float | None) -> None:
     if not waiter.done():
         waiter.set_exception(
-            UpstreamTimeoutError(f"Upstream timed out: nothing received for {timeout:g} s")
+            _past_deadline(deadline)
+            if deadline is not None
+            else UpstreamTimeoutError(f"Upstream timed out: nothing received for {timeout:g} s")
         )
+
+
+def _past_deadline(deadline: float) -> UpstreamTimeoutError:
+    return UpstreamTimeoutError(
+        f"Upstream timed out: the answer took longer than UPSTREAM_DEADLINE_SECONDS={deadline:g} s"
+    )
+
+
+def _version_of(start: bytes) -> bytes:
+    """The HTTP version an answer's first bytes name; empty when too few arrived to tell."""
+    if start.startswith(b"HTTP/1.1"):
+        return b"HTTP/1.1"
+    if start.startswith(b"HTTP/1.0"):
+        return b"HTTP/1.0"
+    return b""
+
+
+def _head_too_large() -> UpstreamInvalidResponseError:
+    return UpstreamInvalidResponseError(
+        f"Upstream answer's headers are larger than {MAX_HEAD_BYTES} bytes"
+    )
+
+
+def _head_size(connection: _Connection) -> int:
+    """The final answer's status line and headers, as sent (give or take their spacing)."""
+    lines = sum(len(name) + len(value) + 4 for name, value in connection.headers)
+    return len(connection.reason) + lines + 17
 
 
 def _closed_error(head_done: bool, exc: Exception | None) -> UpstreamConnectionError:
     reason = f" ({type(exc).__name__}: {exc})" if exc else ""
     if head_done:
         return UpstreamConnectionError(f"Upstream connection broke mid-answer{reason}")
+    # The request went out whole or in part: the upstream may be running it, so it is not
+    # sent again, and the message says so.
     return UpstreamConnectionError(
-        f"Upstream connection failed: closed before answering{reason}", before_answer=True
+        f"Upstream connection failed: closed before answering{reason}; the request was sent, "
+        "so it is not sent again",
+        before_answer=True,
+        written=True,
     )
 
 
@@ -274,6 +425,7 @@ def _connection_error(exc: OSError, origin: Origin) -> UpstreamConnectionError:
         f"Upstream connection failed: cannot reach {scheme}://{host}:{port} ({type(exc).__name__}: "
         f"{exc.strerror or exc})",
         before_answer=True,
+        written=False,
     )
 
 
@@ -330,7 +482,10 @@ class WireTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
         self._max_body_bytes = max_body_bytes
-        self._idle: dict[Origin, list[_Connection]] = {}
+        # Per origin, idle connections in the order they were put back (a dict: an idle
+        # connection that is lost leaves it at once); the last one is reused first.
+        self._idle: dict[Origin, dict[_Connection, None]] = {}
+        self._forget = self._forget_idle
         self._open = 0
         self._in_use = 0
         self._most_open = 0
@@ -347,44 +502,53 @@ class WireTransport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        """One exchange. Sent once: a connection found dead is found so before anything is
+        written (it leaves the pool when lost), and once the request is written, a failure is
+        the caller's to see, never a reason to send it again.
+
+        Extensions: `timeout` (httpx's), `max_body_bytes`, and `deadline`: the seconds the
+        whole exchange may take, from sending to the last byte.
+        """
+        extensions = request.extensions
+        timeouts: dict[str, float | None] = extensions.get("timeout", {})
         read_timeout = timeouts.get("read")
         url = request.url
         origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
-        head = _encode_head(request, self._routes.get(origin) or self._route(origin))
-        body = await request.aread()
-        max_body = request.extensions.get("max_body_bytes", self._max_body_bytes)
-        while True:
-            connection = await self._checkout(origin, timeouts)
-            reused = connection.exchanges > 0
-            self._requests += 1
-            try:
-                connection.send(head, body, max_body)
-                await connection.wait_head(read_timeout)
-            except UpstreamConnectionError as exc:
-                self.release(connection)
-                # The server closed an idle connection as we reused it: nothing was answered,
-                # so the request goes again on a fresh connection (every HTTP client does this).
-                if reused and exc.before_answer and not connection.received_any:
-                    continue
-                raise
-            except BaseException:
-                self.release(connection)
-                raise
-            return httpx.Response(
-                connection.status,
-                headers=connection.headers,
-                stream=WireBody(self, connection, read_timeout),
-                extensions={"http_version": b"HTTP/1.1", "reason_phrase": connection.reason},
-                request=request,
-            )
+        route = self._routes.get(origin) or self._route(origin)
+        stream = request.stream
+        if isinstance(stream, httpx.ByteStream):  # a body already in memory: the common case
+            message = _encode_request(request, b"".join(stream), route)
+        else:
+            message = await _encode_streamed(request, route)
+        max_body = extensions.get("max_body_bytes", self._max_body_bytes)
+        connection = await self._checkout(origin, timeouts)
+        self._requests += 1
+        try:
+            connection.send(message, max_body, extensions.get("deadline"), request.method == "HEAD")
+            if connection.write_paused:  # the peer is not taking the request as fast as sent
+                await connection.wait_written(timeouts.get("write"))
+            await connection.wait_head(read_timeout)
+        except BaseException:
+            self.release(connection)
+            raise
+        return httpx.Response(
+            connection.status,
+            headers=connection.headers,
+            stream=WireBody(self, connection, read_timeout),
+            extensions={
+                "http_version": connection.http_version,
+                "reason_phrase": connection.reason,
+            },
+            request=request,
+        )
 
     def release(self, connection: _Connection) -> None:
         """Back to the pool if its answer was read whole, else closed (the upstream stops)."""
         self._in_use -= 1
         if connection.reusable and not self._closed:
             connection.idle_since = now()
-            self._idle.setdefault(connection.origin, []).append(connection)
+            connection.on_idle_lost = self._forget
+            self._idle.setdefault(connection.origin, {})[connection] = None
         else:
             self._drop(connection)
         self._limit.release()
@@ -421,7 +585,8 @@ class WireTransport(httpx.AsyncBaseTransport):
         idle = self._idle.get(origin)
         expiry = now() - self._keepalive_seconds
         while idle:
-            connection = idle.pop()
+            connection, _ = idle.popitem()
+            connection.on_idle_lost = None
             if not connection.closed and connection.idle_since > expiry:
                 return connection
             self._drop(connection)
@@ -441,6 +606,12 @@ class WireTransport(httpx.AsyncBaseTransport):
                 self._proxies.proxy_for(scheme, host, port), scheme
             )
         return route
+
+    def _forget_idle(self, connection: _Connection) -> None:
+        idle = self._idle.get(connection.origin)
+        if idle is not None:
+            idle.pop(connection, None)
+        self._drop(connection)
 
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
@@ -475,6 +646,7 @@ class WireTransport(httpx.AsyncBaseTransport):
         return connection
 
     def _drop(self, connection: _Connection) -> None:
+        connection.on_idle_lost = None
         if connection.counted:
             connection.counted = False
             self._open -= 1
@@ -487,17 +659,86 @@ class WireTransport(httpx.AsyncBaseTransport):
         return self._ssl
 
 
-def _encode_head(request: httpx.Request, route: Route) -> bytes:
+def _encode_request(
+    request: httpx.Request,
+    body: bytes,
+    route: Route,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """The request's bytes, head and body, as one message."""
     url = request.url
+    authorization = None
     if route.forward:
         # To a forward proxy the target is the whole URL, and the proxy wants its credentials.
         target = url.scheme.encode("ascii") + b"://" + url.netloc + url.raw_path
+        if route.proxy is not None:
+            authorization = route.proxy.authorization
     else:
         target = url.raw_path
-    parts = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
+    head = _encode_head(
+        request.method.encode("ascii"), target, headers or request.headers.raw, authorization
+    )
+    return head + body
+
+
+async def _encode_streamed(request: httpx.Request, route: Route) -> bytes:
+    headers = request.headers.raw
+    if _has_header(headers, b"content-length"):
+        return _encode_request(request, await request.aread(), route)
+    # A body of unknown length: chunked, the only framing that can end it.
+    stream = request.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    body = await _chunked(stream)
+    if not _has_header(headers, b"transfer-encoding"):
+        headers = [*headers, (b"Transfer-Encoding", b"chunked")]
+    return _encode_request(request, body, route, headers)
+
+
+def _encode_head(
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    proxy_authorization: bytes | None,
+) -> bytes:
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
-    if route.forward and route.proxy is not None and route.proxy.authorization is not None:
-        parts += (b"Proxy-Authorization: ", route.proxy.authorization, b"\r\n")
+    lines = len(headers) + 2
+    if proxy_authorization is not None:
+        parts += (b"Proxy-Authorization: ", proxy_authorization, b"\r\n")
+        lines += 1
     parts.append(b"\r\n")
+    head = b"".join(parts)
+    # CR, LF or NUL inside a line would end it early: the rest would be read as headers or as
+    # another request. Counted over the whole head: three scans, not three per header.
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+        raise _unsafe_header(headers)
+    return head
+
+
+def _unsafe_header(headers: list[tuple[bytes, bytes]]) -> UnsafeHeaderError:
+    for name, value in headers:
+        if _has_line_breaks(name) or _has_line_breaks(value):
+            # The value is never shown: it may be a key.
+            shown = name.decode("ascii", "backslashreplace")
+            return UnsafeHeaderError(
+                f"Refused to send a request whose header {shown!r} contains CR, LF or NUL"
+            )
+    return UnsafeHeaderError("Refused to send a request whose request line contains CR, LF or NUL")
+
+
+def _has_line_breaks(data: bytes) -> bool:
+    return b"\r" in data or b"\n" in data or b"\0" in data
+
+
+def _has_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
+    return any(key.lower() == name for key, _ in headers)
+
+
+async def _chunked(stream: httpx.AsyncByteStream) -> bytes:
+    parts: list[bytes] = []
+    async for piece in stream:
+        if piece:  # an empty chunk would end the body
+            parts += (b"%x\r\n" % len(piece), piece, b"\r\n")
+    parts.append(b"0\r\n\r\n")
     return b"".join(parts)

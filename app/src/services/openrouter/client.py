@@ -270,6 +270,7 @@ def connect_openrouter(
             max_seconds=settings.retry_max_seconds,
         ),
         max_response_bytes=settings.max_upstream_response_bytes,
+        deadline_seconds=settings.upstream_deadline_seconds,
     )
     client.max_stream_line_bytes = settings.max_upstream_line_bytes
     return client
