@@ -249,6 +249,7 @@ class BenchmarkState(BaseModel):
     comparison: list[ComparisonRow] = Field(description="Per model, so far")
     cost: float | None = None
     files: BenchmarkFiles
+    error: str | None = Field(default=None, description="Why a failed run failed")
 
 
 class BenchmarkSummary(BaseModel):
@@ -269,6 +270,7 @@ class BenchmarkSummary(BaseModel):
     models: list[ModelStats]
     comparison: list[ComparisonRow]
     files: BenchmarkFiles
+    error: str | None = Field(default=None, description="Why a failed run failed")
 
 
 class BenchmarkListItem(BaseModel):

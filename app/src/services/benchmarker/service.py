@@ -99,6 +99,7 @@ async def start_benchmark(
         parameters.concurrency,
         max_running=settings.max_running_benchmarks,
         max_in_flight=settings.max_inflight_total,
+        live=launcher.live(),
     )
     plan = await prepare_benchmark(settings, catalog, upload, parameters)
     return await launcher.start(plan)  # the caps again, atomically with recording the run

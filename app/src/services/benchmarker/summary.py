@@ -52,6 +52,7 @@ def build_summary(
     plan: BenchmarkPlan,
     records: Sequence[RequestRecord],
     clock: RunClock,
+    error: str | None = None,
 ) -> BenchmarkSummary:
     measured = [record for record in records if not record.warmup]
     slo = slo_of(plan)
@@ -77,6 +78,7 @@ def build_summary(
         models=models,
         comparison=[comparison_row(stats.model, stats) for stats in models],
         files=files_of(benchmark_id),
+        error=error,
     )
 
 
@@ -88,6 +90,7 @@ def build_state(
     clock: RunClock,
     comparison: list[ComparisonRow],
     finished_at: datetime | None = None,
+    error: str | None = None,
 ) -> BenchmarkState:
     """The small record of a run; `comparison` may be a few seconds old (it costs a sort)."""
     total = plan.total_requests
@@ -118,6 +121,7 @@ def build_state(
         comparison=comparison,
         cost=total_cost([record for record in records if not record.warmup]),
         files=files_of(benchmark_id),
+        error=error,
     )
 
 
