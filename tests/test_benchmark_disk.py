@@ -38,6 +38,9 @@ SHORT_PROMPTS = b"Say hi.\nSay bye.\nSay yes.\n"
 LONG_PROMPTS = b"".join(f"{n} {'Tell me about the weather. ' * 50}\n".encode() for n in range(3))
 # Room for every row of the runs below once the filler is gone.
 RUN_DISK_SIZE = "2m"
+# Requests sent whose rows never reached the disk: those in flight when the first write failed,
+# and those a busy machine let start before that failure was known. Without the pause: all.
+UNKEPT_AT_MOST = 10
 
 
 @pytest.fixture
@@ -161,7 +164,7 @@ async def test_a_disk_full_for_a_few_seconds_pauses_the_run_and_loses_no_row(
     settings = make_settings(
         run_mount.parent,
         benchmarks_dir=run_mount / "benchmarks",
-        benchmark_write_retry_seconds=120.0,  # longer than any pause this test makes
+        benchmark_write_retry_seconds=20.0,  # longer than the pause this test makes
     )
     runs = 3 * 100
 
@@ -190,8 +193,13 @@ async def test_a_disk_full_for_a_few_seconds_pauses_the_run_and_loses_no_row(
 # --- a disk that stays full ---
 
 
+@pytest.mark.parametrize("isolation", ["inline", "process"])
 async def test_a_disk_that_stays_full_fails_the_run_with_the_cause_and_keeps_whole_rows(
-    run_mount: Path, serve: Serve, upstream: respx.MockRouter, catalog: respx.Route
+    run_mount: Path,
+    serve: Serve,
+    upstream: respx.MockRouter,
+    catalog: respx.Route,
+    isolation: str,
 ) -> None:
     answers = Upstream()
     upstream.post("/chat/completions").mock(side_effect=answers)
@@ -199,6 +207,7 @@ async def test_a_disk_that_stays_full_fails_the_run_with_the_cause_and_keeps_who
         run_mount.parent,
         benchmarks_dir=run_mount / "benchmarks",
         benchmark_write_retry_seconds=1.0,
+        benchmark_isolation=isolation,
     )
     runs = 3 * 100
 
@@ -214,9 +223,9 @@ async def test_a_disk_that_stays_full_fails_the_run_with_the_cause_and_keeps_who
     assert [(item["id"], item["status"]) for item in listed] == [(benchmark_id, "failed")]
     rows = whole_rows(settings.benchmarks_dir / f"{benchmark_id}.csv")
     assert len(rows) == progress_done(finished)
-    # It stopped sending: at most the requests in flight when the disk filled went unrecorded.
+    # It stopped sending: only a few requests went unrecorded.
     assert answers.calls < runs
-    assert answers.calls <= len(rows) + 2 * 2
+    assert answers.calls - len(rows) <= UNKEPT_AT_MOST
     log = read_log(settings)
     assert f"BENCHMARK FAILED | id={benchmark_id} | " in log and NO_SPACE in log
 
@@ -251,7 +260,7 @@ async def test_a_row_write_that_keeps_failing_stops_sending_and_fails_the_run(
     assert NO_SPACE in finished["error"]
     rows = whole_rows(settings.benchmarks_dir / f"{benchmark_id}.csv")
     assert len(rows) == written == progress_done(finished)
-    assert answers.calls <= written + 2 * 2
+    assert answers.calls - written <= UNKEPT_AT_MOST
 
 
 # --- the watcher ---
