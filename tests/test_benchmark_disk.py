@@ -12,7 +12,7 @@ import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ import respx
 from src.services.benchmarker import runner as runner_module
 from src.services.benchmarker import store
 from src.services.benchmarker.csv_writer import CSV_COLUMNS, CsvResultWriter
+from src.services.benchmarker.summary import RunClock, build_state
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.errors import assert_error
 from tests.helpers.openrouter import MODELS_BODY, sse_response
+from tests.helpers.results import plan_of
 from tests.helpers.tmpfs import fill, small_tmpfs
 
 pytestmark = pytest.mark.anyio
@@ -449,3 +451,27 @@ async def test_a_cancel_that_cannot_be_written_is_a_507_not_a_crash(
     body = assert_error(stop, 507, "InsufficientStorageError", "BENCHMARKS_DIR is not writable")
     assert "/" not in body["detail"]  # no path of the server's disk
     assert finished["status"] == "completed"
+
+
+# --- reserves of runs that died with their API process ---
+
+
+async def test_the_disk_reserve_of_a_run_that_died_with_its_server_is_given_back(
+    client: httpx.AsyncClient, settings: Any, upstream: respx.MockRouter, catalog: respx.Route
+) -> None:
+    upstream.post("/chat/completions").mock(side_effect=Upstream())
+    directory = settings.benchmarks_dir
+    directory.mkdir(parents=True)
+    lost_id = "20260101T000000Z_m-x_0123abcd"
+    plan = plan_of(["m/x"], ["p"])
+    lost = build_state(lost_id, "running", plan, [], RunClock(datetime.now(UTC), 0.0), [])
+    old = datetime.now(UTC) - store.STALE_AFTER - timedelta(seconds=1)
+    store.write_state(directory / f"{lost_id}.state", lost.model_copy(update={"updated_at": old}))
+    (directory / f"{lost_id}.reserve").write_bytes(b"\0" * 65536)
+
+    response = await post_benchmark(client, runs=1)
+
+    assert response.status_code == 200, response.text
+    assert not (directory / f"{lost_id}.reserve").exists()
+    assert (directory / f"{lost_id}.state").exists()  # its record stays, shown as interrupted
+    assert not list(directory.glob("*.reserve"))  # the finished run gave its own back

@@ -31,6 +31,7 @@ from src.services.base.exceptions import CapacityError, NotFoundError
 from src.services.benchmarker.disk import make_reserve, storage_error
 from src.services.benchmarker.file_utils import (
     BENCHMARK_ID_PATTERN,
+    RESERVE_SUFFIX,
     RESULTS_SUFFIX,
     STATE_SUFFIX,
     SUMMARY_SUFFIX,
@@ -201,6 +202,7 @@ def admit(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if keep_days is not None:
             prune(directory, keep_days)
+        _release_abandoned_reserves(directory, live or {})
         check_capacity(
             directory,
             state.parameters.concurrency,
@@ -216,6 +218,20 @@ def admit(
             _remove(paths.reserve)
             _remove(paths.state)
             raise storage_error(exc, "recording a new run") from exc
+
+
+def _release_abandoned_reserves(directory: Path, live: Mapping[str, int]) -> None:
+    """Give back the disk reserve of a run nobody writes any more (its runner died with its
+    server, so no one could record its end)."""
+    for name in os.listdir(directory):
+        if not name.endswith(RESERVE_SUFFIX):
+            continue
+        benchmark_id = name.removesuffix(RESERVE_SUFFIX)
+        if benchmark_id in live:
+            continue
+        state = read_state(directory / f"{benchmark_id}{STATE_SUFFIX}")
+        if state is None or effective_status(state.status, state.updated_at) != "running":
+            _remove(directory / name)
 
 
 def _running_states(directory: Path) -> Iterator[BenchmarkState]:
