@@ -219,10 +219,12 @@ async def test_a_disk_that_stays_full_fails_the_run_with_the_cause_and_keeps_who
         fill(run_mount)
         finished = await ended(client, benchmark_id)
         listed = (await client.get("/benchmarks")).json()["benchmarks"]
+        report = (await client.get(f"/benchmarks/{benchmark_id}/report")).text
 
     assert finished["status"] == "failed", finished
     assert NO_SPACE in finished["error"]
     assert [(item["id"], item["status"]) for item in listed] == [(benchmark_id, "failed")]
+    assert NO_SPACE in report
     rows = whole_rows(settings.benchmarks_dir / f"{benchmark_id}.csv")
     assert len(rows) == progress_done(finished)
     # It stopped sending: only a few requests went unrecorded.
