@@ -19,6 +19,7 @@ import httpx
 import orjson
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -188,6 +189,8 @@ def print_comparison(summary: dict[str, Any], console: Console) -> None:
     console.print(table)
     cost = summary.get("cost")
     console.print(f"Total cost: {'unknown' if cost is None else f'${cost:.5f}'}")
+    if summary.get("error"):
+        console.print(f"[red]Failed: {escape(str(summary['error']))}[/red]", soft_wrap=True)
 
 
 def _number(value: object, digits: int) -> str:
