@@ -20,6 +20,7 @@ import httpx
 import pytest
 import respx
 
+from src.config import Settings
 from src.services.benchmarker import runner as runner_module
 from src.services.benchmarker import store
 from src.services.benchmarker.csv_writer import CSV_COLUMNS, CsvResultWriter
@@ -124,6 +125,10 @@ def whole_rows(path: Path) -> list[dict[str, str]]:
     return [dict(zip(CSV_COLUMNS, row, strict=True)) for row in rows[1:]]
 
 
+def run_file(settings: Settings, benchmark_id: str) -> Path:
+    return settings.benchmarks_dir / f"{benchmark_id}.csv"
+
+
 def progress_done(body: dict[str, Any]) -> int:
     if "progress" in body:
         return int(body["progress"]["done"])
@@ -225,6 +230,9 @@ async def test_a_disk_that_stays_full_fails_the_run_with_the_cause_and_keeps_who
     assert NO_SPACE in finished["error"]
     assert [(item["id"], item["status"]) for item in listed] == [(benchmark_id, "failed")]
     assert NO_SPACE in report
+    # The reserve it gave back made room for its summary.
+    assert "finished_requests" in finished, "no summary was written"
+    assert finished["finished_requests"] == len(whole_rows(run_file(settings, benchmark_id)))
     rows = whole_rows(settings.benchmarks_dir / f"{benchmark_id}.csv")
     assert len(rows) == progress_done(finished)
     # It stopped sending: only a few requests went unrecorded.
@@ -459,7 +467,10 @@ async def test_a_cancel_that_cannot_be_written_is_a_507_not_a_crash(
 
 
 async def test_the_disk_reserve_of_a_run_that_died_with_its_server_is_given_back(
-    client: httpx.AsyncClient, settings: Any, upstream: respx.MockRouter, catalog: respx.Route
+    client: httpx.AsyncClient,
+    settings: Settings,
+    upstream: respx.MockRouter,
+    catalog: respx.Route,
 ) -> None:
     upstream.post("/chat/completions").mock(side_effect=Upstream())
     directory = settings.benchmarks_dir

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -134,9 +134,27 @@ async def run_benchmark(
     finally:
         for task in tasks:
             task.cancel()
-        # Shielded: a second cancellation must not stop the files that record the first one.
-        summary = await asyncio.shield(_finish(run, tasks, writer, status))
+        summary = await _unstoppable(_finish(run, tasks, writer, status))
     return summary
+
+
+async def _unstoppable(finish: Coroutine[None, None, BenchmarkSummary]) -> BenchmarkSummary:
+    """A second cancellation (a stopping server signals its runner again) must not stop the
+    files that record the first one: they are awaited to the end, then it is re-raised; a
+    runner process that returned at once would lose them with its event loop."""
+    task = asyncio.ensure_future(finish)
+    cancelled = False
+    while True:
+        try:
+            summary = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return summary
 
 
 def _recorder(run: Run, writer: CsvResultWriter) -> Callable[[RequestRecord], None]:
