@@ -107,7 +107,9 @@ async def ended(client: httpx.AsyncClient, benchmark_id: str) -> dict[str, Any]:
 
 async def done_at_least(client: httpx.AsyncClient, benchmark_id: str, count: int) -> None:
     async def enough() -> bool:
-        return int((await view(client, benchmark_id))["progress"]["done"]) >= count
+        body = await view(client, benchmark_id)
+        assert "progress" in body, f"the run ended before {count} requests: {body['status']}"
+        return int(body["progress"]["done"]) >= count
 
     await until(enough, f"{count} requests recorded")
 
