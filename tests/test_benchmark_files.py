@@ -11,6 +11,7 @@ from src.config import REPO_ROOT
 from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
 from src.services.base.exceptions import InvalidInputError, NotFoundError, PayloadTooLargeError
 from src.services.benchmarker.csv_writer import CSV_COLUMNS, CsvResultWriter, neutralize_formula
+from src.services.benchmarker.disk import DiskHealth
 from src.services.benchmarker.file_utils import (
     BENCHMARK_ID_PATTERN,
     READ_CHUNK_BYTES,
@@ -135,7 +136,7 @@ def result(index: int, *, error: bool = False, prompt: str = "p") -> RequestReco
 
 async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "run.csv"
-    writer = await CsvResultWriter.create(path)
+    writer = await CsvResultWriter.create(path, DiskHealth("test", 1.0))
     writer.put(result(1, prompt="=1+1"))
     writer.put(result(2, error=True))
     await writer.close()
@@ -174,7 +175,7 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
 
 async def test_csv_writer_flushes_rows_before_it_is_closed(tmp_path: Path) -> None:
     path = tmp_path / "run.csv"
-    writer = await CsvResultWriter.create(path)
+    writer = await CsvResultWriter.create(path, DiskHealth("test", 1.0))
     try:
         writer.put(result(1))
         writer.put(result(2))
@@ -198,7 +199,7 @@ async def test_result_files_are_never_overwritten(tmp_path: Path) -> None:
     path.write_text("precious", encoding="utf-8")
 
     with pytest.raises(FileExistsError):
-        await CsvResultWriter.create(path)
+        await CsvResultWriter.create(path, DiskHealth("test", 1.0))
     with pytest.raises(FileExistsError):
         write_summary(path, summary("20261126T101500Z_m-x_0123abcd", STARTED, tmp_path))
     assert path.read_text(encoding="utf-8") == "precious"

@@ -280,12 +280,16 @@ async def test_a_second_cancellation_during_the_save_still_leaves_every_row_and_
         task.cancel()  # the caller leaves: three rows are measured, none is on disk yet
         await asyncio.wait_for(disk.saving.wait(), 10)
         task.cancel()  # and the server stops while the run is saving them
+        # The run ends only once its files are saved: a runner process that returned at once
+        # would lose them with its event loop.
+        ended_early, _ = await asyncio.wait({task}, timeout=1.0)
+        assert not ended_early, "the run returned before its files were saved"
+        disk.release.set()
         with pytest.raises(asyncio.CancelledError):
             await task
     finally:
         disk.release.set()
 
-    # The save goes on in the background; the summary is its last step.
     def saved() -> bool:
         # The summary is linked into place, and no temporary file is left.
         names = [path.name for path in settings.benchmarks_dir.iterdir()]
@@ -293,10 +297,6 @@ async def test_a_second_cancellation_during_the_save_still_leaves_every_row_and_
             name.endswith(".partial") for name in names
         )
 
-    for _ in range(3000):
-        if saved():
-            break
-        await asyncio.sleep(0.01)
     assert saved(), sorted(path.name for path in settings.benchmarks_dir.iterdir())
     [json_path] = settings.benchmarks_dir.glob("*.json")
     summary = json.loads(json_path.read_text(encoding="utf-8"))

@@ -78,3 +78,10 @@ def test_following_a_run_ends_with_what_its_last_event_carries(
 
     assert result == ended
     assert f"{shown}/{shown}" in out.getvalue()
+
+
+def test_a_failed_run_prints_why_it_failed() -> None:
+    cause = "no space left on BENCHMARKS_DIR (writing the results file)."
+    text = render({**SUMMARY, "status": "failed", "error": cause}, 80)
+
+    assert f"Failed: {cause}" in " ".join(text.split())

@@ -19,6 +19,7 @@ import httpx
 import orjson
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -192,6 +193,8 @@ def print_comparison(summary: dict[str, Any], console: Console) -> None:
     if unknown and cost is not None:
         shown += f" + {unknown} request(s) of unknown cost"
     console.print(f"Total cost: {shown}")
+    if summary.get("error"):
+        console.print(f"[red]Failed: {escape(str(summary['error']))}[/red]", soft_wrap=True)
 
 
 def _number(value: object, digits: int) -> str:

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # move its clock; "inline": in the API's event loop (tests, or where subprocesses are
     # not allowed).
     benchmark_isolation: Literal["process", "inline"] = "process"
+    # A run whose row or state writes keep failing this long (a full or lost BENCHMARKS_DIR)
+    # stops sending and ends failed; until then it waits, sending nothing new. Below the 30 s
+    # after which a run whose state record stopped moving is listed as interrupted.
+    benchmark_write_retry_seconds: float = Field(default=10.0, gt=0, le=20)
 
     # Inbound authentication: empty means the proxy is open (the default for a laptop).
     proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -9,6 +9,8 @@ waiting on the queue: a waiting thread would be woken (two system calls) by ever
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import queue
@@ -23,6 +25,9 @@ from typing import TextIO
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 LOG_FILE_NAME = "server_logs.txt"
 FLUSH_SECONDS = 0.02
+# How often the log file's path is checked (deleted folder, another process's rotation), and how
+# often a file that cannot be written is tried again.
+REOPEN_SECONDS = 1.0
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
@@ -47,6 +52,10 @@ class RotatingFile:
 
     It tracks the size it wrote instead of asking the filesystem before every record, which
     is what logging.handlers.RotatingFileHandler does (and it formats each record twice).
+
+    Every REOPEN_SECONDS it checks that its path still names the file it writes: a file deleted
+    with its folder, or renamed by another process's rotation, is reopened as soon as the path
+    can be created again. A failed write or rotation closes the file; later writes reopen it.
     """
 
     def __init__(self, path: Path, max_bytes: int, backup_count: int, rotate: bool) -> None:
@@ -54,32 +63,76 @@ class RotatingFile:
         self.max_bytes = max_bytes
         self.backup_count = backup_count
         self.rotate = rotate
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._size = self._file.tell()
+        self._file: TextIO | None = None
+        self._size = 0
+        self._checked_at = 0.0
+        self._open()
 
     def write(self, lines: list[str]) -> None:
-        """Whole lines; one write per file they land in."""
+        """Whole lines; one write per file they land in. Raises OSError when the file cannot
+        be had or written: those lines are not in the file, the next call tries again."""
+        file = self._current()
+        try:
+            self._write(file, lines)
+        except OSError:
+            self._drop()
+            raise
+
+    def _write(self, file: TextIO, lines: list[str]) -> None:
         chunk: list[str] = []
         for line in lines:
             size = len(line) if line.isascii() else len(line.encode("utf-8"))
             if self.rotate and self._size and self._size + size > self.max_bytes:
-                self._flush(chunk)
+                self._flush(file, chunk)
                 chunk = []
-                self._roll_over()
+                file = self._roll_over()
             chunk.append(line)
             self._size += size
-        self._flush(chunk)
+        self._flush(file, chunk)
 
-    def _flush(self, chunk: list[str]) -> None:
+    @staticmethod
+    def _flush(file: TextIO, chunk: list[str]) -> None:
         if chunk:
-            self._file.write("".join(chunk))
-            self._file.flush()
+            file.write("".join(chunk))
+            file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        self._drop()
 
-    def _roll_over(self) -> None:
-        self._file.close()
+    def _open(self) -> TextIO:
+        self._checked_at = time.monotonic()
+        file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in _drop()
+        self._file, self._size = file, file.tell()
+        return file
+
+    def _drop(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            # Its buffer may not be writable: that error was already reported.
+            with contextlib.suppress(OSError):
+                file.close()
+
+    def _current(self) -> TextIO:
+        file = self._file
+        if time.monotonic() - self._checked_at < REOPEN_SECONDS:
+            if file is None:
+                raise FileNotFoundError(errno.ENOENT, "log file unavailable", str(self.path))
+            return file
+        if file is not None and self._still_at_path(file):
+            self._checked_at = time.monotonic()
+            return file
+        self._drop()
+        return self._open()
+
+    def _still_at_path(self, file: TextIO) -> bool:
+        try:
+            named, held = os.stat(self.path), os.fstat(file.fileno())
+        except OSError:
+            return False
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+    def _roll_over(self) -> TextIO:
+        self._drop()
         if self.backup_count > 0:
             for index in range(self.backup_count - 1, 0, -1):
                 older = self.path.with_name(f"{self.path.name}.{index}")
@@ -88,8 +141,9 @@ class RotatingFile:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink(missing_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        file = self._open()
         self._size = 0
+        return file
 
 
 class LogSink:
@@ -108,6 +162,7 @@ class LogSink:
         self._stream = stream or sys.stdout
         self._formatter = logging.Formatter(LOG_FORMAT)
         self._stopping = threading.Event()
+        self._file_failing = False
         self._second = -1
         self._stamp = ""
         self._thread = threading.Thread(target=self._run, name="log-sink", daemon=True)
@@ -163,11 +218,30 @@ class LogSink:
             self._stream.flush()
         except (OSError, ValueError):
             pass  # stdout closed (a detached process): the file still gets the lines
-        if self._file is not None:
-            try:
-                self._file.write(lines)
-            except OSError as exc:
-                self._file = None
-                self._stream.write(
-                    escape_line(f"Log file disabled after a write error: {exc}") + "\n"
+        if self._file is None:
+            return
+        try:
+            self._file.write(lines)
+        except OSError as exc:
+            if not self._file_failing:
+                self._file_failing = True
+                self._note(
+                    f"Log file unavailable ({exc}): logging to stdout only, trying the file "
+                    f"again every {REOPEN_SECONDS:g} s"
                 )
+            return
+        if self._file_failing:
+            self._file_failing = False
+            self._note("Log file reopened: lines logged while it was unavailable are on stdout")
+
+    def _note(self, text: str) -> None:
+        """A line about the log itself, on stdout (and in the file once it is back)."""
+        line = escape_line(f"{time.strftime('%Y-%m-%d %H:%M:%S')} - WARNING - {text}") + "\n"
+        try:
+            self._stream.write(line)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+        if self._file is not None and not self._file_failing:
+            with contextlib.suppress(OSError):  # reported at the next batch
+                self._file.write([line])

@@ -45,6 +45,7 @@ NOT_FOUND: dict[int | str, dict[str, object]] = {
 HTML_OR_JSON: dict[int | str, dict[str, object]] = {
     200: {"content": {"text/html": {}}, "description": "JSON, or HTML with ?visualize=true"},
     202: {"model": BenchmarkAccepted, "description": "Started in the background"},
+    507: {"model": ErrorResponse, "description": "BENCHMARKS_DIR cannot take the run's files"},
 }
 
 router = APIRouter(tags=["benchmarks"])

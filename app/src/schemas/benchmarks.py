@@ -257,6 +257,7 @@ class BenchmarkState(BaseModel):
     # The owner tag of the key that started the run (services/benchmarker/owners.py): kept
     # in the record on disk, never in an answer.
     owner: str | None = Field(default=None, exclude=True)
+    error: str | None = Field(default=None, description="Why a failed run failed")
 
 
 class BenchmarkSummary(BaseModel):
@@ -282,6 +283,7 @@ class BenchmarkSummary(BaseModel):
     models: list[ModelStats]
     comparison: list[ComparisonRow]
     files: BenchmarkFiles
+    error: str | None = Field(default=None, description="Why a failed run failed")
 
 
 class BenchmarkListItem(BaseModel):

@@ -11,6 +11,7 @@ from src.services.base.exceptions import (
     CapacityError,
     ClientDisconnectedError,
     ConflictError,
+    InsufficientStorageError,
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
@@ -35,6 +36,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ServiceError], int], ...] = (
     (InvalidInputError, 422),
     (NotFoundError, 404),
     (UnknownModelError, 404),
+    (InsufficientStorageError, 507),
     (RunnerFailedError, 500),
     (ClientDisconnectedError, 499),  # nginx's "client closed request"; nobody reads it
     (UpstreamTimeoutError, 504),

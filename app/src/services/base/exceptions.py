@@ -51,6 +51,10 @@ class UnknownModelError(ServiceError):
     """A model id the upstream does not list."""
 
 
+class InsufficientStorageError(ServiceError):
+    """BENCHMARKS_DIR cannot take a run's files: full, not writable, or deleted."""
+
+
 class RunnerFailedError(ServiceError):
     """A benchmark runner process ended without recording its run: a fault of ours."""
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
+import os
+from functools import partial
 from pathlib import Path
-from typing import IO
 
 from src.schemas.benchmarks import RequestRecord
+from src.services.benchmarker.disk import DiskHealth, append_whole
 
 CSV_COLUMNS = (
     "model",
@@ -84,30 +87,37 @@ def neutralize_formula(cell: str) -> str:
 class CsvResultWriter:
     """The one writer of a benchmark's CSV: rows are queued as requests finish and written in
     batches by a single task through a thread, so the event loop never waits on the disk and
-    every finished row is on disk (flushed) shortly after it was measured.
+    every finished row is on disk shortly after it was measured.
+
+    A batch is appended whole or not at all; one that cannot be written is tried again through
+    the run's DiskHealth (which holds back new requests meanwhile) and, past its retry time,
+    the task fails with InsufficientStorageError. `rows_written` counts the rows in the file.
     """
 
-    def __init__(self, file: IO[str]) -> None:
-        self._file = file
-        self._writer = csv.writer(file)
+    def __init__(self, fd: int, size: int, health: DiskHealth) -> None:
+        self._fd = fd
+        self._size = size
+        self._health = health
+        self.rows_written = 0
+        self.detached = False  # the file was deleted (with its folder) while being written
         self._queue: asyncio.Queue[RequestRecord | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._drain())
+        self.task = asyncio.create_task(self._drain())
 
     @classmethod
-    async def create(cls, path: Path) -> CsvResultWriter:
-        file = await asyncio.to_thread(_create_csv, path)
-        return cls(file)
+    async def create(cls, path: Path, health: DiskHealth) -> CsvResultWriter:
+        fd, size = await health.write(RESULTS_FILE, partial(_create_csv, path))
+        return cls(fd, size, health)
 
     def put(self, record: RequestRecord) -> None:
         self._queue.put_nowait(record)
 
     async def close(self) -> None:
-        """Write every queued row, then close the file."""
+        """Write every queued row, then close the file (raises if the rows could not be)."""
         self._queue.put_nowait(None)
         try:
-            await self._task
+            await self.task
         finally:
-            await asyncio.to_thread(self._file.close)
+            await asyncio.to_thread(self._close)
 
     async def _drain(self) -> None:
         while True:
@@ -116,23 +126,114 @@ class CsvResultWriter:
                 batch.append(self._queue.get_nowait())
             rows = [csv_row(record) for record in batch if record is not None]
             if rows:
-                await asyncio.to_thread(self._write, rows)
+                await self._health.write(RESULTS_FILE, partial(self._write, rows))
+                self.rows_written += len(rows)
             if None in batch:
                 return
 
     def _write(self, rows: list[list[str]]) -> None:
-        self._writer.writerows(rows)
-        self._file.flush()
+        self._size = append_whole(self._fd, _encode(rows), self._size)
+
+    def _close(self) -> None:
+        try:
+            self.detached = os.fstat(self._fd).st_nlink == 0
+        finally:
+            os.close(self._fd)
 
 
-def _create_csv(path: Path) -> IO[str]:
+RESULTS_FILE = "results file"
+
+
+def _encode(rows: list[list[str]]) -> bytes:
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    return text.getvalue().encode("utf-8")
+
+
+def _create_csv(path: Path) -> tuple[int, int]:
+    """The new file with its header row, and its length; nothing is left if that fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # "x": a result file is never overwritten.
-    file = open(path, "x", newline="", encoding="utf-8")  # noqa: SIM115 - closed by the writer
+    # O_EXCL: a result file is never overwritten.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        csv.writer(file).writerow(CSV_COLUMNS)
-        file.flush()
+        return fd, append_whole(fd, _encode([list(CSV_COLUMNS)]), 0)
     except BaseException:
-        file.close()
+        os.close(fd)
+        path.unlink(missing_ok=True)
         raise
-    return file
+
+
+def write_csv(path: Path, records: list[RequestRecord]) -> None:
+    """A whole results file at once: for a run whose file was deleted while it ran."""
+    fd, size = _create_csv(path)
+    try:
+        append_whole(fd, _encode([csv_row(record) for record in records]), size)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+def read_records(path: Path, prompts: list[str]) -> list[RequestRecord]:
+    """The records of a results file, for a run whose runner died before its summary.
+
+    A row that is not whole is left out. The file keeps each request's mean gap between
+    chunks, not every gap: the gaps read back are that mean, repeated.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+    except FileNotFoundError:
+        return []
+    records = []
+    for row in rows:
+        try:
+            records.append(_record(row, prompts))
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return records
+
+
+def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
+    if None in row or any(value is None for value in row.values()):
+        raise ValueError("not a whole row")
+    chunks = int(row["chunks"]) if row["chunks"] else 0
+    itl_avg = _number(row["itl_avg_seconds"])
+    error_type, _, error = row["error"].partition(": ")
+    index = int(row["prompt_index"])
+    return RequestRecord(
+        text="",
+        model=_plain(row["model"]),
+        finish_reason=_plain(row["finish_reason"]) or None,
+        prompt_tokens=int(row["prompt_tokens"]),
+        completion_tokens=int(row["completion_tokens"]),
+        tokens_used=int(row["tokens_used"]),
+        latency_seconds=float(row["latency_seconds"]),
+        ttft_seconds=_number(row["ttft_seconds"]),
+        attempts=int(row["attempts"]),
+        total_seconds=float(row["total_seconds"]),
+        cost=_number(row["cost"]),
+        prompt_index=index,
+        prompt=prompts[index - 1],
+        run=int(row["run"]),
+        status=int(row["status"]),
+        error_type=_plain(error_type) or None,
+        error=error or None,
+        warmup=row["warmup"] == "true",
+        send_lag_seconds=_number(row["send_lag_seconds"]),
+        scheduled_latency_seconds=_number(row["scheduled_latency_seconds"]),
+        itl=[] if itl_avg is None else [itl_avg] * max(chunks - 1, 0),
+        cost_source=row["cost_source"] or None,
+    )
+
+
+def _number(cell: str) -> float | None:
+    return float(cell) if cell else None
+
+
+def _plain(cell: str) -> str:
+    """A cell as it was before neutralize_formula."""
+    if cell.startswith("'") and cell[1:].startswith(_FORMULA_PREFIXES):
+        return cell[1:]
+    return cell

@@ -90,12 +90,14 @@ class ResultPaths:
     json: Path
     state: Path  # the small record that listing and progress read
     cancel: Path  # present once a DELETE asked the run to stop
+    reserve: Path  # disk space held while the run lives, for its final records
 
 
 RESULTS_SUFFIX = ".csv"
 SUMMARY_SUFFIX = ".json"
 STATE_SUFFIX = ".state"
 CANCEL_SUFFIX = ".cancel"
+RESERVE_SUFFIX = ".reserve"
 
 
 def result_paths(directory: Path, benchmark_id: str) -> ResultPaths:
@@ -108,8 +110,9 @@ def result_paths(directory: Path, benchmark_id: str) -> ResultPaths:
         json=root / f"{benchmark_id}{SUMMARY_SUFFIX}",
         state=root / f"{benchmark_id}{STATE_SUFFIX}",
         cancel=root / f"{benchmark_id}{CANCEL_SUFFIX}",
+        reserve=root / f"{benchmark_id}{RESERVE_SUFFIX}",
     )
-    for path in (paths.csv, paths.json, paths.state, paths.cancel):
+    for path in (paths.csv, paths.json, paths.state, paths.cancel, paths.reserve):
         if path.resolve().parent != root:
             raise NotFoundError(f"No benchmark with id '{benchmark_id}'.")
     return paths

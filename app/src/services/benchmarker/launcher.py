@@ -9,22 +9,30 @@ report on it or cancel it through its files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
 from datetime import UTC, datetime
+from functools import partial
 
 from src.config import REPO_ROOT, Settings
 from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
+from src.services.benchmarker.csv_writer import read_records
+from src.services.benchmarker.disk import release_reserve, storage_error
 from src.services.benchmarker.file_utils import new_benchmark_id, result_paths
 from src.services.benchmarker.plan import BenchmarkPlan
 from src.services.benchmarker.runner import run_benchmark
-from src.services.benchmarker.store import admit, load_summary, read_state, write_state
-from src.services.benchmarker.summary import RunClock, build_state
+from src.services.benchmarker.store import (
+    admit,
+    load_summary,
+    read_state,
+    write_state,
+    write_summary,
+)
+from src.services.benchmarker.summary import RunClock, build_state, build_summary
 from src.services.benchmarker.worker import EXIT_INTERRUPTED, RunnerJob
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 
@@ -44,6 +52,12 @@ class BenchmarkLauncher:
         # process wrote it to disk (read only if somebody waits for it).
         self._runs: dict[str, asyncio.Task[BenchmarkSummary | None]] = {}
         self._processes: dict[str, asyncio.subprocess.Process] = {}
+        # Runs hosted here whose runner has not exited, with their concurrency: they count
+        # under the caps whatever their files say (see store.check_capacity).
+        self._live: dict[str, int] = {}
+
+    def live(self) -> dict[str, int]:
+        return dict(self._live)
 
     async def start(self, plan: BenchmarkPlan) -> BenchmarkState:
         """Admit and start a run; it goes on whether or not anyone waits for it."""
@@ -57,11 +71,17 @@ class BenchmarkLauncher:
             max_running=settings.max_running_benchmarks,
             max_in_flight=settings.max_inflight_total,
             keep_days=settings.benchmarks_keep_days,
+            live=self.live(),
         )
         run = asyncio.create_task(self._host(benchmark_id, plan), name=f"benchmark {benchmark_id}")
         self._runs[benchmark_id] = run
-        run.add_done_callback(lambda _: self._runs.pop(benchmark_id, None))
+        self._live[benchmark_id] = plan.parameters.concurrency
+        run.add_done_callback(lambda _: self._forget(benchmark_id))
         return state
+
+    def _forget(self, benchmark_id: str) -> None:
+        self._runs.pop(benchmark_id, None)
+        self._live.pop(benchmark_id, None)
 
     async def wait(self, benchmark_id: str) -> BenchmarkSummary:
         """The summary once the run ends. Cancelling the caller interrupts the run, and returns
@@ -114,11 +134,13 @@ class BenchmarkLauncher:
                     benchmark_id,
                     settings.benchmarks_dir,
                     Redactor(settings.secrets()),
+                    write_retry_seconds=settings.benchmark_write_retry_seconds,
                 )
             await self._in_process(benchmark_id, plan)
             return None
-        except BaseException:
-            await asyncio.to_thread(_mark_failed_if_unsaved, settings, benchmark_id, plan)
+        except BaseException as exc:
+            cause = f"the benchmark run ended without its summary ({type(exc).__name__})"
+            await asyncio.to_thread(record_lost_run, settings, benchmark_id, plan, cause)
             raise
 
     async def _in_process(self, benchmark_id: str, plan: BenchmarkPlan) -> None:
@@ -145,22 +167,56 @@ class BenchmarkLauncher:
                 await process.wait()
         if code not in (0, EXIT_INTERRUPTED):
             logger.error("BENCHMARK RUNNER FAILED | id=%s | exit code %s", benchmark_id, code)
-            await asyncio.to_thread(_mark_failed_if_unsaved, self._settings, benchmark_id, plan)
+            await asyncio.to_thread(
+                record_lost_run, self._settings, benchmark_id, plan, _exit_cause(code)
+            )
 
 
-def _mark_failed_if_unsaved(settings: Settings, benchmark_id: str, plan: BenchmarkPlan) -> None:
-    """A run that never saved its summary must not stay "running" for the caps; what its state
-    record already says (start, progress) is kept."""
+def _exit_cause(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the benchmark runner was killed ({name})"
+    return f"the benchmark runner exited with code {code}"
+
+
+def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, cause: str) -> None:
+    """A run whose runner ended without its summary (killed, crashed) must not stay "running"
+    for the caps: it is recorded as failed with the cause, and summed up from the rows its CSV
+    kept (its start and elapsed time from its last state record)."""
     paths = result_paths(settings.benchmarks_dir, benchmark_id)
     if paths.json.exists():
         return
-    with contextlib.suppress(OSError):
-        ended = datetime.now(UTC)
-        state = read_state(paths.state)
-        if state is None:
-            state = build_state(benchmark_id, "failed", plan, [], RunClock(ended, 0.0), [])
-        else:
-            progress = state.progress.model_copy(update={"eta_seconds": None})
-            ended_then = {"status": "failed", "updated_at": ended, "finished_at": ended}
-            state = state.model_copy(update={**ended_then, "progress": progress})
-        write_state(paths.state, state)
+    release_reserve(paths.reserve)
+    state = read_state(paths.state)
+    clock = RunClock(
+        state.started_at if state else datetime.now(UTC),
+        state.progress.elapsed_seconds if state else 0.0,
+    )
+    records = read_records(paths.csv, plan.prompts)
+    summary = build_summary(benchmark_id, "failed", plan, records, clock, error=cause)
+    ended = build_state(
+        benchmark_id,
+        "failed",
+        plan,
+        records,
+        clock,
+        summary.comparison,
+        summary.finished_at,
+        error=cause,
+    )
+    logger.error("BENCHMARK FAILED | id=%s | %s", benchmark_id, cause)
+    for what, write in (
+        ("state record", partial(write_state, paths.state, ended)),
+        ("summary", partial(write_summary, paths.json, summary)),
+    ):
+        try:
+            write()
+        except OSError as exc:
+            logger.error(
+                "BENCHMARK FILE LOST | id=%s | %s",
+                benchmark_id,
+                storage_error(exc, f"writing the {what}").detail,
+            )

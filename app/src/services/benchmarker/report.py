@@ -82,6 +82,7 @@ def render_progress(state: BenchmarkState) -> str:
         f"{progress.done}/{total} requests ({progress.ok} ok, {progress.failed} failed) · "
         f"elapsed {progress.elapsed_seconds:.0f} s · ETA {eta} · "
         f"cost so far {_cost(state.cost, state.cost_unknown)}</p>",
+        _failure(state.error),
         f'<progress max="{total if progress.total else 1}" value="{progress.done}"></progress>',
         "<h2>Parameters</h2>",
         _parameters_table(state.parameters),
@@ -116,8 +117,13 @@ def _overview(summary: BenchmarkSummary) -> str:
         f"wall {_number(summary.wall_seconds)} s · "
         f"{summary.finished_requests}/{summary.requests} requests · "
         f"{_number(summary.requests_per_second, 2)} requests/s · "
-        f"cost {_cost(summary.cost, summary.cost_unknown)}</p>"
+        f"cost {_cost(summary.cost, summary.cost_unknown)}</p>" + _failure(summary.error)
     )
+
+
+def _failure(error: str | None) -> str:
+    """Why a failed run failed, under its status."""
+    return "" if error is None else f'<p class="status-failed">Failed: {escape(error)}</p>'
 
 
 def _parameters_table(params: SavedParameters) -> str:

@@ -1,5 +1,8 @@
-"""Run one benchmark plan to its end, its cancellation or its interruption, recording every
-request on disk and its progress in its state record.
+"""Run one benchmark plan to its end, its cancellation, its interruption or its failure,
+recording every request on disk and its progress in its state record.
+
+A disk that stops taking the run's files pauses it (nothing new is sent) for the write retry
+time, then fails it with the cause: no request is paid for whose result could not be kept.
 
 Host-agnostic: the same coroutine runs in a dedicated runner process (the default, see
 worker.py) or in the API's own event loop.
@@ -10,17 +13,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from src.schemas.benchmarks import BenchmarkStatus, BenchmarkSummary, ComparisonRow, RequestRecord
+from src.schemas.benchmarks import (
+    BenchmarkStatus,
+    BenchmarkSummary,
+    ComparisonRow,
+    RequestRecord,
+)
+from src.services.base.exceptions import InsufficientStorageError
 from src.services.base.timing import now
-from src.services.benchmarker.csv_writer import CsvResultWriter
+from src.services.benchmarker.csv_writer import CsvResultWriter, write_csv
+from src.services.benchmarker.disk import DiskHealth, release_reserve
 from src.services.benchmarker.file_utils import ResultPaths, result_paths
-from src.services.benchmarker.plan import BenchmarkPlan
+from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
 from src.services.benchmarker.run_utils import (
     RequestContext,
     execute_request,
@@ -56,12 +66,14 @@ class Run:
     benchmark_id: str
     plan: BenchmarkPlan
     paths: ResultPaths
+    health: DiskHealth
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started: float = field(default_factory=now)
     measured_from: float | None = None
     last_send_offset: float | None = None
     records: list[RequestRecord] = field(default_factory=list)
     stop_reason: BenchmarkStatus | None = None  # set when the run was asked to stop
+    error: str | None = None  # why a failed run failed
     # With a rate or a duration: when the last send is due, from the end of the warm-up.
     schedule_end: float | None = field(init=False)
 
@@ -81,22 +93,21 @@ async def run_benchmark(
     redact: Callable[[str], str],
     *,
     parent_pid: int | None = None,
+    write_retry_seconds: float = 10.0,
 ) -> BenchmarkSummary:
     """Rows reach the CSV as requests finish; the JSON summary is written at the end, also when
-    the run is cancelled (status "cancelled", through a DELETE) or interrupted (its caller or
-    its process was stopped; then the interruption is re-raised once the files are saved).
+    the run is cancelled (status "cancelled", through a DELETE), fails (its files could not be
+    written; the cause is in `error`) or is interrupted (its caller or its process was stopped;
+    then the interruption is re-raised once the files are saved).
 
     With `parent_pid`, the run stops as interrupted if that process goes away.
     """
     run = Run(
-        benchmark_id, plan, await asyncio.to_thread(result_paths, benchmarks_dir, benchmark_id)
+        benchmark_id,
+        plan,
+        await asyncio.to_thread(result_paths, benchmarks_dir, benchmark_id),
+        DiskHealth(benchmark_id, write_retry_seconds),
     )
-    writer = await CsvResultWriter.create(run.paths.csv)
-
-    def record(entry: RequestRecord) -> None:
-        run.records.append(entry)
-        writer.put(entry)
-
     logger.info(
         "BENCHMARK STARTED | id=%s | models=%s | requests=%s | concurrency=%d",
         benchmark_id,
@@ -104,29 +115,81 @@ async def run_benchmark(
         plan.total_requests if plan.total_requests is not None else "by duration",
         plan.parameters.concurrency,
     )
-    work = asyncio.create_task(_send_all(run, RequestContext(client, plan, redact), record))
-    watcher = asyncio.create_task(_watch(run, work, parent_pid))
+    writer: CsvResultWriter | None = None
+    tasks: list[asyncio.Task[None]] = []
     status: BenchmarkStatus = "failed"  # unless the run ends normally or is stopped
     try:
-        await work
+        writer = await CsvResultWriter.create(run.paths.csv, run.health)
+        work = asyncio.create_task(
+            _send_all(run, RequestContext(client, plan, redact), _recorder(run, writer))
+        )
+        tasks = [work, asyncio.create_task(_watch(run, work, parent_pid))]
+        await _until_sent(work, *tasks[1:], writer.task)
         status = "completed"
     except asyncio.CancelledError:
         status = run.stop_reason or "interrupted"
         if run.stop_reason is None:
             raise  # cancelled from outside (a caller who left, a stopping server)
+    except InsufficientStorageError as exc:
+        run.error = exc.detail
+    except Exception as exc:
+        run.error = f"the benchmark runner failed ({type(exc).__name__})"
+        logger.exception("BENCHMARK RUNNER ERROR | id=%s", benchmark_id)
+        raise
     finally:
-        work.cancel()
-        watcher.cancel()
-        # Shielded: a second cancellation must not stop the files that record the first one.
-        summary = await asyncio.shield(_finish(run, work, watcher, writer, status))
+        for task in tasks:
+            task.cancel()
+        summary = await _unstoppable(_finish(run, tasks, writer, status))
     return summary
+
+
+async def _unstoppable(finish: Coroutine[None, None, BenchmarkSummary]) -> BenchmarkSummary:
+    """A second cancellation (a stopping server signals its runner again) must not stop the
+    files that record the first one: they are awaited to the end, then it is re-raised; a
+    runner process that returned at once would lose them with its event loop."""
+    task = asyncio.ensure_future(finish)
+    cancelled = False
+    while True:
+        try:
+            summary = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return summary
+
+
+def _recorder(run: Run, writer: CsvResultWriter) -> Callable[[RequestRecord], None]:
+    def record(entry: RequestRecord) -> None:
+        run.records.append(entry)
+        writer.put(entry)
+
+    return record
+
+
+async def _until_sent(work: asyncio.Task[None], *helpers: asyncio.Task[None]) -> None:
+    """Until every request is sent and recorded. A helper (the watcher, the CSV writer) that
+    fails first ends the run with its error; one that ends first stopped the run."""
+    await asyncio.wait({work, *helpers}, return_when=asyncio.FIRST_COMPLETED)
+    for helper in helpers:
+        if helper.done() and not helper.cancelled() and (error := helper.exception()):
+            raise error
+    await work
 
 
 async def _send_all(
     run: Run, context: RequestContext, record: Callable[[RequestRecord], None]
 ) -> None:
     parameters = run.plan.parameters
-    execute = partial(execute_request, context)
+
+    async def execute(job: BenchmarkJob, scheduled: float | None) -> RequestRecord:
+        # Nothing is sent while the run's files are not being written.
+        await run.health.writable.wait()
+        return await execute_request(context, job, scheduled)
+
     if parameters.warmup:
         await run_closed_loop(
             run.plan.warmup_jobs(),
@@ -154,37 +217,67 @@ async def _send_all(
     )
 
 
+@dataclass
+class _Saved:
+    """What the watcher last wrote to the state record."""
+
+    at: float = 0.0
+    done: int = -1
+    comparison_due: float = 0.0
+    comparison: list[ComparisonRow] = field(default_factory=list)
+
+
 async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> None:
     """Stops the run on a DELETE's mark (or when the parent process is gone), and rewrites the
-    state record as requests finish, and at least every second."""
-    written_at = comparison_due = 0.0
-    written_done = -1
-    comparison: list[ComparisonRow] = []
+    state record as requests finish, and at least every second.
+
+    It lives as long as the run: an unexpected error is logged and the next round goes on; a
+    state record that cannot be written for the write retry time ends the run.
+    """
+    saved = _Saved()
     while not work.done():
         await asyncio.sleep(CHECK_SECONDS)
-        why = await _stop_reason(run, parent_pid)
-        if why is not None:
-            run.stop_reason, reason = why
-            logger.info("BENCHMARK STOPPING | id=%s | %s", run.benchmark_id, reason)
-            work.cancel()
-            return
-        moment = now()
-        if moment >= comparison_due:
-            comparison = comparison_so_far(run.plan, run.records, run.clock().wall_seconds)
-            comparison_due = moment + COMPARISON_SECONDS
-        done = len(run.records)
-        if done != written_done or moment - written_at >= STATE_SECONDS:
-            state = build_state(
-                run.benchmark_id,
-                "running",
-                run.plan,
-                run.records,
-                _progress_clock(run),
-                comparison,
-                schedule_left=_schedule_left(run),
-            )
-            await asyncio.to_thread(write_state, run.paths.state, state)
-            written_at, written_done = moment, done
+        try:
+            why = await _stop_reason(run, parent_pid)
+            if why is not None:
+                run.stop_reason, reason = why
+                logger.info("BENCHMARK STOPPING | id=%s | %s", run.benchmark_id, reason)
+                work.cancel()
+                return
+            await _save_progress(run, saved)
+        except InsufficientStorageError:
+            raise
+        except Exception:
+            logger.exception("BENCHMARK WATCHER ERROR | id=%s | going on", run.benchmark_id)
+
+
+async def _save_progress(run: Run, saved: _Saved) -> None:
+    moment = now()
+    if moment >= saved.comparison_due:
+        saved.comparison = comparison_so_far(run.plan, run.records, run.clock().wall_seconds)
+        saved.comparison_due = moment + COMPARISON_SECONDS
+    done = len(run.records)
+    if done == saved.done and moment - saved.at < STATE_SECONDS:
+        return
+    state = build_state(
+        run.benchmark_id,
+        "running",
+        run.plan,
+        run.records,
+        _progress_clock(run),
+        saved.comparison,
+        schedule_left=_schedule_left(run),
+    )
+    try:
+        await asyncio.to_thread(write_state, run.paths.state, state)
+    except OSError as exc:
+        run.health.failed(STATE_RECORD, exc)  # raises once it has failed for too long
+        return
+    run.health.succeeded(STATE_RECORD)
+    saved.at, saved.done = moment, done
+
+
+STATE_RECORD = "state record"
 
 
 async def _stop_reason(run: Run, parent_pid: int | None) -> tuple[BenchmarkStatus, str] | None:
@@ -220,29 +313,36 @@ def _progress_clock(run: Run) -> RunClock:
 
 async def _finish(
     run: Run,
-    work: asyncio.Task[None],
-    watcher: asyncio.Task[None],
-    writer: CsvResultWriter,
+    tasks: list[asyncio.Task[None]],
+    writer: CsvResultWriter | None,
     status: BenchmarkStatus,
 ) -> BenchmarkSummary:
     # Every in-flight request has ended (recorded or cancelled) before anything is summed up.
-    await asyncio.gather(work, watcher, return_exceptions=True)
-    summary = build_summary(run.benchmark_id, status, run.plan, run.records, run.clock())
+    await asyncio.gather(*tasks, return_exceptions=True)
+    kept = await _close_results(run, writer)
+    if run.error is not None:
+        status = "failed"
+        logger.error("BENCHMARK FAILED | id=%s | %s", run.benchmark_id, run.error)
+    # The reserve makes room for the records below, even on a full disk.
+    await asyncio.to_thread(release_reserve, run.paths.reserve)
+    summary = build_summary(run.benchmark_id, status, run.plan, kept, run.clock(), error=run.error)
     state = build_state(
         run.benchmark_id,
         status,
         run.plan,
-        run.records,
+        kept,
         _progress_clock(run),
         summary.comparison,
         summary.finished_at,
+        error=run.error,
     )
+    # The small state record first: it says how the run ended, and why, whatever comes next.
+    await _final_write(run, STATE_RECORD, partial(write_state, run.paths.state, state))
+    await _final_write(run, "summary", partial(write_summary, run.paths.json, summary))
     try:
-        await writer.close()
-    finally:
-        await asyncio.to_thread(write_summary, run.paths.json, summary)
-        await asyncio.to_thread(write_state, run.paths.state, state)
         await asyncio.to_thread(run.paths.cancel.unlink, missing_ok=True)
+    except OSError as exc:
+        logger.warning("BENCHMARK | id=%s | cancel mark left: %s", run.benchmark_id, exc)
     logger.info(
         "BENCHMARK FINISHED | id=%s | status=%s | finished=%d/%s | wall=%.3fs",
         run.benchmark_id,
@@ -252,3 +352,27 @@ async def _finish(
         summary.wall_seconds,
     )
     return summary
+
+
+async def _close_results(run: Run, writer: CsvResultWriter | None) -> list[RequestRecord]:
+    """Write the queued rows and close the CSV; the records in it, which the summary counts."""
+    if writer is None:
+        return []
+    try:
+        await writer.close()
+    except InsufficientStorageError as exc:
+        run.error = run.error or exc.detail
+    kept = run.records[: writer.rows_written]
+    if writer.detached:
+        # Deleted (with BENCHMARKS_DIR) while the run wrote it: written again from memory, so
+        # the run's rows and the record of its failure are there to be found.
+        run.error = run.error or "BENCHMARKS_DIR was deleted while the run was writing to it."
+        await _final_write(run, "results file", partial(write_csv, run.paths.csv, kept))
+    return kept
+
+
+async def _final_write(run: Run, what: str, write: Callable[[], None]) -> None:
+    try:
+        await run.health.write(what, write)
+    except InsufficientStorageError as exc:
+        logger.error("BENCHMARK FILE LOST | id=%s | %s", run.benchmark_id, exc.detail)

@@ -146,6 +146,7 @@ async def start_benchmark(
         parameters.concurrency,
         max_running=settings.max_running_benchmarks,
         max_in_flight=settings.max_inflight_total,
+        live=launcher.live(),
     )
     plan = await with_prices(plan, catalog)
     plan = dataclasses.replace(plan, owner=caller.owner)

@@ -8,10 +8,11 @@ use `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,8 +29,10 @@ from src.schemas.benchmarks import (
     SavedParameters,
 )
 from src.services.base.exceptions import CapacityError, NotFoundError
+from src.services.benchmarker.disk import make_reserve, storage_error
 from src.services.benchmarker.file_utils import (
     BENCHMARK_ID_PATTERN,
+    RESERVE_SUFFIX,
     RESULTS_SUFFIX,
     STATE_SUFFIX,
     SUMMARY_SUFFIX,
@@ -69,14 +72,14 @@ def write_summary(path: Path, summary: BenchmarkSummary) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "x", encoding="utf-8") as file:
-        file.write(summary.model_dump_json(by_alias=True, indent=2))
-        file.flush()
-        os.fsync(file.fileno())
     try:
+        with open(partial, "x", encoding="utf-8") as file:
+            file.write(summary.model_dump_json(by_alias=True, indent=2))
+            file.flush()
+            os.fsync(file.fileno())
         os.link(partial, path)
     finally:
-        partial.unlink()
+        _remove(partial)
 
 
 def load_summary(directory: Path, benchmark_id: str) -> BenchmarkSummary:
@@ -96,8 +99,16 @@ def write_state(path: Path, state: BenchmarkState) -> None:
     record = state.model_dump(mode="json", by_alias=True)
     record["owner"] = state.owner  # left out of every answer, but this is where it is kept
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(orjson.dumps(record))
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(orjson.dumps(record))
+        os.replace(partial, path)
+    finally:
+        _remove(partial)  # gone already once renamed; never left behind by a failed write
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def read_state(path: Path) -> BenchmarkState | None:
@@ -141,24 +152,41 @@ def check_access(directory: Path, benchmark_id: str, caller: Caller) -> None:
 def request_cancel(directory: Path, benchmark_id: str) -> None:
     """Leave the mark its runner looks for (every fraction of a second), whichever process or
     machine runs it."""
-    result_paths(directory, benchmark_id).cancel.touch()
+    try:
+        result_paths(directory, benchmark_id).cancel.touch()
+    except OSError as exc:
+        raise storage_error(exc, "asking the run to stop") from exc
 
 
 # --- admission ---------------------------------------------------------------------------------
 
 
 def check_capacity(
-    directory: Path, concurrency: int, *, max_running: int, max_in_flight: int
+    directory: Path,
+    concurrency: int,
+    *,
+    max_running: int,
+    max_in_flight: int,
+    live: Mapping[str, int] | None = None,
 ) -> None:
-    """Refuse a run the caps leave no room for (CapacityError, a 429)."""
-    running = list(_running_states(directory)) if directory.is_dir() else []
+    """Refuse a run the caps leave no room for (CapacityError, a 429).
+
+    `live`: the runs this process hosts whose runner has not exited (id: concurrency). They
+    count whatever their files say: a state record that went stale or was deleted with its
+    folder does not free a place while the runner still sends.
+    """
+    running = {
+        state.id: state.parameters.concurrency
+        for state in (_running_states(directory) if directory.is_dir() else ())
+    }
+    running.update(live or {})
     if len(running) >= max_running:
         raise CapacityError(
             f"{len(running)} benchmarks are running: MAX_RUNNING_BENCHMARKS={max_running}. "
             "Try again when one has finished.",
             retry_after=CAPACITY_RETRY_AFTER_SECONDS,
         )
-    in_flight = sum(other.parameters.concurrency for other in running)
+    in_flight = sum(running.values())
     if in_flight + concurrency > max_in_flight:
         raise CapacityError(
             f"Running benchmarks hold {in_flight} requests in flight; {concurrency} more would "
@@ -174,22 +202,53 @@ def admit(
     max_running: int,
     max_in_flight: int,
     keep_days: float | None,
+    live: Mapping[str, int] | None = None,
 ) -> None:
     """Record a new run as running, if the caps allow it; every worker and replica that shares
     the directory counts the same runs, under one lock.
+
+    A disk that cannot take the run's files refuses it (InsufficientStorageError, a 507) and
+    keeps nothing of it: its state record and its disk reserve (disk.py) are made here.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ADMISSION_LOCK, "a") as lock:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = open(directory / ADMISSION_LOCK, "a")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise storage_error(exc, "recording a new run") from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if keep_days is not None:
             prune(directory, keep_days)
+        _release_abandoned_reserves(directory, live or {})
         check_capacity(
             directory,
             state.parameters.concurrency,
             max_running=max_running,
             max_in_flight=max_in_flight,
+            live=live,
         )
-        write_state(result_paths(directory, state.id).state, state)
+        paths = result_paths(directory, state.id)
+        try:
+            make_reserve(paths.reserve)
+            write_state(paths.state, state)
+        except OSError as exc:
+            _remove(paths.reserve)
+            _remove(paths.state)
+            raise storage_error(exc, "recording a new run") from exc
+
+
+def _release_abandoned_reserves(directory: Path, live: Mapping[str, int]) -> None:
+    """Give back the disk reserve of a run nobody writes any more (its runner died with its
+    server, so no one could record its end)."""
+    for name in os.listdir(directory):
+        if not name.endswith(RESERVE_SUFFIX):
+            continue
+        benchmark_id = name.removesuffix(RESERVE_SUFFIX)
+        if benchmark_id in live:
+            continue
+        state = read_state(directory / f"{benchmark_id}{STATE_SUFFIX}")
+        if state is None or effective_status(state.status, state.updated_at) != "running":
+            _remove(directory / name)
 
 
 def _running_states(directory: Path) -> Iterator[BenchmarkState]:
@@ -216,7 +275,7 @@ def prune(directory: Path, keep_days: float) -> int:
         if started >= cutoff or not finished:
             continue
         paths = result_paths(directory, benchmark_id)
-        for path in (paths.csv, paths.state, paths.cancel, paths.json):
+        for path in (paths.csv, paths.state, paths.cancel, paths.reserve, paths.json):
             path.unlink(missing_ok=True)
         removed += 1
     if removed:

@@ -53,6 +53,7 @@ def build_summary(
     plan: BenchmarkPlan,
     records: Sequence[RequestRecord],
     clock: RunClock,
+    error: str | None = None,
 ) -> BenchmarkSummary:
     measured = [record for record in records if not record.warmup]
     slo = slo_of(plan)
@@ -79,6 +80,7 @@ def build_summary(
         models=models,
         comparison=[comparison_row(stats.model, stats) for stats in models],
         files=files_of(benchmark_id),
+        error=error,
     )
 
 
@@ -91,6 +93,7 @@ def build_state(
     comparison: list[ComparisonRow],
     finished_at: datetime | None = None,
     schedule_left: float | None = None,
+    error: str | None = None,
 ) -> BenchmarkState:
     """The small record of a run; `comparison` may be a few seconds old (it costs a sort).
     `schedule_left`: with a rate or a duration, the seconds until its last send is due.
@@ -124,6 +127,7 @@ def build_state(
         cost_unknown=unknown_costs(measured),
         files=files_of(benchmark_id),
         owner=plan.owner,
+        error=error,
     )
 
 

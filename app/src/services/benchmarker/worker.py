@@ -12,6 +12,7 @@ command line. SIGTERM or SIGINT interrupt the run; the summary is still written.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 
@@ -28,6 +29,9 @@ from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
 EXIT_INTERRUPTED = 3
+EXIT_CRASHED = 4
+
+logger = logging.getLogger(__name__)
 
 
 class RunnerJob(BaseModel):
@@ -101,10 +105,15 @@ async def run_job(job: RunnerJob) -> int:
             settings.benchmarks_dir,
             Redactor(settings.secrets()),
             parent_pid=job.parent_pid,
+            write_retry_seconds=settings.benchmark_write_retry_seconds,
         )
         return 0
     except asyncio.CancelledError:
         return EXIT_INTERRUPTED
+    except Exception:
+        # In the log, not only on stderr; the launcher records the run as failed.
+        logger.exception("BENCHMARK RUNNER CRASHED | id=%s", job.benchmark_id)
+        return EXIT_CRASHED
     finally:
         await client.aclose()
         logging_handle.stop()
