@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     upstream_timeout_seconds: float = Field(default=120.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
+    # "wire": our HTTP/1.1 transport, its clock at the socket; "httpx": httpx's own, for
+    # what ours does not speak (HTTP/2, SOCKS proxies, client certificates).
+    upstream_transport: Literal["wire", "httpx"] = "wire"
+    # Only under UPSTREAM_TRANSPORT=httpx: the wire transport speaks HTTP/1.1 alone.
+    upstream_http2: bool = False
+    upstream_client_cert: Path | None = None
+    upstream_client_key: Path | None = None
     # A plain answer is read whole, so its size is capped; a stream is read line by line, so
     # each of its lines is: a long stream is never held whole.
     max_upstream_response_bytes: int = Field(default=32 * MIB, ge=1024)
@@ -99,6 +106,19 @@ class Settings(BaseSettings):
     def _resolve_against_repo_root(cls, value: Path) -> Path:
         # The service may be started from any directory (make, Docker, an IDE).
         return value if value.is_absolute() else (REPO_ROOT / value).resolve()
+
+    @model_validator(mode="after")
+    def _client_certificate_needs_httpx(self) -> "Settings":
+        # Said at startup: the wire transport would otherwise connect without them.
+        wants_httpx = self.upstream_http2 or self.upstream_client_cert or self.upstream_client_key
+        if wants_httpx and self.upstream_transport != "httpx":
+            raise ValueError(
+                "UPSTREAM_HTTP2, UPSTREAM_CLIENT_CERT and UPSTREAM_CLIENT_KEY need "
+                "UPSTREAM_TRANSPORT=httpx"
+            )
+        if self.upstream_client_key and not self.upstream_client_cert:
+            raise ValueError("UPSTREAM_CLIENT_KEY needs UPSTREAM_CLIENT_CERT")
+        return self
 
     @field_validator("openrouter_base_url")
     @classmethod

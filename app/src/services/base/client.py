@@ -18,6 +18,7 @@ import random
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar, cast
 
 import httpx
@@ -36,6 +37,7 @@ from src.services.base.exceptions import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from src.services.base.httpx_transport import HttpxTransport
 from src.services.base.timing import Timing, now
 from src.services.base.transport import WireBody, WireTiming, WireTransport
 
@@ -343,8 +345,26 @@ class _TimedStream:
         await self._response.aclose()
 
 
-def build_transport(*, max_connections: int, max_body_bytes: int | None = None) -> WireTransport:
-    """The one upstream transport of a process."""
+def build_transport(
+    kind: str = "wire",
+    *,
+    max_connections: int,
+    max_body_bytes: int | None = None,
+    http2: bool = False,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+) -> httpx.AsyncBaseTransport:
+    """The one upstream transport of a process: ours (`wire`) or httpx's own (`httpx`)."""
+    if kind == "httpx":
+        return HttpxTransport(
+            max_connections=max_connections,
+            max_body_bytes=max_body_bytes,
+            http2=http2,
+            client_cert=client_cert,
+            client_key=client_key,
+        )
+    if kind != "wire":
+        raise ValueError(f"Unknown upstream transport {kind!r}: use 'wire' or 'httpx'")
     return WireTransport(max_connections=max_connections, max_body_bytes=max_body_bytes)
 
 

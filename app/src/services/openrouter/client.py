@@ -241,7 +241,11 @@ def connect_openrouter(
     client = OpenRouterClient(
         transport
         or build_transport(
+            settings.upstream_transport,
             max_connections=settings.upstream_max_connections,
+            http2=settings.upstream_http2,
+            client_cert=settings.upstream_client_cert,
+            client_key=settings.upstream_client_key,
         ),
         base_url=target.base_url,
         api_key=target.api_key.get_secret_value(),
