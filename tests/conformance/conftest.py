@@ -1,0 +1,138 @@
+"""Every conformance case runs on both upstream transports, through the real client.
+
+`transport` is "wire" (ours) or "httpx" (httpx's own); `case` gives the production
+`OpenRouterClient` built by `build_transport`, pointed at a `ScriptedUpstream` over a real
+loopback socket.
+
+The wire transport is being fixed on another branch: the cases it fails until then are listed in
+WIRE_FIXED_ELSEWHERE, and expected to fail (strictly) on `wire` only. Once the fixes are merged,
+the set is emptied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from src.services.base.client import RetryPolicy, build_transport
+from src.services.base.httpx_transport import HttpxTransport
+from src.services.base.timing import Timing
+from src.services.base.transport import WireTransport
+from src.services.openrouter.client import OpenRouterClient
+from tests.conformance.scripted_upstream import ScriptedUpstream
+from tests.helpers.openrouter import API_KEY
+
+TRANSPORTS = ("wire", "httpx")
+# Silence allowed within an answer: short, so a stalled case ends soon; far above the pauses
+# of the slow-body case, so a loaded machine does not turn it into a timeout.
+READ_TIMEOUT = 3.0
+ATTEMPTS = 3
+MAX_BODY_BYTES = 64 * 1024
+HERE = Path(__file__).parent
+
+# Cases the wire transport fails until the fixes made on the `wire` branch are merged.
+WIRE_FIXED_ELSEWHERE = frozenset(
+    {
+        "test_informational_answer_in_a_later_read_is_skipped",
+        "test_two_answers_in_one_read_wire_drops_the_extra_httpx_serves_it_next",
+        "test_unasked_answer_on_an_idle_connection_is_never_served",
+        "test_head_answer_with_content_length_has_no_body",
+        "test_oversized_head_completed_by_its_last_read_is_refused",
+        "test_close_after_reading_a_post_on_a_fresh_connection_is_an_error_sent_once",
+        "test_close_after_reading_a_post_on_a_reused_connection_is_an_error_sent_once",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE not in item.path.parents:
+            continue
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("transport") != "wire":
+            continue
+        if getattr(item, "originalname", item.name) in WIRE_FIXED_ELSEWHERE:
+            item.add_marker(
+                pytest.mark.xfail(strict=True, reason="fixed in the wire transport's branch")
+            )
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def in_use(client: OpenRouterClient) -> int:
+    """Requests whose answer is still held: the pool's count of busy connections."""
+    pool = client.transport
+    if isinstance(pool, WireTransport):
+        return pool.stats().in_use
+    assert isinstance(pool, HttpxTransport)
+    return pool.in_use
+
+
+@dataclass
+class Case:
+    """One client on one transport, against one scripted upstream."""
+
+    kind: str
+    upstream: ScriptedUpstream
+    client: OpenRouterClient
+    waits: list[float] = field(default_factory=list)
+    closed: bool = False
+
+    @property
+    def in_use(self) -> int:
+        return in_use(self.client)
+
+    async def get(self, path: str = "models") -> bytes:
+        return await self.client.read("GET", path, Timing())
+
+    async def post(self, path: str = "chat/completions", body: bytes = b"{}") -> bytes:
+        return await self.client.read("POST", path, Timing(), body)
+
+    async def close(self) -> list[int]:
+        """Closes the client; the upstream's connections it left open (bounded wait)."""
+        if not self.closed:
+            self.closed = True
+            await self.client.aclose()
+        return await self.upstream.all_closed()
+
+
+def make_client(
+    kind: str, base_url: str, waits: list[float], max_connections: int = 10
+) -> OpenRouterClient:
+    """The production client on `kind`; its retry waits are recorded in `waits`, not slept."""
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    return OpenRouterClient(
+        build_transport(kind, max_connections=max_connections),
+        base_url=base_url,
+        api_key=API_KEY,
+        timeout=httpx.Timeout(READ_TIMEOUT, connect=5.0, pool=5.0),
+        retry_policy=RetryPolicy(attempts=ATTEMPTS, min_seconds=0.0, max_seconds=1.0),
+        sleep=record,
+        max_response_bytes=MAX_BODY_BYTES,
+    )
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[ScriptedUpstream]:
+    async with ScriptedUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+async def case(transport: str, upstream: ScriptedUpstream) -> AsyncIterator[Case]:
+    waits: list[float] = []
+    case = Case(transport, upstream, make_client(transport, upstream.base_url, waits), waits)
+    try:
+        yield case
+    finally:
+        await case.close()
