@@ -140,7 +140,11 @@ async def test_health_names_the_upstream_host(
     response = await client.get("/health")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "upstream": f"127.0.0.1:{upstream_server.port}"}
+    assert response.json() == {
+        "status": "ok",
+        "upstream": f"127.0.0.1:{upstream_server.port}",
+        "transport": "wire",
+    }
 
 
 # id, prompt price, completion price, free

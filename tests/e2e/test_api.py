@@ -23,7 +23,11 @@ def test_health_is_open_and_names_the_upstream(
         response = anonymous.get("/health")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "upstream": f"{LOOPBACK}:{emulator.port}"}
+    assert response.json() == {
+        "status": "ok",
+        "upstream": f"{LOOPBACK}:{emulator.port}",
+        "transport": "wire",
+    }
     assert response.headers["x-request-id"]
 
 

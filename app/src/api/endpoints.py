@@ -24,8 +24,10 @@ router = APIRouter()
 
 @public_router.get("/health")
 async def health(settings: SettingsDep) -> HealthResponse:
-    """Liveness, and which upstream this instance talks to."""
-    return HealthResponse(status="ok", upstream=settings.upstream_label)
+    """Liveness, and which upstream this instance talks to, through which transport."""
+    return HealthResponse(
+        status="ok", upstream=settings.upstream_label, transport=settings.upstream_transport
+    )
 
 
 @router.get("/models")

@@ -22,3 +22,4 @@ class ModelsResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     upstream: str
+    transport: str  # UPSTREAM_TRANSPORT: "wire" or "httpx"

@@ -1,0 +1,290 @@
+"""UPSTREAM_TRANSPORT=httpx end to end: the app on httpx's own transport, over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+import trustme
+from pydantic import ValidationError
+
+from src.config import Settings
+from src.services.base.client import RetryPolicy
+from src.services.base.exceptions import UpstreamConnectionError
+from src.services.base.httpx_transport import HttpxTransport
+from src.services.base.timing import Timing
+from src.services.openrouter.client import OpenRouterClient
+from tests.conformance.scripted_upstream import Connection, Received, ScriptedUpstream
+from tests.helpers.app import Serve, make_settings
+from tests.helpers.openrouter import (
+    API_KEY,
+    GENERATE,
+    GPT,
+    UPSTREAM,
+    completion_body,
+    sse_response,
+)
+from tests.helpers.upstream_server import LoopbackUpstream
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def router() -> respx.MockRouter:
+    # Not started: httpx's own transport must reach the loopback upstream over its socket,
+    # not be answered by respx inside the process.
+    return respx.MockRouter(base_url=UPSTREAM, assert_all_called=False)
+
+
+@pytest.fixture
+async def loopback(router: respx.MockRouter) -> AsyncIterator[LoopbackUpstream]:
+    async with LoopbackUpstream(router, UPSTREAM) as server:
+        yield server
+    if server.errors:
+        raise AssertionError(f"the loopback upstream failed: {server.errors!r}")
+
+
+@pytest.fixture
+async def service(
+    tmp_path: Path, loopback: LoopbackUpstream, retry_waits: list[float]
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(tmp_path, upstream_transport="httpx")
+    async with Serve(loopback.base_url)(settings) as client:
+        yield client
+
+
+async def test_health_names_the_httpx_transport(service: httpx.AsyncClient) -> None:
+    response = await service.get("/health")
+
+    assert response.json()["transport"] == "httpx"
+
+
+async def test_generate_over_httpx_answers_and_sends_the_key(
+    service: httpx.AsyncClient, router: respx.MockRouter
+) -> None:
+    route = router.post("/chat/completions").respond(200, json=completion_body())
+
+    response = await service.post("/generate", json=GENERATE)
+
+    assert response.status_code == 200
+    assert response.json()["text"] == completion_body()["choices"][0]["message"]["content"]
+    assert response.json()["latency_seconds"] > 0
+    assert route.call_count == 1
+    sent = route.calls.last.request
+    assert sent.headers["authorization"] == f"Bearer {API_KEY}"
+    assert json.loads(sent.content)["model"] == GPT
+
+
+async def test_generate_streamed_over_httpx_sends_tokens_then_done(
+    service: httpx.AsyncClient, router: respx.MockRouter
+) -> None:
+    router.post("/chat/completions").mock(return_value=sse_response())
+
+    response = await service.post("/generate?stream=true", json=GENERATE)
+
+    assert response.status_code == 200
+    assert "event: token" in response.text
+    assert "Hello" in response.text and " friend" in response.text
+    assert response.text.rstrip().splitlines()[-2] == "event: done"
+
+
+async def test_chat_completions_over_httpx_are_relayed_as_sent(
+    service: httpx.AsyncClient, router: respx.MockRouter
+) -> None:
+    raw = json.dumps(completion_body(model=GPT), indent=1).encode()
+    router.post("/chat/completions").respond(200, content=raw)
+
+    response = await service.post(
+        "/v1/chat/completions",
+        json={"model": GPT, "messages": [{"role": "user", "content": "hi"}]},
+    )
+
+    assert response.status_code == 200
+    assert response.content == raw
+
+
+async def test_a_429_over_httpx_waits_its_retry_after(
+    service: httpx.AsyncClient, router: respx.MockRouter, retry_waits: list[float]
+) -> None:
+    route = router.post("/chat/completions").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "2"}, json={"error": {"message": "slow"}}),
+            httpx.Response(200, json=completion_body()),
+        ]
+    )
+
+    response = await service.post("/generate", json=GENERATE)
+
+    assert response.status_code == 200
+    assert route.call_count == 2
+    assert retry_waits == [2.0]
+
+
+async def test_upstream_cookies_are_not_kept_by_the_httpx_transport(
+    service: httpx.AsyncClient, router: respx.MockRouter
+) -> None:
+    route = router.post("/chat/completions").mock(
+        side_effect=[
+            httpx.Response(200, json=completion_body(), headers={"set-cookie": "session=alice"}),
+            httpx.Response(200, json=completion_body()),
+        ]
+    )
+
+    await service.post("/generate", json={"model": "m/x", "prompt": "from alice"})
+    await service.post("/generate", json={"model": "m/x", "prompt": "from bob"})
+
+    assert "cookie" not in route.calls[1].request.headers
+
+
+def refused_port() -> int:
+    """A loopback port nobody listens on: connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_refused_connection_over_httpx_is_retried_then_a_502(
+    tmp_path: Path, retry_waits: list[float]
+) -> None:
+    settings = make_settings(tmp_path, upstream_transport="httpx")
+    async with Serve(f"http://127.0.0.1:{refused_port()}/api/v1")(settings) as service:
+        response = await service.post("/generate", json=GENERATE)
+
+    assert response.status_code == 502
+    assert "cannot reach" in response.json()["detail"]
+    assert len(retry_waits) == settings.retry_attempts - 1
+
+
+def test_an_unknown_transport_is_a_clear_startup_error(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as caught:
+        make_settings(tmp_path, upstream_transport="curl")
+
+    message = str(caught.value)
+    assert "upstream_transport" in message
+    assert "'wire' or 'httpx'" in message
+
+
+def test_client_certificate_without_the_httpx_transport_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="UPSTREAM_TRANSPORT=httpx"):
+        make_settings(tmp_path, upstream_client_cert=tmp_path / "client.pem")
+
+
+def test_the_transport_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_TRANSPORT", "httpx")
+    monkeypatch.setenv("UPSTREAM_HTTP2", "true")
+
+    settings = Settings(_env_file=None)
+
+    assert settings.upstream_transport == "httpx"
+    assert settings.upstream_http2
+
+
+@dataclass
+class TlsUpstream:
+    """A loopback TLS server with a certificate from `ca`; it asks for a client certificate
+    and records the subject of each one presented."""
+
+    ca: trustme.CA
+    client_subjects: list[str] = field(default_factory=list)
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1").configure_cert(context)
+        self.ca.configure_trust(context)
+        context.verify_mode = ssl.CERT_OPTIONAL
+        server = await asyncio.start_server(self._answer, "127.0.0.1", 0, ssl=context)
+        try:
+            yield f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peercert")
+        if peer:
+            self.client_subjects.append(str(peer.get("subjectAltName")))
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
+            await writer.drain()
+        writer.close()
+
+
+def httpx_client(base_url: str, client_cert: Path | None = None) -> OpenRouterClient:
+    return OpenRouterClient(
+        HttpxTransport(max_connections=1, client_cert=client_cert),
+        base_url=base_url,
+        timeout=httpx.Timeout(10.0),
+        retry_policy=RetryPolicy(attempts=2, min_seconds=0, max_seconds=0),
+    )
+
+
+async def test_the_httpx_transport_trusts_ssl_cert_file_and_presents_the_client_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("gateway@example.org").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "client.pem")
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    upstream = TlsUpstream(ca)
+    async with upstream.serving() as base_url:
+        client = httpx_client(base_url, client_cert=tmp_path / "client.pem")
+        try:
+            assert await client.read("GET", "models", Timing()) == b"secure"
+        finally:
+            await client.aclose()
+
+    assert len(upstream.client_subjects) == 1
+    assert "gateway@example.org" in upstream.client_subjects[0]
+
+
+async def test_an_untrusted_certificate_over_httpx_is_a_clear_error_not_retried(
+    retry_waits: list[float],
+) -> None:
+    upstream = TlsUpstream(trustme.CA())  # a CA nobody trusts
+    async with upstream.serving() as base_url:
+        client = httpx_client(base_url)
+        try:
+            with pytest.raises(UpstreamConnectionError, match="certificate") as caught:
+                await client.read("GET", "models", Timing())
+        finally:
+            await client.aclose()
+
+    assert "127.0.0.1" in str(caught.value)
+    assert retry_waits == []
+
+
+async def test_the_httpx_transport_goes_through_http_proxy_unless_no_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def answer(connection: Connection, _: Received) -> None:
+        await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nproxied")
+
+    async with ScriptedUpstream() as proxy:
+        proxy.script = answer
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url.removesuffix("/api/v1"))
+        monkeypatch.setenv("NO_PROXY", "direct.invalid")
+        proxied = httpx_client("http://upstream.invalid/api/v1")
+        direct = httpx_client("http://direct.invalid/api/v1")
+        try:
+            assert await proxied.read("GET", "models", Timing()) == b"proxied"
+            with pytest.raises(UpstreamConnectionError, match="direct.invalid"):
+                await direct.read("GET", "models", Timing())
+        finally:
+            await proxied.aclose()
+            await direct.aclose()
+
+    # Absolute form: the request names its real destination to the proxy.
+    assert [request.path for request in proxy.requests] == ["http://upstream.invalid/api/v1/models"]
