@@ -174,6 +174,8 @@ def test_an_unknown_transport_is_a_clear_startup_error(tmp_path: Path) -> None:
 
 
 def test_client_certificate_without_the_httpx_transport_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "client.pem").write_text("a certificate")
+
     with pytest.raises(ValidationError, match="UPSTREAM_TRANSPORT=httpx"):
         make_settings(tmp_path, upstream_client_cert=tmp_path / "client.pem")
 
@@ -288,3 +290,12 @@ async def test_the_httpx_transport_goes_through_http_proxy_unless_no_proxy(
 
     # Absolute form: the request names its real destination to the proxy.
     assert [request.path for request in proxy.requests] == ["http://upstream.invalid/api/v1/models"]
+
+
+def test_a_missing_client_certificate_file_is_a_startup_error(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="UPSTREAM_CLIENT_CERT") as caught:
+        make_settings(
+            tmp_path, upstream_transport="httpx", upstream_client_cert=tmp_path / "absent.pem"
+        )
+
+    assert "absent.pem" in str(caught.value)

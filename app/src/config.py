@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +106,17 @@ class Settings(BaseSettings):
     def _resolve_against_repo_root(cls, value: Path) -> Path:
         # The service may be started from any directory (make, Docker, an IDE).
         return value if value.is_absolute() else (REPO_ROOT / value).resolve()
+
+    @field_validator("upstream_client_cert", "upstream_client_key")
+    @classmethod
+    def _certificate_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Said at startup, by name, rather than as a traceback from the TLS library.
+        if value is None:
+            return None
+        path = value if value.is_absolute() else (REPO_ROOT / value).resolve()
+        if not path.is_file():
+            raise ValueError(f"{str(info.field_name).upper()} is not a file: {path}")
+        return path
 
     @model_validator(mode="after")
     def _client_certificate_needs_httpx(self) -> "Settings":

@@ -29,9 +29,10 @@ from src.services.base.exceptions import (
     UpstreamTimeoutError,
 )
 
-E = TypeVar("E", bound=BaseException)
 # The wire transport keeps an idle connection this long; httpx's own default is 5 s.
 KEEPALIVE_SECONDS = 30.0
+
+E = TypeVar("E", bound=BaseException)
 
 
 class HttpxTransport(httpx.AsyncBaseTransport):
@@ -108,8 +109,16 @@ class HttpxTransport(httpx.AsyncBaseTransport):
                 f"Upstream timed out: connecting to {where} took over {timeouts.get('connect')} s",
                 during_connect=True,
             )
-        if isinstance(exc, httpx.ConnectError | httpx.ProxyError | httpx.UnsupportedProtocol):
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            # A URL or proxy scheme httpx cannot speak: no attempt would fare better.
+            return UpstreamConnectionError(f"Upstream connection failed: {exc}")
+        if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
             return _connect_error(exc, where)
+        if isinstance(exc, httpx.WriteTimeout):
+            return UpstreamTimeoutError(
+                f"Upstream timed out: sending the request to {where} took over "
+                f"{timeouts.get('write')} s"
+            )
         return _exchange_error(exc, timeouts.get("read"), head_done=False)
 
 
