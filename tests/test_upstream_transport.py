@@ -18,13 +18,14 @@ import trustme
 from pydantic import ValidationError
 
 from src.config import Settings
+from src.main import create_app
 from src.services.base.client import RetryPolicy
-from src.services.base.exceptions import UpstreamConnectionError
+from src.services.base.exceptions import UpstreamCertificateError, UpstreamConnectionError
 from src.services.base.httpx_transport import HttpxTransport
 from src.services.base.timing import Timing
 from src.services.openrouter.client import OpenRouterClient
 from tests.conformance.scripted_upstream import Connection, Received, ScriptedUpstream
-from tests.helpers.app import Serve, make_settings
+from tests.helpers.app import Serve, make_settings, running
 from tests.helpers.openrouter import (
     API_KEY,
     GENERATE,
@@ -259,12 +260,15 @@ async def test_an_untrusted_certificate_over_httpx_is_a_clear_error_not_retried(
     async with upstream.serving() as base_url:
         client = httpx_client(base_url)
         try:
-            with pytest.raises(UpstreamConnectionError, match="certificate") as caught:
+            with pytest.raises(
+                UpstreamCertificateError, match="certificate verify failed"
+            ) as caught:
                 await client.read("GET", "models", Timing())
         finally:
             await client.aclose()
 
     assert "127.0.0.1" in str(caught.value)
+    assert "SSL_CERT_FILE" in str(caught.value)
     assert retry_waits == []
 
 
@@ -299,3 +303,24 @@ def test_a_missing_client_certificate_file_is_a_startup_error(tmp_path: Path) ->
         )
 
     assert "absent.pem" in str(caught.value)
+
+
+async def test_the_embedded_emulator_is_reached_directly_despite_http_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy that refuses every connection: going through it would be a 502.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{refused_port()}")
+    settings = make_settings(
+        tmp_path,
+        openrouter_api_key="",
+        upstream_transport="httpx",
+        emulator_ttft_seconds=0,
+        emulator_tokens_per_second=0,
+    )
+    async with running(create_app(settings)) as service:
+        response = await service.post(
+            "/generate", json={"model": "emulator/small", "prompt": "hi", "max_tokens": 4}
+        )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["text"]

@@ -353,8 +353,10 @@ def build_transport(
     http2: bool = False,
     client_cert: Path | None = None,
     client_key: Path | None = None,
+    trust_env: bool = True,
 ) -> httpx.AsyncBaseTransport:
-    """The one upstream transport of a process: ours (`wire`) or httpx's own (`httpx`)."""
+    """The one upstream transport of a process: ours (`wire`) or httpx's own (`httpx`);
+    `trust_env=False` ignores the proxy and CA variables (httpx only, for now)."""
     if kind == "httpx":
         return HttpxTransport(
             max_connections=max_connections,
@@ -362,6 +364,7 @@ def build_transport(
             http2=http2,
             client_cert=client_cert,
             client_key=client_key,
+            trust_env=trust_env,
         )
     if kind != "wire":
         raise ValueError(f"Unknown upstream transport {kind!r}: use 'wire' or 'httpx'")

@@ -104,17 +104,24 @@ class UpstreamStreamError(UpstreamError):
 class UpstreamTimeoutError(UpstreamError):
     def __init__(self, detail: str, *, during_connect: bool = False) -> None:
         super().__init__(detail)
+        # Waiting for a connection or connecting: nothing of the request was written yet.
         self.during_connect = during_connect
 
 
 class UpstreamConnectionError(UpstreamError):
     """The upstream could not be reached, or dropped the connection."""
 
-    def __init__(self, detail: str, *, before_answer: bool = False) -> None:
+    def __init__(self, detail: str, *, before_answer: bool = False, written: bool = True) -> None:
         super().__init__(detail)
-        # Nothing of an answer arrived: the request may be sent again without paying twice
-        # for an answer we already received part of.
+        # Nothing of an answer arrived.
         self.before_answer = before_answer
+        # Whether the request's bytes went out: once they did, the upstream may have run (and
+        # billed) it, so it is never sent again. Assumed unless the raiser knows better.
+        self.written = written
+
+
+class UpstreamCertificateError(UpstreamConnectionError):
+    """The upstream's TLS certificate failed verification: trying again cannot heal it."""
 
 
 class UpstreamInvalidResponseError(UpstreamError):

@@ -23,6 +23,7 @@ from typing import TypeVar
 import httpx
 
 from src.services.base.exceptions import (
+    UpstreamCertificateError,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamInvalidResponseError,
@@ -46,12 +47,13 @@ class HttpxTransport(httpx.AsyncBaseTransport):
         http2: bool = False,
         client_cert: Path | None = None,
         client_key: Path | None = None,
+        trust_env: bool = True,
     ) -> None:
         self._max_connections = max_connections
         self._max_body_bytes = max_body_bytes
         self._in_use = 0
         self._client = httpx.AsyncClient(
-            trust_env=True,
+            trust_env=trust_env,
             http2=http2,
             verify=_ssl_context(client_cert, client_key),
             limits=httpx.Limits(
@@ -111,7 +113,7 @@ class HttpxTransport(httpx.AsyncBaseTransport):
             )
         if isinstance(exc, httpx.UnsupportedProtocol):
             # A URL or proxy scheme httpx cannot speak: no attempt would fare better.
-            return UpstreamConnectionError(f"Upstream connection failed: {exc}")
+            return UpstreamConnectionError(f"Upstream connection failed: {exc}", written=False)
         if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
             return _connect_error(exc, where)
         if isinstance(exc, httpx.WriteTimeout):
@@ -180,15 +182,20 @@ def _ssl_context(client_cert: Path | None, client_key: Path | None) -> ssl.SSLCo
 
 
 def _connect_error(exc: httpx.HTTPError, where: str) -> UpstreamConnectionError:
-    verify_failure = _cause_of(exc, ssl.SSLCertVerificationError)
-    if verify_failure is not None:
-        # Trying again meets the same certificate: the caller gets the reason at once.
-        return UpstreamConnectionError(
-            f"Upstream certificate of {where} was refused: {verify_failure.verify_message}"
+    """Nothing was written: the request may go again, unless the certificate was refused."""
+    refused = _cause_of(exc, ssl.SSLCertVerificationError)
+    if refused is not None:
+        problem = refused.verify_message or refused.reason or str(refused)
+        return UpstreamCertificateError(
+            f"Upstream certificate check failed for {where}: certificate verify failed: "
+            f"{problem}. If the upstream (or a proxy that inspects TLS) uses a private CA, set "
+            f"SSL_CERT_FILE (a PEM bundle) or SSL_CERT_DIR to certificates that include it",
+            written=False,
         )
     return UpstreamConnectionError(
         f"Upstream connection failed: cannot reach {where} ({type(exc).__name__}: {exc})",
         before_answer=True,
+        written=False,
     )
 
 

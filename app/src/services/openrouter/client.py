@@ -246,6 +246,8 @@ def connect_openrouter(
             http2=settings.upstream_http2,
             client_cert=settings.upstream_client_cert,
             client_key=settings.upstream_client_key,
+            # The embedded emulator listens on this machine: never through a proxy.
+            trust_env=not settings.uses_emulator,
         ),
         base_url=target.base_url,
         api_key=target.api_key.get_secret_value(),
