@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from src.schemas.prompts import GenerationResult, SamplingParams
 from src.services.base.exceptions import (
     UpstreamConnectionError,
     UpstreamInvalidResponseError,
@@ -22,6 +23,7 @@ from src.services.base.exceptions import (
 )
 from src.services.base.timing import Timing
 from src.services.base.transport import MAX_HEAD_BYTES
+from src.services.openrouter.client import StreamDelta
 from tests.conformance.conftest import (
     MAX_BODY_BYTES,
     READ_TIMEOUT,
@@ -30,6 +32,7 @@ from tests.conformance.conftest import (
     make_client,
 )
 from tests.conformance.scripted_upstream import Connection, Received, Script, ScriptedUpstream
+from tests.helpers.openrouter import API_KEY, DONE, chunk
 
 pytestmark = pytest.mark.anyio
 
@@ -70,6 +73,55 @@ async def next_is_served(case: Case, *, on_connection: int) -> None:
     """The next request on the same client is answered, on the connection expected."""
     assert await case.get("next") == b"next"
     assert case.upstream.requests[-1].connection == on_connection
+
+
+# --- the request ------------------------------------------------------------------------------
+
+
+async def test_the_request_reaches_the_upstream_byte_for_byte(case: Case) -> None:
+    case.upstream.script = writes(NEXT)
+    assert await case.post(body=b'{"model":"m/x"}') == b"next"
+    assert await case.get() == b"next"
+
+    host = case.upstream.base_url.split("/")[2]
+    common = (
+        f"host: {host}\r\nuser-agent: llm-gateway/0.1\r\naccept-encoding: identity\r\n"
+        f"authorization: Bearer {API_KEY}\r\n"
+    ).encode()
+    post, get = case.upstream.requests
+    assert post.head == (
+        b"POST /api/v1/chat/completions HTTP/1.1\r\n"
+        + common
+        + b"content-type: application/json\r\ncontent-length: 15\r\n\r\n"
+    )
+    assert post.body == b'{"model":"m/x"}'
+    assert get.head == b"GET /api/v1/models HTTP/1.1\r\n" + common + b"\r\n"
+    assert (post.connection, get.connection) == (0, 0)
+    assert await case.close() == []
+
+
+async def test_a_streamed_completion_in_uneven_pieces_gives_every_delta(case: Case) -> None:
+    events = b"".join([*(chunk(piece) for piece in ("Hel", "lo", " there")), DONE])
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(events), events)
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    # Cut inside the chunk, inside events and inside the last chunk's framing.
+    case.upstream.script = first_then_next(
+        writes(head + body[:7], body[7:40], body[40:-3], body[-3:], pause=PAUSE / 2)
+    )
+    timing = Timing()
+    items = [item async for item in case.client.stream("m/x", "hi", SamplingParams(), timing)]
+
+    assert [item.text for item in items if isinstance(item, StreamDelta)] == [
+        "Hel",
+        "lo",
+        " there",
+    ]
+    assert isinstance(items[-1], GenerationResult)
+    assert timing.first_content is not None and timing.first_content <= timing.ended
+    await next_is_served(case, on_connection=0)
+    assert await case.close() == []
 
 
 # --- informational answers -------------------------------------------------------------------
