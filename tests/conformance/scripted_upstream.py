@@ -132,11 +132,15 @@ class ScriptedUpstream:
                     await connection.closed.wait()
         return self.open_connections
 
-    async def closed_by_client(self, number: int, deadline: float = 10.0) -> bool:
+    async def closed(self, number: int, deadline: float = 10.0) -> bool:
+        """Waits (bounded) until connection `number` is closed, by either side."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 await self.connections[number].closed.wait()
         return self.connections[number].closed.is_set()
+
+    async def closed_by_client(self, number: int, deadline: float = 10.0) -> bool:
+        return await self.closed(number, deadline) and not self.connections[number].closed_by_us
 
     async def wait_for_requests(self, count: int, deadline: float = 10.0) -> None:
         async with asyncio.timeout(deadline):

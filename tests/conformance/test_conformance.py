@@ -345,7 +345,7 @@ async def test_idle_connection_closed_by_the_upstream_is_not_reused(case: Case) 
 
     case.upstream.script = first_then_next(answer_then_idle_timeout)
     assert await case.get() == b"first"
-    assert await case.upstream.closed_by_client(0)
+    assert await case.upstream.closed(0)
     # The loop has had time to see the close before the next request goes.
     await asyncio.sleep(PAUSE)
     await next_is_served(case, on_connection=1)

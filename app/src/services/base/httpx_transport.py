@@ -1,9 +1,10 @@
 """The second upstream transport: httpx's own, for networks the wire transport does not serve.
 
 `UPSTREAM_TRANSPORT=httpx` puts this adapter under the same `BaseClient`. It sends through one
-inner `httpx.AsyncClient` with `trust_env=True`, so proxies (`HTTP(S)_PROXY`, `ALL_PROXY`,
-`NO_PROXY`, SOCKS through `socks5://`), `SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured as httpx
-honours them, with optional HTTP/2 and a client certificate.
+inner `httpx.AsyncClient` with `trust_env`, so proxies (`HTTP(S)_PROXY`, `ALL_PROXY`, `NO_PROXY`,
+SOCKS through `socks5://`), `SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured as httpx honours
+them (not for the embedded emulator, which is on this machine), with optional HTTP/2 and a
+client certificate.
 
 What it gives up: the clock. httpx hands bytes to the awaiting task, so the client's
 `_TimedStream` reads the time there, after whatever else the loop ran first, not when the bytes
@@ -55,7 +56,7 @@ class HttpxTransport(httpx.AsyncBaseTransport):
         self._client = httpx.AsyncClient(
             trust_env=trust_env,
             http2=http2,
-            verify=_ssl_context(client_cert, client_key),
+            verify=_ssl_context(client_cert, client_key, trust_env),
             limits=httpx.Limits(
                 max_connections=max_connections,
                 max_keepalive_connections=max_connections,
@@ -172,10 +173,12 @@ class _MappedBody(httpx.AsyncByteStream):
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _ssl_context(client_cert: Path | None, client_key: Path | None) -> ssl.SSLContext:
+def _ssl_context(
+    client_cert: Path | None, client_key: Path | None, trust_env: bool
+) -> ssl.SSLContext:
     # httpx's own defaults (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), plus our certificate:
     # httpx's `cert=` argument is deprecated in favour of a context that carries it.
-    context = httpx.create_ssl_context(trust_env=True)
+    context = httpx.create_ssl_context(trust_env=trust_env)
     if client_cert is not None:
         context.load_cert_chain(client_cert, client_key)
     return context
