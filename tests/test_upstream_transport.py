@@ -324,3 +324,77 @@ async def test_the_embedded_emulator_is_reached_directly_despite_http_proxy(
 
     assert response.status_code == 200, response.text
     assert response.json()["text"]
+
+
+class Socks5Proxy:
+    """A minimal SOCKS5 proxy (no authentication, CONNECT only) that records where each
+    connection asked to go, then relays bytes both ways."""
+
+    def __init__(self) -> None:
+        self.destinations: list[tuple[str, int]] = []
+        self._relays: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        server = await asyncio.start_server(self._tunnel, "127.0.0.1", 0)
+        try:
+            yield f"socks5://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        finally:
+            server.close()
+            relays = list(self._relays)
+            for relay in relays:
+                relay.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+            await server.wait_closed()
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, methods = await reader.readexactly(2)
+        await reader.readexactly(methods)
+        writer.write(b"\x05\x00")  # no authentication
+        _, command, _, kind = await reader.readexactly(4)
+        if kind == 3:  # a name
+            host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+        else:  # an IPv4 address
+            host = socket.inet_ntoa(await reader.readexactly(4))
+        port = int.from_bytes(await reader.readexactly(2), "big")
+        self.destinations.append((host, port))
+        assert command == 1  # CONNECT
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x05\x00\x00\x01" + socket.inet_aton("127.0.0.1") + b"\x00\x00")
+        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
+            relay = asyncio.create_task(_relay(source, sink))
+            self._relays.add(relay)
+            relay.add_done_callback(self._relays.discard)
+
+
+async def _relay(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except ConnectionError:
+        pass
+    finally:
+        sink.close()
+
+
+async def test_the_httpx_transport_goes_through_a_socks5_proxy_from_all_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def answer(connection: Connection, _: Received) -> None:
+        await connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsocks")
+
+    socks = Socks5Proxy()
+    async with ScriptedUpstream() as upstream, socks.serving() as proxy_url:
+        upstream.script = answer
+        port = int(upstream.base_url.split(":")[2].split("/")[0])
+        monkeypatch.setenv("ALL_PROXY", proxy_url)
+        # A name only the proxy resolves (to the scripted upstream, by its port).
+        client = httpx_client(f"http://upstream.socks.invalid:{port}/api/v1")
+        try:
+            assert await client.read("GET", "models", Timing()) == b"socks"
+        finally:
+            await client.aclose()
+
+    assert socks.destinations == [("upstream.socks.invalid", port)]
+    assert [request.path for request in upstream.requests] == ["/api/v1/models"]
