@@ -11,11 +11,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 import respx
 import trustme
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from src.config import Settings
 from src.main import create_app
@@ -23,7 +26,7 @@ from src.services.base.client import RetryPolicy
 from src.services.base.exceptions import UpstreamCertificateError, UpstreamConnectionError
 from src.services.base.httpx_transport import HttpxTransport
 from src.services.base.timing import Timing
-from src.services.openrouter.client import OpenRouterClient
+from src.services.openrouter.client import OpenRouterClient, UpstreamTarget, connect_openrouter
 from tests.conformance.scripted_upstream import Connection, Received, ScriptedUpstream
 from tests.helpers.app import Serve, make_settings, running
 from tests.helpers.openrouter import (
@@ -398,3 +401,61 @@ async def test_the_httpx_transport_goes_through_a_socks5_proxy_from_all_proxy(
 
     assert socks.destinations == [("upstream.socks.invalid", port)]
     assert [request.path for request in upstream.requests] == ["/api/v1/models"]
+
+
+class H2Upstream:
+    """A loopback TLS server that speaks only HTTP/2 (ALPN h2) and records each request's
+    headers."""
+
+    def __init__(self, ca: trustme.CA) -> None:
+        self.ca = ca
+        self.requests: list[dict[bytes, bytes]] = []
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1").configure_cert(context)
+        context.set_alpn_protocols(["h2"])
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=context)
+        try:
+            yield f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        connection.initiate_connection()
+        writer.write(connection.data_to_send())
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        self.requests.append(dict(event.headers))
+                        connection.send_headers(
+                            event.stream_id, [(":status", "200"), ("content-length", "2")]
+                        )
+                        connection.send_data(event.stream_id, b"h2", end_stream=True)
+                writer.write(connection.data_to_send())
+                await writer.drain()
+        writer.close()
+
+
+async def test_upstream_http2_speaks_http2_to_an_upstream_that_offers_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    upstream = H2Upstream(ca)
+    async with upstream.serving() as base_url:
+        settings = make_settings(tmp_path, upstream_transport="httpx", upstream_http2=True)
+        client = connect_openrouter(settings, UpstreamTarget(base_url, SecretStr(API_KEY)))
+        try:
+            assert await client.read("GET", "models", Timing()) == b"h2"
+            assert await client.read("GET", "models", Timing()) == b"h2"
+        finally:
+            await client.aclose()
+
+    assert [request[b":path"] for request in upstream.requests] == [b"/api/v1/models"] * 2
+    assert upstream.requests[0][b"authorization"] == f"Bearer {API_KEY}".encode()
