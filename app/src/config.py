@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MIB = 1024 * 1024
+
+TransportKind = Literal["wire", "httpx"]
 
 
 class Settings(BaseSettings):
@@ -55,7 +57,7 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(default=1000, ge=1)
     # "wire": our HTTP/1.1 transport, its clock at the socket; "httpx": httpx's own, for
     # what ours does not speak (HTTP/2, SOCKS proxies, client certificates).
-    upstream_transport: Literal["wire", "httpx"] = "wire"
+    upstream_transport: TransportKind = "wire"
     # Only under UPSTREAM_TRANSPORT=httpx: the wire transport speaks HTTP/1.1 alone.
     upstream_http2: bool = False
     upstream_client_cert: Path | None = None
@@ -119,7 +121,7 @@ class Settings(BaseSettings):
         return path
 
     @model_validator(mode="after")
-    def _client_certificate_needs_httpx(self) -> "Settings":
+    def _client_certificate_needs_httpx(self) -> Self:
         # Said at startup: the wire transport would otherwise connect without them.
         wants_httpx = self.upstream_http2 or self.upstream_client_cert or self.upstream_client_key
         if wants_httpx and self.upstream_transport != "httpx":

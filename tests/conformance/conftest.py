@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from src.config import TransportKind
 from src.services.base.client import RetryPolicy, build_transport
 from src.services.base.httpx_transport import HttpxTransport
 from src.services.base.timing import Timing
@@ -26,7 +27,7 @@ from src.services.openrouter.client import OpenRouterClient
 from tests.conformance.scripted_upstream import ScriptedUpstream
 from tests.helpers.openrouter import API_KEY
 
-TRANSPORTS = ("wire", "httpx")
+TRANSPORTS: tuple[TransportKind, ...] = ("wire", "httpx")
 # Silence allowed within an answer: short, so a stalled case ends soon; far above the pauses
 # of the slow-body case, so a loaded machine does not turn it into a timeout.
 READ_TIMEOUT = 3.0
@@ -62,8 +63,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def transport(request: pytest.FixtureRequest) -> TransportKind:
+    kind: TransportKind = request.param
+    return kind
 
 
 def in_use(client: OpenRouterClient) -> int:
@@ -79,7 +81,7 @@ def in_use(client: OpenRouterClient) -> int:
 class Case:
     """One client on one transport, against one scripted upstream."""
 
-    kind: str
+    kind: TransportKind
     upstream: ScriptedUpstream
     client: OpenRouterClient
     waits: list[float] = field(default_factory=list)
@@ -104,7 +106,7 @@ class Case:
 
 
 def make_client(
-    kind: str, base_url: str, waits: list[float], max_connections: int = 10
+    kind: TransportKind, base_url: str, waits: list[float], max_connections: int = 10
 ) -> OpenRouterClient:
     """The production client on `kind`; its retry waits are recorded in `waits`, not slept."""
 
@@ -129,7 +131,7 @@ async def upstream() -> AsyncIterator[ScriptedUpstream]:
 
 
 @pytest.fixture
-async def case(transport: str, upstream: ScriptedUpstream) -> AsyncIterator[Case]:
+async def case(transport: TransportKind, upstream: ScriptedUpstream) -> AsyncIterator[Case]:
     waits: list[float] = []
     case = Case(transport, upstream, make_client(transport, upstream.base_url, waits), waits)
     try:

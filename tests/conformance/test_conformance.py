@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from src.config import TransportKind
 from src.schemas.prompts import GenerationResult, SamplingParams
 from src.services.base.exceptions import (
     UpstreamConnectionError,
@@ -404,7 +405,7 @@ async def test_stalled_body_is_a_read_timeout_sent_once(case: Case) -> None:
 
 
 async def test_pool_limit_queues_the_second_request(
-    transport: str, upstream: ScriptedUpstream
+    transport: TransportKind, upstream: ScriptedUpstream
 ) -> None:
     release = asyncio.Event()
 
@@ -453,7 +454,7 @@ def unaccepting_listener() -> Iterator[str]:
         listener.close()
 
 
-async def test_cancelled_while_connecting_frees_the_pool(transport: str) -> None:
+async def test_cancelled_while_connecting_frees_the_pool(transport: TransportKind) -> None:
     waits: list[float] = []
     with unaccepting_listener() as base_url:
         client = make_client(transport, base_url, waits)

@@ -31,6 +31,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from src.config import TransportKind
 from src.services.base.exceptions import (
     UpstreamConnectionError,
     UpstreamError,
@@ -346,7 +347,7 @@ class _TimedStream:
 
 
 def build_transport(
-    kind: str = "wire",
+    kind: TransportKind = "wire",
     *,
     max_connections: int,
     max_body_bytes: int | None = None,
