@@ -28,15 +28,18 @@ from src.services.base.httpx_transport import HttpxTransport
 from src.services.base.timing import Timing
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget, connect_openrouter
 from tests.conformance.scripted_upstream import Connection, Received, ScriptedUpstream
-from tests.helpers.app import Serve, make_settings, running
+from tests.helpers.app import Serve, make_settings, read_log, running
+from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.openrouter import (
     API_KEY,
     GENERATE,
     GPT,
+    MODELS_BODY,
     UPSTREAM,
     completion_body,
     sse_response,
 )
+from tests.helpers.results import run_rows
 from tests.helpers.upstream_server import LoopbackUpstream
 
 pytestmark = pytest.mark.anyio
@@ -459,3 +462,32 @@ async def test_upstream_http2_speaks_http2_to_an_upstream_that_offers_it(
 
     assert [request[b":path"] for request in upstream.requests] == [b"/api/v1/models"] * 2
     assert upstream.requests[0][b"authorization"] == f"Bearer {API_KEY}".encode()
+
+
+async def test_a_benchmark_in_its_own_runner_process_works_over_httpx(
+    tmp_path: Path, loopback: LoopbackUpstream, router: respx.MockRouter
+) -> None:
+    router.get("/models").respond(json=MODELS_BODY)
+    chat = router.post("/chat/completions").mock(side_effect=lambda _: sse_response())
+    settings = make_settings(tmp_path, upstream_transport="httpx", benchmark_isolation="process")
+
+    async with Serve(loopback.base_url)(settings) as service:
+        response = await post_benchmark(service, runs=2, concurrency=2, stream="true")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["status"], body["finished_requests"]) == ("completed", 4)
+    assert chat.call_count == 4
+    rows = run_rows(settings.benchmarks_dir, body)
+    assert [row["status"] for row in rows] == ["200"] * 4
+    assert all(float(row["ttft_seconds"]) > 0 for row in rows)
+
+
+async def test_the_startup_log_names_the_transport(
+    tmp_path: Path, loopback: LoopbackUpstream
+) -> None:
+    settings = make_settings(tmp_path, upstream_transport="httpx")
+    async with Serve(loopback.base_url)(settings):
+        pass
+
+    assert f"upstream: 127.0.0.1:{loopback.port}, transport: httpx" in read_log(settings)

@@ -75,7 +75,11 @@ def create_app(
             launcher = BenchmarkLauncher(active, client, target)
             # Runs before the client closes: an interrupted run saves its summary first.
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
-            logger.info("Service started; upstream: %s", active.upstream_label)
+            logger.info(
+                "Service started; upstream: %s, transport: %s",
+                active.upstream_label,
+                active.upstream_transport,
+            )
             budget = descriptor_budget(active)
             if budget.connections < budget.asked:
                 logger.warning(
