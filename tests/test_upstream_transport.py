@@ -27,6 +27,7 @@ from src.services.base.exceptions import UpstreamCertificateError, UpstreamConne
 from src.services.base.httpx_transport import HttpxTransport
 from src.services.base.timing import Timing
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget, connect_openrouter
+from tests.conformance.conftest import no_proxies_from_the_environment  # noqa: F401
 from tests.conformance.scripted_upstream import Connection, Received, ScriptedUpstream
 from tests.helpers.app import Serve, make_settings, read_log, running
 from tests.helpers.benchmarks import post_benchmark
@@ -42,7 +43,7 @@ from tests.helpers.openrouter import (
 from tests.helpers.results import run_rows
 from tests.helpers.upstream_server import LoopbackUpstream
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_proxies_from_the_environment")]
 
 
 @pytest.fixture

@@ -62,6 +62,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             )
 
 
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def no_proxies_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy set where the tests run would stand between the client and the loopback
+    upstream; a test that wants one sets it."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
 @pytest.fixture(params=TRANSPORTS)
 def transport(request: pytest.FixtureRequest) -> TransportKind:
     kind: TransportKind = request.param
