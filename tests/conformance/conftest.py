@@ -118,7 +118,11 @@ class Case:
 
 
 def make_client(
-    kind: TransportKind, base_url: str, waits: list[float], max_connections: int = 10
+    kind: TransportKind,
+    base_url: str,
+    waits: list[float],
+    max_connections: int = 10,
+    connect_timeout: float = 5.0,
 ) -> OpenRouterClient:
     """The production client on `kind`; its retry waits are recorded in `waits`, not slept."""
 
@@ -129,7 +133,7 @@ def make_client(
         build_transport(kind, max_connections=max_connections),
         base_url=base_url,
         api_key=API_KEY,
-        timeout=httpx.Timeout(READ_TIMEOUT, connect=5.0, pool=5.0),
+        timeout=httpx.Timeout(READ_TIMEOUT, connect=connect_timeout, pool=5.0),
         retry_policy=RetryPolicy(attempts=ATTEMPTS, min_seconds=0.0, max_seconds=1.0),
         sleep=record,
         max_response_bytes=MAX_BODY_BYTES,

@@ -26,6 +26,7 @@ from src.services.base.timing import Timing
 from src.services.base.transport import MAX_HEAD_BYTES
 from src.services.openrouter.client import StreamDelta
 from tests.conformance.conftest import (
+    ATTEMPTS,
     MAX_BODY_BYTES,
     READ_TIMEOUT,
     Case,
@@ -452,6 +453,38 @@ def unaccepting_listener() -> Iterator[str]:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def refused_url() -> str:
+    """A loopback port nobody listens on: connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/api/v1"
+
+
+async def test_a_refused_connection_is_retried_then_an_error(transport: TransportKind) -> None:
+    waits: list[float] = []
+    client = make_client(transport, refused_url(), waits)
+    try:
+        with pytest.raises(UpstreamConnectionError, match="cannot reach"):
+            await client.read("POST", "chat/completions", Timing(), b"{}")
+        assert len(waits) == ATTEMPTS - 1  # nothing was sent: every attempt is made
+        assert in_use(client) == 0
+    finally:
+        await client.aclose()
+
+
+async def test_a_connect_timeout_is_retried_then_a_timeout(transport: TransportKind) -> None:
+    waits: list[float] = []
+    with unaccepting_listener() as base_url:
+        client = make_client(transport, base_url, waits, connect_timeout=PAUSE)
+        try:
+            with pytest.raises(UpstreamTimeoutError, match="connecting"):
+                await client.read("POST", "chat/completions", Timing(), b"{}")
+            assert len(waits) == ATTEMPTS - 1
+            assert in_use(client) == 0
+        finally:
+            await client.aclose()
 
 
 async def test_cancelled_while_connecting_frees_the_pool(transport: TransportKind) -> None:
