@@ -21,6 +21,9 @@ Goals:
    at one connection, the service adds no more latency than the minimal proxy does.
 8. The OpenAI-compatible face: /v1/chat/completions at 200 in flight (0.5 s upstream) reaches
    >= 0.95x the throughput of /generate, and at one connection adds no more latency than it.
+9. The two upstream transports, reported and not judged: a second service with
+   UPSTREAM_TRANSPORT=httpx against the default (wire), on the 200-in-flight and one-connection
+   loads and on the benchmark truth goal. `python scripts/perf.py transports` runs only this.
 
 Proxy comparisons run in interleaved rounds (direct, proxy, service, OpenAI face, direct, ...),
 and the median of the rounds counts, so that a noisy neighbour on the machine hits every
@@ -115,6 +118,26 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
+def start_service(
+    port: int, emulator_url: str, workdir: Path, **env: str
+) -> subprocess.Popen[bytes]:
+    name = env.get("UPSTREAM_TRANSPORT", "service")
+    return start(
+        ["-m", "src.serve"],
+        {
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WORKERS": "1",
+            "OPENROUTER_API_KEY": API_KEY,
+            "OPENROUTER_BASE_URL": f"{emulator_url}/api/v1",
+            "LOG_DIR": str(workdir / name / "logs"),
+            "BENCHMARKS_DIR": str(workdir / name / "benchmarks"),
+            **env,
+        },
+        workdir / f"{name}.log",
+    )
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -187,7 +210,8 @@ def wrk_command(
 def wrk(url: str, body: dict[str, object], connections: int, workdir: Path) -> WrkResult:
     command = wrk_command(url, body, connections, WRK_SECONDS, workdir)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
+    # wrk pads a figure in seconds ("1.25s ") to the width of one in milliseconds.
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.M))
     if "99" not in percentiles:
         raise SystemExit(f"wrk measured nothing at {url}:\n{out}")
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
@@ -598,6 +622,61 @@ def stream_goals(lab: Lab) -> list[Row]:
     ]
 
 
+# --- the two transports ------------------------------------------------------------------------
+
+
+def transport_goals(lab: Lab) -> list[Row]:
+    """Goal 9, reported only: the same service on httpx's transport against our own, each
+    measured in the same interleaved rounds, started only for this and stopped after."""
+    port = free_port()
+    process = start_service(port, lab.emulator, lab.workdir, UPSTREAM_TRANSPORT="httpx")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", process)
+        other = Lab(lab.workdir, lab.emulator, f"http://127.0.0.1:{port}", lab.proxy, process.pid)
+        url, body = other.bodies(FAST)["service"]
+        wrk(url, body, 10, lab.workdir)  # warm its pool
+        loads: dict[int, dict[str, WrkResult]] = {}
+        for directive, connections in ((SLOW, 200), (FAST, 1)):
+            runs: dict[str, list[WrkResult]] = {"wire": [], "httpx": []}
+            for _ in range(ROUNDS):
+                for name, one in (("wire", lab), ("httpx", other)):
+                    url, body = one.bodies(directive)["service"]
+                    runs[name].append(wrk(url, body, connections, lab.workdir))
+            loads[connections] = {name: median_result(r) for name, r in runs.items()}
+            print(f"  transports, {connections} connection(s): {loads[connections]}")
+        truth = {
+            name: (run_benchmark(one, stream=False), run_benchmark(one, stream=True))
+            for name, one in (("wire", lab), ("httpx", other))
+        }
+    finally:
+        stop(process)
+    g9 = "9: UPSTREAM_TRANSPORT=httpx vs wire"
+    busy, single = loads[200], loads[1]
+    wire_plain, wire_stream = truth["wire"]
+    httpx_plain, httpx_stream = truth["httpx"]
+    pairs = [
+        (
+            "throughput at 200 in flight, upstream 0.5 s (req/s)",
+            busy["wire"].requests_per_second,
+            busy["httpx"].requests_per_second,
+            busy["httpx"].errors == 0,
+        ),
+        ("p50 at 200 in flight (s)", busy["wire"].p50, busy["httpx"].p50, True),
+        ("p50 at 1 connection (ms)", single["wire"].p50 * 1000, single["httpx"].p50 * 1000, True),
+        ("benchmark plain latency p50 (s), true 0.5", wire_plain.p50, httpx_plain.p50, True),
+        (
+            "benchmark streamed TTFT p50 (s), true 0.5",
+            wire_stream.ttft_p50 or float("nan"),
+            httpx_stream.ttft_p50 or float("nan"),
+            httpx_stream.failed == 0,
+        ),
+    ]
+    return [
+        Row(g9, metric, "wire", wire, other_value, other_value / wire, "reported", clean)
+        for metric, wire, other_value, clean in pairs
+    ]
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -633,19 +712,7 @@ def main() -> int:
         },
         workdir / "emulator.log",
     )
-    service = start(
-        ["-m", "src.serve"],
-        {
-            "HOST": "127.0.0.1",
-            "PORT": str(service_port),
-            "WORKERS": "1",
-            "OPENROUTER_API_KEY": API_KEY,
-            "OPENROUTER_BASE_URL": f"{emulator_url}/api/v1",
-            "LOG_DIR": str(workdir / "logs"),
-            "BENCHMARKS_DIR": str(workdir / "benchmarks"),
-        },
-        workdir / "service.log",
-    )
+    service = start_service(service_port, emulator_url, workdir)
     proxy = start(
         [
             "-m",
@@ -676,11 +743,14 @@ def main() -> int:
         wait_ready(f"{service_url}/health", service)
         wait_ready(f"{proxy_url}/docs", proxy)
         lab = Lab(workdir, emulator_url, service_url, proxy_url, service.pid)
-        rows = proxy_goals(lab)
-        truth, quiet_plain, quiet_stream = truth_goals(lab)
-        rows += truth
-        rows += isolation_goals(lab, quiet_plain, quiet_stream)
-        rows += stream_goals(lab)
+        rows: list[Row] = []
+        if sys.argv[1:] != ["transports"]:
+            rows += proxy_goals(lab)
+            truth, quiet_plain, quiet_stream = truth_goals(lab)
+            rows += truth
+            rows += isolation_goals(lab, quiet_plain, quiet_stream)
+            rows += stream_goals(lab)
+        rows += transport_goals(lab)
     finally:
         for process in processes:
             stop(process)

@@ -277,7 +277,12 @@ async def test_the_embedded_emulator_is_reached_directly_whatever_the_proxy_vari
         models = await service.get("/models")
         health = await service.get("/health")
     assert models.status_code == 200, models.text
-    assert health.json() == {"status": "ok", "upstream": "emulator", "proxy": None}
+    assert health.json() == {
+        "status": "ok",
+        "upstream": "emulator",
+        "transport": "wire",
+        "proxy": None,
+    }
 
 
 @pytest.mark.anyio

@@ -2,10 +2,10 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from src.services.base.proxies import environment_proxy_secrets
@@ -13,6 +13,8 @@ from src.services.base.proxies import environment_proxy_secrets
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MIB = 1024 * 1024
+
+TransportKind = Literal["wire", "httpx"]
 
 
 class Settings(BaseSettings):
@@ -59,6 +61,13 @@ class Settings(BaseSettings):
     # it trickles: the read timeout above is only the longest silence within it.
     upstream_deadline_seconds: float = Field(default=600.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
+    # "wire": our HTTP/1.1 transport, its clock at the socket; "httpx": httpx's own, for
+    # what ours does not speak (HTTP/2, SOCKS proxies, client certificates).
+    upstream_transport: TransportKind = "wire"
+    # Only under UPSTREAM_TRANSPORT=httpx: the wire transport speaks HTTP/1.1 alone.
+    upstream_http2: bool = False
+    upstream_client_cert: Path | None = None
+    upstream_client_key: Path | None = None
     # A plain answer is read whole, so its size is capped; a stream is read line by line, so
     # each of its lines is: a long stream is never held whole.
     max_upstream_response_bytes: int = Field(default=32 * MIB, ge=1024)
@@ -129,6 +138,30 @@ class Settings(BaseSettings):
                 "whitespace or a control character (a line break, a tab, NUL...)"
             )
         return value
+
+    @field_validator("upstream_client_cert", "upstream_client_key")
+    @classmethod
+    def _certificate_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Said at startup, by name, rather than as a traceback from the TLS library.
+        if value is None:
+            return None
+        path = value if value.is_absolute() else (REPO_ROOT / value).resolve()
+        if not path.is_file():
+            raise ValueError(f"{str(info.field_name).upper()} is not a file: {path}")
+        return path
+
+    @model_validator(mode="after")
+    def _client_certificate_needs_httpx(self) -> Self:
+        # Said at startup: the wire transport would otherwise connect without them.
+        wants_httpx = self.upstream_http2 or self.upstream_client_cert or self.upstream_client_key
+        if wants_httpx and self.upstream_transport != "httpx":
+            raise ValueError(
+                "UPSTREAM_HTTP2, UPSTREAM_CLIENT_CERT and UPSTREAM_CLIENT_KEY need "
+                "UPSTREAM_TRANSPORT=httpx"
+            )
+        if self.upstream_client_key and not self.upstream_client_cert:
+            raise ValueError("UPSTREAM_CLIENT_KEY needs UPSTREAM_CLIENT_CERT")
+        return self
 
     @field_validator("openrouter_base_url")
     @classmethod

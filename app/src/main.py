@@ -80,7 +80,10 @@ def create_app(
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
             proxy = upstream_proxy(active, client.transport, target)
             logger.info(
-                "Service started; upstream: %s; proxy: %s", active.upstream_label, proxy or "none"
+                "Service started; upstream: %s, transport: %s; proxy: %s",
+                active.upstream_label,
+                active.upstream_transport,
+                proxy or "none",
             )
             budget = descriptor_budget(active)
             if budget.connections < budget.asked:

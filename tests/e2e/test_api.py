@@ -26,6 +26,7 @@ def test_health_is_open_and_names_the_upstream(
     assert response.json() == {
         "status": "ok",
         "upstream": f"{LOOPBACK}:{emulator.port}",
+        "transport": "wire",
         "proxy": None,
     }
     assert response.headers["x-request-id"]

@@ -26,7 +26,12 @@ def test_without_a_key_the_app_serves_the_embedded_emulator_and_warns(
     )
 
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "upstream": "emulator", "proxy": None}
+    assert health.json() == {
+        "status": "ok",
+        "upstream": "emulator",
+        "transport": "wire",
+        "proxy": None,
+    }
     assert models.status_code == 200
     ids = [model["id"] for model in models.json()["models"]]
     assert ids and all(model_id.startswith("emulator/") for model_id in ids)

@@ -98,6 +98,7 @@ def test_an_https_upstream_through_a_connect_tunnel(
     assert health.json() == {
         "status": "ok",
         "upstream": f"127.0.0.1:{tls_upstream.port}",
+        "transport": "wire",
         "proxy": label,
     }
     assert f"proxy: {label}" in app.log_text()

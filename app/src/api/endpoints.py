@@ -24,10 +24,14 @@ router = APIRouter()
 
 @public_router.get("/health")
 async def health(request: Request) -> HealthResponse:
-    """Liveness, which upstream this instance talks to, and through which proxy."""
+    """Liveness, which upstream this instance talks to, through which transport and proxy."""
     state = lifespan_state(request)
+    settings = state["settings"]
     return HealthResponse(
-        status="ok", upstream=state["settings"].upstream_label, proxy=state["upstream_proxy"]
+        status="ok",
+        upstream=settings.upstream_label,
+        transport=settings.upstream_transport,
+        proxy=state["upstream_proxy"],
     )
 
 

@@ -22,6 +22,7 @@ class ModelsResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     upstream: str
+    transport: str  # UPSTREAM_TRANSPORT: "wire" or "httpx"
     proxy: str | None = Field(
         default=None,
         description="The proxy upstream requests go through (without credentials), or null",

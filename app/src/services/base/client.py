@@ -18,6 +18,7 @@ import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar, cast
 
 import httpx
@@ -30,6 +31,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from src.config import TransportKind
 from src.services.base.exceptions import (
     UpstreamCertificateError,
     UpstreamConnectionError,
@@ -37,6 +39,7 @@ from src.services.base.exceptions import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from src.services.base.httpx_transport import HttpxTransport
 from src.services.base.timing import Timing, now
 from src.services.base.transport import WireBody, WireTiming, WireTransport
 
@@ -414,9 +417,28 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 
 def build_transport(
-    *, max_connections: int, max_body_bytes: int | None = None, trust_env: bool = True
-) -> WireTransport:
-    """The one upstream transport of a process; `trust_env=False` ignores the proxy variables."""
+    kind: TransportKind = "wire",
+    *,
+    max_connections: int,
+    max_body_bytes: int | None = None,
+    http2: bool = False,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+    trust_env: bool = True,
+) -> httpx.AsyncBaseTransport:
+    """The one upstream transport of a process: ours (`wire`) or httpx's own (`httpx`);
+    `trust_env=False` ignores the proxy variables."""
+    if kind == "httpx":
+        return HttpxTransport(
+            max_connections=max_connections,
+            max_body_bytes=max_body_bytes,
+            http2=http2,
+            client_cert=client_cert,
+            client_key=client_key,
+            trust_env=trust_env,
+        )
+    if kind != "wire":
+        raise ValueError(f"Unknown upstream transport {kind!r}: use 'wire' or 'httpx'")
     return WireTransport(
         max_connections=max_connections, max_body_bytes=max_body_bytes, trust_env=trust_env
     )

@@ -254,7 +254,11 @@ def connect_openrouter(
     client = OpenRouterClient(
         transport
         or build_transport(
+            settings.upstream_transport,
             max_connections=settings.upstream_max_connections,
+            http2=settings.upstream_http2,
+            client_cert=settings.upstream_client_cert,
+            client_key=settings.upstream_client_key,
             # The embedded emulator listens on this machine: never through a proxy.
             trust_env=not settings.uses_emulator,
         ),
