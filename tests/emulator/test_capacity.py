@@ -46,10 +46,11 @@ async def test_past_the_capacity_requests_queue_and_their_ttft_includes_it(
 ) -> None:
     latencies = await _latencies_ms(client, 4, stream=stream)
 
-    # Two start at once; the other two wait for a whole answer before their first token.
-    assert latencies[0] >= TTFT * 1000
-    assert latencies[2] >= 2 * TTFT * 1000
-    assert latencies[3] >= 2 * TTFT * 1000
+    # Two start at once; the other two wait for a whole answer before their first token
+    # (less the moment between the first arrival and theirs, hence 0.9; unqueued: 1 x TTFT).
+    assert latencies[0] >= TTFT * 1000 * 0.99
+    assert latencies[2] >= 2 * TTFT * 1000 * 0.9
+    assert latencies[3] >= 2 * TTFT * 1000 * 0.9
 
 
 @pytest.mark.parametrize("config", [EmulatorConfig(capacity=1, generation_delay_seconds=0.0)])

@@ -97,7 +97,7 @@ _RANDOM_SERVER_ERRORS: Final = (502, 503)
 _MODELS_FAULT_KEY: Final = "\x00GET /models"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Answer:
     """One chat answer, planned before it is sent and recorded once it has been."""
 
@@ -106,6 +106,7 @@ class _Answer:
     model: EmulatedModel
     provider: EmulatedProvider
     prompt_tokens: int
+    cost: float
     streamed: bool
     plan: StreamPlan
 
@@ -278,10 +279,11 @@ class EmulatorApp:
             finish_reason = "length"
         prompt_tokens = count_prompt_tokens(request.prompt)
         speed = self._speeds[model.id, provider.name]
+        cost = provider.cost(prompt_tokens, len(tokens))
         plan = StreamPlan(
             tokens=tokens,
             finish_reason=finish_reason,
-            usage=usage(provider, prompt_tokens, len(tokens)),
+            usage=usage(prompt_tokens, len(tokens), cost),
             ttft_seconds=(
                 speed.ttft_seconds if scenario.ttft_seconds is None else scenario.ttft_seconds
             ),
@@ -300,6 +302,7 @@ class EmulatorApp:
             model=model,
             provider=provider,
             prompt_tokens=prompt_tokens,
+            cost=cost,
             streamed=request.stream,
             plan=plan,
         )
@@ -347,11 +350,11 @@ class EmulatorApp:
                 provider_name=answer.provider.name,
                 created=answer.created,
                 streamed=answer.streamed,
-                latency_ms=round((first_token - arrived) * 1000),
-                generation_time_ms=max(0, round((ended - first_token) * 1000)),
+                latency=first_token - arrived,
+                generation_time=ended - first_token,
                 prompt_tokens=answer.prompt_tokens,
                 completion_tokens=len(plan.tokens),
-                total_cost=answer.provider.cost(answer.prompt_tokens, len(plan.tokens)),
+                total_cost=answer.cost,
                 finish_reason="error" if plan.mid_stream_error else plan.finish_reason,
             ),
             ended,

@@ -16,7 +16,8 @@ MAX_RECORDS: Final = 100_000
 NOT_FOUND_MESSAGE: Final = "Generation not found"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per answer, and a frozen dataclass's `__init__` costs more.
+@dataclass(slots=True)
 class GenerationRecord:
     id: str
     model: str
@@ -24,10 +25,10 @@ class GenerationRecord:
     # Unix seconds; rendered as OpenRouter's ISO timestamp only when the record is read.
     created: float
     streamed: bool
-    # Milliseconds: request arrival to first token (queueing included), and first token
-    # to last.
-    latency_ms: int
-    generation_time_ms: int
+    # Seconds, rendered as OpenRouter's milliseconds when read: request arrival to first
+    # token (queueing included), and first token to last.
+    latency: float
+    generation_time: float
     prompt_tokens: int
     completion_tokens: int
     total_cost: float
@@ -49,9 +50,9 @@ class GenerationRecord:
                     "streamed": self.streamed,
                     "cancelled": False,
                     "provider_name": self.provider_name,
-                    "latency": self.latency_ms,
+                    "latency": round(self.latency * 1000),
                     "moderation_latency": None,
-                    "generation_time": self.generation_time_ms,
+                    "generation_time": max(0, round(self.generation_time * 1000)),
                     "finish_reason": self.finish_reason,
                     "native_finish_reason": self.finish_reason,
                     "tokens_prompt": self.prompt_tokens,

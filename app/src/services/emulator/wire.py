@@ -10,8 +10,6 @@ from typing import Final
 
 import orjson
 
-from src.services.emulator.catalog import EmulatedProvider
-
 Headers = list[tuple[bytes, bytes]]
 
 JSON_CONTENT_TYPE: Final = (b"content-type", b"application/json")
@@ -32,14 +30,12 @@ def error_body(code: int, message: str, metadata: dict[str, object] | None = Non
     return orjson.dumps({"error": error})
 
 
-def usage(
-    provider: EmulatedProvider, prompt_tokens: int, completion_tokens: int
-) -> dict[str, object]:
+def usage(prompt_tokens: int, completion_tokens: int, cost: float) -> dict[str, object]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "cost": provider.cost(prompt_tokens, completion_tokens),
+        "cost": cost,
     }
 
 
