@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     emulator_stream_error_probability: float = Field(default=0.0, ge=0, le=1)
     emulator_retry_after_seconds: float = Field(default=1.0, ge=0)
     emulator_seed: int = 0
+    # Emulated providers that fail every request (comma-separated names, e.g. "Beta").
+    emulator_failing_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    emulator_generation_delay_seconds: float = Field(default=1.0, ge=0)
+    # Requests in flight per emulated provider of a model; empty: unlimited.
+    emulator_capacity: int | None = Field(default=None, ge=1)
 
     @field_validator("log_dir", "benchmarks_dir")
     @classmethod
@@ -177,7 +182,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "proxy_api_keys", "proxy_admin_keys", "cors_origins", "allowed_hosts", mode="before"
+        "proxy_api_keys",
+        "proxy_admin_keys",
+        "cors_origins",
+        "allowed_hosts",
+        "emulator_failing_providers",
+        mode="before",
     )
     @classmethod
     def _split_keys(cls, value: object) -> object:

@@ -73,7 +73,7 @@ async def test_rate_limit_is_429_with_retry_after(client: httpx.AsyncClient) -> 
     assert response.headers["retry-after"] == "1"
     error = response.json()["error"]
     assert error["code"] == 429
-    assert error["metadata"] == {"provider_name": "Emulator"}
+    assert error["metadata"] == {"provider_name": "Alpha"}
 
 
 @pytest.mark.parametrize("config", [EmulatorConfig(retry_after_seconds=3.0)])

@@ -38,8 +38,12 @@ async def test_stream_is_sse_with_comments_data_lines_usage_and_done(
 
 
 async def test_stream_deltas_concatenate_to_the_plain_answer(client: httpx.AsyncClient) -> None:
-    plain = await client.post(CHAT, json=chat_body("same text both ways"))
-    streamed = await client.post(CHAT, json=chat_body("same text both ways", stream=True))
+    # One provider for both: providers differ in price, so in usage cost.
+    pinned = {"only": ["Beta"]}
+    plain = await client.post(CHAT, json=chat_body("same text both ways", provider=pinned))
+    streamed = await client.post(
+        CHAT, json=chat_body("same text both ways", stream=True, provider=pinned)
+    )
 
     message = plain.json()["choices"][0]["message"]["content"]
     stream = parse_sse(streamed.text)

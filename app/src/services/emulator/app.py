@@ -6,6 +6,8 @@ import asyncio
 import itertools
 import random
 import time
+import urllib.parse
+from dataclasses import dataclass
 from typing import Final
 
 import orjson
@@ -19,9 +21,36 @@ from src.services.emulator.asgi import (
     send_bytes,
     sleep_unless_disconnected,
 )
-from src.services.emulator.catalog import MODELS, MODELS_BY_ID, models_body
+from src.services.emulator.catalog import (
+    MODELS,
+    MODELS_BY_ID,
+    EmulatedModel,
+    EmulatedProvider,
+    models_body,
+)
 from src.services.emulator.config import EmulatorConfig
-from src.services.emulator.request import BadRequestError, parse_chat_request
+from src.services.emulator.generations import (
+    NOT_FOUND_MESSAGE as GENERATION_NOT_FOUND,
+)
+from src.services.emulator.generations import (
+    GenerationRecord,
+    GenerationStore,
+)
+from src.services.emulator.providers import (
+    NO_PROVIDER_MESSAGE,
+    NO_PROVIDER_STATUS,
+    PROVIDER_FAILED_MESSAGE,
+    PROVIDER_FAILED_RAW,
+    PROVIDER_FAILED_STATUS,
+    Capacity,
+    NoProviderError,
+    ProviderFailedError,
+    Router,
+    endpoints_body,
+    provider_speed,
+    serving_provider,
+)
+from src.services.emulator.request import BadRequestError, ChatRequest, parse_chat_request
 from src.services.emulator.scenarios import (
     NO_SCENARIO,
     Scenario,
@@ -38,7 +67,6 @@ from src.services.emulator.streaming import (
 from src.services.emulator.text import answer_tokens, count_prompt_tokens
 from src.services.emulator.wire import (
     JSON_CONTENT_TYPE,
-    PROVIDER,
     ChunkFramer,
     Headers,
     completion_body,
@@ -69,6 +97,28 @@ _RANDOM_SERVER_ERRORS: Final = (502, 503)
 _MODELS_FAULT_KEY: Final = "\x00GET /models"
 
 
+@dataclass(slots=True)
+class _Answer:
+    """One chat answer, planned before it is sent and recorded once it has been."""
+
+    generation_id: str
+    created: int
+    model: EmulatedModel
+    provider: EmulatedProvider
+    prompt_tokens: int
+    cost: float
+    streamed: bool
+    plan: StreamPlan
+
+    def framer(self) -> ChunkFramer:
+        return ChunkFramer(
+            generation_id=self.generation_id,
+            provider=self.provider.name,
+            model_id=self.model.id,
+            created=self.created,
+        )
+
+
 class EmulatorApp:
     """One emulated OpenRouter. It owns its fault RNG and its per-prompt rate-limit counters."""
 
@@ -82,6 +132,15 @@ class EmulatorApp:
         )
         self._generation_ids = itertools.count(1)
         self._generation_prefix = f"gen-emu-{int(time.time())}-"
+        self._router = Router(MODELS)
+        self._speeds = {
+            (model.id, provider.name): provider_speed(config, model, provider)
+            for model in MODELS
+            for provider in model.providers
+        }
+        self._capacity = Capacity(config.capacity)
+        self._generations = GenerationStore(config.generation_delay_seconds)
+        self._endpoints_bodies = {model.id: endpoints_body(model, config) for model in MODELS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -91,7 +150,7 @@ class EmulatorApp:
                 await send_bytes(
                     send,
                     exc.status,
-                    error_body(exc.status, exc.message),
+                    error_body(exc.status, exc.message, exc.metadata),
                     [*_JSON_HEADERS, *exc.headers],
                 )
             except ClientGoneError:
@@ -111,6 +170,12 @@ class EmulatorApp:
         elif path == "/models":
             _allow(method, "GET", path)
             await self._models(scope, receive, send)
+        elif path == "/generation":
+            _allow(method, "GET", path)
+            await self._generation(scope, send)
+        elif path.startswith("/models/") and path.endswith("/endpoints"):
+            _allow(method, "GET", path)
+            await self._endpoints(path[len("/models/") : -len("/endpoints")], send)
         elif path in ("/", "/health"):
             _allow(method, "GET", path)
             await send_bytes(send, 200, self._health_body, _JSON_HEADERS)
@@ -125,7 +190,7 @@ class EmulatorApp:
         scenario = _parse(header)
         status = self._forced_status(scenario, _MODELS_FAULT_KEY)
         if status is not None:
-            await self._send_fault(send, status, scenario)
+            await self._send_fault(send, status, scenario, None)
             return
         if scenario.timeout and not await sleep_unless_disconnected(
             receive, TIMEOUT_SCENARIO_SECONDS
@@ -136,6 +201,7 @@ class EmulatorApp:
         await _send_json_answer(send, self._models_body, scenario)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = asyncio.get_running_loop().time()
         authorization = _header(scope, b"authorization")
         if not _has_bearer_token(authorization):
             raise HttpError(401, _FAULT_MESSAGES[401])
@@ -154,6 +220,7 @@ class EmulatorApp:
             )
         except ScenarioError as exc:
             raise HttpError(400, str(exc)) from None
+        provider = self._provider(model, request, scenario)
 
         if scenario is NO_SCENARIO:
             # Random faults only hit requests that force nothing, so a forced scenario stays exact.
@@ -163,71 +230,153 @@ class EmulatorApp:
             status = self._forced_status(scenario, request.prompt)
             stream_error = scenario.mid_stream_error
         if status is not None:
-            await self._send_fault(send, status, scenario)
+            await self._send_fault(send, status, scenario, provider.name)
             return
         if scenario.timeout and not await sleep_unless_disconnected(
             receive, TIMEOUT_SCENARIO_SECONDS
         ):
             return
 
+        answer = self._answer(model, provider, request, scenario, stream_error)
+        async with self._capacity.slot(model.id, provider.name):
+            started = asyncio.get_running_loop().time()
+            if request.stream:
+                await stream_answer(send, answer.framer(), answer.plan)
+            elif not await self._send_plain(receive, send, answer, scenario):
+                return
+        self._record(answer, arrived, started)
+
+    def _provider(
+        self, model: EmulatedModel, request: ChatRequest, scenario: Scenario
+    ) -> EmulatedProvider:
+        try:
+            route = self._router.route(model, request.provider)
+            failing = self.config.failing_providers
+            if scenario.failing_providers:
+                failing = failing | scenario.failing_providers
+            return serving_provider(route, failing)
+        except NoProviderError:
+            raise HttpError(NO_PROVIDER_STATUS, NO_PROVIDER_MESSAGE) from None
+        except ProviderFailedError as exc:
+            raise HttpError(
+                PROVIDER_FAILED_STATUS,
+                PROVIDER_FAILED_MESSAGE,
+                metadata={"provider_name": exc.provider.name, "raw": PROVIDER_FAILED_RAW},
+            ) from None
+
+    def _answer(
+        self,
+        model: EmulatedModel,
+        provider: EmulatedProvider,
+        request: ChatRequest,
+        scenario: Scenario,
+        stream_error: bool,
+    ) -> _Answer:
         tokens = answer_tokens(model.id, request.prompt)
         finish_reason = "stop"
         if request.max_tokens is not None and request.max_tokens < len(tokens):
             tokens = tokens[: request.max_tokens]
             finish_reason = "length"
         prompt_tokens = count_prompt_tokens(request.prompt)
-        answer_usage = usage(model, prompt_tokens, len(tokens))
-        ttft = (
-            self.config.ttft_seconds * model.latency_factor
-            if scenario.ttft_seconds is None
-            else scenario.ttft_seconds
+        speed = self._speeds[model.id, provider.name]
+        cost = provider.cost(prompt_tokens, len(tokens))
+        plan = StreamPlan(
+            tokens=tokens,
+            finish_reason=finish_reason,
+            usage=usage(prompt_tokens, len(tokens), cost),
+            ttft_seconds=(
+                speed.ttft_seconds if scenario.ttft_seconds is None else scenario.ttft_seconds
+            ),
+            tokens_per_second=(
+                speed.tokens_per_second
+                if scenario.tokens_per_second is None
+                else scenario.tokens_per_second
+            ),
+            mid_stream_error=stream_error,
+            invalid_json=scenario.invalid_json,
+            truncated=scenario.truncated,
         )
-        tps = (
-            self.config.tokens_per_second / model.latency_factor
-            if scenario.tokens_per_second is None
-            else scenario.tokens_per_second
+        return _Answer(
+            generation_id=f"{self._generation_prefix}{next(self._generation_ids)}",
+            created=int(time.time()),
+            model=model,
+            provider=provider,
+            prompt_tokens=prompt_tokens,
+            cost=cost,
+            streamed=request.stream,
+            plan=plan,
         )
-        generation_id = f"{self._generation_prefix}{next(self._generation_ids)}"
-        created = int(time.time())
 
-        if request.stream:
-            framer = ChunkFramer(generation_id=generation_id, model_id=model.id, created=created)
-            plan = StreamPlan(
-                tokens=tokens,
-                finish_reason=finish_reason,
-                usage=answer_usage,
-                ttft_seconds=ttft,
-                tokens_per_second=tps,
-                mid_stream_error=stream_error,
-                invalid_json=scenario.invalid_json,
-                truncated=scenario.truncated,
-            )
-            await stream_answer(send, framer, plan)
-            return
-
-        # Same pacing as a stream: the first token after TTFT, the rest at the decode rate.
-        delay = ttft + ((len(tokens) - 1) / tps if tps else 0.0)
+    async def _send_plain(
+        self, receive: Receive, send: Send, answer: _Answer, scenario: Scenario
+    ) -> bool:
+        """Send a plain answer when its last token would be; False if the caller left first."""
+        plan = answer.plan
+        tps = plan.tokens_per_second
+        delay = plan.ttft_seconds + ((len(plan.tokens) - 1) / tps if tps else 0.0)
         # A caller that gave up gets nothing: like a real provider, stop "generating" for it.
         if delay > 0 and not await sleep_unless_disconnected(receive, delay):
-            return
-        if stream_error:
+            return False
+        if plan.mid_stream_error:
             body = completion_error_body(
-                generation_id=generation_id,
-                model_id=model.id,
-                created=created,
+                generation_id=answer.generation_id,
+                provider=answer.provider.name,
+                model_id=answer.model.id,
+                created=answer.created,
                 code=MID_STREAM_ERROR_CODE,
                 message=MID_STREAM_ERROR_MESSAGE,
             )
         else:
             body = completion_body(
-                generation_id=generation_id,
-                model_id=model.id,
-                created=created,
-                content="".join(tokens),
-                finish_reason=finish_reason,
-                usage=answer_usage,
+                generation_id=answer.generation_id,
+                provider=answer.provider.name,
+                model_id=answer.model.id,
+                created=answer.created,
+                content="".join(plan.tokens),
+                finish_reason=plan.finish_reason,
+                usage=plan.usage,
             )
         await _send_json_answer(send, body, scenario)
+        return True
+
+    def _record(self, answer: _Answer, arrived: float, started: float) -> None:
+        ended = asyncio.get_running_loop().time()
+        plan = answer.plan
+        first_token = started + plan.ttft_seconds
+        self._generations.add(
+            GenerationRecord(
+                id=answer.generation_id,
+                model=answer.model.id,
+                provider_name=answer.provider.name,
+                created=answer.created,
+                streamed=answer.streamed,
+                latency=first_token - arrived,
+                generation_time=ended - first_token,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=len(plan.tokens),
+                total_cost=answer.cost,
+                finish_reason="error" if plan.mid_stream_error else plan.finish_reason,
+            ),
+            ended,
+        )
+
+    async def _generation(self, scope: Scope, send: Send) -> None:
+        if not _has_bearer_token(_header(scope, b"authorization")):
+            raise HttpError(401, _FAULT_MESSAGES[401])
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        ids = query.get("id")
+        if not ids or not ids[0]:
+            raise HttpError(400, "Query parameter 'id' is required")
+        record = self._generations.get(ids[0], asyncio.get_running_loop().time())
+        if record is None:
+            raise HttpError(404, GENERATION_NOT_FOUND)
+        await send_bytes(send, 200, record.to_json(), _JSON_HEADERS)
+
+    async def _endpoints(self, model_id: str, send: Send) -> None:
+        body = self._endpoints_bodies.get(model_id)
+        if body is None:
+            raise HttpError(404, f"Model {model_id} not found")
+        await send_bytes(send, 200, body, _JSON_HEADERS)
 
     def _roll(self, probability: float) -> bool:
         # No draw at probability 0, so enabling one fault does not reshuffle the others.
@@ -248,14 +397,18 @@ class EmulatorApp:
                 return 429
         return scenario.status
 
-    async def _send_fault(self, send: Send, status: int, scenario: Scenario) -> None:
+    async def _send_fault(
+        self, send: Send, status: int, scenario: Scenario, provider_name: str | None
+    ) -> None:
         headers = list(_JSON_HEADERS)
         retry_after = scenario.retry_after_seconds
         if status == 429 or (status == 503 and retry_after is not None):
             seconds = self.config.retry_after_seconds if retry_after is None else retry_after
             headers.append((b"retry-after", _format_seconds(seconds)))
         metadata: dict[str, object] | None = (
-            {"provider_name": PROVIDER} if status == 429 or status >= 500 else None
+            {"provider_name": provider_name}
+            if provider_name is not None and (status == 429 or status >= 500)
+            else None
         )
         message = _FAULT_MESSAGES.get(status, f"Emulated error {status}")
         await send_bytes(send, status, error_body(status, message, metadata), headers)

@@ -12,11 +12,18 @@ from src.services.emulator.wire import Headers
 class HttpError(Exception):
     """Raised before a response starts; the app turns it into an OpenRouter error body."""
 
-    def __init__(self, status: int, message: str, headers: Headers | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Headers | None = None,
+        metadata: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or []
+        self.metadata = metadata
 
 
 class ClientGoneError(Exception):

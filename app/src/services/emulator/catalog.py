@@ -1,4 +1,4 @@
-"""The emulated model list, shaped like OpenRouter's `GET /models` objects."""
+"""The emulated models and the providers serving each, shaped like OpenRouter's objects."""
 
 from __future__ import annotations
 
@@ -7,7 +7,52 @@ from typing import Final
 
 import orjson
 
-_SUPPORTED_PARAMETERS: Final = ("max_tokens", "temperature", "top_p")
+SUPPORTED_PARAMETERS: Final = ("max_tokens", "max_completion_tokens", "temperature", "top_p")
+
+
+def _cost(prompt_price: float, completion_price: float, prompt: int, completion: int) -> float:
+    # Rounded as OpenRouter reports credits, so that float noise (2.8999999999999998e-06)
+    # does not reach answers and files.
+    return round(prompt * prompt_price + completion * completion_price, 12)
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatedProvider:
+    """One endpoint of a model: who serves it, how fast and at what price.
+
+    The speed factors scale the model's configured latency exactly: TTFT is multiplied by
+    `ttft_factor`, tokens per second by `throughput_factor`.
+    """
+
+    name: str
+    prompt_price: str
+    completion_price: str
+    quantization: str
+    context_length: int
+    ttft_factor: float = 1.0
+    throughput_factor: float = 1.0
+    prompt_price_value: float = field(init=False)
+    completion_price_value: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt_price_value", float(self.prompt_price))
+        object.__setattr__(self, "completion_price_value", float(self.completion_price))
+
+    @property
+    def tag(self) -> str:
+        """The provider slug OpenRouter accepts in `only`, `order` and `ignore`."""
+        return self.name.lower()
+
+    @property
+    def price_key(self) -> float:
+        # What `sort: "price"` compares; a typical chat has far more prompt than answer tokens,
+        # but OpenRouter does not say how it weighs them, so both count alike.
+        return self.prompt_price_value + self.completion_price_value
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return _cost(
+            self.prompt_price_value, self.completion_price_value, prompt_tokens, completion_tokens
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +69,8 @@ class EmulatedModel:
     # Scales the configured latency (TTFT up, tokens per second down) so that models compare
     # differently in a benchmark, as real ones do. Explicit per-request scenarios are exact.
     latency_factor: float = 1.0
+    # Two or three, the first at the model's own price and speed; the rest differ.
+    providers: tuple[EmulatedProvider, ...] = ()
     prompt_price_value: float = field(init=False)
     completion_price_value: float = field(init=False)
 
@@ -33,12 +80,8 @@ class EmulatedModel:
         object.__setattr__(self, "completion_price_value", float(self.completion_price))
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        # Rounded as OpenRouter reports credits, so that float noise (2.8999999999999998e-06)
-        # does not reach answers and files.
-        return round(
-            prompt_tokens * self.prompt_price_value
-            + completion_tokens * self.completion_price_value,
-            12,
+        return _cost(
+            self.prompt_price_value, self.completion_price_value, prompt_tokens, completion_tokens
         )
 
     def to_json(self) -> dict[str, object]:
@@ -71,8 +114,17 @@ class EmulatedModel:
                 "is_moderated": False,
             },
             "per_request_limits": None,
-            "supported_parameters": list(_SUPPORTED_PARAMETERS),
+            "supported_parameters": list(SUPPORTED_PARAMETERS),
         }
+
+
+def _providers(
+    context_length: int, prompt_price: str, completion_price: str, *others: EmulatedProvider
+) -> tuple[EmulatedProvider, ...]:
+    # The first provider serves at the model's listed price and speed, so a single-provider
+    # view of a model (its `GET /models` entry) stays true.
+    first = EmulatedProvider("Alpha", prompt_price, completion_price, "bf16", context_length)
+    return (first, *others)
 
 
 MODELS: Final[tuple[EmulatedModel, ...]] = (
@@ -85,6 +137,29 @@ MODELS: Final[tuple[EmulatedModel, ...]] = (
         max_completion_tokens=4096,
         prompt_price="0.0000001",
         completion_price="0.0000004",
+        providers=_providers(
+            32768,
+            "0.0000001",
+            "0.0000004",
+            EmulatedProvider(
+                "Beta",
+                "0.00000008",
+                "0.0000003",
+                "fp8",
+                32768,
+                ttft_factor=1.5,
+                throughput_factor=0.8,
+            ),
+            EmulatedProvider(
+                "Gamma",
+                "0.00000015",
+                "0.0000006",
+                "fp16",
+                16384,
+                ttft_factor=0.8,
+                throughput_factor=1.25,
+            ),
+        ),
     ),
     EmulatedModel(
         id="emulator/medium",
@@ -96,6 +171,20 @@ MODELS: Final[tuple[EmulatedModel, ...]] = (
         prompt_price="0.0000005",
         completion_price="0.0000015",
         latency_factor=1.6,
+        providers=_providers(
+            65536,
+            "0.0000005",
+            "0.0000015",
+            EmulatedProvider(
+                "Beta",
+                "0.0000004",
+                "0.0000012",
+                "fp8",
+                65536,
+                ttft_factor=1.5,
+                throughput_factor=0.8,
+            ),
+        ),
     ),
     EmulatedModel(
         id="emulator/large",
@@ -107,6 +196,29 @@ MODELS: Final[tuple[EmulatedModel, ...]] = (
         prompt_price="0.000003",
         completion_price="0.000015",
         latency_factor=2.5,
+        providers=_providers(
+            131072,
+            "0.000003",
+            "0.000015",
+            EmulatedProvider(
+                "Beta",
+                "0.0000025",
+                "0.000012",
+                "fp8",
+                131072,
+                ttft_factor=1.5,
+                throughput_factor=0.8,
+            ),
+            EmulatedProvider(
+                "Gamma",
+                "0.000004",
+                "0.00002",
+                "fp16",
+                65536,
+                ttft_factor=0.8,
+                throughput_factor=1.25,
+            ),
+        ),
     ),
     EmulatedModel(
         id="emulator/tiny:free",
@@ -118,6 +230,14 @@ MODELS: Final[tuple[EmulatedModel, ...]] = (
         prompt_price="0",
         completion_price="0",
         latency_factor=0.7,
+        providers=_providers(
+            8192,
+            "0",
+            "0",
+            EmulatedProvider(
+                "Gamma", "0", "0", "int4", 4096, ttft_factor=0.8, throughput_factor=1.25
+            ),
+        ),
     ),
 )
 

@@ -26,10 +26,28 @@ class EmulatorConfig:
     stream_error_probability: float = 0.0
     retry_after_seconds: float = 1.0
     seed: int = 0
+    # Provider names (any case) that answer every request with an error, as a provider
+    # that is down does; OpenRouter then falls back to the next provider when allowed.
+    failing_providers: frozenset[str] = frozenset()
+    # How long after a generation ends `GET /generation` still answers 404 for it.
+    generation_delay_seconds: float = 1.0
+    # Requests in flight per provider of a model before the next ones queue; None: unlimited.
+    capacity: int | None = None
 
     def __post_init__(self) -> None:
+        # Matched against lower-cased provider slugs, whatever case the setting used.
+        object.__setattr__(
+            self, "failing_providers", frozenset(name.lower() for name in self.failing_providers)
+        )
+        if self.capacity is not None and self.capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {self.capacity!r}")
         # Settings validate the same bounds; a direct construction in a test or script must too.
-        for name in ("ttft_seconds", "tokens_per_second", "retry_after_seconds"):
+        for name in (
+            "ttft_seconds",
+            "tokens_per_second",
+            "retry_after_seconds",
+            "generation_delay_seconds",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -52,4 +70,7 @@ class EmulatorConfig:
             stream_error_probability=settings.emulator_stream_error_probability,
             retry_after_seconds=settings.emulator_retry_after_seconds,
             seed=settings.emulator_seed,
+            failing_providers=frozenset(settings.emulator_failing_providers),
+            generation_delay_seconds=settings.emulator_generation_delay_seconds,
+            capacity=settings.emulator_capacity,
         )

@@ -33,6 +33,8 @@ class Scenario:
     mid_stream_error: bool = False
     ttft_seconds: float | None = None
     tokens_per_second: float | None = None
+    # Lower-cased provider names failing for this request only, as if they were down.
+    failing_providers: frozenset[str] = frozenset()
 
 
 NO_SCENARIO: Final = Scenario()
@@ -98,6 +100,13 @@ def parse_scenario(spec: str) -> Scenario:
             continue
         if not has_value and name in _FLAGS:
             scenario = replace(scenario, **_FLAGS[name])
+            continue
+        if has_value and name == "fail_provider":
+            # Several add up: `fail_provider=Alpha,fail_provider=Beta`.
+            if not raw.strip():
+                raise ScenarioError("Bad value for emulator scenario 'fail_provider': ''")
+            failing = scenario.failing_providers | {raw.strip().lower()}
+            scenario = replace(scenario, failing_providers=failing)
             continue
         if has_value and name in _PARAMETERS:
             field_name, parse = _PARAMETERS[name]

@@ -10,10 +10,6 @@ from typing import Final
 
 import orjson
 
-from src.services.emulator.catalog import EmulatedModel
-
-PROVIDER: Final = "Emulator"
-
 Headers = list[tuple[bytes, bytes]]
 
 JSON_CONTENT_TYPE: Final = (b"content-type", b"application/json")
@@ -34,18 +30,19 @@ def error_body(code: int, message: str, metadata: dict[str, object] | None = Non
     return orjson.dumps({"error": error})
 
 
-def usage(model: EmulatedModel, prompt_tokens: int, completion_tokens: int) -> dict[str, object]:
+def usage(prompt_tokens: int, completion_tokens: int, cost: float) -> dict[str, object]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "cost": model.cost(prompt_tokens, completion_tokens),
+        "cost": cost,
     }
 
 
 def completion_body(
     *,
     generation_id: str,
+    provider: str,
     model_id: str,
     created: int,
     content: str,
@@ -55,7 +52,7 @@ def completion_body(
     return orjson.dumps(
         {
             "id": generation_id,
-            "provider": PROVIDER,
+            "provider": provider,
             "model": model_id,
             "object": "chat.completion",
             "created": created,
@@ -79,13 +76,13 @@ def completion_body(
 
 
 def completion_error_body(
-    *, generation_id: str, model_id: str, created: int, code: int, message: str
+    *, generation_id: str, provider: str, model_id: str, created: int, code: int, message: str
 ) -> bytes:
     """A 200 whose body carries the error: OpenRouter's answer when a provider fails late."""
     return orjson.dumps(
         {
             "id": generation_id,
-            "provider": PROVIDER,
+            "provider": provider,
             "model": model_id,
             "object": "chat.completion",
             "created": created,
@@ -104,11 +101,11 @@ class ChunkFramer:
         b'},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n'
     )
 
-    def __init__(self, *, generation_id: str, model_id: str, created: int) -> None:
+    def __init__(self, *, generation_id: str, provider: str, model_id: str, created: int) -> None:
         head = orjson.dumps(
             {
                 "id": generation_id,
-                "provider": PROVIDER,
+                "provider": provider,
                 "model": model_id,
                 "object": "chat.completion.chunk",
                 "created": created,
