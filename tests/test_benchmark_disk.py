@@ -21,10 +21,10 @@ import pytest
 import respx
 
 from src.config import Settings
-from src.services.benchmarker import runner as runner_module
-from src.services.benchmarker import store
-from src.services.benchmarker.csv_writer import CSV_COLUMNS, CsvResultWriter
-from src.services.benchmarker.summary import RunClock, build_state
+from src.services.benchmarker.results.csv_writer import CSV_COLUMNS, CsvResultWriter
+from src.services.benchmarker.results.summary import RunClock, build_state
+from src.services.benchmarker.runs import execution as runner_module
+from src.services.benchmarker.runs import file_store as store
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.errors import assert_error

@@ -20,9 +20,9 @@ import respx
 
 from src.config import Settings
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
-from src.services.benchmarker import store
-from src.services.benchmarker.file_utils import TIMESTAMP_FORMAT, new_benchmark_id
-from src.services.benchmarker.store import list_runs
+from src.services.benchmarker.results.file_utils import TIMESTAMP_FORMAT, new_benchmark_id
+from src.services.benchmarker.runs import file_store as store
+from src.services.benchmarker.runs.file_store import list_runs
 from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import PROMPTS, post_benchmark
 from tests.helpers.errors import assert_error

@@ -13,7 +13,7 @@ from src.schemas.prompts import GenerationResult, SamplingParams
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError, UpstreamInvalidResponseError
 from src.services.base.timing import Timing, now
-from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
+from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import OpenRouterClient
 

@@ -27,25 +27,25 @@ from src.schemas.benchmarks import (
 )
 from src.services.base.exceptions import InsufficientStorageError
 from src.services.base.timing import now
-from src.services.benchmarker.csv_writer import CsvResultWriter, write_csv
-from src.services.benchmarker.disk import DiskHealth, release_reserve
-from src.services.benchmarker.file_utils import ResultPaths, result_paths
-from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
-from src.services.benchmarker.run_utils import (
+from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
+from src.services.benchmarker.load.run_utils import (
     RequestContext,
     execute_request,
     run_closed_loop,
     run_open_loop,
     until,
 )
-from src.services.benchmarker.schedule import arrival_offsets
-from src.services.benchmarker.store import write_state, write_summary
-from src.services.benchmarker.summary import (
+from src.services.benchmarker.load.schedule import arrival_offsets
+from src.services.benchmarker.results.csv_writer import CsvResultWriter, write_csv
+from src.services.benchmarker.results.file_utils import ResultPaths, result_paths
+from src.services.benchmarker.results.summary import (
     RunClock,
     build_state,
     build_summary,
     comparison_so_far,
 )
+from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
+from src.services.benchmarker.runs.file_store import write_state, write_summary
 from src.services.openrouter.client import OpenRouterClient
 
 logger = logging.getLogger(__name__)

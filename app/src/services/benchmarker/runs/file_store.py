@@ -29,8 +29,7 @@ from src.schemas.benchmarks import (
     SavedParameters,
 )
 from src.services.base.exceptions import CapacityError, NotFoundError
-from src.services.benchmarker.disk import make_reserve, storage_error
-from src.services.benchmarker.file_utils import (
+from src.services.benchmarker.results.file_utils import (
     BENCHMARK_ID_PATTERN,
     RESERVE_SUFFIX,
     RESULTS_SUFFIX,
@@ -39,7 +38,8 @@ from src.services.benchmarker.file_utils import (
     TIMESTAMP_FORMAT,
     result_paths,
 )
-from src.services.benchmarker.owners import EVERYONE, Caller
+from src.services.benchmarker.runs.disk import make_reserve, storage_error
+from src.services.benchmarker.runs.owners import EVERYONE, Caller
 
 logger = logging.getLogger(__name__)
 

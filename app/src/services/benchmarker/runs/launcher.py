@@ -20,20 +20,20 @@ from src.config import REPO_ROOT, Settings
 from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
-from src.services.benchmarker.csv_writer import read_records
-from src.services.benchmarker.disk import release_reserve, storage_error
-from src.services.benchmarker.file_utils import new_benchmark_id, result_paths
-from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.benchmarker.runner import run_benchmark
-from src.services.benchmarker.store import (
+from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.results.csv_writer import read_records
+from src.services.benchmarker.results.file_utils import new_benchmark_id, result_paths
+from src.services.benchmarker.results.summary import RunClock, build_state, build_summary
+from src.services.benchmarker.runs.disk import release_reserve, storage_error
+from src.services.benchmarker.runs.execution import run_benchmark
+from src.services.benchmarker.runs.file_store import (
     admit,
     load_summary,
     read_state,
     write_state,
     write_summary,
 )
-from src.services.benchmarker.summary import RunClock, build_state, build_summary
-from src.services.benchmarker.worker import EXIT_INTERRUPTED, RunnerJob
+from src.services.benchmarker.runs.runner_process import EXIT_INTERRUPTED, RunnerJob
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class BenchmarkLauncher:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "src.services.benchmarker.worker",
+            "src.services.benchmarker.runs.runner_process",
             stdin=asyncio.subprocess.PIPE,
             cwd=APP_DIR,
             env={**os.environ, "PYTHONPATH": str(APP_DIR)},

@@ -23,8 +23,8 @@ from src.config import Settings
 from src.logger import setup_logging
 from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkParameters
-from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.benchmarker.runner import run_benchmark
+from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.runs.execution import run_benchmark
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 

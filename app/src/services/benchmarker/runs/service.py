@@ -24,23 +24,23 @@ from src.schemas.benchmarks import (
 )
 from src.services.base.exceptions import ConflictError, LimitExceededError, NotFoundError
 from src.services.base.timing import now
-from src.services.benchmarker.feed import follow
-from src.services.benchmarker.file_utils import (
+from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.results.file_utils import (
     AsyncReadable,
     parse_prompts,
     read_upload,
     result_paths,
 )
-from src.services.benchmarker.launcher import BenchmarkLauncher
-from src.services.benchmarker.owners import Caller
-from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.benchmarker.store import (
+from src.services.benchmarker.runs.feed import follow
+from src.services.benchmarker.runs.file_store import (
     check_access,
     check_capacity,
     current_view,
     list_runs,
     request_cancel,
 )
+from src.services.benchmarker.runs.launcher import BenchmarkLauncher
+from src.services.benchmarker.runs.owners import Caller
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
 from src.services.openrouter.catalog import ModelCatalog
 
