@@ -21,10 +21,11 @@ from src.api.errors.openai_errors import openai_error_response
 from src.api.gate.auth import InboundKeyMiddleware
 from src.api.gate.descriptors import descriptor_budget
 from src.api.gate.guards import CrossSiteGuard, TrustedHosts
+from src.api.gate.request_log import RequestLoggingMiddleware
 from src.api.openai import router as openai_router
 from src.api.plumbing.deps import AppState
 from src.config import Settings, get_settings
-from src.logger import RequestLoggingMiddleware, setup_logging
+from src.logger import setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
 from src.services.base.proxies import ProxyRules
