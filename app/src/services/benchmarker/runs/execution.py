@@ -45,7 +45,8 @@ from src.services.benchmarker.results.summary import (
     comparison_so_far,
 )
 from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
-from src.services.benchmarker.runs.file_store import write_state, write_summary
+from src.services.benchmarker.runs.file_store import FileRunStore
+from src.services.benchmarker.runs.store import RunStore
 from src.services.openrouter.client import OpenRouterClient
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Run:
     plan: BenchmarkPlan
     paths: ResultPaths
     health: DiskHealth
+    store: RunStore
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started: float = field(default_factory=now)
     measured_from: float | None = None
@@ -94,19 +96,23 @@ async def run_benchmark(
     *,
     parent_pid: int | None = None,
     write_retry_seconds: float = 10.0,
+    store: RunStore | None = None,
 ) -> BenchmarkSummary:
     """Rows reach the CSV as requests finish; the JSON summary is written at the end, also when
     the run is cancelled (status "cancelled", through a DELETE), fails (its files could not be
     written; the cause is in `error`) or is interrupted (its caller or its process was stopped;
     then the interruption is re-raised once the files are saved).
 
-    With `parent_pid`, the run stops as interrupted if that process goes away.
+    With `parent_pid`, the run stops as interrupted if that process goes away. Its state
+    record, summary and cancel request go through `store` (by default the files in
+    `benchmarks_dir`); its CSV is in `benchmarks_dir` whatever the store.
     """
     run = Run(
         benchmark_id,
         plan,
         await asyncio.to_thread(result_paths, benchmarks_dir, benchmark_id),
         DiskHealth(benchmark_id, write_retry_seconds),
+        FileRunStore(benchmarks_dir) if store is None else store,
     )
     logger.info(
         "BENCHMARK STARTED | id=%s | models=%s | requests=%s | concurrency=%d",
@@ -269,7 +275,7 @@ async def _save_progress(run: Run, saved: _Saved) -> None:
         schedule_left=_schedule_left(run),
     )
     try:
-        await asyncio.to_thread(write_state, run.paths.state, state)
+        await asyncio.to_thread(run.store.write_state, run.benchmark_id, state)
     except OSError as exc:
         run.health.failed(STATE_RECORD, exc)  # raises once it has failed for too long
         return
@@ -283,7 +289,7 @@ STATE_RECORD = "state record"
 async def _stop_reason(run: Run, parent_pid: int | None) -> tuple[BenchmarkStatus, str] | None:
     """Why the run must stop now, if it must: a DELETE's mark, a parent process gone, or
     MAX_RUN_SECONDS reached."""
-    if await asyncio.to_thread(run.paths.cancel.exists):
+    if await asyncio.to_thread(run.store.is_cancel_requested, run.benchmark_id):
         return "cancelled", "cancelled"
     if parent_pid is not None and os.getppid() != parent_pid:
         return "interrupted", "interrupted: the service that started it is gone"
@@ -337,10 +343,10 @@ async def _finish(
         error=run.error,
     )
     # The small state record first: it says how the run ended, and why, whatever comes next.
-    await _final_write(run, STATE_RECORD, partial(write_state, run.paths.state, state))
-    await _final_write(run, "summary", partial(write_summary, run.paths.json, summary))
+    await _final_write(run, STATE_RECORD, partial(run.store.write_state, run.benchmark_id, state))
+    await _final_write(run, "summary", partial(run.store.save_summary, run.benchmark_id, summary))
     try:
-        await asyncio.to_thread(run.paths.cancel.unlink, missing_ok=True)
+        await asyncio.to_thread(run.store.clear_cancel, run.benchmark_id)
     except OSError as exc:
         logger.warning("BENCHMARK | id=%s | cancel mark left: %s", run.benchmark_id, exc)
     logger.info(

@@ -1,5 +1,6 @@
-"""What a benchmark leaves in BENCHMARKS_DIR besides its CSV: the summary, written once at the
-end, and the small state record that listing, progress, admission and cancellation go through.
+"""The file implementation of the run store (store.py): what a benchmark leaves in
+BENCHMARKS_DIR besides its CSV. The summary, written once at the end, and the small state
+record that listing, progress, admission and cancellation go through.
 
 Everything a worker or a replica needs to know about a run is in these files, so any of them
 can answer for a run another one started. Every function here is synchronous; async callers
@@ -372,3 +373,81 @@ def _item(listed: _Listed) -> BenchmarkListItem:
         cost=listed.cost,
         files=files_of(listed.id),
     )
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+class FileRunStore:
+    """The runs as files in one directory (a `RunStore`, store.py): every call goes through the
+    functions above, so what is stored and how is theirs."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def admit(
+        self,
+        state: BenchmarkState,
+        *,
+        max_running: int,
+        max_in_flight: int,
+        keep_days: float | None,
+        live: Mapping[str, int] | None = None,
+    ) -> None:
+        admit(
+            self.directory,
+            state,
+            max_running=max_running,
+            max_in_flight=max_in_flight,
+            keep_days=keep_days,
+            live=live,
+        )
+
+    def check_capacity(
+        self,
+        concurrency: int,
+        *,
+        max_running: int,
+        max_in_flight: int,
+        live: Mapping[str, int] | None = None,
+    ) -> None:
+        check_capacity(
+            self.directory,
+            concurrency,
+            max_running=max_running,
+            max_in_flight=max_in_flight,
+            live=live,
+        )
+
+    def write_state(self, benchmark_id: str, state: BenchmarkState) -> None:
+        write_state(result_paths(self.directory, benchmark_id).state, state)
+
+    def read_state(self, benchmark_id: str) -> BenchmarkState | None:
+        return read_state(result_paths(self.directory, benchmark_id).state)
+
+    def save_summary(self, benchmark_id: str, summary: BenchmarkSummary) -> None:
+        write_summary(result_paths(self.directory, benchmark_id).json, summary)
+
+    def has_summary(self, benchmark_id: str) -> bool:
+        return result_paths(self.directory, benchmark_id).json.exists()
+
+    def load_summary(self, benchmark_id: str) -> BenchmarkSummary:
+        return load_summary(self.directory, benchmark_id)
+
+    def current_view(self, benchmark_id: str) -> BenchmarkSummary | BenchmarkState:
+        return current_view(self.directory, benchmark_id)
+
+    def check_access(self, benchmark_id: str, caller: Caller) -> None:
+        check_access(self.directory, benchmark_id, caller)
+
+    def list_runs(self, limit: int, caller: Caller = EVERYONE) -> list[BenchmarkListItem]:
+        return list_runs(self.directory, limit, caller)
+
+    def request_cancel(self, benchmark_id: str) -> None:
+        request_cancel(self.directory, benchmark_id)
+
+    def is_cancel_requested(self, benchmark_id: str) -> bool:
+        return result_paths(self.directory, benchmark_id).cancel.exists()
+
+    def clear_cancel(self, benchmark_id: str) -> None:
+        result_paths(self.directory, benchmark_id).cancel.unlink(missing_ok=True)

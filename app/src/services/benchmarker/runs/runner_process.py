@@ -25,6 +25,7 @@ from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.benchmarker.load.plan import BenchmarkPlan
 from src.services.benchmarker.runs.execution import run_benchmark
+from src.services.benchmarker.runs.store import run_store
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
@@ -106,6 +107,7 @@ async def run_job(job: RunnerJob) -> int:
             Redactor(settings.secrets()),
             parent_pid=job.parent_pid,
             write_retry_seconds=settings.benchmark_write_retry_seconds,
+            store=run_store(settings),
         )
         return 0
     except asyncio.CancelledError:
