@@ -1,4 +1,5 @@
-"""The benchmark runner: how requests are sent (closed or open loop), and one measured request."""
+"""Generating load: how a benchmark's requests are sent (closed or open loop), and one
+measured request. Nothing here keeps a run or writes a file (runs/, results/ do)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Run one benchmark plan to its end, its cancellation, its interruption or its failure,
-recording every request on disk and its progress in its state record.
+"""Executing one run: a benchmark plan driven to its end, its cancellation, its interruption
+or its failure, recording every request on disk and its progress in the run store.
 
 A disk that stops taking the run's files pauses it (nothing new is sent) for the write retry
 time, then fails it with the cause: no request is paid for whose result could not be kept.
 
 Host-agnostic: the same coroutine runs in a dedicated runner process (the default, see
-worker.py) or in the API's own event loop.
+runner_process.py) or in the API's own event loop.
 """
 
 from __future__ import annotations

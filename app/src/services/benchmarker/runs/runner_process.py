@@ -1,4 +1,5 @@
-"""The benchmark runner process: one benchmark on its own event loop with its own client.
+"""Hosting one run in its own process (the runner process, started by launcher.py): the run
+(execution.py) on its own event loop with its own client.
 
 Why a process: the runner's clock must not wait for the API. In one process the API's
 requests, and its logging, hold the event loop (or the GIL) while a benchmark's answers
