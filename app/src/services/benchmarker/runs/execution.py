@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from src.config import Settings
+from src.redaction import Redactor
 from src.schemas.benchmarks import (
     BenchmarkStatus,
     BenchmarkSummary,
@@ -44,6 +46,7 @@ from src.services.benchmarker.results.summary import (
     build_summary,
     comparison_so_far,
 )
+from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
 from src.services.benchmarker.runs.file_store import FileRunStore
 from src.services.benchmarker.runs.store import RunStore
@@ -85,6 +88,28 @@ class Run:
     def clock(self) -> RunClock:
         measured = 0.0 if self.measured_from is None else now() - self.measured_from
         return RunClock(self.started_at, measured, self.last_send_offset)
+
+
+async def run_hosted(
+    client: OpenRouterClient,
+    plan: BenchmarkPlan,
+    benchmark_id: str,
+    settings: Settings,
+    *,
+    parent_pid: int | None = None,
+) -> BenchmarkSummary:
+    """`run_benchmark` as the service hosts a run, in its runner process or inline: its files,
+    store, redaction and write retries are the settings'."""
+    return await run_benchmark(
+        client,
+        plan,
+        benchmark_id,
+        settings.benchmarks_dir,
+        Redactor(settings.secrets()),
+        parent_pid=parent_pid,
+        write_retry_seconds=settings.benchmark_write_retry_seconds,
+        store=run_store(settings),
+    )
 
 
 async def run_benchmark(

@@ -41,6 +41,7 @@ from src.services.benchmarker.results.file_utils import (
 )
 from src.services.benchmarker.runs.disk import make_reserve, storage_error
 from src.services.benchmarker.runs.owners import EVERYONE, Caller
+from src.services.benchmarker.runs.store import RunCaps
 
 logger = logging.getLogger(__name__)
 
@@ -163,12 +164,7 @@ def request_cancel(directory: Path, benchmark_id: str) -> None:
 
 
 def check_capacity(
-    directory: Path,
-    concurrency: int,
-    *,
-    max_running: int,
-    max_in_flight: int,
-    live: Mapping[str, int] | None = None,
+    directory: Path, concurrency: int, caps: RunCaps, live: Mapping[str, int] | None = None
 ) -> None:
     """Refuse a run the caps leave no room for (CapacityError, a 429).
 
@@ -181,29 +177,23 @@ def check_capacity(
         for state in (_running_states(directory) if directory.is_dir() else ())
     }
     running.update(live or {})
-    if len(running) >= max_running:
+    if len(running) >= caps.max_running:
         raise CapacityError(
-            f"{len(running)} benchmarks are running: MAX_RUNNING_BENCHMARKS={max_running}. "
+            f"{len(running)} benchmarks are running: MAX_RUNNING_BENCHMARKS={caps.max_running}. "
             "Try again when one has finished.",
             retry_after=CAPACITY_RETRY_AFTER_SECONDS,
         )
     in_flight = sum(running.values())
-    if in_flight + concurrency > max_in_flight:
+    if in_flight + concurrency > caps.max_in_flight:
         raise CapacityError(
             f"Running benchmarks hold {in_flight} requests in flight; {concurrency} more would "
-            f"pass MAX_INFLIGHT_TOTAL={max_in_flight}. Lower concurrency or try again later.",
+            f"pass MAX_INFLIGHT_TOTAL={caps.max_in_flight}. Lower concurrency or try again later.",
             retry_after=CAPACITY_RETRY_AFTER_SECONDS,
         )
 
 
 def admit(
-    directory: Path,
-    state: BenchmarkState,
-    *,
-    max_running: int,
-    max_in_flight: int,
-    keep_days: float | None,
-    live: Mapping[str, int] | None = None,
+    directory: Path, state: BenchmarkState, caps: RunCaps, live: Mapping[str, int] | None = None
 ) -> None:
     """Record a new run as running, if the caps allow it; every worker and replica that shares
     the directory counts the same runs, under one lock.
@@ -218,16 +208,10 @@ def admit(
         raise storage_error(exc, "recording a new run") from exc
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if keep_days is not None:
-            prune(directory, keep_days)
+        if caps.keep_days is not None:
+            prune(directory, caps.keep_days)
         _release_abandoned_reserves(directory, live or {})
-        check_capacity(
-            directory,
-            state.parameters.concurrency,
-            max_running=max_running,
-            max_in_flight=max_in_flight,
-            live=live,
-        )
+        check_capacity(directory, state.parameters.concurrency, caps, live)
         paths = result_paths(directory, state.id)
         try:
             make_reserve(paths.reserve)
@@ -386,38 +370,14 @@ class FileRunStore:
         self.directory = directory
 
     def admit(
-        self,
-        state: BenchmarkState,
-        *,
-        max_running: int,
-        max_in_flight: int,
-        keep_days: float | None,
-        live: Mapping[str, int] | None = None,
+        self, state: BenchmarkState, caps: RunCaps, live: Mapping[str, int] | None = None
     ) -> None:
-        admit(
-            self.directory,
-            state,
-            max_running=max_running,
-            max_in_flight=max_in_flight,
-            keep_days=keep_days,
-            live=live,
-        )
+        admit(self.directory, state, caps, live)
 
     def check_capacity(
-        self,
-        concurrency: int,
-        *,
-        max_running: int,
-        max_in_flight: int,
-        live: Mapping[str, int] | None = None,
+        self, concurrency: int, caps: RunCaps, live: Mapping[str, int] | None = None
     ) -> None:
-        check_capacity(
-            self.directory,
-            concurrency,
-            max_running=max_running,
-            max_in_flight=max_in_flight,
-            live=live,
-        )
+        check_capacity(self.directory, concurrency, caps, live)
 
     def write_state(self, benchmark_id: str, state: BenchmarkState) -> None:
         write_state(result_paths(self.directory, benchmark_id).state, state)

@@ -17,17 +17,17 @@ from datetime import UTC, datetime
 from functools import partial
 
 from src.config import REPO_ROOT, Settings
-from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
 from src.services.benchmarker.load.plan import BenchmarkPlan
 from src.services.benchmarker.results.csv_writer import read_records
 from src.services.benchmarker.results.file_utils import new_benchmark_id, result_paths
 from src.services.benchmarker.results.summary import RunClock, build_state, build_summary
+from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import release_reserve, storage_error
-from src.services.benchmarker.runs.execution import run_benchmark
+from src.services.benchmarker.runs.execution import run_hosted
 from src.services.benchmarker.runs.runner_process import EXIT_INTERRUPTED, RunnerJob
-from src.services.benchmarker.runs.store import RunStore, run_store
+from src.services.benchmarker.runs.store import RunCaps, RunStore
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 
 logger = logging.getLogger(__name__)
@@ -59,14 +59,7 @@ class BenchmarkLauncher:
         settings = self._settings
         benchmark_id = new_benchmark_id(datetime.now(UTC), plan.parameters.models)
         state = build_state(benchmark_id, "running", plan, [], RunClock(datetime.now(UTC), 0.0), [])
-        await asyncio.to_thread(
-            self._store.admit,
-            state,
-            max_running=settings.max_running_benchmarks,
-            max_in_flight=settings.max_inflight_total,
-            keep_days=settings.benchmarks_keep_days,
-            live=self.live(),
-        )
+        await asyncio.to_thread(self._store.admit, state, RunCaps.of(settings), self.live())
         run = asyncio.create_task(self._host(benchmark_id, plan), name=f"benchmark {benchmark_id}")
         self._runs[benchmark_id] = run
         self._live[benchmark_id] = plan.parameters.concurrency
@@ -120,15 +113,7 @@ class BenchmarkLauncher:
         settings = self._settings
         try:
             if settings.benchmark_isolation == "inline":
-                return await run_benchmark(
-                    self._client,
-                    plan,
-                    benchmark_id,
-                    settings.benchmarks_dir,
-                    Redactor(settings.secrets()),
-                    write_retry_seconds=settings.benchmark_write_retry_seconds,
-                    store=self._store,
-                )
+                return await run_hosted(self._client, plan, benchmark_id, settings)
             await self._in_process(benchmark_id, plan)
             return None
         except BaseException as exc:

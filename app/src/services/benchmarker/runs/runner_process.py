@@ -22,11 +22,9 @@ from pydantic import BaseModel, SecretStr
 
 from src.config import Settings
 from src.logger import setup_logging
-from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.benchmarker.load.plan import BenchmarkPlan
-from src.services.benchmarker.runs.execution import run_benchmark
-from src.services.benchmarker.runs.store import run_store
+from src.services.benchmarker.runs.execution import run_hosted
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
@@ -93,7 +91,7 @@ async def run_job(job: RunnerJob) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, run.cancel)
     try:
-        await run_benchmark(
+        await run_hosted(
             client,
             BenchmarkPlan(
                 job.parameters,
@@ -104,11 +102,8 @@ async def run_job(job: RunnerJob) -> int:
                 max_seconds=settings.max_run_seconds,
             ),
             job.benchmark_id,
-            settings.benchmarks_dir,
-            Redactor(settings.secrets()),
+            settings,
             parent_pid=job.parent_pid,
-            write_retry_seconds=settings.benchmark_write_retry_seconds,
-            store=run_store(settings),
         )
         return 0
     except asyncio.CancelledError:

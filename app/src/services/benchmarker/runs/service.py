@@ -31,10 +31,11 @@ from src.services.benchmarker.results.file_utils import (
     read_upload,
     result_paths,
 )
+from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.feed import follow
 from src.services.benchmarker.runs.launcher import BenchmarkLauncher
 from src.services.benchmarker.runs.owners import Caller
-from src.services.benchmarker.runs.store import run_store
+from src.services.benchmarker.runs.store import RunCaps
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
 from src.services.openrouter.catalog import ModelCatalog
 
@@ -137,9 +138,8 @@ async def start_benchmark(
     await asyncio.to_thread(
         run_store(settings).check_capacity,
         parameters.concurrency,
-        max_running=settings.max_running_benchmarks,
-        max_in_flight=settings.max_inflight_total,
-        live=launcher.live(),
+        RunCaps.of(settings),
+        launcher.live(),
     )
     plan = await with_prices(plan, catalog)
     plan = dataclasses.replace(plan, owner=caller.owner)

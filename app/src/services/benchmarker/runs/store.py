@@ -4,7 +4,7 @@ execution admit, record, read, list and cancel runs.
 Everything a worker or a replica needs to know about a run goes through a `RunStore`, so any of
 them can answer for a run another one started. Today's implementation keeps the runs as small
 files in BENCHMARKS_DIR (file_store.py); another backend is another implementation of this
-protocol, chosen in `run_store`, not a fork of its callers. The per-request CSV and the disk
+protocol, chosen in backend.py, not a fork of its callers. The per-request CSV and the disk
 reserve are result files on BENCHMARKS_DIR whatever the store (results/, disk.py).
 
 Every method is synchronous: async callers use `asyncio.to_thread`.
@@ -13,35 +13,43 @@ Every method is synchronous: async callers use `asyncio.to_thread`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from src.config import Settings
 from src.schemas.benchmarks import BenchmarkListItem, BenchmarkState, BenchmarkSummary
-from src.services.benchmarker.runs.file_store import FileRunStore
 from src.services.benchmarker.runs.owners import EVERYONE, Caller
+
+
+@dataclass(frozen=True)
+class RunCaps:
+    """What admission allows, across every worker and replica that shares the store."""
+
+    max_running: int  # MAX_RUNNING_BENCHMARKS
+    max_in_flight: int  # MAX_INFLIGHT_TOTAL
+    keep_days: float | None = None  # BENCHMARKS_KEEP_DAYS: older finished runs go at admission
+
+    @classmethod
+    def of(cls, settings: Settings) -> RunCaps:
+        return cls(
+            settings.max_running_benchmarks,
+            settings.max_inflight_total,
+            settings.benchmarks_keep_days,
+        )
 
 
 class RunStore(Protocol):
     def admit(
-        self,
-        state: BenchmarkState,
-        *,
-        max_running: int,
-        max_in_flight: int,
-        keep_days: float | None,
-        live: Mapping[str, int] | None = None,
+        self, state: BenchmarkState, caps: RunCaps, live: Mapping[str, int] | None = None
     ) -> None:
         """Record a new run as running if the caps allow it (CapacityError, a 429, if not),
-        atomically for every worker and replica that shares the store."""
+        atomically for every worker and replica that shares the store. `live`: the runs this
+        process hosts whose runner has not exited (id: concurrency), counted whatever the
+        store says."""
         ...
 
     def check_capacity(
-        self,
-        concurrency: int,
-        *,
-        max_running: int,
-        max_in_flight: int,
-        live: Mapping[str, int] | None = None,
+        self, concurrency: int, caps: RunCaps, live: Mapping[str, int] | None = None
     ) -> None:
         """Refuse early (CapacityError) a run the caps leave no room for; `admit` checks again."""
         ...
@@ -83,8 +91,3 @@ class RunStore(Protocol):
     def clear_cancel(self, benchmark_id: str) -> None:
         """Forget the request to stop once the run has ended."""
         ...
-
-
-def run_store(settings: Settings) -> RunStore:
-    """The store the settings name: the files in BENCHMARKS_DIR."""
-    return FileRunStore(settings.benchmarks_dir)
