@@ -17,8 +17,8 @@ from starlette.types import Message
 from src.config import Settings
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.base.exceptions import UnknownModelError
-from src.services.benchmarker.csv_writer import CSV_COLUMNS
-from src.services.benchmarker.service import prepare_benchmark
+from src.services.benchmarker.results.csv_writer import CSV_COLUMNS
+from src.services.benchmarker.runs.service import prepare_benchmark
 from src.services.openrouter.catalog import ModelCatalog
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.asgi import http_scope

@@ -21,10 +21,9 @@ import pytest
 import respx
 
 from src.config import Settings
-from src.services.benchmarker import runner as runner_module
-from src.services.benchmarker import store
-from src.services.benchmarker.csv_writer import CSV_COLUMNS, CsvResultWriter
-from src.services.benchmarker.summary import RunClock, build_state
+from src.services.benchmarker.results.csv_writer import CSV_COLUMNS, CsvResultWriter
+from src.services.benchmarker.results.summary import RunClock, build_state
+from src.services.benchmarker.runs import file_store as store
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.errors import assert_error
@@ -298,7 +297,7 @@ async def test_the_watcher_outlives_failing_state_writes_and_still_cancels(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write_state(path, state)
 
-    monkeypatch.setattr(runner_module, "write_state", failing_twice)
+    monkeypatch.setattr(store, "write_state", failing_twice)
 
     benchmark_id = await start(client, SHORT_PROMPTS, runs=100, concurrency=1)
     await done_at_least(client, benchmark_id, 2)

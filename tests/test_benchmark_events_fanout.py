@@ -16,8 +16,8 @@ from asgi_lifespan import LifespanManager
 from starlette.types import ASGIApp, Message
 
 from src.schemas.benchmarks import BenchmarkState
-from src.services.benchmarker import store
-from src.services.benchmarker.service import EVENTS_POLL_SECONDS
+from src.services.benchmarker.runs import file_store as store
+from src.services.benchmarker.runs.service import EVENTS_POLL_SECONDS
 from tests.helpers.app import SERVICE_URL, Serve, make_settings
 from tests.helpers.asgi import http_scope
 from tests.helpers.benchmarks import post_benchmark

@@ -10,9 +10,12 @@ import pytest
 from src.config import REPO_ROOT
 from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
 from src.services.base.exceptions import InvalidInputError, NotFoundError, PayloadTooLargeError
-from src.services.benchmarker.csv_writer import CSV_COLUMNS, CsvResultWriter, neutralize_formula
-from src.services.benchmarker.disk import DiskHealth
-from src.services.benchmarker.file_utils import (
+from src.services.benchmarker.results.csv_writer import (
+    CSV_COLUMNS,
+    CsvResultWriter,
+    neutralize_formula,
+)
+from src.services.benchmarker.results.file_utils import (
     BENCHMARK_ID_PATTERN,
     READ_CHUNK_BYTES,
     model_slug,
@@ -21,8 +24,9 @@ from src.services.benchmarker.file_utils import (
     read_upload,
     result_paths,
 )
-from src.services.benchmarker.store import list_runs, write_summary
-from src.services.benchmarker.summary import RunClock, build_summary
+from src.services.benchmarker.results.summary import RunClock, build_summary
+from src.services.benchmarker.runs.disk import DiskHealth
+from src.services.benchmarker.runs.file_store import list_runs, write_summary
 from tests.helpers.results import plan_of, request_result
 from tests.helpers.uploads import FakeUpload
 

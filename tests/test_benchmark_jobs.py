@@ -20,9 +20,9 @@ import respx
 
 from src.config import Settings
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
-from src.services.benchmarker import store
-from src.services.benchmarker.file_utils import TIMESTAMP_FORMAT, new_benchmark_id
-from src.services.benchmarker.store import list_runs
+from src.services.benchmarker.results.file_utils import TIMESTAMP_FORMAT, new_benchmark_id
+from src.services.benchmarker.runs import file_store as store
+from src.services.benchmarker.runs.file_store import list_runs
 from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import PROMPTS, post_benchmark
 from tests.helpers.errors import assert_error
@@ -612,3 +612,27 @@ async def test_nothing_runs_in_the_background_after_shutdown(
     summary = json.loads((settings.benchmarks_dir / f"{accepted['id']}.json").read_text())
     assert summary["status"] == "interrupted"
     assert summary["finished_requests"] == 1
+
+
+async def test_a_run_is_never_seen_finished_before_its_summary_is_saved(
+    client: httpx.AsyncClient,
+    upstream: respx.MockRouter,
+    catalog: respx.Route,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A reader between the two final writes would get a finished run without its figures.
+    upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
+    real_write_state = store.write_state
+    summary_there: list[bool] = []
+
+    def watching(path: Path, state: BenchmarkState) -> None:
+        if state.status != "running":
+            summary_there.append(path.with_suffix(".json").exists())
+        real_write_state(path, state)
+
+    monkeypatch.setattr(store, "write_state", watching)
+    accepted = await start_background(client, runs=1)
+    summary = await finished(client, accepted["id"])
+
+    assert summary["status"] == "completed"
+    assert summary_there == [True]

@@ -19,9 +19,9 @@ import respx
 
 from src.config import Settings
 from src.main import inbound_callers
-from src.services.benchmarker import store
-from src.services.benchmarker.file_utils import new_benchmark_id
-from src.services.benchmarker.owners import EVERYONE, Caller, owner_tag
+from src.services.benchmarker.results.file_utils import new_benchmark_id
+from src.services.benchmarker.runs import file_store as store
+from src.services.benchmarker.runs.owners import EVERYONE, Caller, owner_tag
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.errors import assert_error
 from tests.helpers.openrouter import MODELS_BODY, HangAfter, error_body, sse_response

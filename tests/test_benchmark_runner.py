@@ -13,10 +13,10 @@ import respx
 from src.config import Settings
 from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
-from src.services.benchmarker import runner
-from src.services.benchmarker.csv_writer import CsvResultWriter
-from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
-from src.services.benchmarker.run_utils import RequestContext, execute_request, run_closed_loop
+from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
+from src.services.benchmarker.load.run_utils import RequestContext, execute_request, run_closed_loop
+from src.services.benchmarker.results.csv_writer import CsvResultWriter
+from src.services.benchmarker.runs import execution as runner
 from src.services.openrouter.client import OpenRouterClient
 from tests.helpers.app import make_settings, openrouter_client
 from tests.helpers.concurrency import InFlightBarrier

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from src.descriptors import (
+from src.api.gate.descriptors import (
     DEFAULT_BACKLOG,
     descriptor_budget,
     descriptors_needed,

@@ -16,7 +16,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import Request
 from starlette.types import Message
 
-from src.api.disconnect import cancel_on_disconnect
+from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.config import Settings
 from src.services.base.exceptions import ClientDisconnectedError
 from tests.helpers.app import Serve, read_log

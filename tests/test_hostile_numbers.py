@@ -17,7 +17,7 @@ import respx
 from src.config import Settings
 from src.services.base.client import RetryPolicy, retry_wait_seconds
 from src.services.base.exceptions import UpstreamStatusError
-from src.services.benchmarker.statistics import total_cost, unknown_costs
+from src.services.benchmarker.results.statistics import total_cost, unknown_costs
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.errors import assert_error, assert_no_traceback

@@ -210,14 +210,14 @@ async def test_the_reported_latency_excludes_parsing(
     upstream: Upstream, service: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     upstream.answers = [after(UPSTREAM_DELAY, completion())]
-    parse = upstream_schemas.ChatCompletion.model_validate_json
+    parse = upstream_schemas.UpstreamCompletion.model_validate_json
     slow_parse_seconds = 0.8
 
-    def slow(data: bytes | str) -> upstream_schemas.ChatCompletion:
+    def slow(data: bytes | str) -> upstream_schemas.UpstreamCompletion:
         time.sleep(slow_parse_seconds)  # a deliberately slow parse, inside the request
         return parse(data)
 
-    monkeypatch.setattr(upstream_schemas.ChatCompletion, "model_validate_json", slow)
+    monkeypatch.setattr(upstream_schemas.UpstreamCompletion, "model_validate_json", slow)
 
     started = time.perf_counter()
     response = await service.post("/generate", json={"model": MODEL, "prompt": "Why?"})

@@ -13,7 +13,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from src.api.parsing import JSON_BODY_LIMIT_BYTES
+from src.api.plumbing.parsing import JSON_BODY_LIMIT_BYTES
 from src.config import Settings
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.openrouter import (

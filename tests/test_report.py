@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 import pytest
 
 from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
-from src.services.benchmarker.report import axis_ticks, render_report
-from src.services.benchmarker.summary import RunClock, build_summary
+from src.services.benchmarker.results.report import axis_ticks, render_report
+from src.services.benchmarker.results.summary import RunClock, build_summary
 from tests.helpers.html import parse
 from tests.helpers.results import plan_of, request_result
 

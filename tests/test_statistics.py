@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from src.services.benchmarker.statistics import (
+from src.services.benchmarker.results.statistics import (
     comparison_row,
     latency_stats,
     mean,

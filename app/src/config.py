@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Limits on what a connection may cost before its request reaches the app (http_limits.py).
+    # Limits on what a connection may cost before its request reaches the app
+    # (api/gate/http_limits.py).
     max_connections: int = Field(default=1000, ge=1)
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     header_timeout_seconds: float = Field(default=10.0, gt=0)

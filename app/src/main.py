@@ -12,25 +12,26 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import SecretStr
 
-from src.api.auth import InboundKeyMiddleware
 from src.api.benchmarks import router as benchmarks_router
 from src.api.benchmarks import upload_router
-from src.api.deps import AppState
 from src.api.docs import ASSETS_PATH, DOCS_PATH, REDOC_PATH, add_offline_docs
 from src.api.endpoints import public_router, router
-from src.api.exception_handlers import register_exception_handlers
-from src.api.guards import CrossSiteGuard, TrustedHosts
+from src.api.errors.exception_handlers import register_exception_handlers
+from src.api.errors.openai_errors import openai_error_response
+from src.api.gate.auth import InboundKeyMiddleware
+from src.api.gate.descriptors import descriptor_budget
+from src.api.gate.guards import CrossSiteGuard, TrustedHosts
+from src.api.gate.request_log import RequestLoggingMiddleware
 from src.api.openai import router as openai_router
-from src.api.openai_errors import openai_error_response
+from src.api.plumbing.deps import AppState
 from src.config import Settings, get_settings
-from src.descriptors import descriptor_budget
-from src.logger import RequestLoggingMiddleware, setup_logging
+from src.logger import setup_logging
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
 from src.services.base.proxies import ProxyRules
 from src.services.base.transport import WireTransport
-from src.services.benchmarker.launcher import BenchmarkLauncher
-from src.services.benchmarker.owners import Caller, owner_tag
+from src.services.benchmarker.runs.launcher import BenchmarkLauncher
+from src.services.benchmarker.runs.owners import Caller, owner_tag
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 

@@ -5,8 +5,8 @@ import math
 import uvicorn
 from pydantic import ValidationError
 
+from src.api.gate.descriptors import descriptor_budget, raise_descriptor_limit
 from src.config import REPO_ROOT, get_settings
-from src.descriptors import descriptor_budget, raise_descriptor_limit
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
         loop="uvloop",
         # An import path, so that worker processes load it too.
-        http="src.http_limits:LimitedHttpToolsProtocol",
+        http="src.api.gate.http_limits:LimitedHttpToolsProtocol",
         limit_concurrency=budget.connections,
         backlog=budget.backlog,
     )

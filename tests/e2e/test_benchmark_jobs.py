@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from src.services.benchmarker.schedule import arrival_offsets
+from src.services.benchmarker.load.schedule import arrival_offsets
 from tests.helpers.e2e import INBOUND_KEY, MODEL, unique
 from tests.helpers.launcher import StartApp
 from tests.helpers.processes import APP_DIR, ServiceProcess, wait_until
@@ -169,7 +169,7 @@ def runner_processes(app: ServiceProcess) -> list[int]:
         pid
         for parent in parents
         for pid in children(parent)
-        if "src.services.benchmarker.worker" in cmdline(pid)
+        if "src.services.benchmarker.runs.runner_process" in cmdline(pid)
     ]
 
 

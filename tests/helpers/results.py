@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from src.schemas.benchmarks import BenchmarkParameters, RequestRecord
-from src.services.benchmarker.plan import BenchmarkPlan
+from src.services.benchmarker.load.plan import BenchmarkPlan
 
 
 def plan_of(

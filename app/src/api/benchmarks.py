@@ -10,9 +10,9 @@ import orjson
 from fastapi import APIRouter, File, Form, Header, Path, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
-from src.api.body_limit import UploadLimitRoute
-from src.api.deps import CallerDep, CatalogDep, LauncherDep, SettingsDep
-from src.api.disconnect import cancel_on_disconnect
+from src.api.gate.body_limit import UploadLimitRoute
+from src.api.plumbing.deps import CallerDep, CatalogDep, LauncherDep, SettingsDep
+from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.schemas.benchmarks import (
     FINISHED,
     BenchmarkAccepted,
@@ -22,8 +22,8 @@ from src.schemas.benchmarks import (
     BenchmarkSummary,
 )
 from src.schemas.prompts import ErrorResponse
-from src.services.benchmarker.report import render_progress, render_report
-from src.services.benchmarker.service import (
+from src.services.benchmarker.results.report import render_progress, render_report
+from src.services.benchmarker.runs.service import (
     Event,
     benchmark_events,
     cancel_benchmark,

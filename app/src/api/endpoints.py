@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from src.api.deps import CatalogDep, lifespan_state
-from src.api.disconnect import cancel_on_disconnect
-from src.api.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
-from src.api.sse import sse_from_stream
+from src.api.plumbing.deps import CatalogDep, lifespan_state
+from src.api.plumbing.disconnect import cancel_on_disconnect
+from src.api.plumbing.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
+from src.api.plumbing.sse import sse_from_stream
 from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse
 from src.schemas.prompts import GenerateRequest, GenerationResult
 from src.services.generation.service import generate as generate_text

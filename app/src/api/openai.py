@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from src.api.deps import CatalogDep, lifespan_state
-from src.api.disconnect import cancel_on_disconnect
-from src.api.openai_errors import OpenAIErrorRoute, stream_error_event
-from src.api.parsing import (
+from src.api.errors.openai_errors import OpenAIErrorRoute, stream_error_event
+from src.api.plumbing.deps import CatalogDep, lifespan_state
+from src.api.plumbing.disconnect import cancel_on_disconnect
+from src.api.plumbing.parsing import (
     JSON_BODY_LIMIT_BYTES,
     parse_json_body,
     quoted_keys,

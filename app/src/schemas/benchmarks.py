@@ -254,7 +254,7 @@ class BenchmarkState(BaseModel):
     cost: float | None = None
     cost_unknown: int = 0
     files: BenchmarkFiles
-    # The owner tag of the key that started the run (services/benchmarker/owners.py): kept
+    # The owner tag of the key that started the run (services/benchmarker/runs/owners.py): kept
     # in the record on disk, never in an answer.
     owner: str | None = Field(default=None, exclude=True)
     error: str | None = Field(default=None, description="Why a failed run failed")

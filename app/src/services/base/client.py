@@ -214,9 +214,9 @@ class BaseClient:
     async def _with_retries(self, attempt: Callable[[], Awaitable[T]], label: str) -> T:
         """The first attempt, then tenacity for every retry: whether, when and how long.
 
-        Only a failure consults tenacity. Its loop costs about 30 µs per call even when the
-        first attempt succeeds (a policy copy, outcome futures, callable inspection), which
-        is most of what the proxy's own work on a request costs. From the first failure on,
+        Only a failure consults tenacity. Its loop has a cost on every call even when the
+        first attempt succeeds (a policy copy, outcome futures, callable inspection), of the
+        order of the proxy's own work on a request. From the first failure on,
         this is AsyncRetrying.__call__'s own loop, driven through its public state machine,
         with the failed first attempt already recorded in it.
         """

@@ -1,6 +1,6 @@
 """Which HTTP status each service error stands for.
 
-One table for the error responses (api/exception_handlers.py) and for the status a benchmark
+One table for the error responses (api/errors/exception_handlers.py) and for the status a benchmark
 records for a failed request, so the two never disagree.
 """
 

@@ -20,8 +20,8 @@ from src.services.base.exceptions import UpstreamInvalidResponseError, UpstreamS
 from src.services.base.sse import SSEDecoder
 from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
-    ChatCompletion,
     ChatCompletionChunk,
+    UpstreamCompletion,
     UpstreamErrorEnvelope,
     UpstreamModel,
     UpstreamModelList,
@@ -58,7 +58,7 @@ class OpenRouterClient(BaseClient):
         """One chat completion, timed at the wire by `timing`, parsed afterwards."""
         content = chat_body(model, prompt, sampling, stream=False)
         body = await self.read("POST", COMPLETIONS, timing, content)
-        completion = parsed(ChatCompletion, body, "Upstream completion is not valid JSON")
+        completion = parsed(UpstreamCompletion, body, "Upstream completion is not valid JSON")
         if completion.error is not None:
             raise UpstreamStreamError(completion.error.message, completion.error.code)
         if not completion.choices:

@@ -103,7 +103,9 @@ class UpstreamErrorEnvelope(_Upstream):
     error: UpstreamErrorBody | None = None
 
 
-class ChatCompletion(_Upstream):
+class UpstreamCompletion(_Upstream):
+    """A non-streamed answer from OpenRouter, read for the fields a generation needs."""
+
     id: str = ""
     model: str = ""
     choices: list[ChatChoice] = Field(default_factory=list)

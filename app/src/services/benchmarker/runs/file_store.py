@@ -1,5 +1,6 @@
-"""What a benchmark leaves in BENCHMARKS_DIR besides its CSV: the summary, written once at the
-end, and the small state record that listing, progress, admission and cancellation go through.
+"""The file implementation of the run store (store.py): what a benchmark leaves in
+BENCHMARKS_DIR besides its CSV. The summary, written once at the end, and the small state
+record that listing, progress, admission and cancellation go through.
 
 Everything a worker or a replica needs to know about a run is in these files, so any of them
 can answer for a run another one started. Every function here is synchronous; async callers
@@ -29,8 +30,7 @@ from src.schemas.benchmarks import (
     SavedParameters,
 )
 from src.services.base.exceptions import CapacityError, NotFoundError
-from src.services.benchmarker.disk import make_reserve, storage_error
-from src.services.benchmarker.file_utils import (
+from src.services.benchmarker.results.file_utils import (
     BENCHMARK_ID_PATTERN,
     RESERVE_SUFFIX,
     RESULTS_SUFFIX,
@@ -39,7 +39,9 @@ from src.services.benchmarker.file_utils import (
     TIMESTAMP_FORMAT,
     result_paths,
 )
-from src.services.benchmarker.owners import EVERYONE, Caller
+from src.services.benchmarker.runs.disk import make_reserve, storage_error
+from src.services.benchmarker.runs.owners import EVERYONE, Caller
+from src.services.benchmarker.runs.store import RunCaps
 
 logger = logging.getLogger(__name__)
 
@@ -162,12 +164,7 @@ def request_cancel(directory: Path, benchmark_id: str) -> None:
 
 
 def check_capacity(
-    directory: Path,
-    concurrency: int,
-    *,
-    max_running: int,
-    max_in_flight: int,
-    live: Mapping[str, int] | None = None,
+    directory: Path, concurrency: int, caps: RunCaps, live: Mapping[str, int] | None = None
 ) -> None:
     """Refuse a run the caps leave no room for (CapacityError, a 429).
 
@@ -180,29 +177,23 @@ def check_capacity(
         for state in (_running_states(directory) if directory.is_dir() else ())
     }
     running.update(live or {})
-    if len(running) >= max_running:
+    if len(running) >= caps.max_running:
         raise CapacityError(
-            f"{len(running)} benchmarks are running: MAX_RUNNING_BENCHMARKS={max_running}. "
+            f"{len(running)} benchmarks are running: MAX_RUNNING_BENCHMARKS={caps.max_running}. "
             "Try again when one has finished.",
             retry_after=CAPACITY_RETRY_AFTER_SECONDS,
         )
     in_flight = sum(running.values())
-    if in_flight + concurrency > max_in_flight:
+    if in_flight + concurrency > caps.max_in_flight:
         raise CapacityError(
             f"Running benchmarks hold {in_flight} requests in flight; {concurrency} more would "
-            f"pass MAX_INFLIGHT_TOTAL={max_in_flight}. Lower concurrency or try again later.",
+            f"pass MAX_INFLIGHT_TOTAL={caps.max_in_flight}. Lower concurrency or try again later.",
             retry_after=CAPACITY_RETRY_AFTER_SECONDS,
         )
 
 
 def admit(
-    directory: Path,
-    state: BenchmarkState,
-    *,
-    max_running: int,
-    max_in_flight: int,
-    keep_days: float | None,
-    live: Mapping[str, int] | None = None,
+    directory: Path, state: BenchmarkState, caps: RunCaps, live: Mapping[str, int] | None = None
 ) -> None:
     """Record a new run as running, if the caps allow it; every worker and replica that shares
     the directory counts the same runs, under one lock.
@@ -217,16 +208,10 @@ def admit(
         raise storage_error(exc, "recording a new run") from exc
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if keep_days is not None:
-            prune(directory, keep_days)
+        if caps.keep_days is not None:
+            prune(directory, caps.keep_days)
         _release_abandoned_reserves(directory, live or {})
-        check_capacity(
-            directory,
-            state.parameters.concurrency,
-            max_running=max_running,
-            max_in_flight=max_in_flight,
-            live=live,
-        )
+        check_capacity(directory, state.parameters.concurrency, caps, live)
         paths = result_paths(directory, state.id)
         try:
             make_reserve(paths.reserve)
@@ -372,3 +357,57 @@ def _item(listed: _Listed) -> BenchmarkListItem:
         cost=listed.cost,
         files=files_of(listed.id),
     )
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+class FileRunStore:
+    """The runs as files in one directory (a `RunStore`, store.py): every call goes through the
+    functions above, so what is stored and how is theirs."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def admit(
+        self, state: BenchmarkState, caps: RunCaps, live: Mapping[str, int] | None = None
+    ) -> None:
+        admit(self.directory, state, caps, live)
+
+    def check_capacity(
+        self, concurrency: int, caps: RunCaps, live: Mapping[str, int] | None = None
+    ) -> None:
+        check_capacity(self.directory, concurrency, caps, live)
+
+    def write_state(self, benchmark_id: str, state: BenchmarkState) -> None:
+        write_state(result_paths(self.directory, benchmark_id).state, state)
+
+    def read_state(self, benchmark_id: str) -> BenchmarkState | None:
+        return read_state(result_paths(self.directory, benchmark_id).state)
+
+    def save_summary(self, benchmark_id: str, summary: BenchmarkSummary) -> None:
+        write_summary(result_paths(self.directory, benchmark_id).json, summary)
+
+    def has_summary(self, benchmark_id: str) -> bool:
+        return result_paths(self.directory, benchmark_id).json.exists()
+
+    def load_summary(self, benchmark_id: str) -> BenchmarkSummary:
+        return load_summary(self.directory, benchmark_id)
+
+    def current_view(self, benchmark_id: str) -> BenchmarkSummary | BenchmarkState:
+        return current_view(self.directory, benchmark_id)
+
+    def check_access(self, benchmark_id: str, caller: Caller) -> None:
+        check_access(self.directory, benchmark_id, caller)
+
+    def list_runs(self, limit: int, caller: Caller = EVERYONE) -> list[BenchmarkListItem]:
+        return list_runs(self.directory, limit, caller)
+
+    def request_cancel(self, benchmark_id: str) -> None:
+        request_cancel(self.directory, benchmark_id)
+
+    def is_cancel_requested(self, benchmark_id: str) -> bool:
+        return result_paths(self.directory, benchmark_id).cancel.exists()
+
+    def clear_cancel(self, benchmark_id: str) -> None:
+        result_paths(self.directory, benchmark_id).cancel.unlink(missing_ok=True)

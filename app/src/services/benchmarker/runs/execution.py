@@ -1,11 +1,11 @@
-"""Run one benchmark plan to its end, its cancellation, its interruption or its failure,
-recording every request on disk and its progress in its state record.
+"""Executing one run: a benchmark plan driven to its end, its cancellation, its interruption
+or its failure, recording every request on disk and its progress in the run store.
 
 A disk that stops taking the run's files pauses it (nothing new is sent) for the write retry
 time, then fails it with the cause: no request is paid for whose result could not be kept.
 
 Host-agnostic: the same coroutine runs in a dedicated runner process (the default, see
-worker.py) or in the API's own event loop.
+runner_process.py) or in the API's own event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from src.config import Settings
+from src.redaction import Redactor
 from src.schemas.benchmarks import (
     BenchmarkStatus,
     BenchmarkSummary,
@@ -27,25 +29,27 @@ from src.schemas.benchmarks import (
 )
 from src.services.base.exceptions import InsufficientStorageError
 from src.services.base.timing import now
-from src.services.benchmarker.csv_writer import CsvResultWriter, write_csv
-from src.services.benchmarker.disk import DiskHealth, release_reserve
-from src.services.benchmarker.file_utils import ResultPaths, result_paths
-from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
-from src.services.benchmarker.run_utils import (
+from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
+from src.services.benchmarker.load.run_utils import (
     RequestContext,
     execute_request,
     run_closed_loop,
     run_open_loop,
     until,
 )
-from src.services.benchmarker.schedule import arrival_offsets
-from src.services.benchmarker.store import write_state, write_summary
-from src.services.benchmarker.summary import (
+from src.services.benchmarker.load.schedule import arrival_offsets
+from src.services.benchmarker.results.csv_writer import CsvResultWriter, write_csv
+from src.services.benchmarker.results.file_utils import ResultPaths, result_paths
+from src.services.benchmarker.results.summary import (
     RunClock,
     build_state,
     build_summary,
     comparison_so_far,
 )
+from src.services.benchmarker.runs.backend import run_store
+from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
+from src.services.benchmarker.runs.file_store import FileRunStore
+from src.services.benchmarker.runs.store import RunStore
 from src.services.openrouter.client import OpenRouterClient
 
 logger = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class Run:
     plan: BenchmarkPlan
     paths: ResultPaths
     health: DiskHealth
+    store: RunStore
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started: float = field(default_factory=now)
     measured_from: float | None = None
@@ -85,6 +90,28 @@ class Run:
         return RunClock(self.started_at, measured, self.last_send_offset)
 
 
+async def run_hosted(
+    client: OpenRouterClient,
+    plan: BenchmarkPlan,
+    benchmark_id: str,
+    settings: Settings,
+    *,
+    parent_pid: int | None = None,
+) -> BenchmarkSummary:
+    """`run_benchmark` as the service hosts a run, in its runner process or inline: its files,
+    store, redaction and write retries are the settings'."""
+    return await run_benchmark(
+        client,
+        plan,
+        benchmark_id,
+        settings.benchmarks_dir,
+        Redactor(settings.secrets()),
+        parent_pid=parent_pid,
+        write_retry_seconds=settings.benchmark_write_retry_seconds,
+        store=run_store(settings),
+    )
+
+
 async def run_benchmark(
     client: OpenRouterClient,
     plan: BenchmarkPlan,
@@ -94,19 +121,23 @@ async def run_benchmark(
     *,
     parent_pid: int | None = None,
     write_retry_seconds: float = 10.0,
+    store: RunStore | None = None,
 ) -> BenchmarkSummary:
     """Rows reach the CSV as requests finish; the JSON summary is written at the end, also when
     the run is cancelled (status "cancelled", through a DELETE), fails (its files could not be
     written; the cause is in `error`) or is interrupted (its caller or its process was stopped;
     then the interruption is re-raised once the files are saved).
 
-    With `parent_pid`, the run stops as interrupted if that process goes away.
+    With `parent_pid`, the run stops as interrupted if that process goes away. Its state
+    record, summary and cancel request go through `store` (by default the files in
+    `benchmarks_dir`); its CSV is in `benchmarks_dir` whatever the store.
     """
     run = Run(
         benchmark_id,
         plan,
         await asyncio.to_thread(result_paths, benchmarks_dir, benchmark_id),
         DiskHealth(benchmark_id, write_retry_seconds),
+        FileRunStore(benchmarks_dir) if store is None else store,
     )
     logger.info(
         "BENCHMARK STARTED | id=%s | models=%s | requests=%s | concurrency=%d",
@@ -269,7 +300,7 @@ async def _save_progress(run: Run, saved: _Saved) -> None:
         schedule_left=_schedule_left(run),
     )
     try:
-        await asyncio.to_thread(write_state, run.paths.state, state)
+        await asyncio.to_thread(run.store.write_state, run.benchmark_id, state)
     except OSError as exc:
         run.health.failed(STATE_RECORD, exc)  # raises once it has failed for too long
         return
@@ -283,7 +314,7 @@ STATE_RECORD = "state record"
 async def _stop_reason(run: Run, parent_pid: int | None) -> tuple[BenchmarkStatus, str] | None:
     """Why the run must stop now, if it must: a DELETE's mark, a parent process gone, or
     MAX_RUN_SECONDS reached."""
-    if await asyncio.to_thread(run.paths.cancel.exists):
+    if await asyncio.to_thread(run.store.is_cancel_requested, run.benchmark_id):
         return "cancelled", "cancelled"
     if parent_pid is not None and os.getppid() != parent_pid:
         return "interrupted", "interrupted: the service that started it is gone"
@@ -336,11 +367,12 @@ async def _finish(
         summary.finished_at,
         error=run.error,
     )
-    # The small state record first: it says how the run ended, and why, whatever comes next.
-    await _final_write(run, STATE_RECORD, partial(write_state, run.paths.state, state))
-    await _final_write(run, "summary", partial(write_summary, run.paths.json, summary))
+    # The summary first: a reader that sees the run ended then finds its figures too. The disk
+    # reserve, given back above, makes room for both.
+    await _final_write(run, "summary", partial(run.store.save_summary, run.benchmark_id, summary))
+    await _final_write(run, STATE_RECORD, partial(run.store.write_state, run.benchmark_id, state))
     try:
-        await asyncio.to_thread(run.paths.cancel.unlink, missing_ok=True)
+        await asyncio.to_thread(run.store.clear_cancel, run.benchmark_id)
     except OSError as exc:
         logger.warning("BENCHMARK | id=%s | cancel mark left: %s", run.benchmark_id, exc)
     logger.info(

@@ -110,7 +110,7 @@ class DiskHealth:
                 self.retry_seconds,
             )
         # A deleted folder does not come back by itself: the run ends at once, and its end
-        # writes its files again (runner.py), rather than running on with nowhere to be seen.
+        # writes its files again (execution.py), rather than running on with nowhere to be seen.
         if exc.errno in _GONE or moment - since >= self.retry_seconds:
             raise storage_error(exc, f"writing the {what}") from exc
 

@@ -1,7 +1,7 @@
 """One reader of a run's state per process, whatever the number of its followers.
 
 Each follower of a run's events used to read the run's files on its own, several times a
-second: hundreds of followers cost a core. Here the first follower of a run starts a reader
+second: their cost grew with their number. Here the first follower of a run starts a reader
 that looks at it every poll and hands each look to every follower; the reader stops at the
 run's last look (its end) or when the last follower leaves.
 """

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from src.schemas.benchmarks import BenchmarkParameters, SavedParameters
-from src.services.benchmarker.schedule import arrival_offsets
+from src.services.benchmarker.load.schedule import arrival_offsets
 from src.services.openrouter.catalog import TokenPrices
 
 

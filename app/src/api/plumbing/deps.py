@@ -15,11 +15,11 @@ from typing import Annotated, TypedDict, cast
 
 from fastapi import Depends, Request
 
-from src.api.auth import caller_of
+from src.api.gate.auth import caller_of
 from src.config import Settings
 from src.redaction import Redactor
-from src.services.benchmarker.launcher import BenchmarkLauncher
-from src.services.benchmarker.owners import EVERYONE, NOBODY, Caller
+from src.services.benchmarker.runs.launcher import BenchmarkLauncher
+from src.services.benchmarker.runs.owners import EVERYONE, NOBODY, Caller
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import OpenRouterClient
 

@@ -5,7 +5,8 @@ uvicorn reads a request's line and headers with no bound on their size or on the
 take, and accepts connections until the process runs out of file descriptors. Here:
 - MAX_HEADER_BYTES bounds the request line and headers: past it, 431. Bytes are counted as
   they arrive, so a huge header is refused after about that many bytes instead of being
-  buffered whole (httptools grows a header by concatenation: 64 MiB cost seconds of CPU).
+  buffered whole (httptools grows a header by concatenation, at a cost that grows with the
+  square of its size).
 - HEADER_TIMEOUT_SECONDS: a connection must send its request line and headers within this
   time of opening, or of its previous answer; else 408, or a silent close if it sent nothing.
   The deadline is not moved by the bytes that arrive: one byte every 2 s does not keep it.

@@ -1,4 +1,5 @@
-"""The benchmark runner process: one benchmark on its own event loop with its own client.
+"""Hosting one run in its own process (the runner process, started by launcher.py): the run
+(execution.py) on its own event loop with its own client.
 
 Why a process: the runner's clock must not wait for the API. In one process the API's
 requests, and its logging, hold the event loop (or the GIL) while a benchmark's answers
@@ -21,10 +22,9 @@ from pydantic import BaseModel, SecretStr
 
 from src.config import Settings
 from src.logger import setup_logging
-from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkParameters
-from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.benchmarker.runner import run_benchmark
+from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.runs.execution import run_hosted
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
@@ -91,7 +91,7 @@ async def run_job(job: RunnerJob) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, run.cancel)
     try:
-        await run_benchmark(
+        await run_hosted(
             client,
             BenchmarkPlan(
                 job.parameters,
@@ -102,10 +102,8 @@ async def run_job(job: RunnerJob) -> int:
                 max_seconds=settings.max_run_seconds,
             ),
             job.benchmark_id,
-            settings.benchmarks_dir,
-            Redactor(settings.secrets()),
+            settings,
             parent_pid=job.parent_pid,
-            write_retry_seconds=settings.benchmark_write_retry_seconds,
         )
         return 0
     except asyncio.CancelledError:

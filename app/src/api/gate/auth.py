@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from src.api.exception_handlers import handle_service_error
+from src.api.errors.exception_handlers import handle_service_error
 from src.services.base.exceptions import AuthenticationError
-from src.services.benchmarker.owners import Caller
+from src.services.benchmarker.runs.owners import Caller
 
 # Worded so that the secret redaction (which rewrites "Authorization: <value>") leaves the
 # instruction readable.

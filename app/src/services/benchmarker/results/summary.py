@@ -19,8 +19,8 @@ from src.schemas.benchmarks import (
     RequestRecord,
     Schedule,
 )
-from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.benchmarker.statistics import (
+from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.results.statistics import (
     DIGITS,
     Slo,
     comparison_row,
@@ -28,7 +28,7 @@ from src.services.benchmarker.statistics import (
     total_cost,
     unknown_costs,
 )
-from src.services.benchmarker.store import files_of
+from src.services.benchmarker.runs.file_store import files_of
 
 PROMPT_PREVIEW_CHARS = 120
 

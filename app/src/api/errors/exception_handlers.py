@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from src.api.parsing import MAX_SHOWN_ERRORS, shown_error
+from src.api.plumbing.parsing import MAX_SHOWN_ERRORS, shown_error
 from src.redaction import Redactor
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import (

@@ -1,4 +1,5 @@
-"""The benchmark runner: how requests are sent (closed or open loop), and one measured request."""
+"""Generating load: how a benchmark's requests are sent (closed or open loop), and one
+measured request. Nothing here keeps a run or writes a file (runs/, results/ do)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from src.schemas.prompts import GenerationResult, SamplingParams
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError, UpstreamInvalidResponseError
 from src.services.base.timing import Timing, now
-from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
+from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import OpenRouterClient
 

@@ -17,23 +17,17 @@ from datetime import UTC, datetime
 from functools import partial
 
 from src.config import REPO_ROOT, Settings
-from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
-from src.services.benchmarker.csv_writer import read_records
-from src.services.benchmarker.disk import release_reserve, storage_error
-from src.services.benchmarker.file_utils import new_benchmark_id, result_paths
-from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.benchmarker.runner import run_benchmark
-from src.services.benchmarker.store import (
-    admit,
-    load_summary,
-    read_state,
-    write_state,
-    write_summary,
-)
-from src.services.benchmarker.summary import RunClock, build_state, build_summary
-from src.services.benchmarker.worker import EXIT_INTERRUPTED, RunnerJob
+from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.results.csv_writer import read_records
+from src.services.benchmarker.results.file_utils import new_benchmark_id, result_paths
+from src.services.benchmarker.results.summary import RunClock, build_state, build_summary
+from src.services.benchmarker.runs.backend import run_store
+from src.services.benchmarker.runs.disk import release_reserve, storage_error
+from src.services.benchmarker.runs.execution import run_hosted
+from src.services.benchmarker.runs.runner_process import EXIT_INTERRUPTED, RunnerJob
+from src.services.benchmarker.runs.store import RunCaps, RunStore
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 
 logger = logging.getLogger(__name__)
@@ -48,12 +42,13 @@ class BenchmarkLauncher:
         self._settings = settings
         self._client = client
         self._target = target
+        self._store: RunStore = run_store(settings)
         # A hosted run's task ends with its summary when it ran here, None when a runner
         # process wrote it to disk (read only if somebody waits for it).
         self._runs: dict[str, asyncio.Task[BenchmarkSummary | None]] = {}
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         # Runs hosted here whose runner has not exited, with their concurrency: they count
-        # under the caps whatever their files say (see store.check_capacity).
+        # under the caps whatever their files say (see RunStore.check_capacity).
         self._live: dict[str, int] = {}
 
     def live(self) -> dict[str, int]:
@@ -64,15 +59,7 @@ class BenchmarkLauncher:
         settings = self._settings
         benchmark_id = new_benchmark_id(datetime.now(UTC), plan.parameters.models)
         state = build_state(benchmark_id, "running", plan, [], RunClock(datetime.now(UTC), 0.0), [])
-        await asyncio.to_thread(
-            admit,
-            settings.benchmarks_dir,
-            state,
-            max_running=settings.max_running_benchmarks,
-            max_in_flight=settings.max_inflight_total,
-            keep_days=settings.benchmarks_keep_days,
-            live=self.live(),
-        )
+        await asyncio.to_thread(self._store.admit, state, RunCaps.of(settings), self.live())
         run = asyncio.create_task(self._host(benchmark_id, plan), name=f"benchmark {benchmark_id}")
         self._runs[benchmark_id] = run
         self._live[benchmark_id] = plan.parameters.concurrency
@@ -97,9 +84,7 @@ class BenchmarkLauncher:
         if summary is not None:
             return summary
         try:
-            return await asyncio.to_thread(
-                load_summary, self._settings.benchmarks_dir, benchmark_id
-            )
+            return await asyncio.to_thread(self._store.load_summary, benchmark_id)
         except Exception as exc:
             raise RunnerFailedError(
                 f"The benchmark runner ended without a summary for {benchmark_id}."
@@ -128,14 +113,7 @@ class BenchmarkLauncher:
         settings = self._settings
         try:
             if settings.benchmark_isolation == "inline":
-                return await run_benchmark(
-                    self._client,
-                    plan,
-                    benchmark_id,
-                    settings.benchmarks_dir,
-                    Redactor(settings.secrets()),
-                    write_retry_seconds=settings.benchmark_write_retry_seconds,
-                )
+                return await run_hosted(self._client, plan, benchmark_id, settings)
             await self._in_process(benchmark_id, plan)
             return None
         except BaseException as exc:
@@ -148,7 +126,7 @@ class BenchmarkLauncher:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "src.services.benchmarker.worker",
+            "src.services.benchmarker.runs.runner_process",
             stdin=asyncio.subprocess.PIPE,
             cwd=APP_DIR,
             env={**os.environ, "PYTHONPATH": str(APP_DIR)},
@@ -186,11 +164,12 @@ def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, 
     """A run whose runner ended without its summary (killed, crashed) must not stay "running"
     for the caps: it is recorded as failed with the cause, and summed up from the rows its CSV
     kept (its start and elapsed time from its last state record)."""
-    paths = result_paths(settings.benchmarks_dir, benchmark_id)
-    if paths.json.exists():
+    store = run_store(settings)
+    if store.has_summary(benchmark_id):
         return
+    paths = result_paths(settings.benchmarks_dir, benchmark_id)
     release_reserve(paths.reserve)
-    state = read_state(paths.state)
+    state = store.read_state(benchmark_id)
     clock = RunClock(
         state.started_at if state else datetime.now(UTC),
         state.progress.elapsed_seconds if state else 0.0,
@@ -209,8 +188,8 @@ def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, 
     )
     logger.error("BENCHMARK FAILED | id=%s | %s", benchmark_id, cause)
     for what, write in (
-        ("state record", partial(write_state, paths.state, ended)),
-        ("summary", partial(write_summary, paths.json, summary)),
+        ("summary", partial(store.save_summary, benchmark_id, summary)),
+        ("state record", partial(store.write_state, benchmark_id, ended)),
     ):
         try:
             write()

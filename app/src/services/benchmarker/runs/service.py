@@ -24,23 +24,18 @@ from src.schemas.benchmarks import (
 )
 from src.services.base.exceptions import ConflictError, LimitExceededError, NotFoundError
 from src.services.base.timing import now
-from src.services.benchmarker.feed import follow
-from src.services.benchmarker.file_utils import (
+from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.results.file_utils import (
     AsyncReadable,
     parse_prompts,
     read_upload,
     result_paths,
 )
-from src.services.benchmarker.launcher import BenchmarkLauncher
-from src.services.benchmarker.owners import Caller
-from src.services.benchmarker.plan import BenchmarkPlan
-from src.services.benchmarker.store import (
-    check_access,
-    check_capacity,
-    current_view,
-    list_runs,
-    request_cancel,
-)
+from src.services.benchmarker.runs.backend import run_store
+from src.services.benchmarker.runs.feed import follow
+from src.services.benchmarker.runs.launcher import BenchmarkLauncher
+from src.services.benchmarker.runs.owners import Caller
+from src.services.benchmarker.runs.store import RunCaps
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
 from src.services.openrouter.catalog import ModelCatalog
 
@@ -141,12 +136,10 @@ async def start_benchmark(
     plan = await validate_benchmark(settings, upload, parameters)
     # Refused when there is no room before the model list is fetched for it.
     await asyncio.to_thread(
-        check_capacity,
-        settings.benchmarks_dir,
+        run_store(settings).check_capacity,
         parameters.concurrency,
-        max_running=settings.max_running_benchmarks,
-        max_in_flight=settings.max_inflight_total,
-        live=launcher.live(),
+        RunCaps.of(settings),
+        launcher.live(),
     )
     plan = await with_prices(plan, catalog)
     plan = dataclasses.replace(plan, owner=caller.owner)
@@ -154,16 +147,18 @@ async def start_benchmark(
 
 
 async def get_benchmark(settings: Settings, benchmark_id: str, caller: Caller) -> RunView:
+    store = run_store(settings)
+
     def view() -> RunView:
-        check_access(settings.benchmarks_dir, benchmark_id, caller)
-        return current_view(settings.benchmarks_dir, benchmark_id)
+        store.check_access(benchmark_id, caller)
+        return store.current_view(benchmark_id)
 
     return await asyncio.to_thread(view)
 
 
 async def _view_of_visible(settings: Settings, benchmark_id: str) -> RunView:
     """A run already found visible to the caller: its owner does not change."""
-    return await asyncio.to_thread(current_view, settings.benchmarks_dir, benchmark_id)
+    return await asyncio.to_thread(run_store(settings).current_view, benchmark_id)
 
 
 async def cancel_benchmark(settings: Settings, benchmark_id: str, caller: Caller) -> RunView:
@@ -172,7 +167,7 @@ async def cancel_benchmark(settings: Settings, benchmark_id: str, caller: Caller
     view = await get_benchmark(settings, benchmark_id, caller)
     if view.status in FINISHED:
         raise ConflictError(f"Benchmark '{benchmark_id}' has already ended ({view.status}).")
-    await asyncio.to_thread(request_cancel, settings.benchmarks_dir, benchmark_id)
+    await asyncio.to_thread(run_store(settings).request_cancel, benchmark_id)
     deadline = now() + CANCEL_WAIT_SECONDS
     while now() < deadline:
         view = await _view_of_visible(settings, benchmark_id)
@@ -190,8 +185,10 @@ async def result_file(
 ) -> Path:
     """A run's results or summary file, once the run has written it."""
 
+    store = run_store(settings)
+
     def find() -> Path:
-        check_access(settings.benchmarks_dir, benchmark_id, caller)
+        store.check_access(benchmark_id, caller)
         paths = result_paths(settings.benchmarks_dir, benchmark_id)
         path = paths.csv if name == "results.csv" else paths.json
         if not path.is_file():
@@ -204,7 +201,7 @@ async def result_file(
 
 
 async def list_benchmarks(settings: Settings, limit: int, caller: Caller) -> BenchmarkList:
-    items = await asyncio.to_thread(list_runs, settings.benchmarks_dir, limit, caller)
+    items = await asyncio.to_thread(run_store(settings).list_runs, limit, caller)
     return BenchmarkList(count=len(items), benchmarks=items)
 
 

@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from src.schemas.benchmarks import RequestRecord
-from src.services.benchmarker.disk import DiskHealth, append_whole
+from src.services.benchmarker.runs.disk import DiskHealth, append_whole
 
 CSV_COLUMNS = (
     "model",

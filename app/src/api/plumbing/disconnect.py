@@ -28,8 +28,8 @@ async def cancel_on_disconnect(
     which also tells the upstream to stop generating.
 
     The watcher task starts only once the work has run for WATCH_AFTER_SECONDS: a watcher costs
-    about 40 µs of CPU (a task, and its cancellation through every ASGI layer), which an answer
-    that is ready sooner does not need. A caller who left before it starts is noticed as soon
+    CPU (a task, and its cancellation through every ASGI layer), which an answer that is ready
+    sooner does not need. A caller who left before it starts is noticed as soon
     as it does.
 
     Call it only once the request body has been read: the next message is then the disconnect.

@@ -12,8 +12,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
-from src.api.deps import lifespan_state
-from src.api.parsing import too_large
+from src.api.plumbing.deps import lifespan_state
+from src.api.plumbing.parsing import too_large
 from src.services.base.exceptions import PayloadTooLargeError
 
 # Room for the multipart framing and the small form fields around the prompt file.

@@ -1,0 +1,108 @@
+"""The request logging middleware (pure ASGI): the outermost layer a request meets, so every
+request, refused or not, gets an X-Request-ID, one log line, and a JSON 500 if it crashes."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from src.excerpt import MAX_LOGGED_CHARS, cut
+from src.services.base.exceptions import UpstreamError
+from src.services.base.timing import now
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+logger = logging.getLogger(__name__)
+
+
+class RequestLoggingMiddleware:
+    """One log line per HTTP request, an X-Request-ID on every response, a JSON 500 for crashes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _incoming_request_id(scope) or f"{random.getrandbits(128):032x}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        request_id_header = (REQUEST_ID_HEADER, request_id.encode())
+        started = now()
+        status_code = 500
+        response_started = False
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status_code, response_started
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                response_started = True
+                # No route of ours sets this header, so it is added, not replaced.
+                message["headers"] = [*message.get("headers", ()), request_id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except Exception as exc:
+            _log_request(scope, started, 500, exc)
+            if response_started:
+                raise  # a stream broke mid-way: let the server drop the connection
+            await _send_internal_error(send_with_request_id, request_id)
+            return
+        _log_request(scope, started, status_code, scope["state"].get("error"))
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            candidate = value.decode("latin-1")
+            return candidate if _VALID_REQUEST_ID.match(candidate) else None
+    return None
+
+
+def _log_request(scope: Scope, started: float, status_code: int, error: Any) -> None:
+    endpoint = scope.get("endpoint")
+    handler = getattr(endpoint, "__name__", "-")
+    line = "%s | %s %s | handler=%s | time=%.4fs | status_code=%d"
+    path = cut(scope["path"], MAX_LOGGED_CHARS)
+    args: tuple[Any, ...] = (scope["method"], path, handler, now() - started)
+    if isinstance(error, UpstreamError):
+        # Not our fault: the message is enough, a traceback would only be noise.
+        message = cut(str(error), MAX_LOGGED_CHARS)
+        logger.error(line + " | %s: %s", "ERROR", *args, status_code, type(error).__name__, message)
+    elif isinstance(error, BaseException) and status_code >= 500:
+        logger.error(line, "ERROR", *args, status_code, exc_info=error)
+    elif status_code >= 400:
+        detail = (
+            f" | {type(error).__name__}: {cut(str(error), MAX_LOGGED_CHARS)}"
+            if isinstance(error, BaseException)
+            else ""
+        )
+        logger.warning(line + "%s", "CLIENT_ERROR", *args, status_code, detail)
+    else:
+        logger.info(line, "OK", *args, status_code)
+
+
+async def _send_internal_error(send: Send, request_id: str) -> None:
+    body = (
+        b'{"detail":"Internal server error","error":"InternalServerError","request_id":"'
+        + request_id.encode()
+        + b'"}'
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
