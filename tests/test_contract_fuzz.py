@@ -89,8 +89,11 @@ def test_every_operation_answers_as_its_document_says(api: Any) -> None:
 
     answered = {operation.label: exercise(operation) for operation in operations}
 
-    assert all(answered.values()), answered
-    assert any(status < 300 for statuses in answered.values() for status in statuses)
+    # A generated request can succeed on every operation but those that need an existing run:
+    # a body the document describes wrongly is one no client can send.
+    needs_a_run = {label for label in answered if "{benchmark_id}" in label}
+    accepted = {label for label, statuses in answered.items() if min(statuses) < 300}
+    assert accepted == set(answered) - needs_a_run, answered
 
 
 def exercise(operation: Any) -> list[int]:
