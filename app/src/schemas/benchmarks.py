@@ -206,10 +206,23 @@ class ComparisonRow(BaseModel):
 
 
 class Progress(BaseModel):
+    """A run's counts, computed once where the run is recorded: the listing, the run, its
+    events, the CLI and the report all read them here, never work them out again."""
+
     done: int = Field(description="Requests finished, warm-up included")
-    total: int | None = Field(description="Requests planned; null when a duration decides")
+    total: int | None = Field(
+        description="Requests planned, warm-up included; null while a duration decides (once "
+        "the run has ended: the requests it sent)"
+    )
     ok: int
     failed: int
+    requests: int | None = Field(
+        default=None,
+        description="Measured requests (warm-up excluded) planned: prompts x runs x models; "
+        "with a duration, null while it runs, then the requests sent",
+    )
+    finished_requests: int = Field(default=0, description="Measured requests finished")
+    warmup_requests: int = Field(default=0, description="Warm-up requests finished")
     elapsed_seconds: float
     eta_seconds: float | None
 
@@ -280,6 +293,7 @@ class BenchmarkSummary(BaseModel):
         default=0, description="Successful requests whose cost is unknown, left out of `cost`"
     )
     parameters: SavedParameters
+    progress: Progress = Field(description="The same counts as the run's state record")
     models: list[ModelStats]
     comparison: list[ComparisonRow]
     files: BenchmarkFiles

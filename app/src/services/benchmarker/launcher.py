@@ -32,7 +32,7 @@ from src.services.benchmarker.store import (
     write_state,
     write_summary,
 )
-from src.services.benchmarker.summary import RunClock, build_state, build_summary
+from src.services.benchmarker.summary import RunClock, build_state, build_summary, progress_of
 from src.services.benchmarker.worker import EXIT_INTERRUPTED, RunnerJob
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 
@@ -196,7 +196,8 @@ def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, 
         state.progress.elapsed_seconds if state else 0.0,
     )
     records = read_records(paths.csv, plan.prompts)
-    summary = build_summary(benchmark_id, "failed", plan, records, clock, error=cause)
+    progress = progress_of("failed", plan, records, clock)
+    summary = build_summary(benchmark_id, "failed", plan, records, clock, cause, progress)
     ended = build_state(
         benchmark_id,
         "failed",
@@ -206,6 +207,7 @@ def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, 
         summary.comparison,
         summary.finished_at,
         error=cause,
+        progress=progress,
     )
     logger.error("BENCHMARK FAILED | id=%s | %s", benchmark_id, cause)
     for what, write in (
