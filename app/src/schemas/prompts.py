@@ -37,7 +37,7 @@ PROMPT_PATTERN = r"\S"
 EXAMPLE_MODEL = "emulator/small"
 
 
-class Documented:
+class DocumentedPattern:
     """A `pattern` in the JSON schema only: the validators own the check, and their message."""
 
     def __init__(self, pattern: str) -> None:
@@ -74,13 +74,13 @@ ModelId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_MODEL_ID_CHARS),
     BeforeValidator(check_model_id),
-    Documented(MODEL_ID_PATTERN),
+    DocumentedPattern(MODEL_ID_PATTERN),
 ]
 PromptText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS),
     AfterValidator(check_prompt_text),
-    Documented(PROMPT_PATTERN),
+    DocumentedPattern(PROMPT_PATTERN),
 ]
 
 
