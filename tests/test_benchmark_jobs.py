@@ -677,3 +677,28 @@ async def test_a_running_runs_statistics_cover_the_requests_its_progress_counts(
     counted = sum(row["ok"] + row["failed"] for row in view["comparison"])
     assert counted == view["progress"]["finished_requests"] == 2
     assert "2/4 requests (2 ok, 0 failed)" in page
+
+
+async def test_a_summary_saved_before_the_progress_block_is_still_read(
+    client: httpx.AsyncClient, settings: Settings, upstream: respx.MockRouter, catalog: respx.Route
+) -> None:
+    upstream.post("/chat/completions").mock(return_value=sse_response())
+    response = await post_benchmark(client, runs=2, form={"warmup": 1})
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    path = settings.benchmarks_dir / summary["files"]["json"]
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    del saved["progress"]
+    path.write_text(json.dumps(saved), encoding="utf-8")
+
+    run = await client.get(f"/benchmarks/{summary['id']}")
+
+    assert run.status_code == 200, run.text
+    progress = run.json()["progress"]
+    assert (progress["done"], progress["total"]) == (5, 5)  # 2 prompts x 2 runs, 1 warm-up
+    assert (progress["requests"], progress["finished_requests"], progress["warmup_requests"]) == (
+        4,
+        4,
+        1,
+    )
+    assert progress["ok"] + progress["failed"] == 5

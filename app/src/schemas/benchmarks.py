@@ -4,7 +4,7 @@ Every interval is read off the wire clock; the README's "What each number means"
 """
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -298,6 +298,31 @@ class BenchmarkSummary(BaseModel):
     comparison: list[ComparisonRow]
     files: BenchmarkFiles
     error: str | None = Field(default=None, description="Why a failed run failed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _progress_of_an_older_summary(cls, data: Any) -> Any:
+        """A summary saved before it carried its progress: counted from its own fields, its
+        warm-up requests (of which it kept no outcome) counted as ok."""
+        if not isinstance(data, dict) or "progress" in data:
+            return data
+        try:
+            measured, warmup = int(data["finished_requests"]), int(data["warmup_requests"])
+            failed = sum(int(row["failed"]) for row in data["comparison"])
+            progress = {
+                "done": measured + warmup,
+                "total": int(data["requests"]) + warmup,
+                "ok": measured + warmup - failed,
+                "failed": failed,
+                "requests": int(data["requests"]),
+                "finished_requests": measured,
+                "warmup_requests": warmup,
+                "elapsed_seconds": float(data["wall_seconds"]),
+                "eta_seconds": None,
+            }
+        except (KeyError, TypeError, ValueError):
+            return data  # not a summary of ours: validation says what is wrong with it
+        return {**data, "progress": progress}
 
 
 class BenchmarkListItem(BaseModel):
