@@ -636,3 +636,93 @@ async def test_a_run_is_never_seen_finished_before_its_summary_is_saved(
 
     assert summary["status"] == "completed"
     assert summary_there == [True]
+
+
+async def test_a_finished_duration_run_is_counted_alike_by_the_list_and_the_run(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog: respx.Route
+) -> None:
+    upstream.post("/chat/completions").mock(return_value=sse_response())
+
+    # Two sends, half a second apart; the duration, not `runs`, decides when it stops.
+    response = await post_benchmark(client, rate=2, duration=1, form={"warmup": 1})
+
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    [listed] = (await client.get("/benchmarks")).json()["benchmarks"]
+    run = (await client.get(f"/benchmarks/{summary['id']}")).json()
+    assert summary["requests"] >= 1
+    assert (listed["requests"], listed["finished_requests"]) == (
+        run["requests"],
+        run["finished_requests"],
+    )
+    assert run["requests"] == summary["requests"]
+    progress = run["progress"]
+    assert progress["total"] == progress["done"] == summary["requests"] + 1
+    assert (progress["requests"], progress["finished_requests"], progress["warmup_requests"]) == (
+        summary["requests"],
+        summary["finished_requests"],
+        1,
+    )
+
+
+async def test_a_running_runs_statistics_cover_the_requests_its_progress_counts(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog: respx.Route
+) -> None:
+    answers = asyncio.Semaphore(0)
+
+    async def answer_when_let(request: httpx.Request) -> httpx.Response:
+        await answers.acquire()
+        return sse_response()
+
+    upstream.post("/chat/completions").mock(side_effect=answer_when_let)
+    accepted = await start_background(client, runs=2)  # 2 prompts x 2 runs, one at a time
+    location = f"/benchmarks/{accepted['id']}"
+
+    async def watched() -> bool:
+        # Rewritten by the running run itself, not the record written when it was admitted.
+        return bool((await client.get(location)).json()["progress"]["elapsed_seconds"] > 0)
+
+    async def two_done() -> bool:
+        return bool((await client.get(location)).json()["progress"]["done"] == 2)
+
+    try:
+        await until(watched, "the run's own first progress record")
+        answers.release()
+        answers.release()
+        await until(two_done, "two requests recorded in the progress")
+        view = (await client.get(location)).json()
+        page = (await client.get(f"{location}/report")).text
+    finally:
+        for _ in range(4):
+            answers.release()
+        await finished(client, accepted["id"])
+
+    assert view["status"] == "running"
+    counted = sum(row["ok"] + row["failed"] for row in view["comparison"])
+    assert counted == view["progress"]["finished_requests"] == 2
+    assert "2/4 requests (2 ok, 0 failed)" in page
+
+
+async def test_a_summary_saved_before_the_progress_block_is_still_read(
+    client: httpx.AsyncClient, settings: Settings, upstream: respx.MockRouter, catalog: respx.Route
+) -> None:
+    upstream.post("/chat/completions").mock(return_value=sse_response())
+    response = await post_benchmark(client, runs=2, form={"warmup": 1})
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    path = settings.benchmarks_dir / summary["files"]["json"]
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    del saved["progress"]
+    path.write_text(json.dumps(saved), encoding="utf-8")
+
+    run = await client.get(f"/benchmarks/{summary['id']}")
+
+    assert run.status_code == 200, run.text
+    progress = run.json()["progress"]
+    assert (progress["done"], progress["total"]) == (5, 5)  # 2 prompts x 2 runs, 1 warm-up
+    assert (progress["requests"], progress["finished_requests"], progress["warmup_requests"]) == (
+        4,
+        4,
+        1,
+    )
+    assert progress["ok"] + progress["failed"] == 5

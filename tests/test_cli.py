@@ -58,7 +58,16 @@ def test_a_model_without_figures_shows_dashes_not_zeros() -> None:
 @pytest.mark.parametrize(
     ("ended", "shown"),
     [
-        ({**SUMMARY, "status": "completed", "finished_requests": 5, "warmup_requests": 1}, 6),
+        (
+            {
+                **SUMMARY,
+                "status": "completed",
+                "finished_requests": 5,
+                "warmup_requests": 1,
+                "progress": {"done": 6, "total": 6},
+            },
+            6,
+        ),
         # A run whose runner died before saving a summary ends with its state record.
         ({"id": "r", "status": "interrupted", "progress": {"done": 3, "total": 10}}, 3),
     ],

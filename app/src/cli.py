@@ -139,10 +139,8 @@ def _follow(http: httpx.Client, benchmark_id: str, console: Console) -> dict[str
 
 
 def _requests_done(ended: dict[str, Any]) -> int:
-    # A run that ended without saving its summary (its runner died) is sent as its state record.
-    if "progress" in ended:
-        return int(ended["progress"]["done"])
-    return int(ended["finished_requests"]) + int(ended["warmup_requests"])
+    # A summary and a state record (a run that ended without its summary) share the block.
+    return int(ended["progress"]["done"])
 
 
 def _events(http: httpx.Client, benchmark_id: str) -> Iterator[ServerSentEvent]:

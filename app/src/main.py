@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import SecretStr
 
+from src.api.benchmarks import benchmark_form_schema, upload_router
 from src.api.benchmarks import router as benchmarks_router
-from src.api.benchmarks import upload_router
-from src.api.docs import ASSETS_PATH, DOCS_PATH, REDOC_PATH, add_offline_docs
+from src.api.docs import ASSETS_PATH, DOCS_PATH, REDOC_PATH, add_offline_docs, exact_openapi
 from src.api.endpoints import public_router, router
 from src.api.errors.exception_handlers import register_exception_handlers
-from src.api.errors.openai_errors import openai_error_response
+from src.api.errors.openai_errors import by_path, openai_error_response
 from src.api.gate.auth import InboundKeyMiddleware
 from src.api.gate.descriptors import descriptor_budget
 from src.api.gate.guards import CrossSiteGuard, TrustedHosts
@@ -32,11 +32,14 @@ from src.services.base.proxies import ProxyRules
 from src.services.base.transport import WireTransport
 from src.services.benchmarker.runs.launcher import BenchmarkLauncher
 from src.services.benchmarker.runs.owners import Caller, owner_tag
+from src.services.benchmarker.runs.service import max_run_concurrency
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
 logger = logging.getLogger(__name__)
 
+# Open to every caller, inbound keys or not: load balancers and container health checks.
+PUBLIC_PATHS = ("/health",)
 # The embedded emulator wants a Bearer token like OpenRouter does; this one unlocks nothing real.
 EMULATOR_API_KEY = "emulator-local-key"
 
@@ -113,7 +116,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    register_exception_handlers(app)
+    register_exception_handlers(app, by_path)
     app.include_router(public_router)
     # Every error is documented with its JSON shape. Our own 422s (limits, bad files) use the
     # error shape; FastAPI's request validation 422s keep theirs.
@@ -126,6 +129,7 @@ def create_app(
         app.include_router(protected, responses=documented)
     add_offline_docs(app)
     active = settings or get_settings()
+    document_contract(app, active)
     add_inbound_keys(app, active)
     add_edge_middleware(app, active)
     return app
@@ -156,10 +160,30 @@ def add_inbound_keys(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         InboundKeyMiddleware,
         keys=inbound_callers(settings),
-        open_paths={"/health", DOCS_PATH, REDOC_PATH, *(path for path in docs if path)},
+        open_paths={*PUBLIC_PATHS, DOCS_PATH, REDOC_PATH, *(path for path in docs if path)},
         open_prefixes=(ASSETS_PATH + "/",),
         # The OpenAI face answers in OpenAI's error shape, its refusals included.
         answers={openai_router.prefix + "/": openai_error_response},
+    )
+
+
+def document_contract(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI document says what this instance accepts: its limits, its keys."""
+    tokens = settings.max_tokens_limit
+    exact_openapi(
+        app,
+        bounds={
+            "max_tokens": tokens,
+            "max_completion_tokens": tokens,
+            "max_output_tokens": tokens,
+            "n": settings.max_choices,
+            "runs": settings.max_runs,
+            "concurrency": max_run_concurrency(settings),
+            "duration": settings.max_run_seconds,
+        },
+        bodies={("/benchmark", "multipart/form-data"): benchmark_form_schema()},
+        keyed=settings.inbound_keys_on,
+        open_paths=PUBLIC_PATHS,
     )
 
 

@@ -4,7 +4,7 @@ background), follow it, cancel it, list runs, and download their files."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, File, Form, Header, Path, Query, Request, Response, UploadFile
@@ -21,7 +21,7 @@ from src.schemas.benchmarks import (
     BenchmarkState,
     BenchmarkSummary,
 )
-from src.schemas.prompts import ErrorResponse
+from src.schemas.prompts import EXAMPLE_MODEL, ErrorResponse
 from src.services.benchmarker.results.report import render_progress, render_report
 from src.services.benchmarker.runs.service import (
     Event,
@@ -53,6 +53,46 @@ router = APIRouter(tags=["benchmarks"])
 upload_router = APIRouter(tags=["benchmarks"], route_class=UploadLimitRoute)
 
 BenchmarkId = Annotated[str, Path(description="The id of a benchmark run")]
+PROMPT_FILE_DESCRIPTION = "UTF-8 text, one prompt per line; blank lines are skipped"
+
+
+def benchmark_form_schema() -> dict[str, Any]:
+    """The form as its readers need it: one flat object, a file and one field a parameter,
+    each with its type, bounds and the default the service applies, which is what Swagger UI
+    fills in (a null one: the field is left empty and not sent).
+
+    FastAPI derives it from BenchmarkParameters, which validates the form and also reads saved
+    runs (`models`), as nested schemas from which neither a generator nor a form can be made.
+    """
+    parameters = BenchmarkParameters.model_json_schema(mode="validation")
+    fields: dict[str, Any] = {
+        "prompt_file": {
+            "type": "string",
+            "format": "binary",
+            "title": "Prompt File",
+            "description": PROMPT_FILE_DESCRIPTION,
+        }
+    }
+    for name, field in parameters["properties"].items():
+        fields[name] = _form_field(field, parameters.get("$defs", {}))
+    # What Swagger UI fills in for the required model: one the built-in emulator serves.
+    fields["model"].update(example=[EXAMPLE_MODEL], examples=[[EXAMPLE_MODEL]])
+    return {
+        "type": "object",
+        "title": "BenchmarkForm",
+        "properties": fields,
+        "required": ["prompt_file", "model"],
+    }
+
+
+def _form_field(field: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    """One form field: its one non-null type (a form cannot send a null, only leave it out)."""
+    [branch] = [item for item in field.get("anyOf", [field]) if item.get("type") != "null"]
+    ref = branch.get("$ref", "")
+    branch = definitions.get(ref.rsplit("/", 1)[-1], branch) if ref else branch
+    flat = {key: value for key, value in field.items() if key != "anyOf"}
+    flat.update({key: value for key, value in branch.items() if key not in ("title", "$ref")})
+    return flat
 
 
 @upload_router.post("/benchmark", response_model=BenchmarkSummary, responses=HTML_OR_JSON)
@@ -62,9 +102,7 @@ async def create_benchmark(
     launcher: LauncherDep,
     catalog: CatalogDep,
     caller: CallerDep,
-    prompt_file: Annotated[
-        UploadFile, File(description="UTF-8 text, one prompt per line; blank lines are skipped")
-    ],
+    prompt_file: Annotated[UploadFile, File(description=PROMPT_FILE_DESCRIPTION)],
     parameters: Annotated[BenchmarkParameters, Form()],
     visualize: Annotated[bool, Query(description="Answer with an HTML report")] = False,
     background: Annotated[

@@ -55,7 +55,22 @@ router = APIRouter(
 _CHECKED_KEYS = quoted_keys(
     ("model", "stream", "n", "max_tokens", "max_completion_tokens", "max_output_tokens")
 )
-_STREAM_DOC: dict[str, Any] = {"text/event-stream": {"schema": {"type": "string"}}}
+# One server-sent event, as a stream's readers (and OpenAPI 3.2) describe it: not the whole body.
+_STREAM_DOC: dict[str, Any] = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "event": {"type": "string"},
+                "data": {
+                    "type": "string",
+                    "description": "A chat.completion.chunk as JSON, an error object, or [DONE]",
+                },
+            },
+            "required": ["data"],
+        }
+    }
+}
 
 
 @router.post(

@@ -4,7 +4,7 @@ Every interval is read off the wire clock; the README's "What each number means"
 """
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -206,10 +206,23 @@ class ComparisonRow(BaseModel):
 
 
 class Progress(BaseModel):
+    """A run's counts, computed once where the run is recorded: the listing, the run, its
+    events, the CLI and the report all read them here, never work them out again."""
+
     done: int = Field(description="Requests finished, warm-up included")
-    total: int | None = Field(description="Requests planned; null when a duration decides")
+    total: int | None = Field(
+        description="Requests planned, warm-up included; null while a duration decides (once "
+        "the run has ended: the requests it sent)"
+    )
     ok: int
     failed: int
+    requests: int | None = Field(
+        default=None,
+        description="Measured requests (warm-up excluded) planned: prompts x runs x models; "
+        "with a duration, null while it runs, then the requests sent",
+    )
+    finished_requests: int = Field(default=0, description="Measured requests finished")
+    warmup_requests: int = Field(default=0, description="Warm-up requests finished")
     elapsed_seconds: float
     eta_seconds: float | None
 
@@ -280,10 +293,36 @@ class BenchmarkSummary(BaseModel):
         default=0, description="Successful requests whose cost is unknown, left out of `cost`"
     )
     parameters: SavedParameters
+    progress: Progress = Field(description="The same counts as the run's state record")
     models: list[ModelStats]
     comparison: list[ComparisonRow]
     files: BenchmarkFiles
     error: str | None = Field(default=None, description="Why a failed run failed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _progress_of_an_older_summary(cls, data: Any) -> Any:
+        """A summary saved before it carried its progress: counted from its own fields, its
+        warm-up requests (of which it kept no outcome) counted as ok."""
+        if not isinstance(data, dict) or "progress" in data:
+            return data
+        try:
+            measured, warmup = int(data["finished_requests"]), int(data["warmup_requests"])
+            failed = sum(int(row["failed"]) for row in data["comparison"])
+            progress = {
+                "done": measured + warmup,
+                "total": int(data["requests"]) + warmup,
+                "ok": measured + warmup - failed,
+                "failed": failed,
+                "requests": int(data["requests"]),
+                "finished_requests": measured,
+                "warmup_requests": warmup,
+                "elapsed_seconds": float(data["wall_seconds"]),
+                "eta_seconds": None,
+            }
+        except (KeyError, TypeError, ValueError):
+            return data  # not a summary of ours: validation says what is wrong with it
+        return {**data, "progress": progress}
 
 
 class BenchmarkListItem(BaseModel):

@@ -14,8 +14,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 MAX_MODEL_ID_CHARS = 200
 MAX_PROMPT_CHARS = 1_000_000
@@ -24,7 +27,28 @@ MAX_TOKENS_BOUND = 1_000_000
 # separators (Zl, Zp): any of them in a model id could break a log line, a CSV row or a file
 # name. These ranges are exactly those categories.
 _FORBIDDEN_IN_MODEL_ID = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ALLOWED_IN_MODEL_ID = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
+# The same rule for the document's readers (clients, fuzzers): none of those characters, and
+# something left once surrounding whitespace is trimmed. Checked by the validators below.
+MODEL_ID_PATTERN = (
+    rf"^{_ALLOWED_IN_MODEL_ID}*[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]{_ALLOWED_IN_MODEL_ID}*$"
+)
+PROMPT_PATTERN = r"\S"
 EXAMPLE_MODEL = "emulator/small"
+
+
+class DocumentedPattern:
+    """A `pattern` in the JSON schema only: the validators own the check, and their message."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema["pattern"] = self.pattern
+        return schema
 
 
 def check_model_id(value: object) -> object:
@@ -50,11 +74,13 @@ ModelId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_MODEL_ID_CHARS),
     BeforeValidator(check_model_id),
+    DocumentedPattern(MODEL_ID_PATTERN),
 ]
 PromptText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS),
     AfterValidator(check_prompt_text),
+    DocumentedPattern(PROMPT_PATTERN),
 ]
 
 

@@ -5,7 +5,10 @@ The status of each error comes from services/base/error_status.py.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -74,7 +77,11 @@ async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": [shown_error(error) for error in errors]}, status_code=422)
 
 
-def register_exception_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, handle_service_error)
-    app.add_exception_handler(RequestValidationError, handle_validation_error)
-    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+Handler = Callable[[Request, Exception], Coroutine[Any, Any, Response]]
+
+
+def register_exception_handlers(app: FastAPI, shape: Callable[[Handler], Handler]) -> None:
+    """`shape` wraps each handler: it may answer some paths in another shape (OpenAI's)."""
+    app.add_exception_handler(ServiceError, shape(handle_service_error))
+    app.add_exception_handler(RequestValidationError, shape(handle_validation_error))
+    app.add_exception_handler(StarletteHTTPException, shape(handle_http_exception))

@@ -16,11 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from src.api.errors.exception_handlers import error_headers, public_detail
+from src.api.errors.exception_handlers import Handler, error_headers, public_detail
 from src.api.plumbing.parsing import MAX_SHOWN_ERRORS, shown_error
+from src.excerpt import MAX_SHOWN_ID_CHARS, cut
 from src.services.base.error_status import status_for
-from src.services.base.exceptions import ServiceError
+from src.services.base.exceptions import InvalidInputError, ServiceError
 
+OPENAI_PREFIX = "/v1"
+OPENAI_ROUTES = "POST /v1/chat/completions, GET /v1/models and GET /v1/models/{id}"
 # OpenAI's `type` for each status it documents; any other is a client or a server error.
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -45,7 +48,8 @@ def openai_error(
 def service_error(request: Request, exc: ServiceError) -> tuple[int, dict[str, Any]]:
     """The status and body of a service error, with the message any error answer would have."""
     status = status_for(exc)
-    return status, openai_error(public_detail(request, exc), status, type(exc).__name__)
+    param = exc.param if isinstance(exc, InvalidInputError) else None
+    return status, openai_error(public_detail(request, exc), status, type(exc).__name__, param)
 
 
 def stream_error_event(request: Request, exc: ServiceError) -> bytes:
@@ -78,9 +82,36 @@ def openai_error_response(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RequestValidationError):
         return _validation_error(exc)
     assert isinstance(exc, StarletteHTTPException)
-    return _json(
-        openai_error(str(exc.detail), exc.status_code, "HTTPError"), exc.status_code, exc.headers
-    )
+    message = _http_error_message(request, exc)
+    return _json(openai_error(message, exc.status_code, "HTTPError"), exc.status_code, exc.headers)
+
+
+def _http_error_message(request: Request, exc: StarletteHTTPException) -> str:
+    """Routing's own refusals say which request they refuse: an SDK shows only this message."""
+    detail = str(exc.detail)
+    if exc.status_code not in (404, 405):
+        return detail
+    asked = f"{request.method} {cut(request.scope['path'], MAX_SHOWN_ID_CHARS)}"
+    if exc.status_code == 405:
+        return f"{detail}: {asked}."
+    return f"{detail}: {asked}. The OpenAI-compatible routes are {OPENAI_ROUTES}."
+
+
+def openai_shaped(path: str) -> bool:
+    """Every answer under /v1, whichever route or none, is in OpenAI's shape."""
+    return path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/")
+
+
+def by_path(service_shape: Handler) -> Handler:
+    """An app-wide exception handler: OpenAI's shape under /v1 (where no route caught the
+    error: an unknown path, a method a route does not take), else the service's own."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        if openai_shaped(request.scope["path"]):
+            return openai_error_response(request, exc)
+        return await service_shape(request, exc)
+
+    return handler
 
 
 class OpenAIErrorRoute(APIRoute):

@@ -16,7 +16,14 @@ class ServiceError(Exception):
 
 
 class InvalidInputError(ServiceError):
-    """The caller sent something we cannot use (beyond what schema validation catches)."""
+    """The caller sent something we cannot use (beyond what schema validation catches).
+
+    `param`: the request field at fault, by the name the caller sent it under, if one is.
+    """
+
+    def __init__(self, detail: str, *, param: str | None = None) -> None:
+        super().__init__(detail)
+        self.param = param
 
 
 class LimitExceededError(InvalidInputError):

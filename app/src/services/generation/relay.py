@@ -28,7 +28,9 @@ def _check(settings: Settings, request: ChatCompletionRequest) -> None:
     for name, limit in request.token_limits.items():
         check_max_tokens(settings, limit, name)
     if request.n is not None and request.n > settings.max_choices:
-        raise LimitExceededError(f"n={request.n} exceeds MAX_CHOICES={settings.max_choices}.")
+        raise LimitExceededError(
+            f"n={request.n} exceeds MAX_CHOICES={settings.max_choices}.", param="n"
+        )
 
 
 async def relay_completion(

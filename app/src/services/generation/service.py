@@ -29,7 +29,8 @@ def ensure_model_reachable(settings: Settings, model: str) -> None:
 def check_max_tokens(settings: Settings, max_tokens: int, name: str = "max_tokens") -> None:
     if max_tokens > settings.max_tokens_limit:
         raise LimitExceededError(
-            f"{name}={max_tokens} exceeds MAX_TOKENS_LIMIT={settings.max_tokens_limit}."
+            f"{name}={max_tokens} exceeds MAX_TOKENS_LIMIT={settings.max_tokens_limit}.",
+            param=name,
         )
 
 

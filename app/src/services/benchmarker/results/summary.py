@@ -54,8 +54,12 @@ def build_summary(
     records: Sequence[RequestRecord],
     clock: RunClock,
     error: str | None = None,
+    progress: Progress | None = None,
 ) -> BenchmarkSummary:
+    """`progress`: the one the run's final state record has; without it, counted here."""
     measured = [record for record in records if not record.warmup]
+    if progress is None:
+        progress = progress_of(status, plan, records, clock)
     slo = slo_of(plan)
     by_model = _by_model(plan, measured)
     models = [
@@ -69,14 +73,15 @@ def build_summary(
         started_at=clock.started_at,
         finished_at=datetime.now(UTC),
         wall_seconds=overall.wall_seconds,
-        requests=plan.total_requests if plan.total_requests is not None else len(measured),
-        finished_requests=len(measured),
-        warmup_requests=len(records) - len(measured),
+        requests=progress.requests if progress.requests is not None else len(measured),
+        finished_requests=progress.finished_requests,
+        warmup_requests=progress.warmup_requests,
         requests_per_second=overall.requests_per_second,
         schedule=_schedule(plan, measured, clock),
         cost=total_cost(measured),
         cost_unknown=unknown_costs(measured),
         parameters=plan.saved_parameters(),
+        progress=progress,
         models=models,
         comparison=[comparison_row(stats.model, stats) for stats in models],
         files=files_of(benchmark_id),
@@ -94,18 +99,13 @@ def build_state(
     finished_at: datetime | None = None,
     schedule_left: float | None = None,
     error: str | None = None,
+    progress: Progress | None = None,
 ) -> BenchmarkState:
-    """The small record of a run; `comparison` may be a few seconds old (it costs a sort).
+    """The small record of a run. `comparison` must cover the same records as its progress.
     `schedule_left`: with a rate or a duration, the seconds until its last send is due.
+    `progress`: the one its summary has, when the run has ended; without it, counted here.
     """
-    total = plan.total_requests
-    planned = None if total is None else total + plan.parameters.warmup
-    done = len(records)
-    ok = sum(1 for record in records if record.ok)
     measured = [record for record in records if not record.warmup]
-    eta = None
-    if status == "running":
-        eta = _eta(records, clock, planned, schedule_left)
     now = datetime.now(UTC)
     return BenchmarkState(
         id=benchmark_id,
@@ -114,20 +114,42 @@ def build_state(
         updated_at=now,
         finished_at=None if status == "running" else (finished_at or now),
         parameters=plan.saved_parameters(),
-        progress=Progress(
-            done=done,
-            total=planned,
-            ok=ok,
-            failed=done - ok,
-            elapsed_seconds=round(clock.wall_seconds, 3),
-            eta_seconds=eta,
-        ),
+        progress=progress or progress_of(status, plan, records, clock, schedule_left),
         comparison=comparison,
         cost=total_cost(measured),
         cost_unknown=unknown_costs(measured),
         files=files_of(benchmark_id),
         owner=plan.owner,
         error=error,
+    )
+
+
+def progress_of(
+    status: BenchmarkStatus,
+    plan: BenchmarkPlan,
+    records: Sequence[RequestRecord],
+    clock: RunClock,
+    schedule_left: float | None = None,
+) -> Progress:
+    """The counts of a run so far; once it has ended, a duration's run planned what it sent."""
+    done = len(records)
+    measured = sum(1 for record in records if not record.warmup)
+    ok = sum(1 for record in records if record.ok)
+    running = status == "running"
+    requests = plan.total_requests
+    planned = None if requests is None else requests + plan.parameters.warmup
+    if requests is None and not running:
+        requests, planned = measured, done
+    return Progress(
+        done=done,
+        total=planned,
+        ok=ok,
+        failed=done - ok,
+        requests=requests,
+        finished_requests=measured,
+        warmup_requests=done - measured,
+        elapsed_seconds=round(clock.wall_seconds, 3),
+        eta_seconds=_eta(records, clock, planned, schedule_left) if running else None,
     )
 
 

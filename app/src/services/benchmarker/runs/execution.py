@@ -45,6 +45,7 @@ from src.services.benchmarker.results.summary import (
     build_state,
     build_summary,
     comparison_so_far,
+    progress_of,
 )
 from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
@@ -59,8 +60,11 @@ logger = logging.getLogger(__name__)
 # elapsed time and ETA move and readers can tell the runner is alive.
 CHECK_SECONDS = 0.2
 STATE_SECONDS = 1.0
-# The per-model statistics in the state record sort every record so far: not every second.
+# The per-model statistics in the state record sort every record so far: recomputed with the
+# progress they sit beside, unless that takes long enough to cost the run a share of its time
+# (1/COMPARISON_SHARE); then at least every COMPARISON_SECONDS.
 COMPARISON_SECONDS = 5.0
+COMPARISON_SHARE = 20
 
 
 @dataclass
@@ -256,6 +260,8 @@ class _Saved:
     done: int = -1
     comparison_due: float = 0.0
     comparison: list[ComparisonRow] = field(default_factory=list)
+    # How many records the comparison covers.
+    compared: int = -1
 
 
 async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> None:
@@ -284,12 +290,11 @@ async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> 
 
 async def _save_progress(run: Run, saved: _Saved) -> None:
     moment = now()
-    if moment >= saved.comparison_due:
-        saved.comparison = comparison_so_far(run.plan, run.records, run.clock().wall_seconds)
-        saved.comparison_due = moment + COMPARISON_SECONDS
     done = len(run.records)
     if done == saved.done and moment - saved.at < STATE_SECONDS:
         return
+    if done != saved.compared:
+        _compare(run, saved, moment)
     state = build_state(
         run.benchmark_id,
         "running",
@@ -306,6 +311,18 @@ async def _save_progress(run: Run, saved: _Saved) -> None:
         return
     run.health.succeeded(STATE_RECORD)
     saved.at, saved.done = moment, done
+
+
+def _compare(run: Run, saved: _Saved, moment: float) -> None:
+    """The comparison, recomputed for the records the progress counts; on a run with so many
+    records that this takes long, at most once every COMPARISON_SECONDS (the progress then
+    runs ahead of it)."""
+    if saved.compared >= 0 and moment < saved.comparison_due:
+        return
+    saved.comparison = comparison_so_far(run.plan, run.records, run.clock().wall_seconds)
+    saved.compared = len(run.records)
+    took = now() - moment
+    saved.comparison_due = moment + min(COMPARISON_SECONDS, took * COMPARISON_SHARE)
 
 
 STATE_RECORD = "state record"
@@ -356,7 +373,10 @@ async def _finish(
         logger.error("BENCHMARK FAILED | id=%s | %s", run.benchmark_id, run.error)
     # The reserve makes room for the records below, even on a full disk.
     await asyncio.to_thread(release_reserve, run.paths.reserve)
-    summary = build_summary(run.benchmark_id, status, run.plan, kept, run.clock(), error=run.error)
+    progress = progress_of(status, run.plan, kept, _progress_clock(run))
+    summary = build_summary(
+        run.benchmark_id, status, run.plan, kept, run.clock(), run.error, progress
+    )
     state = build_state(
         run.benchmark_id,
         status,
@@ -366,6 +386,7 @@ async def _finish(
         summary.comparison,
         summary.finished_at,
         error=run.error,
+        progress=progress,
     )
     # The summary first: a reader that sees the run ended then finds its figures too. The disk
     # reserve, given back above, makes room for both.

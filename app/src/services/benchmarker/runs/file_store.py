@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from src.schemas.benchmarks import (
     BenchmarkFiles,
@@ -300,6 +300,19 @@ class _Listed(BaseModel):
     cost: float | None = None
     owner: str | None = None
 
+    @model_validator(mode="after")
+    def _count_older_records(self) -> _Listed:
+        """A record written before its progress carried the measured counts: counted here,
+        the one place that still reads such records."""
+        progress = self.progress
+        if progress is None or "finished_requests" in progress.model_fields_set:
+            return self
+        warmup = self.parameters.warmup
+        total = progress.total
+        progress.requests = None if total is None else max(total - warmup, 0)
+        progress.finished_requests = max(progress.done - warmup, 0)
+        return self
+
 
 def list_runs(directory: Path, limit: int, caller: Caller = EVERYONE) -> list[BenchmarkListItem]:
     """The `limit` newest runs the caller may see, newest first, from the small records alone."""
@@ -341,11 +354,8 @@ def _item(listed: _Listed) -> BenchmarkListItem:
         status = effective_status(status, listed.updated_at)
     requests, finished = listed.requests, listed.finished_requests or 0
     if listed.progress is not None:
-        # Progress counts warm-up requests too; a listing counts what a summary counts.
-        warmup = listed.parameters.warmup
-        total = listed.progress.total
-        requests = None if total is None else max(total - warmup, 0)
-        finished = max(listed.progress.done - warmup, 0)
+        # A listing counts what a summary counts: measured requests, warm-up left out.
+        requests, finished = listed.progress.requests, listed.progress.finished_requests
     return BenchmarkListItem(
         id=listed.id,
         status=status,

@@ -22,7 +22,12 @@ from src.services.base.exceptions import RunnerFailedError
 from src.services.benchmarker.load.plan import BenchmarkPlan
 from src.services.benchmarker.results.csv_writer import read_records
 from src.services.benchmarker.results.file_utils import new_benchmark_id, result_paths
-from src.services.benchmarker.results.summary import RunClock, build_state, build_summary
+from src.services.benchmarker.results.summary import (
+    RunClock,
+    build_state,
+    build_summary,
+    progress_of,
+)
 from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import release_reserve, storage_error
 from src.services.benchmarker.runs.execution import run_hosted
@@ -175,7 +180,8 @@ def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, 
         state.progress.elapsed_seconds if state else 0.0,
     )
     records = read_records(paths.csv, plan.prompts)
-    summary = build_summary(benchmark_id, "failed", plan, records, clock, error=cause)
+    progress = progress_of("failed", plan, records, clock)
+    summary = build_summary(benchmark_id, "failed", plan, records, clock, cause, progress)
     ended = build_state(
         benchmark_id,
         "failed",
@@ -185,6 +191,7 @@ def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, 
         summary.comparison,
         summary.finished_at,
         error=cause,
+        progress=progress,
     )
     logger.error("BENCHMARK FAILED | id=%s | %s", benchmark_id, cause)
     for what, write in (

@@ -73,7 +73,7 @@ async def validate_benchmark(
     # Duplicates dropped, first occurrence and order kept.
     parameters = parameters.model_copy(update={"models": list(dict.fromkeys(parameters.models))})
     check_limit("runs", parameters.runs, "MAX_RUNS", settings.max_runs)
-    check_limit("concurrency", parameters.concurrency, "MAX_CONCURRENCY", settings.max_concurrency)
+    check_concurrency(settings, parameters.concurrency)
     check_max_tokens(settings, parameters.max_tokens)
     prompts = parse_prompts(await read_upload(upload, settings.max_upload_bytes))
     check_limit("prompts in prompt_file", len(prompts), "MAX_PROMPTS", settings.max_prompts)
@@ -116,6 +116,24 @@ def check_schedule(plan: BenchmarkPlan, max_run_seconds: float) -> None:
             f"sends its last request after {seconds:.6g} s"
         )
     raise LimitExceededError(f"{asked} exceeds MAX_RUN_SECONDS={max_run_seconds:g}.")
+
+
+def max_run_concurrency(settings: Settings) -> int:
+    """The most requests one run may keep in flight: past MAX_INFLIGHT_TOTAL it could never be
+    admitted, however long it waited."""
+    return min(settings.max_concurrency, settings.max_inflight_total)
+
+
+def check_concurrency(settings: Settings, concurrency: int) -> None:
+    limit = max_run_concurrency(settings)
+    if concurrency <= limit:
+        return
+    if limit == settings.max_concurrency:
+        check_limit("concurrency", concurrency, "MAX_CONCURRENCY", limit)
+    raise LimitExceededError(
+        f"concurrency={concurrency} exceeds {limit}, the most one run may hold in flight "
+        f"(MAX_CONCURRENCY={settings.max_concurrency}, MAX_INFLIGHT_TOTAL={limit})."
+    )
 
 
 def check_limit(name: str, value: int, setting: str, limit: int) -> None:
