@@ -62,18 +62,29 @@ async def create_benchmark(
     launcher: LauncherDep,
     catalog: CatalogDep,
     caller: CallerDep,
-    prompt_file: Annotated[
-        UploadFile, File(description="UTF-8 text, one prompt per line; blank lines are skipped")
-    ],
     parameters: Annotated[BenchmarkParameters, Form()],
+    prompt_file: Annotated[
+        UploadFile | None,
+        File(description="UTF-8 text, one prompt per line; blank lines are skipped"),
+    ] = None,
+    dataset_file: Annotated[
+        UploadFile | None,
+        File(
+            description='JSONL: {"messages": [...], "max_tokens"?: n} or ShareGPT\'s '
+            '{"conversations": [{"from": "human"|"gpt", "value": ...}]} per line'
+        ),
+    ] = None,
     visualize: Annotated[bool, Query(description="Answer with an HTML report")] = False,
     background: Annotated[
         bool, Query(description="Answer 202 at once; follow the run at its Location")
     ] = False,
     prefer: Annotated[str | None, Header(description="`respond-async` as ?background")] = None,
 ) -> Response | BenchmarkSummary:
-    """Run every prompt of the file on each model and report latency, throughput and cost."""
-    state = await start_benchmark(settings, launcher, catalog, prompt_file, parameters, caller)
+    """Run every prompt (of the file, the dataset, or synthetic ones) on each model and report
+    latency, throughput, achieved lengths and cost. Give exactly one prompt source."""
+    state = await start_benchmark(
+        settings, launcher, catalog, prompt_file, parameters, caller, dataset_file
+    )
     asked_async = "respond-async" in (prefer or "").lower()
     if background or asked_async:
         location = f"/benchmarks/{state.id}"
