@@ -244,3 +244,6 @@ async def test_output_tokens_sets_max_tokens_and_answers_ending_early_are_counte
     [stats] = response.json()["models"]
     assert stats["lengths"]["early_finishes"] == 4
     assert stats["lengths"]["output"]["target"] == 33
+    page = (await client.get(f"/benchmarks/{response.json()['id']}/report")).text
+    row = page.split('<table id="lengths">', 1)[1].split("</table>", 1)[0]
+    assert '<td class="num">33</td>' in row and '<td class="num">4</td>' in row

@@ -91,12 +91,13 @@ class BenchmarkPlan:
         """
         if self.parameters.duration is not None:
             return self.parameters.duration
-        total = self.total_requests
         rate = self.parameters.rate
-        if rate is None or total is None:
+        if rate is None:
             return None
+        # A conversation's later turns follow its answers, not the schedule: one send each.
+        sends = len(self.parameters.models) * len(self.prompts) * self.parameters.runs
         offsets = arrival_offsets(rate, self.parameters.arrival, self.parameters.seed)
-        return next(itertools.islice(offsets, total - 1, None))
+        return next(itertools.islice(offsets, sends - 1, None))
 
     def warmup_jobs(self) -> Iterator[BenchmarkJob]:
         """The warm-up requests: prompts and models in turn, left out of the statistics."""
@@ -133,7 +134,10 @@ class BenchmarkPlan:
             for run in runs
             for index, conversation, model in pairs
         )
-        return itertools.islice(jobs, self.request_cap)
+        cap = self.request_cap
+        if cap is not None and self.conversations is not None and self.parameters.turns > 1:
+            cap = max(1, cap // self.parameters.turns)  # a job is up to `turns` requests
+        return itertools.islice(jobs, cap)
 
     def saved_parameters(self) -> SavedParameters:
         return SavedParameters(**{**self.parameters.model_dump(), "prompts": len(self.prompts)})
