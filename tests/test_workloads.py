@@ -162,6 +162,29 @@ async def test_exactly_one_prompt_source_is_accepted(
     assert chat.call_count == 0
 
 
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({"turns": 2}, "turns needs a dataset_file"),
+        ({"prompts": 3}, "prompts (a count of synthetic prompts) needs prompt_tokens"),
+    ],
+)
+async def test_fields_that_need_another_source_are_refused(
+    client: httpx.AsyncClient,
+    upstream: respx.MockRouter,
+    catalog_route: respx.Route,
+    fields: dict[str, object],
+    refused: str,
+) -> None:
+    chat = upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
+
+    response = await post_form(client, {"prompt_file": ("p.txt", PROMPTS, "text/plain")}, **fields)
+
+    assert response.status_code == 422, response.text
+    assert refused in response.json()["detail"]
+    assert chat.call_count == 0
+
+
 def answer(text: str, finish_reason: str = "stop") -> httpx.Response:
     return sse_response(chunk(text), chunk("", finish_reason), usage_chunk(), b"data: [DONE]\n\n")
 
@@ -247,3 +270,27 @@ async def test_output_tokens_sets_max_tokens_and_answers_ending_early_are_counte
     page = (await client.get(f"/benchmarks/{response.json()['id']}/report")).text
     row = page.split('<table id="lengths">', 1)[1].split("</table>", 1)[0]
     assert '<td class="num">33</td>' in row and '<td class="num">4</td>' in row
+
+
+async def test_runs_with_the_same_seed_send_the_upstream_the_same_synthetic_text(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
+) -> None:
+    received: list[str] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        received.append(json.loads(request.content)["messages"][-1]["content"])
+        return answer("Fine.")
+
+    upstream.post("/chat/completions").mock(side_effect=reply)
+    sent = []
+    for seed in (5, 5, 6):
+        received.clear()
+        form = {"prompt_tokens": 26, "prompts": 3, "runs": 1, "seed": seed}
+        response = await post_form(client, {}, **form)
+        assert response.status_code == 200, response.text
+        sent.append(list(received))
+
+    assert sent[0] == sent[1]
+    assert sent[0] != sent[2]
+    # 26 tokens at the 1.3 tokens per word assumed without a warm-up.
+    assert [len(text.split()) for text in sent[0]] == [20, 20, 20]

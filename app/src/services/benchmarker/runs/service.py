@@ -139,6 +139,8 @@ async def _read_source(
         )
     if parameters.prompts is not None and not synthetic:
         raise InvalidInputError("prompts (a count of synthetic prompts) needs prompt_tokens.")
+    if parameters.turns > 1 and dataset is None:
+        raise InvalidInputError("turns needs a dataset_file: only its conversations have turns.")
     if synthetic:
         count = parameters.prompts or DEFAULT_SYNTHETIC_PROMPTS
         check_limit("prompts", count, "MAX_PROMPTS", settings.max_prompts)
