@@ -4,6 +4,7 @@ and conversations whose turns carry the model's real answers."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import respx
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.base.exceptions import InvalidInputError
 from src.services.benchmarker.load.sources import parse_dataset, synthetic_conversations
+from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import PROMPTS
 from tests.helpers.openrouter import GPT, MODELS_BODY, chunk, sse_response, usage_chunk
 from tests.helpers.results import run_rows
@@ -294,3 +296,50 @@ async def test_runs_with_the_same_seed_send_the_upstream_the_same_synthetic_text
     assert sent[0] != sent[2]
     # 26 tokens at the 1.3 tokens per word assumed without a warm-up.
     assert [len(text.split()) for text in sent[0]] == [20, 20, 20]
+
+
+LINE = b'{"messages": [{"role": "user", "content": "' + b"x" * 40 + b'"}]}'
+
+
+@pytest.mark.parametrize(
+    ("overrides", "files", "fields", "status", "needles"),
+    [
+        ({"max_upload_bytes": 100}, dataset(LINE, LINE), {}, 413, ["dataset_file", "=100"]),
+        ({"max_prompts": 2}, dataset(LINE, LINE, LINE), {}, 422, ["dataset_file=3", "=2"]),
+        ({"max_prompts": 2}, {}, {"prompt_tokens": 9, "prompts": 3}, 422, ["prompts=3", "=2"]),
+        (
+            {"max_tokens_limit": 50},
+            {},
+            {"prompt_tokens": 9, "output_tokens": 51},
+            422,
+            ["output_tokens=51"],
+        ),
+        (
+            {"max_tokens_limit": 50},
+            {},
+            {"prompt_tokens": 9, "output_tokens": 40, "output_tokens_stdev": 30},
+            422,
+            ["output_tokens_stdev", "MAX_TOKENS_LIMIT=50"],
+        ),
+    ],
+)
+async def test_the_upload_and_prompt_limits_apply_to_datasets_and_synthetic_prompts(
+    tmp_path: Path,
+    serve: Serve,
+    upstream: respx.MockRouter,
+    catalog_route: respx.Route,
+    overrides: dict[str, int],
+    files: dict[str, tuple[str, bytes, str]],
+    fields: dict[str, object],
+    status: int,
+    needles: list[str],
+) -> None:
+    chat = upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
+
+    async with serve(make_settings(tmp_path, **overrides)) as client:
+        response = await post_form(client, files, **fields)
+
+    assert response.status_code == status, response.text
+    for needle in needles:
+        assert needle in response.json()["detail"]
+    assert chat.call_count == 0

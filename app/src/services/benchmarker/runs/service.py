@@ -91,8 +91,9 @@ async def validate_benchmark(
     parameters = parameters.model_copy(update={"models": list(dict.fromkeys(parameters.models))})
     check_limit("runs", parameters.runs, "MAX_RUNS", settings.max_runs)
     check_limit("concurrency", parameters.concurrency, "MAX_CONCURRENCY", settings.max_concurrency)
-    check_max_tokens(settings, parameters.max_tokens)
-    if parameters.output_tokens is not None:
+    if parameters.output_tokens is None:
+        check_max_tokens(settings, parameters.max_tokens)
+    else:  # it replaces max_tokens in every request
         check_max_tokens(settings, parameters.output_tokens, "output_tokens")
     prompts, conversations = await _read_source(settings, parameters, upload, dataset)
     plan = BenchmarkPlan(
@@ -102,6 +103,7 @@ async def validate_benchmark(
         max_seconds=settings.max_run_seconds,
         conversations=conversations,
     )
+    _check_drawn_lengths(settings, plan)
     total = plan.total_requests
     if total is not None and total > settings.max_benchmark_requests:
         what = "requests per run and model" if parameters.turns > 1 else "prompts"
@@ -115,6 +117,15 @@ async def validate_benchmark(
         # No upstream call: the clearer message for a real id while running on the emulator.
         ensure_model_reachable(settings, model)
     return plan
+
+
+def _check_drawn_lengths(settings: Settings, plan: BenchmarkPlan) -> None:
+    """A spread of output_tokens may draw a max_tokens past MAX_TOKENS_LIMIT: refused up front."""
+    if not plan.parameters.output_tokens_stdev:
+        return
+    drawn = plan.conversations_for(plan.parameters.models[0])
+    longest = max((c.max_tokens or 0 for c in drawn), default=0)
+    check_max_tokens(settings, longest, "output_tokens (a draw with output_tokens_stdev)")
 
 
 async def _read_source(
