@@ -43,6 +43,12 @@ FORM_DEFAULTS: dict[str, object] = {
     "duration": None,
     "ttft_slo": None,
     "latency_slo": None,
+    "prompt_tokens": None,
+    "prompt_tokens_stdev": 0,
+    "prompts": None,
+    "output_tokens": None,
+    "output_tokens_stdev": 0,
+    "turns": 1,
 }
 
 
@@ -90,14 +96,17 @@ def test_the_benchmark_form_is_flat_with_a_file_picker_and_every_field() -> None
 
     assert form["type"] == "object"
     assert not {"allOf", "anyOf", "oneOf"} & set(form)
-    assert sorted(form["required"]) == ["model", "prompt_file"]
+    # One prompt source of three (a file, a dataset, synthetic prompts), and the model.
+    assert form["required"] == ["model"]
+    assert "exactly one prompt source" in form["description"]
     properties = form["properties"]
-    assert properties["prompt_file"]["type"] == "string"
-    assert properties["prompt_file"]["format"] == "binary"
+    for upload in ("prompt_file", "dataset_file"):
+        assert properties[upload]["type"] == "string"
+        assert properties[upload]["format"] == "binary"
     assert properties["model"]["type"] == "array"
     assert properties["model"]["items"]["type"] == "string"
     assert "models" not in properties
-    assert set(properties) == {"prompt_file", "model", *FORM_DEFAULTS}
+    assert set(properties) == {"prompt_file", "dataset_file", "model", *FORM_DEFAULTS}
     for name, default in FORM_DEFAULTS.items():
         field = properties[name]
         assert not {"allOf", "anyOf", "oneOf", "example", "examples"} & set(field), name

@@ -115,6 +115,11 @@ async def test_benchmark_returns_statistics_and_names_its_files(
         "duration": None,
         "ttft_slo": None,
         "latency_slo": None,
+        "prompt_tokens": None,
+        "prompt_tokens_stdev": 0.0,
+        "output_tokens": None,
+        "output_tokens_stdev": 0.0,
+        "turns": 1,
     }
     [stats] = body["models"]
     assert (stats["model"], stats["count"], stats["ok"], stats["failed"]) == (GPT, 6, 6, 0)

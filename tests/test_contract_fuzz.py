@@ -76,7 +76,11 @@ def use_served_inputs(case: schemathesis.Case[Any]) -> None:
             body["model"] = SERVED_MODEL
         elif isinstance(body.get("model"), list):
             body["model"] = [SERVED_MODEL]
-        if "prompt_file" in body:
+        if case.path == "/benchmark":
+            # One readable prompt source: the generated ones are refused when they clash.
+            for other_source in ("dataset_file", "prompt_tokens", "prompt_tokens_stdev", "prompts"):
+                body.pop(other_source, None)
+            body.pop("turns", None)
             body["prompt_file"] = PROMPTS
     if case.path_parameters and "model_id" in case.path_parameters:
         case.path_parameters["model_id"] = SERVED_MODEL

@@ -26,7 +26,22 @@ from rich.table import Table
 from src.services.base.sse import ServerSentEvent, SSEDecoder
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
-FORM_FIELDS = ("runs", "concurrency", "max_tokens", "rate", "arrival", "seed", "warmup", "duration")
+FORM_FIELDS = (
+    "runs",
+    "concurrency",
+    "max_tokens",
+    "rate",
+    "arrival",
+    "seed",
+    "warmup",
+    "duration",
+    "prompt_tokens",
+    "prompt_tokens_stdev",
+    "prompts",
+    "output_tokens",
+    "output_tokens_stdev",
+    "turns",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +82,21 @@ def _parser() -> argparse.ArgumentParser:
     default_url = f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
     bench.add_argument("--url", default=default_url, help="The service (default %(default)s)")
     bench.add_argument("--key", default=os.environ.get("GATEWAY_KEY"), help="Inbound API key")
-    bench.add_argument("--file", type=Path, required=True, help="Prompts, one per line")
+    source = bench.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", type=Path, help="Prompts, one per line")
+    source.add_argument(
+        "--dataset", type=Path, help="JSONL: chat requests or ShareGPT conversations"
+    )
+    source.add_argument(
+        "--prompt-tokens", dest="prompt_tokens", type=int, help="Synthetic prompts of this length"
+    )
+    bench.add_argument("--prompt-tokens-stdev", dest="prompt_tokens_stdev", type=float)
+    bench.add_argument("--prompts", type=int, help="Distinct synthetic prompts (default 10)")
+    bench.add_argument(
+        "--output-tokens", dest="output_tokens", type=int, help="max_tokens of each request"
+    )
+    bench.add_argument("--output-tokens-stdev", dest="output_tokens_stdev", type=float)
+    bench.add_argument("--turns", type=int, help="Turns sent per dataset conversation")
     bench.add_argument(
         "--models",
         required=True,
@@ -93,21 +122,29 @@ def _submit(http: httpx.Client, args: argparse.Namespace) -> str:
             form[name] = str(value)
     if args.no_stream:
         form["stream"] = "false"
-    try:
-        upload = args.file.read_bytes()
-    except OSError as exc:
-        raise CliError(f"Cannot read {args.file}: {exc.strerror}") from exc
     response = http.post(
-        "/benchmark",
-        params={"background": "true"},
-        data=form,
-        files={"prompt_file": (args.file.name, upload, "text/plain")},
+        "/benchmark", params={"background": "true"}, data=form, files=_upload(args)
     )
     if response.status_code != 202:
         raise CliError(
             f"The service refused the benchmark ({response.status_code}): {_detail(response)}"
         )
     return str(response.json()["id"])
+
+
+def _upload(args: argparse.Namespace) -> dict[str, tuple[str, bytes, str]]:
+    """The prompt file or the dataset, as the form's file field; nothing for synthetic prompts."""
+    field, path, kind = (
+        ("prompt_file", args.file, "text/plain")
+        if args.file is not None
+        else ("dataset_file", args.dataset, "application/x-ndjson")
+    )
+    if path is None:
+        return {}
+    try:
+        return {field: (path.name, path.read_bytes(), kind)}
+    except OSError as exc:
+        raise CliError(f"Cannot read {path}: {exc.strerror}") from exc
 
 
 def _follow(http: httpx.Client, benchmark_id: str, console: Console) -> dict[str, Any]:
@@ -191,8 +228,31 @@ def print_comparison(summary: dict[str, Any], console: Console) -> None:
     if unknown and cost is not None:
         shown += f" + {unknown} request(s) of unknown cost"
     console.print(f"Total cost: {shown}")
+    print_lengths(summary, console)
     if summary.get("error"):
         console.print(f"[red]Failed: {escape(str(summary['error']))}[/red]", soft_wrap=True)
+
+
+def print_lengths(summary: dict[str, Any], console: Console) -> None:
+    """Per model, the token lengths achieved beside those asked for, and per-turn ttft."""
+    for stats in summary.get("models", []):
+        lengths = stats.get("lengths")
+        if not lengths:
+            continue
+        parts = []
+        for name in ("input", "output"):
+            length = lengths[name]
+            target = "" if length["target"] is None else f" (target {length['target']})"
+            parts.append(
+                f"{name} tokens mean {_number(length['mean'], 1)}, "
+                f"p90 {_number(length['p90'], 1)}{target}"
+            )
+        parts.append(f"{lengths['early_finishes']} ended before max_tokens")
+        console.print(f"{escape(str(stats['model']))}: " + "; ".join(parts), soft_wrap=True)
+        turns = stats.get("per_turn") or []
+        if turns:
+            shown = ", ".join(f"{t['turn']}: {_number(t['ttft']['p50'], 3)}" for t in turns)
+            console.print(f"  ttft p50 s by turn: {shown}", soft_wrap=True)
 
 
 def _number(value: object, digits: int) -> str:

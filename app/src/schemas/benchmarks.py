@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from src.schemas.prompts import GenerationResult, ModelId, SamplingParams
+from src.schemas.prompts import MAX_TOKENS_BOUND, GenerationResult, ModelId, SamplingParams
 
 BenchmarkStatus = Literal["running", "completed", "interrupted", "cancelled", "failed"]
 FINISHED: frozenset[str] = frozenset({"completed", "interrupted", "cancelled", "failed"})
@@ -38,7 +38,13 @@ class BenchmarkParameters(SamplingParams):
     arrival: Arrival = Field(
         default="constant", description="With a rate: evenly spaced or Poisson arrivals"
     )
-    seed: int = Field(default=0, description="Seed of the Poisson arrivals")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        # Kept in the run's records, which hold 64-bit integers.
+        le=2**63 - 1,
+        description="Seed of the Poisson arrivals and of synthetic prompts and lengths",
+    )
     warmup: int = Field(
         default=0, ge=0, le=1000, description="Requests sent first and left out of the statistics"
     )
@@ -55,15 +61,53 @@ class BenchmarkParameters(SamplingParams):
         default=None, gt=0, description="Seconds; with ttft_slo, defines goodput"
     )
 
+    prompt_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=200_000,
+        description="Synthetic prompts of about this many tokens, instead of a prompt_file",
+    )
+    prompt_tokens_stdev: float = Field(
+        default=0, ge=0, description="Spread of the synthetic prompt lengths (normal)"
+    )
+    prompts: int | None = Field(
+        default=None, ge=1, description="How many distinct synthetic prompts (default 10)"
+    )
+    output_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOKENS_BOUND,
+        description="max_tokens of each request; answers that stop before it are counted",
+    )
+    output_tokens_stdev: float = Field(
+        default=0, ge=0, description="Spread of output_tokens across prompts (normal)"
+    )
+    turns: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="User turns sent per conversation, each with the history and real answers",
+    )
+
     @model_validator(mode="after")
     def _ttft_needs_a_stream(self) -> "BenchmarkParameters":
         if self.ttft_slo is not None and not self.stream:
             raise ValueError("ttft_slo needs stream=true: without a stream there is no ttft")
         return self
 
+    @model_validator(mode="after")
+    def _spreads_need_a_target(self) -> "BenchmarkParameters":
+        if self.prompt_tokens is None and self.prompt_tokens_stdev:
+            raise ValueError("prompt_tokens_stdev needs prompt_tokens")
+        if self.output_tokens is None and self.output_tokens_stdev:
+            raise ValueError("output_tokens_stdev needs output_tokens")
+        return self
+
 
 class SavedParameters(BenchmarkParameters):
-    prompts: int = Field(description="Non-blank lines of the prompt file")
+    prompts: int = Field(
+        description="Prompts or conversations: lines, synthetic prompts or dataset lines"
+    )
 
 
 class RequestRecord(GenerationResult):
@@ -76,6 +120,7 @@ class RequestRecord(GenerationResult):
     prompt_index: int = Field(description="1-based position among the non-blank lines")
     prompt: str
     run: int
+    turn: int = Field(default=1, description="1-based turn of the conversation")
     status: int = Field(description="200, or the status the error maps to")
     error_type: str | None = None
     error: str | None = None
@@ -183,8 +228,38 @@ class PromptStats(RequestStats, _PromptKey):
     pass
 
 
+class LengthStats(BaseModel):
+    """Tokens as the upstream counted them (usage), over successful requests."""
+
+    target: int | None = Field(description="What was asked for; null when nothing was")
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    stdev: float | None = Field(default=None, description="Sample standard deviation")
+
+
+class Lengths(BaseModel):
+    input: LengthStats = Field(description="usage.prompt_tokens against prompt_tokens")
+    output: LengthStats = Field(description="usage.completion_tokens against output_tokens")
+    early_finishes: int = Field(
+        description="Answers that ended before max_tokens (finish_reason other than `length`)"
+    )
+
+
+class TurnStats(BaseModel):
+    turn: int = Field(description="1-based turn of each conversation")
+    count: int
+    ok: int
+    ttft: Percentiles = Field(description="A falling ttft over turns shows prompt caching")
+    input: LengthStats = Field(description="usage.prompt_tokens: the history grows each turn")
+
+
 class ModelStats(RequestStats, _ModelKey):
     per_prompt: list[PromptStats]
+    lengths: Lengths
+    per_turn: list[TurnStats] = Field(
+        default_factory=list, description="With turns > 1: per turn of the conversations"
+    )
 
 
 class ComparisonRow(BaseModel):

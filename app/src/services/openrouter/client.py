@@ -21,6 +21,7 @@ from src.services.base.sse import SSEDecoder
 from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
     ChatCompletionChunk,
+    Prompt,
     UpstreamCompletion,
     UpstreamErrorEnvelope,
     UpstreamModel,
@@ -53,7 +54,7 @@ class OpenRouterClient(BaseClient):
         return parsed(UpstreamModelList, body, "Upstream model list is not valid JSON").data
 
     async def complete(
-        self, model: str, prompt: str, sampling: SamplingParams, timing: Timing
+        self, model: str, prompt: Prompt, sampling: SamplingParams, timing: Timing
     ) -> GenerationResult:
         """One chat completion, timed at the wire by `timing`, parsed afterwards."""
         content = chat_body(model, prompt, sampling, stream=False)
@@ -73,7 +74,7 @@ class OpenRouterClient(BaseClient):
         )
 
     async def stream(
-        self, model: str, prompt: str, sampling: SamplingParams, timing: Timing
+        self, model: str, prompt: Prompt, sampling: SamplingParams, timing: Timing
     ) -> AsyncGenerator[StreamItem]:
         """Content deltas as they arrive, then the GenerationResult (without the text).
 

@@ -3,6 +3,8 @@
 Only the fields the service reads are declared; the rest of each object is ignored.
 """
 
+from collections.abc import Mapping, Sequence
+
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -130,11 +132,16 @@ class ChatCompletionChunk(_Upstream):
     error: UpstreamErrorBody | None = None
 
 
-def chat_body(model: str, prompt: str, sampling: SamplingParams, *, stream: bool) -> bytes:
+# A single user message, or the whole conversation so far as {"role", "content"} messages.
+Prompt = str | Sequence[Mapping[str, str]]
+
+
+def chat_body(model: str, prompt: Prompt, sampling: SamplingParams, *, stream: bool) -> bytes:
     """The JSON body of POST /chat/completions; unset sampling fields are left out."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     body: dict[str, object] = {
         "model": model,
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": messages,
         "max_tokens": sampling.max_tokens,
     }
     if sampling.temperature is not None:

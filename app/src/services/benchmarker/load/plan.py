@@ -8,6 +8,13 @@ from dataclasses import dataclass, field
 
 from src.schemas.benchmarks import BenchmarkParameters, SavedParameters
 from src.services.benchmarker.load.schedule import arrival_offsets
+from src.services.benchmarker.load.sources import (
+    DEFAULT_TOKENS_PER_WORD,
+    Conversation,
+    is_synthetic,
+    output_lengths,
+    synthetic_conversations,
+)
 from src.services.openrouter.catalog import TokenPrices
 
 
@@ -18,6 +25,8 @@ class BenchmarkJob:
     prompt: str
     run: int  # 1-based; 0 for warm-up requests
     warmup: bool = False
+    # Its history and turns; the prompt is its first turn.
+    conversation: Conversation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +43,46 @@ class BenchmarkPlan:
     owner: str | None = None
     # MAX_RUN_SECONDS: the run is stopped once it has lasted this long, warm-up included.
     max_seconds: float | None = None
+    # A dataset's conversations; None: one single-turn conversation per prompt (a file's lines,
+    # or synthetic prompts, which are generated from the parameters).
+    conversations: list[Conversation] | None = None
+    # Per model, the prompt tokens per word the warm-up measured, to size synthetic prompts.
+    calibration: Mapping[str, float] = field(default_factory=dict)
+
+    def conversations_for(self, model: str) -> list[Conversation]:
+        parameters = self.parameters
+        if is_synthetic(parameters):
+            ratio = self.calibration.get(model, DEFAULT_TOKENS_PER_WORD)
+            return synthetic_conversations(parameters, ratio)
+        if self.conversations is not None:
+            return self.conversations
+        lengths = output_lengths(parameters, len(self.prompts))
+        return [
+            Conversation(turns=(prompt,), max_tokens=length)
+            for prompt, length in zip(self.prompts, lengths, strict=True)
+        ]
+
+    def _turns(self) -> int:
+        """Requests per run and model: each conversation's turns, up to `turns`."""
+        if self.conversations is None:
+            return len(self.prompts)
+        return sum(min(self.parameters.turns, len(c.turns)) for c in self.conversations)
+
+    def _pairs(self) -> list[tuple[int, Conversation, str]]:
+        """(1-based index, conversation, model), every model in turn for each conversation."""
+        per_model = {model: self.conversations_for(model) for model in self.parameters.models}
+        return [
+            (index, per_model[model][index - 1], model)
+            for index in range(1, len(self.prompts) + 1)
+            for model in self.parameters.models
+        ]
 
     @property
     def total_requests(self) -> int | None:
         """Measured requests planned; None when a duration decides how many."""
         if self.parameters.duration is not None:
             return None
-        return len(self.parameters.models) * len(self.prompts) * self.parameters.runs
+        return len(self.parameters.models) * self._turns() * self.parameters.runs
 
     def schedule_seconds(self) -> float | None:
         """When the last measured request is due, from the end of the warm-up: the duration, or
@@ -49,24 +91,26 @@ class BenchmarkPlan:
         """
         if self.parameters.duration is not None:
             return self.parameters.duration
-        total = self.total_requests
         rate = self.parameters.rate
-        if rate is None or total is None:
+        if rate is None:
             return None
+        # A conversation's later turns follow its answers, not the schedule: one send each.
+        sends = len(self.parameters.models) * len(self.prompts) * self.parameters.runs
         offsets = arrival_offsets(rate, self.parameters.arrival, self.parameters.seed)
-        return next(itertools.islice(offsets, total - 1, None))
+        return next(itertools.islice(offsets, sends - 1, None))
 
     def warmup_jobs(self) -> Iterator[BenchmarkJob]:
         """The warm-up requests: prompts and models in turn, left out of the statistics."""
-        pairs = itertools.cycle(
-            [
-                (index, prompt, model)
-                for index, prompt in enumerate(self.prompts, start=1)
-                for model in self.parameters.models
-            ]
-        )
-        for index, prompt, model in itertools.islice(pairs, self.parameters.warmup):
-            yield BenchmarkJob(model=model, prompt_index=index, prompt=prompt, run=0, warmup=True)
+        pairs = itertools.cycle(self._pairs())
+        for index, conversation, model in itertools.islice(pairs, self.parameters.warmup):
+            yield BenchmarkJob(
+                model=model,
+                prompt_index=index,
+                prompt=conversation.label,
+                run=0,
+                warmup=True,
+                conversation=conversation,
+            )
 
     def jobs(self) -> Iterator[BenchmarkJob]:
         """Run by run, prompt by prompt, every model in turn: models interleave, so they share
@@ -78,13 +122,22 @@ class BenchmarkPlan:
             if self.parameters.duration is not None
             else range(1, self.parameters.runs + 1)
         )
+        pairs = self._pairs()
         jobs = (
-            BenchmarkJob(model=model, prompt_index=index, prompt=prompt, run=run)
+            BenchmarkJob(
+                model=model,
+                prompt_index=index,
+                prompt=conversation.label,
+                run=run,
+                conversation=conversation,
+            )
             for run in runs
-            for index, prompt in enumerate(self.prompts, start=1)
-            for model in self.parameters.models
+            for index, conversation, model in pairs
         )
-        return itertools.islice(jobs, self.request_cap)
+        cap = self.request_cap
+        if cap is not None and self.conversations is not None and self.parameters.turns > 1:
+            cap = max(1, cap // self.parameters.turns)  # a job is up to `turns` requests
+        return itertools.islice(jobs, cap)
 
     def saved_parameters(self) -> SavedParameters:
-        return SavedParameters(**self.parameters.model_dump(), prompts=len(self.prompts))
+        return SavedParameters(**{**self.parameters.model_dump(), "prompts": len(self.prompts)})

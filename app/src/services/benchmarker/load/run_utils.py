@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from src.services.base.timing import Timing, now
 from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import OpenRouterClient
+from src.services.openrouter.schemas import Prompt
 
 logger = logging.getLogger(__name__)
 
@@ -120,27 +121,69 @@ class RequestContext:
     redact: Callable[[str], str]
 
 
-async def execute_request(
-    context: RequestContext, job: BenchmarkJob, scheduled: float | None
+def sends_turns(job: BenchmarkJob, turns: int) -> bool:
+    """Whether the job is a conversation of more than one request."""
+    return job.conversation is not None and min(turns, len(job.conversation.turns)) > 1
+
+
+async def execute_conversation(
+    context: RequestContext, job: BenchmarkJob, scheduled: float | None, on_record: OnRecord
 ) -> RequestRecord:
-    """One measured request. A failure is a record, never an exception: the run goes on.
+    """The conversation's turns in order, each carrying the history and the model's real
+    answers so far; every turn but the last is recorded here, the last is returned. A failed
+    turn ends the conversation: the next one would have no real answer to carry."""
+    conversation = job.conversation
+    assert conversation is not None
+    count = min(context.plan.parameters.turns, len(conversation.turns))
+    messages = [message.model_dump() for message in conversation.history]
+    for turn, text in enumerate(conversation.turns[:count], start=1):
+        messages.append({"role": "user", "content": text})
+        record = await execute_request(
+            context,
+            job,
+            scheduled if turn == 1 else None,
+            messages=list(messages),
+            turn=turn,
+            keep_text=turn < count,
+        )
+        if turn == count or not record.ok:
+            return record
+        messages.append({"role": "assistant", "content": record.text})
+        on_record(record.model_copy(update={"text": ""}))
+    raise AssertionError("a conversation has at least one turn")
+
+
+async def execute_request(
+    context: RequestContext,
+    job: BenchmarkJob,
+    scheduled: float | None,
+    *,
+    messages: Sequence[Mapping[str, str]] | None = None,
+    turn: int = 1,
+    keep_text: bool = False,
+) -> RequestRecord:
+    """One measured request: the job's prompt, or `messages` when given. A failure is a
+    record, never an exception: the run goes on. The answer's text is kept only if asked.
 
     Its numbers are the client's wire timings; nothing here reads the clock.
     """
     logger.info("STARTED SINGLE PROMPT IN BENCHMARK MODEL: %s, RUN: %d", job.model, job.run)
-    parameters = context.plan.parameters
-    timing = Timing(content_arrivals=[] if parameters.stream else None)
+    parameters = _sampling(context.plan.parameters, job)
+    prompt = _prompt(job) if messages is None else messages
+    timing = Timing(content_arrivals=[] if context.plan.parameters.stream else None)
     try:
-        if parameters.stream:
-            result = await _stream_once(context.client, job, parameters, timing)
+        if context.plan.parameters.stream:
+            result = await _stream_once(
+                context.client, job.model, prompt, parameters, timing, keep_text
+            )
         else:
-            result = await context.client.complete(job.model, job.prompt, parameters, timing)
+            result = await context.client.complete(job.model, prompt, parameters, timing)
     except ServiceError as error:
         logger.warning(
             "BENCHMARK REQUEST FAILED | model=%s | run=%d | %s", job.model, job.run, error.detail
         )
         return RequestRecord.model_construct(
-            **_job_fields(job, timing, scheduled),
+            **_job_fields(job, timing, scheduled, turn),
             text="",
             finish_reason=None,
             prompt_tokens=0,
@@ -163,8 +206,8 @@ async def execute_request(
     # upstream may report a more specific one (a dated version).
     fields: dict[str, Any] = {
         **result.__dict__,
-        **_job_fields(job, timing, scheduled),
-        "text": "",
+        **_job_fields(job, timing, scheduled, turn),
+        "text": result.text if keep_text else "",
         "cost": cost,
         "cost_source": source,
     }
@@ -177,12 +220,34 @@ async def execute_request(
     )
 
 
-def _job_fields(job: BenchmarkJob, timing: Timing, scheduled: float | None) -> dict[str, Any]:
+def _sampling(parameters: SamplingParams, job: BenchmarkJob) -> SamplingParams:
+    """The run's sampling, with the job's own max_tokens (output_tokens, a dataset's line)."""
+    wanted = None if job.conversation is None else job.conversation.max_tokens
+    if wanted is None or wanted == parameters.max_tokens:
+        return parameters
+    return parameters.model_copy(update={"max_tokens": wanted})
+
+
+def _prompt(job: BenchmarkJob) -> Prompt:
+    """A bare prompt is sent as one user message; a dataset's history goes before it."""
+    if job.conversation is None or not job.conversation.history:
+        return job.prompt
+    history = [message.model_dump() for message in job.conversation.history]
+    return [*history, {"role": "user", "content": job.prompt}]
+
+
+def _job_fields(
+    job: BenchmarkJob, timing: Timing, scheduled: float | None, turn: int = 1
+) -> dict[str, Any]:
+    prompt = job.prompt
+    if job.conversation is not None and turn > 1:
+        prompt = job.conversation.turns[turn - 1]
     return {
         "model": job.model,
         "prompt_index": job.prompt_index,
-        "prompt": job.prompt,
+        "prompt": prompt,
         "run": job.run,
+        "turn": turn,
         "warmup": job.warmup,
         "send_lag_seconds": None if scheduled is None else max(timing.began - scheduled, 0.0),
         "scheduled_latency_seconds": None if scheduled is None else timing.ended - scheduled,
@@ -203,16 +268,24 @@ def cost_of(
 
 
 async def _stream_once(
-    client: OpenRouterClient, job: BenchmarkJob, parameters: SamplingParams, timing: Timing
+    client: OpenRouterClient,
+    model: str,
+    prompt: Prompt,
+    parameters: SamplingParams,
+    timing: Timing,
+    keep_text: bool,
 ) -> GenerationResult:
     result: GenerationResult | None = None
-    items = client.stream(job.model, job.prompt, parameters, timing)
+    text: list[str] = []
+    items = client.stream(model, prompt, parameters, timing)
     try:
         async for item in items:
             if isinstance(item, GenerationResult):
                 result = item
+            elif keep_text:
+                text.append(item.text)
     finally:
         await items.aclose()
     if result is None:
         raise UpstreamInvalidResponseError("Upstream stream ended without a final item")
-    return result
+    return result.model_copy(update={"text": "".join(text)}) if keep_text else result

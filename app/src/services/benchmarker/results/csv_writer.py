@@ -35,6 +35,7 @@ CSV_COLUMNS = (
     "cost",
     "cost_source",
     "error",
+    "turn",
 )
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -69,6 +70,7 @@ def csv_row(record: RequestRecord) -> list[str]:
         "" if record.cost is None else f"{record.cost:.10f}",
         record.cost_source or "",
         _error_cell(record),
+        str(record.turn),
     ]
 
 
@@ -217,6 +219,7 @@ def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
         prompt_index=index,
         prompt=prompts[index - 1],
         run=int(row["run"]),
+        turn=int(row.get("turn") or 1),
         status=int(row["status"]),
         error_type=_plain(error_type) or None,
         error=error or None,

@@ -39,16 +39,14 @@ class AsyncReadable(Protocol):
     async def read(self, size: int = -1) -> bytes: ...
 
 
-async def read_upload(upload: AsyncReadable, max_bytes: int) -> bytes:
+async def read_upload(upload: AsyncReadable, max_bytes: int, name: str = "prompt_file") -> bytes:
     """Read the upload chunk by chunk: past `max_bytes` it is refused, never read whole."""
     chunks: list[bytes] = []
     total = 0
     while chunk := await upload.read(READ_CHUNK_BYTES):
         total += len(chunk)
         if total > max_bytes:
-            raise PayloadTooLargeError(
-                f"prompt_file is larger than MAX_UPLOAD_BYTES={max_bytes} bytes."
-            )
+            raise PayloadTooLargeError(f"{name} is larger than MAX_UPLOAD_BYTES={max_bytes} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
 

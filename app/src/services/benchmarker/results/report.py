@@ -59,6 +59,8 @@ def render_report(summary: BenchmarkSummary) -> str:
         _comparison_table(summary.comparison),
         "<h2>Latency by model (seconds)</h2>",
         latency_box_plot(summary.models),
+        "<h2>Token lengths (the upstream's count)</h2>",
+        _lengths_table(summary.models),
         "<h2>Per prompt</h2>",
         _per_prompt_table(summary.models),
         "<h2>Files</h2>",
@@ -203,6 +205,37 @@ def _per_prompt_table(models: Sequence[ModelStats]) -> str:
         for item in stats.per_prompt
     ]
     return f'<table id="per-prompt"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _lengths_table(models: Sequence[ModelStats]) -> str:
+    header = _header_row(
+        "model", "input target", "input mean", "input p90", "output target", "output mean",
+        "output p90", "ended early", "ttft p50 by turn",
+    )  # fmt: skip
+    rows = []
+    for stats in models:
+        lengths = stats.lengths
+        by_turn = ", ".join(f"{t.turn}: {_number(t.ttft.p50)}" for t in stats.per_turn)
+        rows.append(
+            _row(
+                [escape(stats.model)],
+                [
+                    _target(lengths.input.target),
+                    _number(lengths.input.mean, 1),
+                    _number(lengths.input.p90, 1),
+                    _target(lengths.output.target),
+                    _number(lengths.output.mean, 1),
+                    _number(lengths.output.p90, 1),
+                    str(lengths.early_finishes),
+                    escape(by_turn) or MISSING,
+                ],
+            )
+        )
+    return f'<table id="lengths"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _target(value: int | None) -> str:
+    return MISSING if value is None else str(value)
 
 
 def _files(files: BenchmarkFiles) -> str:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from src.schemas.benchmarks import (
     ComparisonRow,
     LatencyStats,
+    Lengths,
+    LengthStats,
     Percentiles,
     RequestRecord,
     RequestStats,
+    TurnStats,
 )
 
 DIGITS = 6  # microseconds: finer than any network timing we can measure
@@ -90,6 +93,49 @@ def percentiles(values: Sequence[float]) -> Percentiles:
         p95=_rounded(percentile(ordered, 95)),
         p99=_rounded(percentile(ordered, 99)),
     )
+
+
+def length_stats(values: Sequence[int], target: int | None) -> LengthStats:
+    if not values:
+        return LengthStats(target=target)
+    ordered = sorted(values)
+    return LengthStats(
+        target=target,
+        mean=_rounded(mean(ordered)),
+        p50=_rounded(percentile(ordered, 50)),
+        p90=_rounded(percentile(ordered, 90)),
+        stdev=_rounded(sample_std_dev(ordered)),
+    )
+
+
+def lengths(
+    records: Sequence[RequestRecord], prompt_target: int | None, output_target: int | None
+) -> Lengths:
+    succeeded = [record for record in records if record.ok]
+    return Lengths(
+        input=length_stats([record.prompt_tokens for record in succeeded], prompt_target),
+        output=length_stats([record.completion_tokens for record in succeeded], output_target),
+        early_finishes=sum(1 for record in succeeded if record.finish_reason != "length"),
+    )
+
+
+def turn_stats(records: Sequence[RequestRecord]) -> list[TurnStats]:
+    by_turn: dict[int, list[RequestRecord]] = defaultdict(list)
+    for record in records:
+        by_turn[record.turn].append(record)
+    stats = []
+    for turn in sorted(by_turn):
+        succeeded = [record for record in by_turn[turn] if record.ok]
+        stats.append(
+            TurnStats(
+                turn=turn,
+                count=len(by_turn[turn]),
+                ok=len(succeeded),
+                ttft=percentiles([r.ttft_seconds for r in succeeded if r.ttft_seconds is not None]),
+                input=length_stats([record.prompt_tokens for record in succeeded], None),
+            )
+        )
+    return stats
 
 
 def decode_rate(record: RequestRecord) -> float | None:

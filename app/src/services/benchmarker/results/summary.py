@@ -24,8 +24,10 @@ from src.services.benchmarker.results.statistics import (
     DIGITS,
     Slo,
     comparison_row,
+    lengths,
     request_stats,
     total_cost,
+    turn_stats,
     unknown_costs,
 )
 from src.services.benchmarker.runs.file_store import files_of
@@ -63,7 +65,7 @@ def build_summary(
     slo = slo_of(plan)
     by_model = _by_model(plan, measured)
     models = [
-        _model_stats(model, plan.prompts, by_model[model], clock.wall_seconds, slo)
+        _model_stats(model, plan, by_model[model], clock.wall_seconds, slo)
         for model in plan.parameters.models
     ]
     overall = request_stats(measured, clock.wall_seconds, slo)
@@ -212,8 +214,9 @@ def _schedule(
 
 
 def _model_stats(
-    model: str, prompts: list[str], records: list[RequestRecord], wall_seconds: float, slo: Slo
+    model: str, plan: BenchmarkPlan, records: list[RequestRecord], wall_seconds: float, slo: Slo
 ) -> ModelStats:
+    parameters = plan.parameters
     by_prompt: dict[int, list[RequestRecord]] = defaultdict(list)
     for record in records:
         by_prompt[record.prompt_index].append(record)
@@ -223,10 +226,16 @@ def _model_stats(
             prompt=_preview(prompt),
             **dict(request_stats(by_prompt[index], wall_seconds, slo)),
         )
-        for index, prompt in enumerate(prompts, start=1)
+        for index, prompt in enumerate(plan.prompts, start=1)
     ]
     stats = request_stats(records, wall_seconds, slo)
-    return ModelStats(model=model, per_prompt=per_prompt, **dict(stats))
+    return ModelStats(
+        model=model,
+        per_prompt=per_prompt,
+        lengths=lengths(records, parameters.prompt_tokens, parameters.output_tokens),
+        per_turn=turn_stats(records) if parameters.turns > 1 else [],
+        **dict(stats),
+    )
 
 
 def _preview(prompt: str) -> str:

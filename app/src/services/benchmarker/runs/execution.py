@@ -11,6 +11,7 @@ runner_process.py) or in the API's own event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Coroutine
@@ -32,12 +33,15 @@ from src.services.base.timing import now
 from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.benchmarker.load.run_utils import (
     RequestContext,
+    execute_conversation,
     execute_request,
     run_closed_loop,
     run_open_loop,
+    sends_turns,
     until,
 )
 from src.services.benchmarker.load.schedule import arrival_offsets
+from src.services.benchmarker.load.sources import calibrate, is_synthetic
 from src.services.benchmarker.results.csv_writer import CsvResultWriter, write_csv
 from src.services.benchmarker.results.file_utils import ResultPaths, result_paths
 from src.services.benchmarker.results.summary import (
@@ -223,6 +227,8 @@ async def _send_all(
     async def execute(job: BenchmarkJob, scheduled: float | None) -> RequestRecord:
         # Nothing is sent while the run's files are not being written.
         await run.health.writable.wait()
+        if sends_turns(job, parameters.turns):
+            return await execute_conversation(context, job, scheduled, record)
         return await execute_request(context, job, scheduled)
 
     if parameters.warmup:
@@ -232,6 +238,7 @@ async def _send_all(
             execute=execute,
             on_record=record,
         )
+        _calibrate(run)
     run.measured_from = now()
     if parameters.rate is not None:
         run.last_send_offset = await run_open_loop(
@@ -250,6 +257,21 @@ async def _send_all(
         execute=execute,
         on_record=record,
     )
+
+
+def _calibrate(run: Run) -> None:
+    """Synthetic prompts are sized again from the warm-up's own token counts."""
+    if not is_synthetic(run.plan.parameters):
+        return
+    ratios = calibrate(run.records)
+    for model, ratio in ratios.items():
+        logger.info(
+            "BENCHMARK CALIBRATED | id=%s | model=%s | prompt_tokens_per_word=%.4f",
+            run.benchmark_id,
+            model,
+            ratio,
+        )
+    run.plan = dataclasses.replace(run.plan, calibration=ratios)
 
 
 @dataclass

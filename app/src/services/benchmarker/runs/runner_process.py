@@ -24,6 +24,7 @@ from src.config import Settings
 from src.logger import setup_logging
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.load.sources import Conversation
 from src.services.benchmarker.runs.execution import run_hosted
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
@@ -40,6 +41,7 @@ class RunnerJob(BaseModel):
     benchmark_id: str
     parameters: BenchmarkParameters
     prompts: list[str]
+    conversations: list[Conversation] | None = None
     prices: dict[str, TokenPrices | None]
     settings: dict[str, object]
     upstream_url: str
@@ -65,6 +67,7 @@ class RunnerJob(BaseModel):
             benchmark_id=benchmark_id,
             parameters=plan.parameters,
             prompts=plan.prompts,
+            conversations=plan.conversations,
             prices=dict(plan.prices),
             settings=values,
             upstream_url=target.base_url,
@@ -100,6 +103,7 @@ async def run_job(job: RunnerJob) -> int:
                 request_cap=settings.max_benchmark_requests,
                 owner=job.owner,
                 max_seconds=settings.max_run_seconds,
+                conversations=job.conversations,
             ),
             job.benchmark_id,
             settings,

@@ -22,9 +22,22 @@ from src.schemas.benchmarks import (
     BenchmarkState,
     BenchmarkSummary,
 )
-from src.services.base.exceptions import ConflictError, LimitExceededError, NotFoundError
+from src.services.base.exceptions import (
+    ConflictError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+)
 from src.services.base.timing import now
 from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.load.sources import (
+    DEFAULT_SYNTHETIC_PROMPTS,
+    Conversation,
+    is_synthetic,
+    output_lengths,
+    parse_dataset,
+    synthetic_conversations,
+)
 from src.services.benchmarker.results.file_utils import (
     AsyncReadable,
     parse_prompts,
@@ -57,16 +70,20 @@ Event = tuple[Literal["progress", "summary", "keepalive"], RunView | None]
 async def prepare_benchmark(
     settings: Settings,
     catalog: ModelCatalog,
-    upload: AsyncReadable,
+    upload: AsyncReadable | None,
     parameters: BenchmarkParameters,
+    dataset: AsyncReadable | None = None,
 ) -> BenchmarkPlan:
     """Every check that can fail runs here, before a single paid request is sent."""
-    plan = await validate_benchmark(settings, upload, parameters)
+    plan = await validate_benchmark(settings, upload, parameters, dataset)
     return await with_prices(plan, catalog)
 
 
 async def validate_benchmark(
-    settings: Settings, upload: AsyncReadable, parameters: BenchmarkParameters
+    settings: Settings,
+    upload: AsyncReadable | None,
+    parameters: BenchmarkParameters,
+    dataset: AsyncReadable | None = None,
 ) -> BenchmarkPlan:
     """The checks that need nothing but the request and the settings: a request they refuse
     could never be admitted, whatever else is running."""
@@ -74,26 +91,91 @@ async def validate_benchmark(
     parameters = parameters.model_copy(update={"models": list(dict.fromkeys(parameters.models))})
     check_limit("runs", parameters.runs, "MAX_RUNS", settings.max_runs)
     check_concurrency(settings, parameters.concurrency)
-    check_max_tokens(settings, parameters.max_tokens)
-    prompts = parse_prompts(await read_upload(upload, settings.max_upload_bytes))
-    check_limit("prompts in prompt_file", len(prompts), "MAX_PROMPTS", settings.max_prompts)
+    if parameters.output_tokens is None:
+        check_max_tokens(settings, parameters.max_tokens)
+    else:  # it replaces max_tokens in every request
+        check_max_tokens(settings, parameters.output_tokens, "output_tokens")
+    prompts, conversations = await _read_source(settings, parameters, upload, dataset)
     plan = BenchmarkPlan(
         parameters,
         prompts,
         request_cap=settings.max_benchmark_requests,
         max_seconds=settings.max_run_seconds,
+        conversations=conversations,
     )
+    _check_drawn_lengths(settings, plan)
     total = plan.total_requests
     if total is not None and total > settings.max_benchmark_requests:
+        what = "requests per run and model" if parameters.turns > 1 else "prompts"
         raise LimitExceededError(
-            f"{len(prompts)} prompts x {parameters.runs} runs x {len(parameters.models)} models "
-            f"= {total} requests exceeds MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
+            f"{total // parameters.runs // len(parameters.models)} {what} x {parameters.runs} "
+            f"runs x {len(parameters.models)} models = {total} requests exceeds "
+            f"MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
         )
     check_schedule(plan, settings.max_run_seconds)
     for model in parameters.models:
         # No upstream call: the clearer message for a real id while running on the emulator.
         ensure_model_reachable(settings, model)
     return plan
+
+
+def _check_drawn_lengths(settings: Settings, plan: BenchmarkPlan) -> None:
+    """A spread of output_tokens may draw a max_tokens past MAX_TOKENS_LIMIT: refused up front."""
+    if not plan.parameters.output_tokens_stdev:
+        return
+    drawn = plan.conversations_for(plan.parameters.models[0])
+    longest = max((c.max_tokens or 0 for c in drawn), default=0)
+    check_max_tokens(settings, longest, "output_tokens (a draw with output_tokens_stdev)")
+
+
+async def _read_source(
+    settings: Settings,
+    parameters: BenchmarkParameters,
+    upload: AsyncReadable | None,
+    dataset: AsyncReadable | None,
+) -> tuple[list[str], list[Conversation] | None]:
+    """Exactly one source of prompts: the prompt labels, and a dataset's conversations."""
+    synthetic = is_synthetic(parameters)
+    sources = [
+        ("prompt_file", upload is not None),
+        ("dataset_file", dataset is not None),
+        ("prompt_tokens", synthetic),
+    ]
+    given = [name for name, there in sources if there]
+    if len(given) != 1:
+        shown = " and ".join(given) if given else "none"
+        raise InvalidInputError(
+            "Give exactly one prompt source: prompt_file, dataset_file, or prompt_tokens "
+            f"(synthetic prompts); got {shown}."
+        )
+    if parameters.prompts is not None and not synthetic:
+        raise InvalidInputError("prompts (a count of synthetic prompts) needs prompt_tokens.")
+    if parameters.turns > 1 and dataset is None:
+        raise InvalidInputError("turns needs a dataset_file: only its conversations have turns.")
+    if synthetic:
+        count = parameters.prompts or DEFAULT_SYNTHETIC_PROMPTS
+        check_limit("prompts", count, "MAX_PROMPTS", settings.max_prompts)
+        return [c.label for c in synthetic_conversations(parameters)], None
+    if dataset is not None:
+        data = await read_upload(dataset, settings.max_upload_bytes, "dataset_file")
+        conversations = parse_dataset(data)
+        check_limit(
+            "lines in dataset_file", len(conversations), "MAX_PROMPTS", settings.max_prompts
+        )
+        for conversation in conversations:
+            if conversation.max_tokens is not None:
+                check_max_tokens(settings, conversation.max_tokens)
+        if parameters.output_tokens is not None:
+            lengths = output_lengths(parameters, len(conversations))
+            conversations = [
+                c if c.max_tokens is not None else c.model_copy(update={"max_tokens": length})
+                for c, length in zip(conversations, lengths, strict=True)
+            ]
+        return [c.label for c in conversations], conversations
+    assert upload is not None
+    prompts = parse_prompts(await read_upload(upload, settings.max_upload_bytes))
+    check_limit("prompts in prompt_file", len(prompts), "MAX_PROMPTS", settings.max_prompts)
+    return prompts, None
 
 
 async def with_prices(plan: BenchmarkPlan, catalog: ModelCatalog) -> BenchmarkPlan:
@@ -145,13 +227,14 @@ async def start_benchmark(
     settings: Settings,
     launcher: BenchmarkLauncher,
     catalog: ModelCatalog,
-    upload: AsyncReadable,
+    upload: AsyncReadable | None,
     parameters: BenchmarkParameters,
     caller: Caller,
+    dataset: AsyncReadable | None = None,
 ) -> BenchmarkState:
     """Validate, admit and start a run, the caller's; it goes on in the background."""
     # A request that could never run is refused as such (422), never as "no room now" (429).
-    plan = await validate_benchmark(settings, upload, parameters)
+    plan = await validate_benchmark(settings, upload, parameters, dataset)
     # Refused when there is no room before the model list is fetched for it.
     await asyncio.to_thread(
         run_store(settings).check_capacity,
