@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from src.api.errors.exception_handlers import error_headers, public_detail
+from src.api.errors.exception_handlers import public_detail
+from src.api.errors.payload import error_headers
 from src.api.plumbing.parsing import MAX_SHOWN_ERRORS, shown_error
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError

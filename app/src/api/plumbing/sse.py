@@ -7,7 +7,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import orjson
 from fastapi import Request
 
-from src.api.errors.exception_handlers import error_body, public_detail, request_id_of
+from src.api.errors.exception_handlers import public_detail, request_id_of
+from src.api.errors.payload import error_body
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError
 from src.services.openrouter.client import StreamDelta, StreamItem

@@ -63,6 +63,37 @@ class ClientDisconnectedError(ServiceError):
     """The caller went away before its answer was ready; the work for it was cancelled."""
 
 
+class RefusedRequestError(ServiceError):
+    """A request refused before any route ran (api/gate): its connection, its Host, its
+    origin, or the server's room for it."""
+
+
+class CrossSiteRequestError(RefusedRequestError):
+    """A state-changing request a browser sent from another site."""
+
+
+class InvalidHostError(RefusedRequestError):
+    """A Host header this service does not serve, or more than one."""
+
+
+class RequestHeadersTooLarge(RefusedRequestError):
+    """The request line and headers pass MAX_HEADER_BYTES."""
+
+
+class RequestTimeout(RefusedRequestError):
+    """The headers or the body did not arrive within their timeout."""
+
+
+class ServiceUnavailable(RefusedRequestError):
+    """The server is at MAX_CONNECTIONS; the caller may come back shortly."""
+
+    retry_after = 1.0
+
+
+class InternalServerError(ServiceError):
+    """A fault of ours that no handler answered: the request crashed."""
+
+
 class UnsafeHeaderError(ServiceError):
     """A request header holds CR, LF or NUL: written, it would split the request. A fault of
     ours (or of a setting), so it is refused before anything is sent."""
