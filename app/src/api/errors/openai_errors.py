@@ -21,6 +21,7 @@ from src.api.errors.payload import error_headers
 from src.api.plumbing.parsing import MAX_SHOWN_ERRORS, shown_error
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError
+from src.services.base.sse import encode_event
 
 # OpenAI's `type` for each status it documents; any other is a client or a server error.
 _TYPE_BY_STATUS = {
@@ -51,7 +52,7 @@ def service_error(request: Request, exc: ServiceError) -> tuple[int, dict[str, A
 
 def stream_error_event(request: Request, exc: ServiceError) -> bytes:
     """A stream's last event when it fails after it has started: OpenAI's SDKs raise it."""
-    return b"data: " + orjson.dumps(service_error(request, exc)[1]) + b"\n\n"
+    return encode_event(orjson.dumps(service_error(request, exc)[1]))
 
 
 def _json(body: object, status: int, headers: Mapping[str, str] | None = None) -> Response:
