@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Header, Path, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from src.api.gate.body_limit import UploadLimitRoute
 from src.api.plumbing.deps import CallerDep, CatalogDep, LauncherDep, SettingsDep
 from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.api.plumbing.sse import sse_event, sse_response
@@ -51,8 +50,8 @@ HTML_OR_JSON: dict[int | str, dict[str, object]] = {
 }
 
 router = APIRouter(tags=["benchmarks"])
-# The upload is refused while it arrives once it passes MAX_UPLOAD_BYTES.
-upload_router = APIRouter(tags=["benchmarks"], route_class=UploadLimitRoute)
+# The upload's own body limit (MAX_UPLOAD_BYTES) is api/gate/body_limit.py's.
+upload_router = APIRouter(tags=["benchmarks"])
 
 BenchmarkId = Annotated[str, Path(description="The id of a benchmark run")]
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
-from src.api.plumbing.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
+from src.api.plumbing.parsing import parse_json_body, read_body
 from src.api.plumbing.sse import sse_from_stream, sse_response
 from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse
 from src.schemas.prompts import GenerateRequest, GenerationResult
@@ -76,7 +76,7 @@ async def generate(
     """Generate text with one model (`?stream=true` or `"stream": true` for SSE)."""
     state = lifespan_state(request)
     settings, client = state["settings"], state["openrouter"]
-    body = parse_json_body(GenerateRequest, await read_body(request, JSON_BODY_LIMIT_BYTES))
+    body = parse_json_body(GenerateRequest, await read_body(request))
     if stream or body.stream:
         # Until the first byte the handler waits on the upstream; after it, the streaming
         # response itself stops when the caller leaves.

@@ -16,7 +16,6 @@ from src.api.errors.openai_errors import OpenAIErrorRoute, stream_error_event
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.api.plumbing.parsing import (
-    JSON_BODY_LIMIT_BYTES,
     parse_json_body,
     quoted_keys,
     read_body,
@@ -77,7 +76,7 @@ _STREAM_DOC: dict[str, Any] = {"text/event-stream": {"schema": {"type": "string"
 async def chat_completions(request: Request) -> Response:
     """Create a chat completion (OpenAI's format; `"stream": true` for server-sent events)."""
     state = lifespan_state(request)
-    raw = await read_body(request, JSON_BODY_LIMIT_BYTES)
+    raw = await read_body(request)
     body = parse_json_body(ChatCompletionRequest, raw)
     refuse_duplicate_keys(raw, _CHECKED_KEYS)
     work = (state["settings"], state["openrouter"], state["catalog"], body, raw)
