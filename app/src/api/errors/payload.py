@@ -39,7 +39,7 @@ def error_headers(error: ServiceError, status: int) -> dict[str, str]:
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if status in _RETRY_STATUSES:
-        headers["Retry-After"] = retry_after_header(getattr(error, "retry_after", None))
+        headers["Retry-After"] = retry_after_header(error.retry_after)
     return headers
 
 

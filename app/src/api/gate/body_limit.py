@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.errors.payload import error_messages, scope_request_id
+from src.api.gate.asgi import HttpMiddleware
 from src.services.base.exceptions import PayloadTooLargeError
 
 # Room for the multipart framing and the small form fields around the prompt file.
 FORM_OVERHEAD_BYTES = 64 * 1024
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """`limits` maps a path to its limit in bytes and the limit's name in the refusal; any
     other path has `default`."""
 
@@ -31,10 +32,7 @@ class BodyLimit:
         self._limits = dict(limits)
         self._default = default
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit, name = self._limits.get(scope["path"], self._default)
         declared = _content_length(scope)
         received = 0

@@ -19,6 +19,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.errors.payload import error_messages, scope_request_id, send_error
+from src.api.gate.asgi import HttpMiddleware
 from src.services.base.exceptions import CrossSiteRequestError, InvalidHostError
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -79,16 +80,13 @@ def _same_site(origin: str, host: str | None, scope: Scope) -> bool:
     return parts.netloc == host and parts.scheme == scope.get("scheme", "http")
 
 
-class TrustedHosts(TrustedHostMiddleware):
+class TrustedHosts(HttpMiddleware, TrustedHostMiddleware):
     """Starlette's TrustedHostMiddleware, its refusal given in the service's JSON error shape.
 
     A request with two Host headers is refused whatever ALLOWED_HOSTS says: one of them would
     be checked here and another read elsewhere (the cross-site check, a proxy behind us)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if sum(1 for name, _ in scope["headers"] if name == b"host") > 1:
             detail = "The request has more than one Host header; send one."
             await send_error(send, InvalidHostError(detail), scope_request_id(scope))
@@ -115,4 +113,4 @@ class TrustedHosts(TrustedHostMiddleware):
                 return
             await send(message)
 
-        await super().__call__(scope, receive, reshape)
+        await TrustedHostMiddleware.__call__(self, scope, receive, reshape)

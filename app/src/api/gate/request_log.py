@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.errors.payload import new_request_id, send_error
+from src.api.gate.asgi import HttpMiddleware
 from src.excerpt import MAX_LOGGED_CHARS, cut
 from src.services.base.exceptions import InternalServerError, UpstreamError
 from src.services.base.timing import now
@@ -20,17 +21,13 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 logger = logging.getLogger(__name__)
 
 
-class RequestLoggingMiddleware:
+class RequestLoggingMiddleware(HttpMiddleware):
     """One log line per HTTP request, an X-Request-ID on every response, a JSON 500 for crashes."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _incoming_request_id(scope) or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         request_id_header = (REQUEST_ID_HEADER, request_id.encode())

@@ -8,11 +8,16 @@ from src.services.base.retry_after import parse_retry_after
 
 
 class ServiceError(Exception):
-    """Base of every error a service raises on purpose."""
+    """Base of every error a service raises on purpose. `retry_after`: the seconds after which
+    the caller may try again, when the error says so (a 429's or 503's Retry-After)."""
 
-    def __init__(self, detail: str) -> None:
+    retry_after: float | None = None
+
+    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class InvalidInputError(ServiceError):
@@ -29,10 +34,6 @@ class PayloadTooLargeError(InvalidInputError):
 
 class CapacityError(ServiceError):
     """The service is at one of its limits on total work; the caller may come back later."""
-
-    def __init__(self, detail: str, *, retry_after: float) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
 
 
 class ConflictError(ServiceError):
@@ -114,10 +115,9 @@ class UpstreamStatusError(UpstreamError):
         retry_after: float | None = None,
         code: str | int | None = None,
     ) -> None:
-        super().__init__(f"Upstream returned {status_code}: {message}")
+        super().__init__(f"Upstream returned {status_code}: {message}", retry_after=retry_after)
         self.status_code = status_code
         self.message = message
-        self.retry_after = retry_after
         self.code = code
 
     @classmethod

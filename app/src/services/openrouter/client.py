@@ -31,6 +31,8 @@ from src.services.openrouter.schemas import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+# The answers that may carry OpenRouter's error object.
+Answer = TypeVar("Answer", UpstreamCompletion, UpstreamErrorEnvelope, ChatCompletionChunk)
 
 COMPLETIONS = "chat/completions"
 DONE = b"[DONE]"
@@ -59,9 +61,7 @@ class OpenRouterClient(BaseClient):
         """One chat completion, timed at the wire by `timing`, parsed afterwards."""
         content = chat_body(model, prompt, sampling, stream=False)
         body = await self.read("POST", COMPLETIONS, timing, content)
-        completion = parsed(UpstreamCompletion, body, "Upstream completion is not valid JSON")
-        if completion.error is not None:
-            raise UpstreamStreamError(completion.error.message, completion.error.code)
+        completion = _checked(UpstreamCompletion, body, "Upstream completion is not valid JSON")
         if not completion.choices:
             raise UpstreamInvalidResponseError("Upstream completion has no choices")
         choice = completion.choices[0]
@@ -106,9 +106,7 @@ class OpenRouterClient(BaseClient):
         rebuilt, so every field the upstream adds reaches the caller.
         """
         body = await self.read("POST", COMPLETIONS, timing, content)
-        answer = parsed(UpstreamErrorEnvelope, body, "Upstream completion is not valid JSON")
-        if answer.error is not None:
-            raise UpstreamStreamError(answer.error.message, answer.error.code)
+        _checked(UpstreamErrorEnvelope, body, "Upstream completion is not valid JSON")
         return body
 
     async def relay_stream(self, content: bytes, timing: Timing) -> AsyncGenerator[bytes]:
@@ -175,6 +173,14 @@ def parsed(model: type[M], data: bytes, failure: str) -> M:
         raise UpstreamInvalidResponseError(failure) from exc
 
 
+def _checked(model: type[Answer], data: bytes, failure: str) -> Answer:
+    """Upstream JSON into its model; OpenRouter's error object, sent with a 200, raised."""
+    answer = parsed(model, data, failure)
+    if answer.error is not None:
+        raise UpstreamStreamError(answer.error.message, answer.error.code)
+    return answer
+
+
 def _carried_error(data: bytes) -> UpstreamStreamError | None:
     """OpenRouter reports a failure after the 200 as a chunk with an `error` object."""
     try:
@@ -199,9 +205,7 @@ class _StreamState:
 
     def take(self, data: bytes) -> str:
         """The content text of one `data:` event (empty when it carries none)."""
-        chunk = parsed(ChatCompletionChunk, data, "Upstream stream chunk is not JSON")
-        if chunk.error is not None:
-            raise UpstreamStreamError(chunk.error.message, chunk.error.code)
+        chunk = _checked(ChatCompletionChunk, data, "Upstream stream chunk is not JSON")
         self.model = chunk.model or self.model
         if chunk.usage is not None:
             self.usage = chunk.usage
