@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from src.config import TransportKind
+from src.config import Settings, TransportKind
 from src.services.base.exceptions import (
     UpstreamCertificateError,
     UpstreamConnectionError,
@@ -53,6 +53,11 @@ class RetryPolicy:
     multiplier: float = 1.0
     min_seconds: float = 1.0
     max_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RetryPolicy:
+        """RETRY_ATTEMPTS, RETRY_MULTIPLIER, RETRY_MIN_SECONDS and RETRY_MAX_SECONDS."""
+        return cls(s.retry_attempts, s.retry_multiplier, s.retry_min_seconds, s.retry_max_seconds)
 
 
 def should_retry(error: BaseException, policy: RetryPolicy) -> bool:

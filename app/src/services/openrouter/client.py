@@ -273,12 +273,7 @@ def connect_openrouter(
         timeout=httpx.Timeout(
             settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds
         ),
-        retry_policy=RetryPolicy(
-            attempts=settings.retry_attempts,
-            multiplier=settings.retry_multiplier,
-            min_seconds=settings.retry_min_seconds,
-            max_seconds=settings.retry_max_seconds,
-        ),
+        retry_policy=RetryPolicy.from_settings(settings),
         max_response_bytes=settings.max_upstream_response_bytes,
         deadline_seconds=settings.upstream_deadline_seconds,
     )
