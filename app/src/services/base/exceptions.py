@@ -29,7 +29,7 @@ class LimitExceededError(InvalidInputError):
 
 
 class PayloadTooLargeError(InvalidInputError):
-    """An upload is larger than MAX_UPLOAD_BYTES."""
+    """A request body past its limit (MAX_JSON_BODY_BYTES, MAX_UPLOAD_BYTES)."""
 
 
 class CapacityError(ServiceError):
