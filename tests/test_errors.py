@@ -3,18 +3,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import respx
 
+from src.api.errors.payload import error_answer
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import (
     AuthenticationError,
     ClientDisconnectedError,
+    CrossSiteRequestError,
+    InternalServerError,
+    InvalidHostError,
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestHeadersTooLarge,
+    RequestTimeout,
     ServiceError,
+    ServiceUnavailable,
     UnknownModelError,
     UpstreamConnectionError,
     UpstreamInvalidResponseError,
@@ -165,11 +173,33 @@ async def test_unsafe_incoming_request_id_is_replaced(client: httpx.AsyncClient)
         (UpstreamStatusError(401, "x"), 502),  # our key is wrong, not the caller's
         *[(UpstreamStatusError(code, "x"), 504) for code in (408, 504)],
         *[(UpstreamStatusError(code, "x"), 502) for code in (405, 409, 413, 422, 500, 502, 503)],
+        (CrossSiteRequestError("x"), 403),
+        (InvalidHostError("x"), 400),
+        (RequestHeadersTooLarge("x"), 431),
+        (RequestTimeout("x"), 408),
+        (ServiceUnavailable("x"), 503),
+        (InternalServerError("x"), 500),
         (ServiceError("a new kind nobody mapped"), 500),
     ],
 )
 def test_every_service_error_has_its_status(error: ServiceError, status: int) -> None:
     assert status_for(error) == status
+
+
+def test_a_refusal_before_the_app_has_the_same_shape_as_any_error_answer() -> None:
+    status, headers, body = error_answer(ServiceUnavailable("busy"), "rid-1")
+
+    assert status == 503
+    assert orjson.loads(body) == {
+        "detail": "busy",
+        "error": "ServiceUnavailable",
+        "request_id": "rid-1",
+    }
+    assert dict(headers) == {
+        b"content-type": b"application/json",
+        b"content-length": b"%d" % len(body),
+        b"retry-after": b"1",
+    }
 
 
 async def test_a_wrong_method_is_a_json_405(client: httpx.AsyncClient) -> None:

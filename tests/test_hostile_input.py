@@ -14,9 +14,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from src.config import Settings
 from src.schemas.prompts import ModelId, check_model_id
+from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.errors import assert_error, assert_validation_error
 from tests.helpers.openrouter import (
+    GENERATE,
     MODELS_BODY,
     completion_body,
     error_body,
@@ -234,3 +236,27 @@ async def test_an_oversized_generate_body_is_413_json(
         "The request body is too large: 8388608 bytes for a JSON body.",
     )
     assert route.call_count == 0
+
+
+async def test_the_json_body_limit_is_the_max_json_body_bytes_setting(
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post("/chat/completions").respond(json=completion_body())
+    body = b'{"model": "m/x", "prompt": "' + b"x" * 3000 + b'"}'
+    headers = {"content-type": "application/json"}
+
+    async with serve(make_settings(tmp_path, max_json_body_bytes=2048)) as service:
+        generate = await service.post("/generate", content=body, headers=headers)
+        relayed = await service.post("/v1/chat/completions", content=body, headers=headers)
+        small = await service.post("/generate", json=GENERATE)
+
+    assert_error(
+        generate,
+        413,
+        "PayloadTooLargeError",
+        f"The request body ({len(body)} bytes) is too large: 2048 bytes for a JSON body.",
+    )
+    assert relayed.status_code == 413
+    assert relayed.json()["error"]["code"] == "PayloadTooLargeError"
+    assert small.status_code == 200
+    assert route.call_count == 1

@@ -9,7 +9,6 @@ import pytest
 import respx
 
 from src.config import Settings
-from src.logger import RedactingFilter
 from src.redaction import Redactor
 from tests.helpers.app import Serve, in_process_app, make_settings, read_log, running
 from tests.helpers.openrouter import API_KEY, GENERATE, MODELS_BODY, completion_body, error_body
@@ -105,21 +104,21 @@ async def test_the_api_key_never_reaches_the_logs(
     assert "[REDACTED]" in log
 
 
-def test_redacting_filter_hides_secrets_and_authorization_values() -> None:
-    redactor = RedactingFilter(["s3cr3t"])
+def test_redaction_hides_secrets_and_authorization_values() -> None:
+    redact = Redactor(["s3cr3t"])
 
-    assert redactor.redact("token s3cr3t here, and s3cr3t again") == (
+    assert redact("token s3cr3t here, and s3cr3t again") == (
         "token [REDACTED] here, and [REDACTED] again"
     )
-    assert redactor.redact("{'Authorization': 'Bearer abc.def'}") == (
+    assert redact("{'Authorization': 'Bearer abc.def'}") == (
         "{'Authorization': 'Bearer [REDACTED]'}"
     )
-    assert redactor.redact('{"authorization": "bearer abc.def", "x": 1}') == (
+    assert redact('{"authorization": "bearer abc.def", "x": 1}') == (
         '{"authorization": "bearer [REDACTED]", "x": 1}'
     )
-    assert redactor.redact("AUTHORIZATION: Bearer abc") == "AUTHORIZATION: Bearer [REDACTED]"
-    assert redactor.redact("authorization=xyz") == "authorization=[REDACTED]"
-    assert redactor.redact("no secrets here") == "no secrets here"
+    assert redact("AUTHORIZATION: Bearer abc") == "AUTHORIZATION: Bearer [REDACTED]"
+    assert redact("authorization=xyz") == "authorization=[REDACTED]"
+    assert redact("no secrets here") == "no secrets here"
 
 
 def test_a_secret_inside_another_is_redacted_whole() -> None:

@@ -13,7 +13,6 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from src.api.plumbing.parsing import JSON_BODY_LIMIT_BYTES
 from src.config import Settings
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.openrouter import (
@@ -275,7 +274,7 @@ async def test_a_body_over_the_limit_is_413_before_anything_is_sent(
     client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     route = upstream.post("/chat/completions").respond(json=completion_body())
-    huge = "x" * (JSON_BODY_LIMIT_BYTES + 1)
+    huge = "x" * (Settings.model_fields["max_json_body_bytes"].default + 1)
 
     response = await client.post(CHAT, json=chat(messages=[{"role": "user", "content": huge}]))
 

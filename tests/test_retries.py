@@ -290,3 +290,17 @@ async def test_a_failed_response_gives_its_connection_back_before_the_retry(
     assert event_names(parse_sse(response.text))[-1] == "done"
     assert route.call_count == 3
     assert len(retry_waits) == 2
+
+
+def test_the_retry_policy_is_read_from_the_retry_settings(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        retry_attempts=7,
+        retry_multiplier=2.0,
+        retry_min_seconds=0.25,
+        retry_max_seconds=9,
+    )
+
+    assert RetryPolicy.from_settings(settings) == RetryPolicy(
+        attempts=7, multiplier=2.0, min_seconds=0.25, max_seconds=9.0
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from src.services.base.exceptions import UpstreamInvalidResponseError
-from src.services.base.sse import ServerSentEvent, SSEDecoder
+from src.services.base.sse import ServerSentEvent, SSEDecoder, encode_event
 
 STREAM = (
     b": OPENROUTER PROCESSING\r\n"
@@ -82,3 +82,13 @@ def test_a_line_over_the_cap_is_refused_before_it_is_complete() -> None:
 def test_a_complete_line_over_the_cap_is_refused() -> None:
     with pytest.raises(UpstreamInvalidResponseError):
         decode([b"data: " + b"x" * 100 + b"\n\n"], max_line=64)
+
+
+@pytest.mark.parametrize(
+    ("data", "event"), [(b'{"a": 1}', None), (b"two\nlines", "token"), (b"", "done")]
+)
+def test_an_encoded_event_decodes_to_itself(data: bytes, event: str | None) -> None:
+    framed = encode_event(data, event)
+
+    assert framed.endswith(b"\n\n")
+    assert SSEDecoder().feed(framed) == [ServerSentEvent(data=data, event=event or "message")]

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_upstream_response_bytes: int = Field(default=32 * MIB, ge=1024)
     max_upstream_line_bytes: int = Field(default=4 * MIB, ge=1024)
 
+    # A JSON body: a prompt of up to 1,000,000 characters, JSON-escaped, and a few fields.
+    max_json_body_bytes: int = Field(default=8 * MIB, ge=1024)
     max_upload_bytes: int = Field(default=MIB, ge=1)
     max_prompts: int = Field(default=1000, ge=1)
     max_runs: int = Field(default=100, ge=1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import queue
-import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,24 +15,6 @@ from src.log_sink import LOG_FILE_NAME, LogSink, RotatingFile
 from src.redaction import Redactor
 
 logger = logging.getLogger(__name__)
-
-
-class RedactingFilter(logging.Filter):
-    """Removes secrets and Authorization values from the final text of every record."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self.redact = Redactor(secrets)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        record.msg = self.redact(message)
-        record.args = None
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        return True
 
 
 class _UnformattedQueueHandler(logging.handlers.QueueHandler):

@@ -19,6 +19,7 @@ from src.api.endpoints import public_router, router
 from src.api.errors.exception_handlers import register_exception_handlers
 from src.api.errors.openai_errors import by_path, openai_error_response
 from src.api.gate.auth import InboundKeyMiddleware
+from src.api.gate.body_limit import FORM_OVERHEAD_BYTES, BodyLimit
 from src.api.gate.descriptors import descriptor_budget
 from src.api.gate.guards import CrossSiteGuard, TrustedHosts
 from src.api.gate.request_log import RequestLoggingMiddleware
@@ -130,6 +131,7 @@ def create_app(
     add_offline_docs(app)
     active = settings or get_settings()
     document_contract(app, active)
+    add_body_limit(app, active)
     add_inbound_keys(app, active)
     add_edge_middleware(app, active)
     return app
@@ -147,6 +149,22 @@ def upstream_proxy(
     else:  # another transport reads the environment as httpx does, as the rules do
         proxy = ProxyRules.from_environment().proxy_for_url(url)
     return proxy.label if proxy else None
+
+
+def add_body_limit(app: FastAPI, settings: Settings) -> None:
+    """Every request body bounded while it arrives; added first, so it runs last, after the
+    key check: a refused caller's body is never read at all."""
+    upload, json_limit = settings.max_upload_bytes, settings.max_json_body_bytes
+    app.add_middleware(
+        BodyLimit,
+        limits={
+            "/benchmark": (
+                upload + FORM_OVERHEAD_BYTES,
+                f"MAX_UPLOAD_BYTES={upload} bytes for the prompt file",
+            )
+        },
+        default=(json_limit, f"{json_limit} bytes for a JSON body"),
+    )
 
 
 def add_inbound_keys(app: FastAPI, settings: Settings) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, File, Form, Header, Path, Query, Request, Response, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from src.api.gate.body_limit import UploadLimitRoute
 from src.api.plumbing.deps import CallerDep, CatalogDep, LauncherDep, SettingsDep
 from src.api.plumbing.disconnect import cancel_on_disconnect
+from src.api.plumbing.sse import sse_event, sse_response
 from src.schemas.benchmarks import (
     FINISHED,
     BenchmarkAccepted,
@@ -22,6 +21,7 @@ from src.schemas.benchmarks import (
     BenchmarkSummary,
 )
 from src.schemas.prompts import EXAMPLE_MODEL, ErrorResponse
+from src.services.base.sse import KEEP_ALIVE
 from src.services.benchmarker.results.report import render_progress, render_report
 from src.services.benchmarker.runs.service import (
     Event,
@@ -32,6 +32,7 @@ from src.services.benchmarker.runs.service import (
     result_file,
     start_benchmark,
 )
+from src.streams import prepend
 
 # The report is a page of its own: no scripts, no remote anything, nothing sniffed.
 REPORT_HEADERS = {
@@ -49,8 +50,8 @@ HTML_OR_JSON: dict[int | str, dict[str, object]] = {
 }
 
 router = APIRouter(tags=["benchmarks"])
-# The upload is refused while it arrives once it passes MAX_UPLOAD_BYTES.
-upload_router = APIRouter(tags=["benchmarks"], route_class=UploadLimitRoute)
+# The upload's own body limit (MAX_UPLOAD_BYTES) is api/gate/body_limit.py's.
+upload_router = APIRouter(tags=["benchmarks"])
 
 BenchmarkId = Annotated[str, Path(description="The id of a benchmark run")]
 PROMPT_FILE_DESCRIPTION = "UTF-8 text, one prompt per line; blank lines are skipped"
@@ -204,26 +205,15 @@ async def get_benchmark_events(
     """Server-sent events: the current state, `progress` at most once a second, one `summary`."""
     events = benchmark_events(settings, benchmark_id, caller)
     first = await anext(events)  # a missing run is a plain 404, not an empty stream
-    return StreamingResponse(
-        _sse(first, events),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-    )
+    return sse_response(_sse(prepend(first, events)))
 
 
-async def _sse(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[bytes]:
-    async for name, view in _chain(first, rest):
+async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    async for name, view in events:
         if view is None:
-            yield b": keep-alive\n\n"
+            yield KEEP_ALIVE
         else:
-            data = orjson.dumps(view.model_dump(mode="json", by_alias=True))
-            yield b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
-
-
-async def _chain(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
-    yield first
-    async for event in rest:
-        yield event
+            yield sse_event(name, view.model_dump(mode="json", by_alias=True))
 
 
 @router.get(

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
 
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
-from src.api.plumbing.parsing import JSON_BODY_LIMIT_BYTES, parse_json_body, read_body
-from src.api.plumbing.sse import sse_from_stream
+from src.api.plumbing.parsing import parse_json_body, read_body
+from src.api.plumbing.sse import sse_from_stream, sse_response
 from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse
 from src.schemas.prompts import GenerateRequest, GenerationResult
 from src.services.generation.service import generate as generate_text
@@ -77,15 +76,11 @@ async def generate(
     """Generate text with one model (`?stream=true` or `"stream": true` for SSE)."""
     state = lifespan_state(request)
     settings, client = state["settings"], state["openrouter"]
-    body = parse_json_body(GenerateRequest, await read_body(request, JSON_BODY_LIMIT_BYTES))
+    body = parse_json_body(GenerateRequest, await read_body(request))
     if stream or body.stream:
         # Until the first byte the handler waits on the upstream; after it, the streaming
         # response itself stops when the caller leaves.
         items = await cancel_on_disconnect(request, open_generation_stream(settings, client, body))
-        return StreamingResponse(
-            sse_from_stream(items, request),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return sse_response(sse_from_stream(items, request))
     result = await cancel_on_disconnect(request, generate_text(settings, client, body))
     return Response(result.model_dump_json(), media_type="application/json")

@@ -11,18 +11,17 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 
 from src.api.errors.openai_errors import OpenAIErrorRoute, stream_error_event
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.api.plumbing.parsing import (
-    JSON_BODY_LIMIT_BYTES,
     parse_json_body,
     quoted_keys,
     read_body,
     refuse_duplicate_keys,
 )
+from src.api.plumbing.sse import sse_response
 from src.excerpt import MAX_SHOWN_ID_CHARS, cut
 from src.schemas.openai import (
     ChatCompletion,
@@ -32,12 +31,10 @@ from src.schemas.openai import (
     OpenAIErrorResponse,
 )
 from src.services.base.exceptions import ServiceError, UnknownModelError
+from src.services.base.sse import DONE_EVENT
 from src.services.generation.relay import open_relay_stream, relay_completion
 from src.services.openrouter.catalog import listed_pricing
 from src.services.openrouter.schemas import UpstreamModel
-
-DONE_EVENT = b"data: [DONE]\n\n"
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 router = APIRouter(
     prefix="/v1",
@@ -94,7 +91,7 @@ _STREAM_DOC: dict[str, Any] = {
 async def chat_completions(request: Request) -> Response:
     """Create a chat completion (OpenAI's format; `"stream": true` for server-sent events)."""
     state = lifespan_state(request)
-    raw = await read_body(request, JSON_BODY_LIMIT_BYTES)
+    raw = await read_body(request)
     body = parse_json_body(ChatCompletionRequest, raw)
     refuse_duplicate_keys(raw, _CHECKED_KEYS)
     work = (state["settings"], state["openrouter"], state["catalog"], body, raw)
@@ -102,9 +99,7 @@ async def chat_completions(request: Request) -> Response:
         # Until the first events the handler waits on the upstream; after them, the
         # streaming response itself stops when the caller leaves.
         chunks = await cancel_on_disconnect(request, open_relay_stream(*work))
-        return StreamingResponse(
-            _events(chunks, request), media_type="text/event-stream", headers=_SSE_HEADERS
-        )
+        return sse_response(_events(chunks, request))
     answer = await cancel_on_disconnect(request, relay_completion(*work))
     return Response(answer, media_type="application/json")
 

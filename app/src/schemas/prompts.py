@@ -135,10 +135,6 @@ class GenerationResult(BaseModel):
     )
 
 
-class StreamTokenEvent(BaseModel):
-    text: str
-
-
 class ErrorResponse(BaseModel):
     detail: str
     error: str

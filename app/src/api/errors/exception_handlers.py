@@ -1,4 +1,4 @@
-"""The one place where service errors become HTTP responses: {"detail", "error", "request_id"}.
+"""Where errors raised inside the app become HTTP responses, in the shape of api/errors/payload.py.
 
 The status of each error comes from services/base/error_status.py.
 """
@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from src.api.errors.payload import error_body, error_headers
 from src.api.plumbing.parsing import MAX_SHOWN_ERRORS, shown_error
 from src.redaction import Redactor
 from src.services.base.error_status import status_for
@@ -20,11 +21,6 @@ from src.services.base.exceptions import (
     ServiceError,
     UpstreamStatusError,
 )
-from src.services.base.retry_after import retry_after_header
-
-
-def error_body(error_name: str, detail: str, request_id: str) -> dict[str, str]:
-    return {"detail": detail, "error": error_name, "request_id": request_id}
 
 
 def request_id_of(request: Request) -> str:
@@ -37,16 +33,6 @@ def public_detail(request: Request, error: ServiceError) -> str:
         return "The upstream rejected the service's API key (OPENROUTER_API_KEY)."
     redactor: Redactor | None = getattr(request.state, "redactor", None)
     return redactor(error.detail) if redactor else error.detail
-
-
-def error_headers(error: ServiceError, status: int) -> dict[str, str]:
-    """What an error answer with `status` tells the client besides its body."""
-    headers: dict[str, str] = {}
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    if status == 429:
-        headers["Retry-After"] = retry_after_header(getattr(error, "retry_after", None))
-    return headers
 
 
 async def handle_service_error(request: Request, exc: Exception) -> JSONResponse:

@@ -16,11 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from src.api.errors.exception_handlers import Handler, error_headers, public_detail
+from src.api.errors.exception_handlers import Handler, public_detail
+from src.api.errors.payload import error_headers
 from src.api.plumbing.parsing import MAX_SHOWN_ERRORS, shown_error
 from src.excerpt import MAX_SHOWN_ID_CHARS, cut
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import InvalidInputError, ServiceError
+from src.services.base.sse import encode_event
 
 OPENAI_PREFIX = "/v1"
 OPENAI_ROUTES = "POST /v1/chat/completions, GET /v1/models and GET /v1/models/{id}"
@@ -54,7 +56,7 @@ def service_error(request: Request, exc: ServiceError) -> tuple[int, dict[str, A
 
 def stream_error_event(request: Request, exc: ServiceError) -> bytes:
     """A stream's last event when it fails after it has started: OpenAI's SDKs raise it."""
-    return b"data: " + orjson.dumps(service_error(request, exc)[1]) + b"\n\n"
+    return encode_event(orjson.dumps(service_error(request, exc)[1]))
 
 
 def _json(body: object, status: int, headers: Mapping[str, str] | None = None) -> Response:

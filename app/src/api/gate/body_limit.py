@@ -1,65 +1,81 @@
-"""The prompt-file upload's size limit, enforced while the body arrives, before FastAPI parses
-(and buffers) the form.
+"""Every request body's size limit, enforced while the body arrives, before a route parses (and
+buffers) it: pure ASGI, one limit per path, MAX_JSON_BODY_BYTES for any other.
+
+The limit is checked where the app reads the body: a Content-Length over it fails the first
+read, a chunked body the read that passes it. The route's own error handling then answers the
+413 in its shape (OpenAI's on /v1). FastAPI reports any failure while reading a form as a 400:
+that answer is replaced by the 413.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Mapping
 
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
-from starlette.types import Message, Receive
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from src.api.plumbing.deps import lifespan_state
-from src.api.plumbing.parsing import too_large
+from src.api.errors.payload import error_messages, scope_request_id
+from src.api.gate.asgi import HttpMiddleware
 from src.services.base.exceptions import PayloadTooLargeError
 
 # Room for the multipart framing and the small form fields around the prompt file.
 FORM_OVERHEAD_BYTES = 64 * 1024
 
 
-class UploadLimitRoute(APIRoute):
-    """Refuses an upload over MAX_UPLOAD_BYTES (plus the multipart framing) with our 413 JSON
-    error, counting bytes as they arrive. FastAPI's static `max_body_size` could not read the
-    limit from the running app's settings, and its 413 is plain text, not our error shape.
-    """
+class BodyLimit(HttpMiddleware):
+    """`limits` maps a path to its limit in bytes and the limit's name in the refusal; any
+    other path has `default`."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    def __init__(
+        self, app: ASGIApp, limits: Mapping[str, tuple[int, str]], default: tuple[int, str]
+    ) -> None:
+        self.app = app
+        self._limits = dict(limits)
+        self._default = default
 
-        async def limited_handler(request: Request) -> Response:
-            # Dependencies are not solved yet at this point: read the lifespan state directly.
-            setting = lifespan_state(request)["settings"].max_upload_bytes
-            limit = setting + FORM_OVERHEAD_BYTES
-            name = f"MAX_UPLOAD_BYTES={setting} bytes for the prompt file"
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise too_large(int(declared), name)
-            bounded = Request(request.scope, _bounded_receive(request.receive, limit, name))
-            try:
-                return await handler(bounded)
-            except HTTPException as exc:
-                # FastAPI reports any failure while reading a form as a 400; ours is a 413.
-                if isinstance(exc.__cause__, PayloadTooLargeError):
-                    raise exc.__cause__ from None
-                raise
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit, name = self._limits.get(scope["path"], self._default)
+        declared = _content_length(scope)
+        received = 0
+        refusal: PayloadTooLargeError | None = None
 
-        return limited_handler
+        async def bounded() -> Message:
+            nonlocal received, refusal
+            if refusal is None and declared is not None and declared > limit:
+                refusal = too_large(declared, name)
+            if refusal is not None:
+                raise refusal
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refusal = too_large(None, name)
+                    raise refusal
+            return message
+
+        replaced = False
+
+        async def answer(message: Message) -> None:
+            nonlocal replaced
+            if refusal is not None and message["type"] == "http.response.start":
+                replaced = message["status"] == 400
+                if replaced:
+                    scope.setdefault("state", {})["error"] = refusal  # for the log line
+                    for refused in error_messages(refusal, scope_request_id(scope)):
+                        await send(refused)
+                    return
+            if not replaced:
+                await send(message)
+
+        await self.app(scope, bounded, answer)
 
 
-def _bounded_receive(receive: Receive, limit: int, limit_name: str) -> Receive:
-    """Counts body bytes as they arrive: a chunked upload has no Content-Length to check."""
-    received = 0
+def too_large(size: int | None, limit_name: str) -> PayloadTooLargeError:
+    size_text = f" ({size} bytes)" if size is not None else ""
+    return PayloadTooLargeError(f"The request body{size_text} is too large: {limit_name}.")
 
-    async def bounded() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise too_large(None, limit_name)
-        return message
 
-    return bounded
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None

@@ -15,26 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-import orjson
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from src.api.errors.payload import error_messages, scope_request_id, send_error
+from src.api.gate.asgi import HttpMiddleware
+from src.services.base.exceptions import CrossSiteRequestError, InvalidHostError
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Sec-Fetch-Site values a browser sends for a request the user's own page made or typed in.
 _OWN = frozenset({b"same-origin", b"none"})
 _HOST_REFUSAL = b"Invalid host header"
-
-
-def error_json(scope: Scope, status: int, error: str, detail: str) -> tuple[Message, Message]:
-    """The service's error shape, for answers given before the app (and its handlers) run."""
-    request_id = scope.get("state", {}).get("request_id", "-")
-    body = orjson.dumps({"detail": detail, "error": error, "request_id": request_id})
-    start: Message = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
-    }
-    return start, {"type": "http.response.body", "body": body}
 
 
 class CrossSiteGuard:
@@ -48,8 +39,7 @@ class CrossSiteGuard:
         if scope["type"] == "http" and scope["method"] in STATE_CHANGING:
             reason = self._refusal(scope)
             if reason is not None:
-                for message in error_json(scope, 403, "CrossSiteRequestError", reason):
-                    await send(message)
+                await send_error(send, CrossSiteRequestError(reason), scope_request_id(scope))
                 return
         await self.app(scope, receive, send)
 
@@ -90,20 +80,16 @@ def _same_site(origin: str, host: str | None, scope: Scope) -> bool:
     return parts.netloc == host and parts.scheme == scope.get("scheme", "http")
 
 
-class TrustedHosts(TrustedHostMiddleware):
+class TrustedHosts(HttpMiddleware, TrustedHostMiddleware):
     """Starlette's TrustedHostMiddleware, its refusal given in the service's JSON error shape.
 
     A request with two Host headers is refused whatever ALLOWED_HOSTS says: one of them would
     be checked here and another read elsewhere (the cross-site check, a proxy behind us)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if sum(1 for name, _ in scope["headers"] if name == b"host") > 1:
             detail = "The request has more than one Host header; send one."
-            for message in error_json(scope, 400, "InvalidHostError", detail):
-                await send(message)
+            await send_error(send, InvalidHostError(detail), scope_request_id(scope))
             return
         if self.allow_any:
             await self.app(scope, receive, send)
@@ -120,11 +106,11 @@ class TrustedHosts(TrustedHostMiddleware):
                     detail = (
                         "The Host header names a host this service does not serve (ALLOWED_HOSTS)."
                     )
-                    held[:] = error_json(scope, 400, "InvalidHostError", detail)
+                    held[:] = error_messages(InvalidHostError(detail), scope_request_id(scope))
                 for kept in held:
                     await send(kept)
                 held.clear()
                 return
             await send(message)
 
-        await super().__call__(scope, receive, reshape)
+        await TrustedHostMiddleware.__call__(self, scope, receive, reshape)

@@ -27,12 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import random
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import (
@@ -42,7 +40,15 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.server import ServerState
 
+from src.api.errors.payload import error_answer, new_request_id
 from src.config import Settings, get_settings
+from src.services.base.error_status import status_for
+from src.services.base.exceptions import (
+    RefusedRequestError,
+    RequestHeadersTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +59,6 @@ LINGER_SECONDS = 1.0
 # Timeouts are swept in batches at most this often.
 SWEEP_SECONDS = 0.25
 REPORT_SECONDS = 1.0
-
-
-class _Refusal(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
 
 
 class _Server:
@@ -257,10 +255,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         idle = self.cycle is None or self.cycle.response_complete
         if idle and self.max_connections is not None and self._over_capacity():
             self._refuse(
-                _Refusal(
-                    503,
-                    "ServiceUnavailable",
-                    f"The server is at MAX_CONNECTIONS={self.max_connections}; retry shortly.",
+                ServiceUnavailable(
+                    f"The server is at MAX_CONNECTIONS={self.max_connections}; retry shortly."
                 )
             )
             return
@@ -303,11 +299,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes:
             seconds = self._server.header_timeout
             self._refuse(
-                _Refusal(
-                    408,
-                    "RequestTimeout",
+                RequestTimeout(
                     "The request line and headers did not arrive within "
-                    f"HEADER_TIMEOUT_SECONDS={seconds:g}.",
+                    f"HEADER_TIMEOUT_SECONDS={seconds:g}."
                 ),
                 log=False,  # counted, and reported by the sweep
             )
@@ -318,11 +312,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Called by the server's sweep once this request's body deadline has passed."""
         seconds = self._server.body_timeout
         self._refuse(
-            _Refusal(
-                408,
-                "RequestTimeout",
+            RequestTimeout(
                 f"The request body did not arrive within BODY_TIMEOUT_SECONDS={seconds:g} of "
-                "its headers.",
+                "its headers."
             ),
             log=False,  # counted, and reported by the sweep
         )
@@ -354,15 +346,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # The request line, and each header as "name: value\r\n".
         return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
-    def _head_too_large(self) -> _Refusal:
+    def _head_too_large(self) -> RequestHeadersTooLarge:
         limit = self._server.max_header_bytes
-        return _Refusal(
-            431,
-            "RequestHeadersTooLarge",
-            f"The request line and headers are larger than MAX_HEADER_BYTES={limit} bytes.",
+        return RequestHeadersTooLarge(
+            f"The request line and headers are larger than MAX_HEADER_BYTES={limit} bytes."
         )
 
-    def _refuse(self, refusal: _Refusal, *, log: bool = True) -> None:
+    def _refuse(self, refusal: RefusedRequestError, *, log: bool = True) -> None:
         """Answer with the refusal (unless an answer is under way), then linger and close."""
         self._refused = True
         self._server.waiting.pop(self, None)
@@ -370,7 +360,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if log:
             peer = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
             logger.warning(
-                "REFUSED | %s | status_code=%d | %s", peer, refusal.status, refusal.detail
+                "REFUSED | %s | status_code=%d | %s", peer, status_for(refusal), refusal.detail
             )
         if self.transport.is_closing():
             return
@@ -388,21 +378,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.close)
 
-    def _answer(self, refusal: _Refusal) -> bytes:
-        request_id = f"{random.getrandbits(128):032x}"
-        body = orjson.dumps(
-            {"detail": refusal.detail, "error": refusal.error, "request_id": request_id}
-        )
-        head = [STATUS_LINE[refusal.status]]
-        for name, value in self.server_state.default_headers:
+    def _answer(self, refusal: RefusedRequestError) -> bytes:
+        request_id = new_request_id()
+        status, headers, body = error_answer(refusal, request_id)
+        headers += [(b"x-request-id", request_id.encode()), (b"connection", b"close")]
+        head = [STATUS_LINE[status]]
+        for name, value in [*self.server_state.default_headers, *headers]:
             head += [name, b": ", value, b"\r\n"]
-        head += [
-            b"content-type: application/json\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"x-request-id: " + request_id.encode() + b"\r\n",
-            b"connection: close\r\n",
-        ]
-        if refusal.status == 503:
-            head.append(b"retry-after: 1\r\n")
         head.append(b"\r\n")
         return b"".join(head) + body

@@ -4,14 +4,15 @@ request, refused or not, gets an X-Request-ID, one log line, and a JSON 500 if i
 from __future__ import annotations
 
 import logging
-import random
 import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from src.api.errors.payload import new_request_id, send_error
+from src.api.gate.asgi import HttpMiddleware
 from src.excerpt import MAX_LOGGED_CHARS, cut
-from src.services.base.exceptions import UpstreamError
+from src.services.base.exceptions import InternalServerError, UpstreamError
 from src.services.base.timing import now
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -20,18 +21,14 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 logger = logging.getLogger(__name__)
 
 
-class RequestLoggingMiddleware:
+class RequestLoggingMiddleware(HttpMiddleware):
     """One log line per HTTP request, an X-Request-ID on every response, a JSON 500 for crashes."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        request_id = _incoming_request_id(scope) or f"{random.getrandbits(128):032x}"
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = _incoming_request_id(scope) or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         request_id_header = (REQUEST_ID_HEADER, request_id.encode())
         started = now()
@@ -53,7 +50,8 @@ class RequestLoggingMiddleware:
             _log_request(scope, started, 500, exc)
             if response_started:
                 raise  # a stream broke mid-way: let the server drop the connection
-            await _send_internal_error(send_with_request_id, request_id)
+            error = InternalServerError("Internal server error")
+            await send_error(send_with_request_id, error, request_id)
             return
         _log_request(scope, started, status_code, scope["state"].get("error"))
 
@@ -87,22 +85,3 @@ def _log_request(scope: Scope, started: float, status_code: int, error: Any) -> 
         logger.warning(line + "%s", "CLIENT_ERROR", *args, status_code, detail)
     else:
         logger.info(line, "OK", *args, status_code)
-
-
-async def _send_internal_error(send: Send, request_id: str) -> None:
-    body = (
-        b'{"detail":"Internal server error","error":"InternalServerError","request_id":"'
-        + request_id.encode()
-        + b'"}'
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

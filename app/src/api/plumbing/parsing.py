@@ -13,11 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from src.excerpt import cut, excerpt
-from src.services.base.exceptions import ClientDisconnectedError, PayloadTooLargeError
+from src.services.base.exceptions import ClientDisconnectedError
 
 M = TypeVar("M", bound=BaseModel)
-# A JSON body: a prompt of up to 1,000,000 characters, JSON-escaped, and a few fields.
-JSON_BODY_LIMIT_BYTES = 8 * 1024 * 1024
 # A 422 lists this many problems at most: enough to fix a request, not a way to make one grow.
 MAX_SHOWN_ERRORS = 20
 # Up to this size, pydantic's own copy of the failed values costs next to nothing.
@@ -25,31 +23,15 @@ _INPUTS_FROM_ERRORS_BYTES = 64 * 1024
 _NOT_JSON = object()
 
 
-def too_large(size: int | None, limit_name: str) -> PayloadTooLargeError:
-    size_text = f" ({size} bytes)" if size is not None else ""
-    return PayloadTooLargeError(f"The request body{size_text} is too large: {limit_name}.")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with our 413 as soon as it is known to pass `limit` bytes: from
-    Content-Length before reading, or while a chunked body arrives.
-    """
-    limit_name = f"{limit} bytes for a JSON body"
-    for name, value in request.scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise too_large(int(value), limit_name)
+async def read_body(request: Request) -> bytes:
+    """The whole body (bounded while it arrives by api/gate/body_limit.py)."""
     chunks: list[bytes] = []
-    size = 0
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             # Half a body is not a malformed one: the caller left, nobody reads an answer.
             raise ClientDisconnectedError("The client went away before its request body arrived.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(None, limit_name)
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
 

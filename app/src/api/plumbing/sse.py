@@ -1,4 +1,5 @@
-"""Server-sent events framing for streamed /generate."""
+"""Server-sent events as this service sends them: the response and the /generate stream's
+events. (Each event is framed by services/base/sse.py's `encode_event`.)"""
 
 from __future__ import annotations
 
@@ -6,15 +7,25 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import orjson
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 
-from src.api.errors.exception_handlers import error_body, public_detail, request_id_of
+from src.api.errors.exception_handlers import public_detail, request_id_of
+from src.api.errors.payload import error_body
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError
+from src.services.base.sse import encode_event
 from src.services.openrouter.client import StreamDelta, StreamItem
+
+# Proxies (nginx) would otherwise buffer the stream, or a cache keep it.
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
 def sse_event(event: str, data: object) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return encode_event(orjson.dumps(data), event)
 
 
 async def sse_from_stream(

@@ -15,23 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, TypeVar
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    DoAttempt,
-    DoSleep,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from src.config import TransportKind
+from src.config import Settings, TransportKind
 from src.services.base.exceptions import (
     UpstreamCertificateError,
     UpstreamConnectionError,
@@ -60,6 +53,11 @@ class RetryPolicy:
     multiplier: float = 1.0
     min_seconds: float = 1.0
     max_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RetryPolicy:
+        """RETRY_ATTEMPTS, RETRY_MULTIPLIER, RETRY_MIN_SECONDS and RETRY_MAX_SECONDS."""
+        return cls(s.retry_attempts, s.retry_multiplier, s.retry_min_seconds, s.retry_max_seconds)
 
 
 def should_retry(error: BaseException, policy: RetryPolicy) -> bool:
@@ -164,7 +162,6 @@ class BaseClient:
             wait=lambda state: retry_wait_seconds(_error_of(state), state.attempt_number, policy),
             # Looked up per wait so a patched module-level retry_sleep takes effect.
             sleep=sleep or (lambda seconds: retry_sleep(seconds)),
-            before_sleep=self._log_retry,
             reraise=True,
         )
 
@@ -216,32 +213,21 @@ class BaseClient:
 
         Only a failure consults tenacity. Its loop has a cost on every call even when the
         first attempt succeeds (a policy copy, outcome futures, callable inspection), of the
-        order of the proxy's own work on a request. From the first failure on,
-        this is AsyncRetrying.__call__'s own loop, driven through its public state machine,
-        with the failed first attempt already recorded in it.
+        order of the proxy's own work on a request. From the first failure on, tenacity's own
+        loop runs, its first attempt being that failure, raised again.
         """
         try:
             return await attempt()
-        except Exception:
-            first_failure = sys.exc_info()
-        retrying = self._retrying.copy()
-        retrying.begin()
-        state = RetryCallState(retry_object=retrying, fn=attempt, args=(label,), kwargs={})
-        state.set_exception(first_failure)  # type: ignore[arg-type]
-        while True:
-            action = await retrying.iter(retry_state=state)
-            if isinstance(action, DoAttempt):
-                try:
-                    result = await attempt()
-                except BaseException:
-                    state.set_exception(sys.exc_info())  # type: ignore[arg-type]
-                else:
-                    state.set_result(result)
-            elif isinstance(action, DoSleep):
-                state.prepare_for_next_attempt()
-                await retrying.sleep(action)  # type: ignore[misc]
-            else:
-                return cast(T, action)
+        except Exception as error:
+            failure: Exception | None = error
+        retrying = self._retrying.copy(before_sleep=partial(self._log_retry, label))
+        async for try_once in retrying:
+            with try_once:
+                if failure is not None:
+                    first, failure = failure, None
+                    raise first
+                result = await attempt()
+        return result
 
     async def read(
         self, method: str, path: str, timing: Timing, content: bytes | None = None
@@ -308,12 +294,12 @@ class BaseClient:
             response.reason_phrase,
         )
 
-    def _log_retry(self, state: RetryCallState) -> None:
+    def _log_retry(self, label: str, state: RetryCallState) -> None:
         error = _error_of(state)
         status = getattr(error, "status_code", type(error).__name__)
         logger.warning(
             "RETRY | %s | status=%s | attempt=%d/%d | wait=%.2fs",
-            state.args[0] if state.args else "upstream call",
+            label,
             status,
             state.attempt_number,
             self.retry_policy.attempts,
@@ -420,7 +406,6 @@ def build_transport(
     kind: TransportKind = "wire",
     *,
     max_connections: int,
-    max_body_bytes: int | None = None,
     http2: bool = False,
     client_cert: Path | None = None,
     client_key: Path | None = None,
@@ -431,7 +416,6 @@ def build_transport(
     if kind == "httpx":
         return HttpxTransport(
             max_connections=max_connections,
-            max_body_bytes=max_body_bytes,
             http2=http2,
             client_cert=client_cert,
             client_key=client_key,
@@ -439,15 +423,12 @@ def build_transport(
         )
     if kind != "wire":
         raise ValueError(f"Unknown upstream transport {kind!r}: use 'wire' or 'httpx'")
-    return WireTransport(
-        max_connections=max_connections, max_body_bytes=max_body_bytes, trust_env=trust_env
-    )
+    return WireTransport(max_connections=max_connections, trust_env=trust_env)
 
 
 __all__ = [
     "BaseClient",
     "RetryPolicy",
-    "UpstreamError",
     "build_transport",
     "retry_wait_seconds",
     "should_retry",

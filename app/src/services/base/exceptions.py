@@ -8,11 +8,16 @@ from src.services.base.retry_after import parse_retry_after
 
 
 class ServiceError(Exception):
-    """Base of every error a service raises on purpose."""
+    """Base of every error a service raises on purpose. `retry_after`: the seconds after which
+    the caller may try again, when the error says so (a 429's or 503's Retry-After)."""
 
-    def __init__(self, detail: str) -> None:
+    retry_after: float | None = None
+
+    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class InvalidInputError(ServiceError):
@@ -31,15 +36,11 @@ class LimitExceededError(InvalidInputError):
 
 
 class PayloadTooLargeError(InvalidInputError):
-    """An upload is larger than MAX_UPLOAD_BYTES."""
+    """A request body past its limit (MAX_JSON_BODY_BYTES, MAX_UPLOAD_BYTES)."""
 
 
 class CapacityError(ServiceError):
     """The service is at one of its limits on total work; the caller may come back later."""
-
-    def __init__(self, detail: str, *, retry_after: float) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
 
 
 class ConflictError(ServiceError):
@@ -70,6 +71,37 @@ class ClientDisconnectedError(ServiceError):
     """The caller went away before its answer was ready; the work for it was cancelled."""
 
 
+class RefusedRequestError(ServiceError):
+    """A request refused before any route ran (api/gate): its connection, its Host, its
+    origin, or the server's room for it."""
+
+
+class CrossSiteRequestError(RefusedRequestError):
+    """A state-changing request a browser sent from another site."""
+
+
+class InvalidHostError(RefusedRequestError):
+    """A Host header this service does not serve, or more than one."""
+
+
+class RequestHeadersTooLarge(RefusedRequestError):
+    """The request line and headers pass MAX_HEADER_BYTES."""
+
+
+class RequestTimeout(RefusedRequestError):
+    """The headers or the body did not arrive within their timeout."""
+
+
+class ServiceUnavailable(RefusedRequestError):
+    """The server is at MAX_CONNECTIONS; the caller may come back shortly."""
+
+    retry_after = 1.0
+
+
+class InternalServerError(ServiceError):
+    """A fault of ours that no handler answered: the request crashed."""
+
+
 class UnsafeHeaderError(ServiceError):
     """A request header holds CR, LF or NUL: written, it would split the request. A fault of
     ours (or of a setting), so it is refused before anything is sent."""
@@ -90,10 +122,9 @@ class UpstreamStatusError(UpstreamError):
         retry_after: float | None = None,
         code: str | int | None = None,
     ) -> None:
-        super().__init__(f"Upstream returned {status_code}: {message}")
+        super().__init__(f"Upstream returned {status_code}: {message}", retry_after=retry_after)
         self.status_code = status_code
         self.message = message
-        self.retry_after = retry_after
         self.code = code
 
     @classmethod

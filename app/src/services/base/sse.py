@@ -1,4 +1,5 @@
-"""Server-sent events, decoded from the bytes as they arrive (the WHATWG event-stream format).
+"""Server-sent events, decoded from the bytes as they arrive (the WHATWG event-stream format),
+and framed again (`encode_event`) for every stream this service sends.
 
 One layer over the transport's chunks: lines may end in CRLF, LF or CR and may be split
 across chunks; several `data:` lines make one event whose data are joined with "\\n"; lines
@@ -12,6 +13,14 @@ from dataclasses import dataclass
 from src.services.base.exceptions import UpstreamInvalidResponseError
 
 _LINE_ENDS = (b"\n", b"\r")
+KEEP_ALIVE = b": keep-alive\n\n"
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def encode_event(data: bytes, event: str | None = None) -> bytes:
+    """One event on the wire; data holding line breaks becomes one `data:` line a line."""
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + data.replace(b"\n", b"\ndata: ") + b"\n\n"
 
 
 @dataclass(frozen=True, slots=True)

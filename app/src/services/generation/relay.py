@@ -18,9 +18,10 @@ from src.services.base.exceptions import (
     UpstreamStatusError,
 )
 from src.services.base.timing import Timing
-from src.services.generation.service import check_max_tokens, ensure_model_reachable, prepend
+from src.services.generation.service import check_max_tokens, ensure_model_reachable
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import OpenRouterClient
+from src.streams import prepend
 
 
 def _check(settings: Settings, request: ChatCompletionRequest) -> None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import TypeVar
 
 from src.config import Settings
 from src.schemas.prompts import GenerateRequest, GenerationResult
 from src.services.base.exceptions import LimitExceededError, UnknownModelError
 from src.services.base.timing import Timing
 from src.services.openrouter.client import OpenRouterClient, StreamItem
+from src.streams import prepend
 
 EMULATOR_MODEL_PREFIX = "emulator/"
-
-T = TypeVar("T")
 
 
 def ensure_model_reachable(settings: Settings, model: str) -> None:
@@ -59,15 +57,3 @@ async def open_generation_stream(
         await items.aclose()
         raise
     return prepend(first, items)
-
-
-async def prepend(first: T, rest: AsyncGenerator[T]) -> AsyncGenerator[T]:
-    """`first`, then the rest of the stream it was taken from."""
-    try:
-        yield first
-        async for item in rest:
-            yield item
-    finally:
-        # Closing the upstream generator closes its response: the connection goes back to
-        # the pool and, if the client left early, the upstream stops generating.
-        await rest.aclose()

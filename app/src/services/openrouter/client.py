@@ -7,6 +7,7 @@ transport, and JSON or pydantic work starts only after the clock has been read.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -17,7 +18,7 @@ from src.config import Settings
 from src.schemas.prompts import GenerationResult, SamplingParams
 from src.services.base.client import BaseClient, RetryPolicy, build_transport
 from src.services.base.exceptions import UpstreamInvalidResponseError, UpstreamStreamError
-from src.services.base.sse import SSEDecoder
+from src.services.base.sse import SSEDecoder, encode_event
 from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
     ChatCompletionChunk,
@@ -31,6 +32,8 @@ from src.services.openrouter.schemas import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+# The answers that may carry OpenRouter's error object.
+Answer = TypeVar("Answer", UpstreamCompletion, UpstreamErrorEnvelope, ChatCompletionChunk)
 
 COMPLETIONS = "chat/completions"
 DONE = b"[DONE]"
@@ -59,9 +62,7 @@ class OpenRouterClient(BaseClient):
         """One chat completion, timed at the wire by `timing`, parsed afterwards."""
         content = chat_body(model, prompt, sampling, stream=False)
         body = await self.read("POST", COMPLETIONS, timing, content)
-        completion = parsed(UpstreamCompletion, body, "Upstream completion is not valid JSON")
-        if completion.error is not None:
-            raise UpstreamStreamError(completion.error.message, completion.error.code)
+        completion = _checked(UpstreamCompletion, body, "Upstream completion is not valid JSON")
         if not completion.choices:
             raise UpstreamInvalidResponseError("Upstream completion has no choices")
         choice = completion.choices[0]
@@ -83,25 +84,17 @@ class OpenRouterClient(BaseClient):
         connection, which is how the upstream learns to stop generating.
         """
         content = chat_body(model, prompt, sampling, stream=True)
-        body = await self.open("POST", COMPLETIONS, timing, content=content)
-        decoder = SSEDecoder(self.max_stream_line_bytes)
         state = _StreamState(model)
-        try:
-            while (item := await body.next()) is not None:
-                chunk, arrived = item
-                for event in decoder.feed(chunk):
-                    text = state.take(event.data)
+        async with aclosing(self._data_events(content, timing)) as events:
+            async for batch, arrived in events:
+                for data in batch:
+                    text = state.take(data)
                     if text:
                         if timing.first_content is None:
                             timing.first_content = arrived
                         if timing.content_arrivals is not None:
                             timing.content_arrivals.append(arrived)
                         yield StreamDelta(text)
-        finally:
-            timing.ended = body.timing.end or now()
-            await body.aclose()
-        if not state.saw_data:
-            raise UpstreamInvalidResponseError("Upstream stream ended without any data")
         if not state.saw_choice:
             # A usage chunk without choices is normal after the answer, not instead of it.
             raise UpstreamInvalidResponseError("Upstream stream ended without any choice")
@@ -114,9 +107,7 @@ class OpenRouterClient(BaseClient):
         rebuilt, so every field the upstream adds reaches the caller.
         """
         body = await self.read("POST", COMPLETIONS, timing, content)
-        answer = parsed(UpstreamErrorEnvelope, body, "Upstream completion is not valid JSON")
-        if answer.error is not None:
-            raise UpstreamStreamError(answer.error.message, answer.error.code)
+        _checked(UpstreamErrorEnvelope, body, "Upstream completion is not valid JSON")
         return body
 
     async def relay_stream(self, content: bytes, timing: Timing) -> AsyncGenerator[bytes]:
@@ -127,6 +118,30 @@ class OpenRouterClient(BaseClient):
         A chunk is parsed only when it may carry OpenRouter's error object, which is raised as
         an UpstreamStreamError. Closing the generator early closes the upstream connection.
         """
+        async with aclosing(self._data_events(content, timing)) as events:
+            async for batch, arrived in events:
+                framed: list[bytes] = []
+                for data in batch:
+                    error = _carried_error(data) if _ERROR_KEY in data else None
+                    if error is not None:
+                        if framed:  # what came before it in the same chunk goes out first
+                            yield b"".join(framed)
+                        raise error
+                    framed.append(encode_event(data))
+                if timing.first_content is None:
+                    timing.first_content = arrived
+                yield b"".join(framed)
+
+    async def _data_events(
+        self, content: bytes, timing: Timing
+    ) -> AsyncGenerator[tuple[list[bytes], float]]:
+        """POST a streamed chat request; the data of its events, those each chunk completes
+        with the chunk's arrival time, up to and without `[DONE]`.
+
+        What follows `[DONE]` is read only to keep the connection reusable. Closing the
+        generator early closes the upstream connection, which is how the upstream learns to
+        stop generating.
+        """
         body = await self.open("POST", COMPLETIONS, timing, content=content)
         decoder = SSEDecoder(self.max_stream_line_bytes)
         done = saw_data = False
@@ -134,23 +149,16 @@ class OpenRouterClient(BaseClient):
             while (item := await body.next()) is not None:
                 chunk, arrived = item
                 if done:
-                    continue  # read only to keep the connection reusable
-                framed: list[bytes] = []
+                    continue
+                batch: list[bytes] = []
                 for event in decoder.feed(chunk):
                     saw_data = True
                     if event.data == DONE:
                         done = True
                         break
-                    error = _carried_error(event.data) if _ERROR_KEY in event.data else None
-                    if error is not None:
-                        if framed:  # what came before it in the same chunk goes out first
-                            yield b"".join(framed)
-                        raise error
-                    framed.append(b"data: " + event.data.replace(b"\n", b"\ndata: ") + b"\n\n")
-                if framed:
-                    if timing.first_content is None:
-                        timing.first_content = arrived
-                    yield b"".join(framed)
+                    batch.append(event.data)
+                if batch:
+                    yield batch, arrived
         finally:
             timing.ended = body.timing.end or now()
             await body.aclose()
@@ -164,6 +172,14 @@ def parsed(model: type[M], data: bytes, failure: str) -> M:
         return model.model_validate_json(data)
     except ValidationError as exc:
         raise UpstreamInvalidResponseError(failure) from exc
+
+
+def _checked(model: type[Answer], data: bytes, failure: str) -> Answer:
+    """Upstream JSON into its model; OpenRouter's error object, sent with a 200, raised."""
+    answer = parsed(model, data, failure)
+    if answer.error is not None:
+        raise UpstreamStreamError(answer.error.message, answer.error.code)
+    return answer
 
 
 def _carried_error(data: bytes) -> UpstreamStreamError | None:
@@ -180,27 +196,17 @@ def _carried_error(data: bytes) -> UpstreamStreamError | None:
 class _StreamState:
     """What the chunks of one stream have said so far."""
 
-    __slots__ = ("done", "finish_reason", "model", "saw_choice", "saw_data", "usage")
+    __slots__ = ("finish_reason", "model", "saw_choice", "usage")
 
     def __init__(self, model: str) -> None:
         self.model = model
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
-        self.saw_data = False
         self.saw_choice = False
-        self.done = False
 
     def take(self, data: bytes) -> str:
         """The content text of one `data:` event (empty when it carries none)."""
-        if self.done:
-            return ""  # bytes after [DONE] are only read to keep the connection reusable
-        self.saw_data = True
-        if data == DONE:
-            self.done = True
-            return ""
-        chunk = parsed(ChatCompletionChunk, data, "Upstream stream chunk is not JSON")
-        if chunk.error is not None:
-            raise UpstreamStreamError(chunk.error.message, chunk.error.code)
+        chunk = _checked(ChatCompletionChunk, data, "Upstream stream chunk is not JSON")
         self.model = chunk.model or self.model
         if chunk.usage is not None:
             self.usage = chunk.usage
@@ -268,12 +274,7 @@ def connect_openrouter(
         timeout=httpx.Timeout(
             settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds
         ),
-        retry_policy=RetryPolicy(
-            attempts=settings.retry_attempts,
-            multiplier=settings.retry_multiplier,
-            min_seconds=settings.retry_min_seconds,
-            max_seconds=settings.retry_max_seconds,
-        ),
+        retry_policy=RetryPolicy.from_settings(settings),
         max_response_bytes=settings.max_upstream_response_bytes,
         deadline_seconds=settings.upstream_deadline_seconds,
     )

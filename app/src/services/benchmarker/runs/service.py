@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import partial
 from pathlib import Path
 from typing import Literal, TypeGuard
@@ -308,7 +308,7 @@ async def list_benchmarks(settings: Settings, limit: int, caller: Caller) -> Ben
 
 async def benchmark_events(
     settings: Settings, benchmark_id: str, caller: Caller
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event]:
     """The run's current state at once, then a `progress` event when requests have finished
     (at most once a second), then one `summary` event; keep-alives in between.
 
