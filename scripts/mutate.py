@@ -48,15 +48,15 @@ MODULES: tuple[Module, ...] = (
     Module(
         "statistics", "app/src/services/benchmarker/statistics.py", ("tests/test_statistics.py",)
     ),
-    Module(
-        "schedule",
-        "app/src/services/benchmarker/schedule.py",
-        ("tests/test_benchmark_runner.py", "tests/test_benchmark_files.py"),
-    ),
+    Module("schedule", "app/src/services/benchmarker/schedule.py", ("tests/test_schedule.py",)),
     Module(
         "run_utils",
         "app/src/services/benchmarker/run_utils.py",
-        ("tests/test_benchmark_runner.py",),
+        (
+            "tests/test_benchmark_runner.py",
+            "tests/test_benchmark_jobs.py",
+            "tests/test_benchmark_api.py",
+        ),
     ),
     Module(
         "redaction",
