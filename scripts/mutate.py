@@ -61,7 +61,12 @@ MODULES: tuple[Module, ...] = (
     Module(
         "redaction",
         "app/src/redaction.py",
-        ("tests/test_logging.py", "tests/test_security_edges.py", "tests/test_benchmark_runner.py"),
+        (
+            "tests/test_redaction.py",
+            "tests/test_logging.py",
+            "tests/test_security_edges.py",
+            "tests/test_benchmark_runner.py",
+        ),
     ),
     Module(
         "guards",
@@ -202,9 +207,18 @@ def teach_mutmut_our_package_name() -> None:
         if caller is not None and config().track_dependencies:
             state().function_dependencies[name].add(caller)
 
+    def set_mutant(name: str | None) -> None:
+        # Processes the tests start (the benchmark runner) cannot report which functions they
+        # ran, so while mutmut maps tests to functions they run the original code.
+        set_mutant_under_test(name)
+        if name == "stats":
+            os.environ.pop("MUTANT_UNDER_TEST", None)
+
+    set_mutant_under_test = trampoline.set_mutant_under_test
     for holder in (format_utils, file_mutation, mutmut_main):
         holder.get_mutant_name = mutant_name  # type: ignore[attr-defined]
     trampoline.record_trampoline_hit = record_hit  # type: ignore[attr-defined]
+    mutmut_main.set_mutant_under_test = set_mutant  # type: ignore[attr-defined]
 
 
 def child(name: str) -> None:
