@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -13,10 +14,16 @@ import respx
 from src.config import Settings
 from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
+from src.services.base.timing import now
 from src.services.benchmarker import runner
 from src.services.benchmarker.csv_writer import CsvResultWriter
 from src.services.benchmarker.plan import BenchmarkJob, BenchmarkPlan
-from src.services.benchmarker.run_utils import RequestContext, execute_request, run_closed_loop
+from src.services.benchmarker.run_utils import (
+    RequestContext,
+    execute_request,
+    run_closed_loop,
+    run_open_loop,
+)
 from src.services.openrouter.client import OpenRouterClient
 from tests.helpers.app import make_settings, openrouter_client
 from tests.helpers.concurrency import InFlightBarrier
@@ -160,6 +167,128 @@ async def test_an_unexpected_error_in_a_job_propagates_and_stops_the_others() ->
         await run_closed_loop(
             iter_jobs(["m"], ["p"], 50), concurrency=2, execute=broken, on_record=lambda _: None
         )
+    assert tracker.in_flight == 0
+
+
+class Sends:
+    """A fake upstream call for the open loop: when each job was sent and for when it was due."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, float, float]] = []  # prompt index, due, sent
+
+    async def __call__(self, job: BenchmarkJob, scheduled: float | None) -> RequestRecord:
+        assert scheduled is not None
+        self.sent.append((job.prompt_index, scheduled, now()))
+        await asyncio.sleep(0)
+        return done(job)
+
+
+def numbered_jobs() -> Iterator[BenchmarkJob]:
+    for index in itertools.count(1):
+        yield BenchmarkJob(model="m", prompt_index=index, prompt="p", run=1)
+
+
+async def test_the_open_loop_sends_each_job_at_its_offset_never_before() -> None:
+    sends = Sends()
+    results: list[RequestRecord] = []
+    offsets = [0.0, 0.02, 0.04, 0.06, 0.08]
+
+    last = await run_open_loop(
+        iter_jobs(["m"], [f"p{i}" for i in range(5)], 1),
+        iter(offsets),
+        concurrency=5,
+        execute=sends,
+        on_record=results.append,
+    )
+
+    assert [index for index, _, _ in sends.sent] == [1, 2, 3, 4, 5]
+    first_due = sends.sent[0][1]
+    assert [due - first_due for _, due, _ in sends.sent] == pytest.approx(offsets, abs=1e-9)
+    assert all(sent >= due for _, due, sent in sends.sent)
+    assert last is not None and last >= offsets[-1]
+    assert sorted(r.prompt_index for r in results) == [1, 2, 3, 4, 5]
+
+
+async def test_the_open_loop_stops_sending_after_its_duration() -> None:
+    sends = Sends()
+
+    await run_open_loop(
+        numbered_jobs(),
+        (index / 100 for index in itertools.count()),
+        concurrency=10,
+        execute=sends,
+        on_record=lambda _: None,
+        duration=0.05,
+    )
+
+    assert [index for index, _, _ in sends.sent] == [1, 2, 3, 4, 5, 6]  # offsets 0 to 0.05
+
+
+async def test_an_open_loop_without_jobs_sends_nothing() -> None:
+    sends = Sends()
+
+    last = await run_open_loop(
+        iter([]), iter([0.0]), concurrency=1, execute=sends, on_record=lambda _: None
+    )
+
+    assert (last, sends.sent) == (None, [])
+
+
+async def test_the_open_loop_keeps_at_most_concurrency_in_flight() -> None:
+    barrier = InFlightBarrier(limit=2, total=6)
+    results: list[RequestRecord] = []
+
+    await run_open_loop(
+        iter_jobs(["m"], [f"p{i}" for i in range(6)], 1),
+        itertools.repeat(0.0),
+        concurrency=2,
+        execute=Tracker(barrier=barrier),
+        on_record=results.append,
+    )
+
+    assert barrier.peak == 2
+    assert len(results) == 6
+
+
+async def test_an_error_in_an_open_loop_job_propagates_and_cancels_the_others() -> None:
+    tracker = Tracker(hang_after=2)  # the jobs after the failing one never finish by themselves
+
+    async def broken(job: BenchmarkJob, scheduled: float | None) -> RequestRecord:
+        if job.prompt_index == 3:
+            raise RuntimeError("bug")
+        return await tracker(job, scheduled)
+
+    with pytest.raises(RuntimeError, match="bug"):
+        await asyncio.wait_for(
+            run_open_loop(
+                iter_jobs(["m"], [f"p{i}" for i in range(5)], 1),
+                itertools.repeat(0.0),
+                concurrency=5,
+                execute=broken,
+                on_record=lambda _: None,
+            ),
+            10,
+        )
+    assert len(tracker.started) == 4
+    assert tracker.in_flight == 0
+
+
+async def test_cancelling_the_open_loop_cancels_its_requests() -> None:
+    tracker = Tracker(hang_after=2)
+    task = asyncio.create_task(
+        run_open_loop(
+            numbered_jobs(),
+            itertools.repeat(0.0),
+            concurrency=3,
+            execute=tracker,
+            on_record=lambda _: None,
+        )
+    )
+    await asyncio.wait_for(tracker.hanging.wait(), 5)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert tracker.in_flight == 0
 
 
