@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,7 +28,13 @@ from src.services.benchmarker.run_utils import (
 from src.services.openrouter.client import OpenRouterClient
 from tests.helpers.app import make_settings, openrouter_client
 from tests.helpers.concurrency import InFlightBarrier
-from tests.helpers.openrouter import HangAfter, chunk, completion_body
+from tests.helpers.openrouter import (
+    HangAfter,
+    chunk,
+    completion_body,
+    error_body,
+    sse_response,
+)
 from tests.helpers.results import plan_of, request_result, run_rows
 from tests.helpers.upstream_server import LoopbackUpstream
 
@@ -318,6 +325,104 @@ async def test_a_stream_broken_after_its_headers_is_recorded_as_a_failure(
 
     assert (result.ok, result.status, result.error_type) == (False, 502, "UpstreamConnectionError")
     assert result.error is not None and "broke mid-answer" in result.error
+
+
+async def test_a_failed_request_is_a_complete_record_of_nothing_but_its_error(
+    upstream_server: LoopbackUpstream,
+    upstream: respx.MockRouter,
+    retry_waits: list[float],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream.post("/chat/completions").respond(503, json=error_body(503, "overloaded s3cr3t"))
+    client = openrouter_client(upstream_server.base_url, attempts=3)
+    context = RequestContext(
+        client, plan_of(["m/x"], ["p"]), redact=lambda text: text.replace("s3cr3t", "***")
+    )
+    due = now() - 1.0  # an open-loop request sent a second late
+
+    try:
+        with caplog.at_level(logging.INFO):
+            record = await execute_request(
+                context, BenchmarkJob(model="m/x", prompt_index=2, prompt="p", run=3), due
+            )
+    finally:
+        await client.aclose()
+
+    fields = record.model_dump()
+    timings = {
+        name: fields.pop(name)
+        for name in (
+            "latency_seconds",
+            "total_seconds",
+            "send_lag_seconds",
+            "scheduled_latency_seconds",
+            "error",
+        )
+    }
+    assert fields == {
+        "text": "",
+        "model": "m/x",
+        "finish_reason": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "tokens_used": 0,
+        "ttft_seconds": None,
+        "attempts": 3,
+        "cost": None,
+        "prompt_index": 2,
+        "prompt": "p",
+        "run": 3,
+        "status": 502,
+        "error_type": "UpstreamStatusError",
+        "warmup": False,
+        "itl": [],
+        "cost_source": None,
+    }
+    assert "overloaded ***" in timings["error"] and "s3cr3t" not in timings["error"]
+    assert timings["send_lag_seconds"] >= 1.0
+    assert timings["scheduled_latency_seconds"] >= timings["send_lag_seconds"]
+    assert timings["total_seconds"] >= timings["latency_seconds"] >= 0
+    failure = [r.getMessage() for r in caplog.records if "BENCHMARK REQUEST FAILED" in r.msg]
+    assert len(failure) == 1
+    assert failure[0].startswith("BENCHMARK REQUEST FAILED | model=m/x | run=3 | ")
+    assert "overloaded" in failure[0]
+
+
+async def test_a_streamed_success_is_recorded_with_its_gaps_and_without_its_text(
+    upstream: respx.MockRouter, openrouter: OpenRouterClient
+) -> None:
+    route = upstream.post("/chat/completions").mock(return_value=sse_response(model="m/x"))
+    due = now()
+
+    record = await execute_request(
+        RequestContext(openrouter, plan_of(["m/x"], ["p"], stream=True), redact=str),
+        BenchmarkJob(model="m/x", prompt_index=1, prompt="p", run=1),
+        due,
+    )
+
+    assert (record.ok, record.status, record.text, record.error) == (True, 200, "", None)
+    assert json.loads(route.calls.last.request.content)["model"] == "m/x"
+    assert record.completion_tokens > 0 and record.ttft_seconds is not None
+    assert len(record.itl) == 2  # three pieces of content, two gaps
+    assert all(0 <= gap < 5 for gap in record.itl)
+    assert record.send_lag_seconds is not None and record.send_lag_seconds >= 0
+    assert record.scheduled_latency_seconds is not None
+    assert record.scheduled_latency_seconds >= record.latency_seconds
+
+
+async def test_a_plain_success_names_the_jobs_model_upstream_and_keeps_no_text(
+    upstream: respx.MockRouter, openrouter: OpenRouterClient
+) -> None:
+    route = upstream.post("/chat/completions").respond(json=completion_body(model="m/x"))
+
+    record = await execute_request(
+        RequestContext(openrouter, plan_of(["m/x"], ["p"], stream=False), redact=str),
+        BenchmarkJob(model="m/x", prompt_index=1, prompt="p", run=1),
+        None,
+    )
+
+    assert json.loads(route.calls.last.request.content)["model"] == "m/x"
+    assert (record.ok, record.text, record.itl, record.send_lag_seconds) == (True, "", [], None)
 
 
 async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_summary(
