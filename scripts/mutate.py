@@ -73,7 +73,7 @@ MODULES: tuple[Module, ...] = (
         "app/src/api/guards.py",
         ("tests/test_guards.py", "tests/test_hardening.py", "tests/test_security_edges.py"),
     ),
-    Module("http_limits", "app/src/http_limits.py", ("tests/test_descriptors.py",)),
+    Module("http_limits", "app/src/http_limits.py", ("tests/test_http_limits.py",)),
     Module("relay", "app/src/services/generation/relay.py", ("tests/test_openai.py",)),
     Module(
         "openrouter_client",
