@@ -282,9 +282,11 @@ async def test_an_error_in_an_open_loop_job_propagates_and_cancels_the_others() 
 
 async def test_cancelling_the_open_loop_cancels_its_requests() -> None:
     tracker = Tracker(hang_after=2)
+    # A bounded list: were every send to fail at once, an endless one due at once would keep
+    # the loop busy and this test could only fail by hanging.
     task = asyncio.create_task(
         run_open_loop(
-            numbered_jobs(),
+            iter_jobs(["m"], ["p"], 50),
             itertools.repeat(0.0),
             concurrency=3,
             execute=tracker,
