@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -212,7 +213,7 @@ async def test_the_open_loop_sends_each_job_at_its_offset_never_before() -> None
     first_due = sends.sent[0][1]
     assert [due - first_due for _, due, _ in sends.sent] == pytest.approx(offsets, abs=1e-9)
     assert all(sent >= due for _, due, sent in sends.sent)
-    assert last is not None and last >= offsets[-1]
+    assert last is not None and offsets[-1] <= last < offsets[-1] + 30
     assert sorted(r.prompt_index for r in results) == [1, 2, 3, 4, 5]
 
 
@@ -278,6 +279,38 @@ async def test_an_error_in_an_open_loop_job_propagates_and_cancels_the_others() 
         )
     assert len(tracker.started) == 4
     assert tracker.in_flight == 0
+
+
+async def test_cancelling_the_open_loop_waits_for_its_requests_to_wind_down() -> None:
+    in_flight = 0
+    started = asyncio.Event()
+
+    async def slow_to_stop(job: BenchmarkJob, scheduled: float | None) -> RequestRecord:
+        nonlocal in_flight
+        in_flight += 1
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.01)  # closing a connection takes a moment
+            in_flight -= 1
+        return done(job)
+
+    task = asyncio.create_task(
+        run_open_loop(
+            iter_jobs(["m"], ["p"], 4),  # the fourth waits for a slot when cancelled
+            itertools.repeat(0.0),
+            concurrency=3,
+            execute=slow_to_stop,
+            on_record=lambda _: None,
+        )
+    )
+    await asyncio.wait_for(started.wait(), 5)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert in_flight == 0
 
 
 async def test_cancelling_the_open_loop_cancels_its_requests() -> None:
@@ -403,13 +436,15 @@ async def test_a_streamed_success_is_recorded_with_its_gaps_and_without_its_text
     )
 
     assert (record.ok, record.status, record.text, record.error) == (True, 200, "", None)
-    assert json.loads(route.calls.last.request.content)["model"] == "m/x"
+    sent = json.loads(route.calls.last.request.content)
+    assert (sent["model"], sent["messages"][-1]["content"]) == ("m/x", "p")
     assert record.completion_tokens > 0 and record.ttft_seconds is not None
     assert len(record.itl) == 2  # three pieces of content, two gaps
     assert all(0 <= gap < 5 for gap in record.itl)
-    assert record.send_lag_seconds is not None and record.send_lag_seconds >= 0
+    # Sent on time: no lag to speak of, and the latency counts from the due time.
+    assert record.send_lag_seconds is not None and 0 <= record.send_lag_seconds < 1.0
     assert record.scheduled_latency_seconds is not None
-    assert record.scheduled_latency_seconds >= record.latency_seconds
+    assert record.latency_seconds <= record.scheduled_latency_seconds < 30
 
 
 async def test_a_plain_success_names_the_jobs_model_upstream_and_keeps_no_text(
@@ -423,8 +458,47 @@ async def test_a_plain_success_names_the_jobs_model_upstream_and_keeps_no_text(
         None,
     )
 
-    assert json.loads(route.calls.last.request.content)["model"] == "m/x"
+    sent = json.loads(route.calls.last.request.content)
+    assert (sent["model"], sent["messages"][-1]["content"]) == ("m/x", "p")
     assert (record.ok, record.text, record.itl, record.send_lag_seconds) == (True, "", [], None)
+
+
+async def test_a_failure_without_retries_records_one_attempt(
+    upstream: respx.MockRouter, openrouter: OpenRouterClient
+) -> None:
+    upstream.post("/chat/completions").respond(400, json=error_body(400, "bad request"))
+
+    record = await execute_request(
+        RequestContext(openrouter, plan_of(["m/x"], ["p"], stream=False), redact=str),
+        BenchmarkJob(model="m/x", prompt_index=1, prompt="p", run=1),
+        None,
+    )
+
+    assert (record.ok, record.attempts) == (False, 1)
+
+
+async def test_a_stream_that_ends_without_its_result_is_a_recorded_failure() -> None:
+    class EndsEarly:
+        def stream(self, *args: object) -> AsyncIterator[object]:
+            async def items() -> AsyncIterator[object]:
+                for _ in ():
+                    yield None
+
+            return items()
+
+    record = await execute_request(
+        RequestContext(
+            cast(OpenRouterClient, EndsEarly()), plan_of(["m/x"], ["p"], stream=True), redact=str
+        ),
+        BenchmarkJob(model="m/x", prompt_index=1, prompt="p", run=1),
+        None,
+    )
+
+    assert (record.status, record.error_type, record.error) == (
+        502,
+        "UpstreamInvalidResponseError",
+        "Upstream stream ended without a final item",
+    )
 
 
 async def test_cancelled_benchmark_keeps_finished_rows_and_saves_an_interrupted_summary(
