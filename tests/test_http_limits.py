@@ -124,10 +124,15 @@ async def test_a_head_just_under_max_header_bytes_reaches_the_app(
 
 
 async def test_a_head_not_finished_in_time_is_a_408(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with serving(tmp_path, monkeypatch, App(), header_timeout_seconds=0.5) as port:
         answer = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n")
+
+    assert (
+        "Closed 1 connections: no complete request line and headers within "
+        "HEADER_TIMEOUT_SECONDS=0.5" in caplog.messages
+    )
 
     status, _, body = parse(answer)
     assert status == "HTTP/1.1 408 Request Timeout"
@@ -165,3 +170,30 @@ async def test_a_request_past_max_connections_is_a_503_with_retry_after(
         "The server is at MAX_CONNECTIONS=1; retry shortly.",
     )
     assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_a_connection_past_max_connections_closes_the_one_waiting_longest_for_its_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(
+        tmp_path, monkeypatch, App(), max_connections=2, header_timeout_seconds=30
+    ) as port:
+        oldest, oldest_writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        younger, younger_writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            answer = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            closed = await asyncio.wait_for(oldest.read(), WAIT_SECONDS)
+            younger_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            served = await asyncio.wait_for(younger.read(), WAIT_SECONDS)
+        finally:
+            oldest_writer.close()
+            younger_writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert closed == b""  # closed without an answer: it had asked nothing
+    assert served.startswith(b"HTTP/1.1 200 OK\r\n")  # the younger one was kept
+    assert (
+        "Closed 1 connections still waiting for their headers, to make room for new ones: "
+        "MAX_CONNECTIONS reached" in caplog.messages
+    )
