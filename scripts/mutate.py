@@ -282,14 +282,22 @@ def main() -> int:
         return 0
     chosen = [find_module(name) for name in args.modules] if args.modules else list(MODULES)
     os.environ.pop("MUTANT_UNDER_TEST", None)
-    outcomes = [run_module(module, args.verbose) for module in chosen]
-    MUTANTS_DIR.mkdir(exist_ok=True)
-    summary = MUTANTS_DIR / "summary.json"
-    previous = json.loads(summary.read_text()) if summary.is_file() else {}
-    previous.update({o.module: dataclasses.asdict(o) for o in outcomes})
-    summary.write_text(json.dumps(previous, indent=2) + "\n")
+    outcomes: list[Outcome] = []
+    for module in chosen:
+        outcomes.append(run_module(module, args.verbose))
+        # Kept after each module: a long run stopped halfway keeps what it measured.
+        save(outcomes[-1])
+        print(table(outcomes[-1:]), flush=True)
+    print()
     print(table(outcomes))
     return 1 if any(o.error for o in outcomes) else 0
+
+
+def save(outcome: Outcome) -> None:
+    summary = MUTANTS_DIR / "summary.json"
+    kept = json.loads(summary.read_text()) if summary.is_file() else {}
+    kept[outcome.module] = dataclasses.asdict(outcome)
+    summary.write_text(json.dumps(kept, indent=2) + "\n")
 
 
 if __name__ == "__main__":
