@@ -313,6 +313,37 @@ async def test_cancelling_the_open_loop_waits_for_its_requests_to_wind_down() ->
     assert in_flight == 0
 
 
+async def test_an_error_in_the_closed_loop_waits_for_the_other_requests_to_wind_down() -> None:
+    in_flight = 0
+    started = asyncio.Event()
+
+    async def one_breaks(job: BenchmarkJob, scheduled: float | None) -> RequestRecord:
+        nonlocal in_flight
+        if job.run == 2:
+            await asyncio.wait_for(started.wait(), 5)
+            raise RuntimeError("bug")
+        in_flight += 1
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.01)  # closing a connection takes a moment
+            in_flight -= 1
+        return done(job)
+
+    with pytest.raises(RuntimeError, match="bug"):
+        await asyncio.wait_for(
+            run_closed_loop(
+                iter_jobs(["m"], ["p"], 2),
+                concurrency=2,
+                execute=one_breaks,
+                on_record=lambda _: None,
+            ),
+            10,
+        )
+    assert in_flight == 0
+
+
 async def test_cancelling_the_open_loop_cancels_its_requests() -> None:
     tracker = Tracker(hang_after=2)
     # A bounded list: were every send to fail at once, an endless one due at once would keep
