@@ -8,7 +8,7 @@ RUN := $(UV) run --frozen
 SERVE := $(UV) run --frozen --no-dev --no-sync
 
 .DEFAULT_GOAL := help
-.PHONY: help uv sync sync-runtime run emulator bench test lint typecheck format perf clean
+.PHONY: help uv sync sync-runtime run emulator bench test lint typecheck format perf mutate clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ format: sync ## Apply ruff's fixes and formatting
 
 test: lint typecheck ## Lint, type-check, then run the test suite
 	$(RUN) pytest
+
+# make mutate [MODULE=sse|app/src/services/base/sse.py]; `python scripts/mutate.py --list` names them.
+mutate: sync ## Mutation testing, one module at a time against its own tests: kill rates, survivors
+	nice -n 15 $(RUN) python scripts/mutate.py $(MODULE)
 
 perf: sync ## Measure proxy overhead against direct calls to a loopback upstream
 	$(RUN) python scripts/perf.py

@@ -36,6 +36,11 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
+# Far more retries than any test configures: past it, the retries would never stop, and with
+# waits that do not sleep the test would spin until killed instead of failing.
+MAX_RETRY_WAITS = 100
+
+
 @pytest.fixture
 def retry_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Replace the retry wait: nothing sleeps, and every wait is recorded."""
@@ -43,6 +48,8 @@ def retry_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
     async def record(seconds: float) -> None:
         waits.append(seconds)
+        if len(waits) > MAX_RETRY_WAITS:
+            raise AssertionError(f"more than {MAX_RETRY_WAITS} retry waits: retries never stop")
 
     monkeypatch.setattr(base_client, "retry_sleep", record)
     return waits

@@ -12,9 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
+from starlette.types import Receive, Scope, Send
 
+from src.api.gate.guards import CrossSiteGuard, TrustedHosts
 from src.config import Settings
 from tests.helpers.app import Serve, make_settings, read_log
+from tests.helpers.asgi import Recorder, http_scope
 from tests.helpers.benchmarks import PROMPTS
 from tests.helpers.errors import assert_error
 from tests.helpers.openrouter import GENERATE, MODELS_BODY, completion_body
@@ -174,3 +177,105 @@ def test_the_service_binds_loopback_unless_told_otherwise(monkeypatch: pytest.Mo
     assert defaults.host == "127.0.0.1"
     assert defaults.allowed_hosts == ["localhost", "127.0.0.1", "[::1]"]
     assert defaults.cors_origins == []
+
+
+SITE_REFUSAL = (
+    "Cross-site request refused (Sec-Fetch-Site: cross-site): a page on another site cannot "
+    "make this service run or spend anything. List the site in CORS_ORIGINS to allow it."
+)
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        # A browser that sends no Origin (a navigation, a privacy setting) still says where from.
+        ({"Sec-Fetch-Site": "cross-site"}, SITE_REFUSAL),
+        (
+            {"Origin": EVIL},
+            f"Cross-site request refused (Origin: {EVIL}). "
+            "List the site in CORS_ORIGINS to allow it.",
+        ),
+        (
+            {"Origin": "null"},
+            "Cross-site request refused (Origin: null, a sandboxed or local page). "
+            "Only sites listed in CORS_ORIGINS may call the service from a browser.",
+        ),
+    ],
+)
+async def test_each_refusal_says_why_in_full(
+    client: httpx.AsyncClient, routes: list[respx.Route], headers: dict[str, str], detail: str
+) -> None:
+    response = await client.post("/generate", json=GENERATE, headers=headers)
+
+    assert assert_error(response, 403, "CrossSiteRequestError")["detail"] == detail
+    assert spent(routes) == 0
+
+
+async def test_cors_origins_match_whatever_their_case_and_trailing_slash(
+    tmp_path: Path, serve: Serve, routes: list[respx.Route]
+) -> None:
+    settings = make_settings(tmp_path, cors_origins=["https://LaTeX/"])
+
+    async with serve(settings) as client:
+        response = await client.post(
+            "/generate",
+            json=GENERATE,
+            headers={"Sec-Fetch-Site": "cross-site", "Origin": "https://LATEX/"},
+        )
+
+    assert response.status_code == 200, response.text
+
+
+async def test_a_refusal_before_any_request_id_is_complete_json() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("a refused request must not reach the app")
+
+    sent = Recorder()
+    scope = http_scope("POST", "/generate", {"Sec-Fetch-Site": "cross-site"})
+
+    await CrossSiteGuard(app)(scope, Recorder(), sent)  # type: ignore[arg-type]
+
+    body = b'{"detail":"%s","error":"CrossSiteRequestError","request_id":"-"}' % (
+        SITE_REFUSAL.encode()
+    )
+    assert sent.messages == [
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        },
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+async def test_a_foreign_host_is_told_which_setting_lists_the_hosts(
+    tmp_path: Path, serve: Serve, routes: list[respx.Route]
+) -> None:
+    async with serve(make_settings(tmp_path)) as client:
+        response = await client.get("/health", headers={"Host": "evil.example"})
+
+    assert assert_error(response, 400, "InvalidHostError")["detail"] == (
+        "The Host header names a host this service does not serve (ALLOWED_HOSTS)."
+    )
+
+
+async def test_an_allowed_host_gets_each_part_of_a_stream_as_it_is_sent() -> None:
+    sent = Recorder()
+    seen: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        for message in (
+            {"type": "http.response.start", "status": 200, "headers": []},
+            {"type": "http.response.body", "body": b"a", "more_body": True},
+            {"type": "http.response.body", "body": b"b"},
+        ):
+            await send(message)
+            seen.append(len(sent.messages))
+
+    guard = TrustedHosts(app, allowed_hosts=["service.test"])
+    await guard(http_scope("GET", "/", {"Host": "service.test"}), Recorder(), sent)  # type: ignore[arg-type]
+
+    assert seen == [1, 2, 3]

@@ -505,3 +505,16 @@ async def test_a_token_limit_over_max_tokens_limit_is_refused_before_the_upstrea
     error = assert_openai_error(response, 422, "invalid_request_error", "LimitExceededError")
     assert "4097 exceeds MAX_TOKENS_LIMIT=4096" in error["message"]
     assert route.call_count == 0
+
+
+async def test_emulator_mode_refuses_a_real_model_in_openais_shape(
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter
+) -> None:
+    async with serve(make_settings(tmp_path, openrouter_api_key="")) as client:
+        plain = await client.post(CHAT, json=chat())
+        streamed = await client.post(CHAT, json=chat(stream=True))
+
+    for response in (plain, streamed):
+        error = assert_openai_error(response, 404, "not_found_error", "UnknownModelError")
+        assert f"Model '{GPT}' needs OpenRouter: set OPENROUTER_API_KEY" in error["message"]
+    assert upstream.calls.call_count == 0

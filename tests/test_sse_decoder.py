@@ -92,3 +92,44 @@ def test_an_encoded_event_decodes_to_itself(data: bytes, event: str | None) -> N
 
     assert framed.endswith(b"\n\n")
     assert SSEDecoder().feed(framed) == [ServerSentEvent(data=data, event=event or "message")]
+
+
+def test_a_line_exactly_at_the_cap_is_accepted() -> None:
+    line = b"data: " + b"x" * 58  # 64 bytes
+
+    assert decode([line + b"\n\n"], max_line=64) == [ServerSentEvent(data=b"x" * 58)]
+
+
+def test_the_refusal_names_the_setting_in_plain_words() -> None:
+    expected = r"^Upstream stream line is longer than MAX_UPSTREAM_LINE_BYTES=64 bytes$"
+
+    with pytest.raises(UpstreamInvalidResponseError, match=expected):
+        decode([b"data: " + b"x" * 100 + b"\n\n"], max_line=64)
+
+
+def test_extra_blank_lines_after_an_event_dispatch_nothing_more() -> None:
+    assert decode([b"data: a\n\n\n\r\n"]) == [ServerSentEvent(data=b"a")]
+
+
+def test_invalid_utf8_in_an_event_name_or_id_is_replaced_not_fatal() -> None:
+    events = decode([b"event: \xffusage\nid: 7\xfe\ndata: x\n\n"])
+
+    assert events == [ServerSentEvent(data=b"x", event="\ufffdusage", id="7\ufffd")]
+
+
+def test_an_id_with_a_nul_is_ignored() -> None:
+    events = decode([b"id: 1\n\nid: 2\x003\ndata: x\n\n"])
+
+    assert events == [ServerSentEvent(data=b"x", id="1")]
+
+
+def test_retry_takes_only_digits_and_other_fields_do_not_set_it() -> None:
+    events = decode([b"retry: soon\nbackoff: 300\ndata: x\n\n"])
+
+    assert events == [ServerSentEvent(data=b"x", retry=None)]
+
+
+def test_only_the_line_end_is_stripped_from_a_value() -> None:
+    events = decode([b"data: trailing space \r\n\r\ndata: LaTeX\n\n"])
+
+    assert events == [ServerSentEvent(data=b"trailing space "), ServerSentEvent(data=b"LaTeX")]

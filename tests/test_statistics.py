@@ -5,6 +5,7 @@ import math
 import pytest
 
 from src.services.benchmarker.results.statistics import (
+    Slo,
     comparison_row,
     latency_stats,
     mean,
@@ -48,18 +49,18 @@ def test_percentile_of_one_value_is_that_value() -> None:
 
 
 def test_percentile_refuses_no_values_and_out_of_range_q() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^percentile of no values$"):
         percentile([], 50)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^percentile 101 is outside 0..100$"):
         percentile([1.0], 101)
     with pytest.raises(ValueError):
         percentile([1.0], -1)
 
 
 def test_mean_and_std_dev_refuse_no_values() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^mean of no values$"):
         mean([])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^standard deviation of no values$"):
         sample_std_dev([])
 
 
@@ -241,3 +242,116 @@ def test_comparison_row_takes_the_headline_numbers() -> None:
         "cost": None,
         "cost_unknown": 2,
     }
+
+
+# Goodput: A meets both thresholds exactly; B is too slow; C's first token came too late; D has
+# no first token to check; E failed, however fast.
+GOODPUT_RECORDS = [
+    result(2.0, ttft=0.5),
+    result(2.5, ttft=0.4),
+    result(1.0, ttft=0.6),
+    result(1.0),
+    result(0.1, ttft=0.1, error_type="UpstreamStatusError"),
+]
+
+
+@pytest.mark.parametrize(
+    ("slo", "goodput"),
+    [
+        (Slo(ttft=0.5, latency=2.0), 0.2),  # A
+        (Slo(ttft=0.5), 0.4),  # A, B
+        (Slo(latency=2.0), 0.6),  # A, C, D
+        (Slo(), None),  # no thresholds: no goodput
+    ],
+)
+def test_goodput_is_the_share_of_all_requests_that_met_every_set_threshold(
+    slo: Slo, goodput: float | None
+) -> None:
+    assert request_stats(GOODPUT_RECORDS, wall_seconds=1.0, slo=slo).goodput == goodput
+
+
+def test_goodput_of_no_requests_is_null() -> None:
+    assert request_stats([], wall_seconds=0.0, slo=Slo(latency=1.0)).goodput is None
+
+
+def test_retried_counts_the_requests_that_needed_more_than_one_attempt() -> None:
+    records = [result(attempts=1), result(attempts=2), result(attempts=3)]
+
+    assert request_stats(records, wall_seconds=1.0).retried == 2
+
+
+def test_scheduled_latency_covers_the_successes_that_had_a_schedule() -> None:
+    records = [
+        result(1.0, scheduled_latency_seconds=1.5),
+        result(1.0, scheduled_latency_seconds=2.5),
+        result(1.0),
+        result(1.0, scheduled_latency_seconds=9.0, error_type="UpstreamStatusError"),
+    ]
+
+    scheduled = request_stats(records, wall_seconds=1.0).scheduled_latency
+
+    assert scheduled is not None
+    assert (scheduled.min, scheduled.avg, scheduled.max) == (1.5, 2.0, 2.5)
+
+
+def test_without_a_schedule_there_is_no_scheduled_latency() -> None:
+    assert request_stats([result(1.0)], wall_seconds=1.0).scheduled_latency is None
+
+
+def test_rates_over_a_wall_time_under_a_second() -> None:
+    records = [result(0.2, completion=6), result(0.3, completion=2)]
+
+    stats = request_stats(records, wall_seconds=0.5)
+
+    assert stats.output_tokens_per_second_overall == 16.0  # 8 tokens in 0.5 s
+    assert stats.requests_per_second == 4.0
+
+
+def test_overall_output_rate_needs_a_wall_time_and_a_success() -> None:
+    assert request_stats([result(0.2, completion=6)], 0.0).output_tokens_per_second_overall is None
+    failed = [result(0.2, error_type="UpstreamStatusError")]
+    assert request_stats(failed, 0.5).output_tokens_per_second_overall is None
+
+
+def test_wall_seconds_are_rounded_to_microseconds() -> None:
+    assert request_stats([result()], wall_seconds=1.23456789).wall_seconds == 1.234568
+
+
+def test_itl_and_total_time_come_from_the_successes() -> None:
+    records = [
+        result(1.0, itl=[0.1, 0.3], total_seconds=1.5),
+        result(2.0, itl=[0.2], total_seconds=2.5),
+        result(0.5, itl=[9.0], total_seconds=9.0, error_type="UpstreamStreamError"),
+    ]
+
+    stats = request_stats(records, wall_seconds=1.0)
+
+    assert (stats.itl.avg, stats.itl.p50) == (0.2, 0.2)
+    assert (stats.total.min, stats.total.max) == (1.5, 2.5)
+
+
+def test_cost_sums_the_successes_to_ten_decimals() -> None:
+    records = [
+        result(cost=0.25),
+        result(cost=0.5),
+        result(cost=7.0, error_type="UpstreamStatusError"),
+    ]
+
+    assert request_stats(records, wall_seconds=1.0).cost == 0.75
+    assert request_stats([result(cost=1.23e-10)], wall_seconds=1.0).cost == 1e-10
+
+
+def test_a_success_without_a_cost_is_counted_unknown_and_the_known_ones_still_add_up() -> None:
+    stats = request_stats([result(cost=0.25), result()], wall_seconds=1.0)
+
+    assert (stats.cost, stats.cost_unknown) == (0.25, 1)
+    assert request_stats([result()], wall_seconds=1.0).cost is None
+
+
+def test_comparison_row_carries_itl_goodput_and_cost() -> None:
+    records = [result(1.0, ttft=0.2, itl=[0.1, 0.3], cost=0.5)]
+    stats = request_stats(records, wall_seconds=1.0, slo=Slo(latency=2.0))
+
+    row = comparison_row("m/x", stats)
+
+    assert (row.itl_p50, row.goodput, row.cost) == (0.2, 1.0, 0.5)

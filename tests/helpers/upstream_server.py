@@ -13,6 +13,8 @@ What a side effect raises becomes what a real upstream would do on the wire:
   the connection is closed without an answer;
 - a body that raises after the headers: the connection is dropped mid-body.
 
+A request body that does not arrive within BODY_SECONDS of its head is an error (below).
+
 A client that goes away cancels the side effect or the body it is waiting on, as a real
 upstream stops generating. Anything else a side effect raises (including respx's "not
 mocked") is kept in `errors`; the fixture fails the test with it.
@@ -37,6 +39,18 @@ LOOPBACK = "127.0.0.1"
 READ_BYTES = 64 * 1024
 # Framing is the server's business: h11 chooses it for the answer, httpx for the request copy.
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+# A request whose head announced a body that does not come would otherwise wait for the
+# client's own timeout, and a test of it could only fail by hanging.
+BODY_SECONDS = 5.0
+
+
+def _body_missing(head: h11.Request, received: int) -> AssertionError:
+    return AssertionError(
+        f"{head.method.decode()} {head.target.decode()}: the request body announced in its "
+        f"headers did not arrive within {BODY_SECONDS:g} s ({received} bytes came)"
+    )
 
 
 class _ClientGone(Exception):
@@ -152,12 +166,23 @@ class LoopbackUpstream:
     ) -> httpx.Request | None:
         head: h11.Request | None = None
         body = bytearray()
+        deadline = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             event = connection.next_event()
-            if event is h11.NEED_DATA:
+            if event is h11.NEED_DATA and head is None:
                 connection.receive_data(await reader.read(READ_BYTES))
+            elif event is h11.NEED_DATA:
+                assert head is not None
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        connection.receive_data(await reader.read(READ_BYTES))
+                except TimeoutError:
+                    self.errors.append(_body_missing(head, len(body)))
+                    return None
             elif isinstance(event, h11.Request):
                 head = event
+                deadline = loop.time() + BODY_SECONDS
             elif isinstance(event, h11.Data):
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
