@@ -33,8 +33,10 @@ emulator: sync-runtime ## Serve the OpenRouter emulator alone on EMULATOR_HOST:E
 	PYTHONPATH=app $(SERVE) python -m src.services.emulator
 
 # make bench FILE=prompts/en.txt MODELS=emulator/small,emulator/large RUNS=3 [CONCURRENCY=2]
-bench: sync-runtime ## Benchmark on the running service (FILE, MODELS, RUNS): progress bar, table, cost
+#   [PROVIDERS=alpha,beta or all] [PROVIDER_SORT=price|throughput|latency]
+bench: sync-runtime ## Benchmark on the running service (FILE, MODELS, RUNS, PROVIDERS): progress bar, table, cost
 	PYTHONPATH=app $(SERVE) python -m src.cli benchmark --file "$(FILE)" --models "$(MODELS)" \
+		$(if $(PROVIDERS),--providers "$(PROVIDERS)") $(if $(PROVIDER_SORT),--provider-sort $(PROVIDER_SORT)) \
 		$(if $(RUNS),--runs $(RUNS)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
 		$(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 

@@ -89,6 +89,12 @@ class GenerationResult(BaseModel):
 
     text: str
     model: str
+    provider: str | None = Field(
+        default=None, description="The provider that served it, as the upstream named it"
+    )
+    generation_id: str | None = Field(
+        default=None, description="The upstream's generation id (GET /generation?id=)"
+    )
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int

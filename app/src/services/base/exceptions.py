@@ -23,6 +23,10 @@ class LimitExceededError(InvalidInputError):
     """A configured limit (prompts, runs, concurrency, total requests) was exceeded."""
 
 
+class UnknownProviderError(InvalidInputError):
+    """A provider that does not serve the model it was asked for."""
+
+
 class PayloadTooLargeError(InvalidInputError):
     """An upload is larger than MAX_UPLOAD_BYTES."""
 

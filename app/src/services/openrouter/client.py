@@ -21,7 +21,10 @@ from src.services.base.sse import SSEDecoder
 from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
     ChatCompletionChunk,
+    Routing,
     UpstreamCompletion,
+    UpstreamEndpointList,
+    UpstreamEndpointsData,
     UpstreamErrorEnvelope,
     UpstreamModel,
     UpstreamModelList,
@@ -52,11 +55,21 @@ class OpenRouterClient(BaseClient):
         body = await self.read("GET", "models", Timing())
         return parsed(UpstreamModelList, body, "Upstream model list is not valid JSON").data
 
+    async def list_endpoints(self, model: str) -> UpstreamEndpointsData:
+        """The providers serving `model` (OpenRouter's `/models/{author}/{slug}/endpoints`)."""
+        body = await self.read("GET", f"models/{model}/endpoints", Timing())
+        return parsed(UpstreamEndpointList, body, "Upstream endpoint list is not valid JSON").data
+
     async def complete(
-        self, model: str, prompt: str, sampling: SamplingParams, timing: Timing
+        self,
+        model: str,
+        prompt: str,
+        sampling: SamplingParams,
+        timing: Timing,
+        routing: Routing | None = None,
     ) -> GenerationResult:
         """One chat completion, timed at the wire by `timing`, parsed afterwards."""
-        content = chat_body(model, prompt, sampling, stream=False)
+        content = chat_body(model, prompt, sampling, stream=False, routing=routing)
         body = await self.read("POST", COMPLETIONS, timing, content)
         completion = parsed(UpstreamCompletion, body, "Upstream completion is not valid JSON")
         if completion.error is not None:
@@ -70,10 +83,17 @@ class OpenRouterClient(BaseClient):
             choice.finish_reason,
             completion.usage,
             timing,
+            completion.provider,
+            completion.id or None,
         )
 
     async def stream(
-        self, model: str, prompt: str, sampling: SamplingParams, timing: Timing
+        self,
+        model: str,
+        prompt: str,
+        sampling: SamplingParams,
+        timing: Timing,
+        routing: Routing | None = None,
     ) -> AsyncGenerator[StreamItem]:
         """Content deltas as they arrive, then the GenerationResult (without the text).
 
@@ -81,7 +101,7 @@ class OpenRouterClient(BaseClient):
         read before that chunk is parsed. Closing the generator early closes the upstream
         connection, which is how the upstream learns to stop generating.
         """
-        content = chat_body(model, prompt, sampling, stream=True)
+        content = chat_body(model, prompt, sampling, stream=True, routing=routing)
         body = await self.open("POST", COMPLETIONS, timing, content=content)
         decoder = SSEDecoder(self.max_stream_line_bytes)
         state = _StreamState(model)
@@ -104,7 +124,15 @@ class OpenRouterClient(BaseClient):
         if not state.saw_choice:
             # A usage chunk without choices is normal after the answer, not instead of it.
             raise UpstreamInvalidResponseError("Upstream stream ended without any choice")
-        yield _result("", state.model, state.finish_reason, state.usage, timing)
+        yield _result(
+            "",
+            state.model,
+            state.finish_reason,
+            state.usage,
+            timing,
+            state.provider,
+            state.generation_id,
+        )
 
     async def relay(self, content: bytes, timing: Timing) -> bytes:
         """POST the caller's own chat request; the answer's bytes as the upstream sent them.
@@ -179,10 +207,21 @@ def _carried_error(data: bytes) -> UpstreamStreamError | None:
 class _StreamState:
     """What the chunks of one stream have said so far."""
 
-    __slots__ = ("done", "finish_reason", "model", "saw_choice", "saw_data", "usage")
+    __slots__ = (
+        "done",
+        "finish_reason",
+        "generation_id",
+        "model",
+        "provider",
+        "saw_choice",
+        "saw_data",
+        "usage",
+    )
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self.provider: str | None = None
+        self.generation_id: str | None = None
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.saw_data = False
@@ -201,6 +240,8 @@ class _StreamState:
         if chunk.error is not None:
             raise UpstreamStreamError(chunk.error.message, chunk.error.code)
         self.model = chunk.model or self.model
+        self.provider = chunk.provider or self.provider
+        self.generation_id = chunk.id or self.generation_id
         if chunk.usage is not None:
             self.usage = chunk.usage
         text = ""
@@ -215,11 +256,19 @@ class _StreamState:
 
 
 def _result(
-    text: str, model: str, finish_reason: str | None, usage: Usage | None, timing: Timing
+    text: str,
+    model: str,
+    finish_reason: str | None,
+    usage: Usage | None,
+    timing: Timing,
+    provider: str | None,
+    generation_id: str | None,
 ) -> GenerationResult:
     return GenerationResult.model_construct(
         text=text,
         model=model,
+        provider=provider,
+        generation_id=generation_id,
         finish_reason=finish_reason,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,

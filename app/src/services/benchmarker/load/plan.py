@@ -10,6 +10,9 @@ from src.schemas.benchmarks import BenchmarkParameters, SavedParameters
 from src.services.benchmarker.load.schedule import arrival_offsets
 from src.services.openrouter.catalog import TokenPrices
 
+# What a series measures: a model, through one pinned provider or (None) as OpenRouter routes.
+Series = tuple[str, str | None]
+
 
 @dataclass(frozen=True, slots=True)
 class BenchmarkJob:
@@ -18,6 +21,7 @@ class BenchmarkJob:
     prompt: str
     run: int  # 1-based; 0 for warm-up requests
     warmup: bool = False
+    provider: str | None = None  # pinned, with no fallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,9 @@ class BenchmarkPlan:
     prompts: list[str]
     # Per model, for the cost of a request when the upstream does not say it; None: unknown.
     prices: Mapping[str, TokenPrices | None] = field(default_factory=dict)
+    # Per model, the providers it is pinned to, one series each; a model not here is one
+    # series routed by OpenRouter. `provider=all` is already expanded.
+    providers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # With a duration, the most measured requests it may send (MAX_BENCHMARK_REQUESTS).
     request_cap: int | None = None
     # The owner tag of the key that submitted it; None without inbound keys.
@@ -40,7 +47,15 @@ class BenchmarkPlan:
         """Measured requests planned; None when a duration decides how many."""
         if self.parameters.duration is not None:
             return None
-        return len(self.parameters.models) * len(self.prompts) * self.parameters.runs
+        return len(self.series()) * len(self.prompts) * self.parameters.runs
+
+    def series(self) -> list[Series]:
+        """Every model x pinned provider, in the order asked."""
+        return [
+            (model, provider)
+            for model in self.parameters.models
+            for provider in (self.providers.get(model) or (None,))
+        ]
 
     def schedule_seconds(self) -> float | None:
         """When the last measured request is due, from the end of the warm-up: the duration, or
@@ -60,16 +75,23 @@ class BenchmarkPlan:
         """The warm-up requests: prompts and models in turn, left out of the statistics."""
         pairs = itertools.cycle(
             [
-                (index, prompt, model)
+                (index, prompt, series)
                 for index, prompt in enumerate(self.prompts, start=1)
-                for model in self.parameters.models
+                for series in self.series()
             ]
         )
-        for index, prompt, model in itertools.islice(pairs, self.parameters.warmup):
-            yield BenchmarkJob(model=model, prompt_index=index, prompt=prompt, run=0, warmup=True)
+        for index, prompt, (model, provider) in itertools.islice(pairs, self.parameters.warmup):
+            yield BenchmarkJob(
+                model=model,
+                prompt_index=index,
+                prompt=prompt,
+                run=0,
+                warmup=True,
+                provider=provider,
+            )
 
     def jobs(self) -> Iterator[BenchmarkJob]:
-        """Run by run, prompt by prompt, every model in turn: models interleave, so they share
+        """Run by run, prompt by prompt, every series in turn: series interleave, so they share
         the same network and upstream conditions instead of one model getting the quiet minutes.
         With a duration the runs go on until the runner stops asking.
         """
@@ -79,10 +101,10 @@ class BenchmarkPlan:
             else range(1, self.parameters.runs + 1)
         )
         jobs = (
-            BenchmarkJob(model=model, prompt_index=index, prompt=prompt, run=run)
+            BenchmarkJob(model=model, prompt_index=index, prompt=prompt, run=run, provider=provider)
             for run in runs
             for index, prompt in enumerate(self.prompts, start=1)
-            for model in self.parameters.models
+            for model, provider in self.series()
         )
         return itertools.islice(jobs, self.request_cap)
 

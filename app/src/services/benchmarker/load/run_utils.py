@@ -17,6 +17,7 @@ from src.services.base.timing import Timing, now
 from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import OpenRouterClient
+from src.services.openrouter.schemas import Routing, pinned
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +131,14 @@ async def execute_request(
     logger.info("STARTED SINGLE PROMPT IN BENCHMARK MODEL: %s, RUN: %d", job.model, job.run)
     parameters = context.plan.parameters
     timing = Timing(content_arrivals=[] if parameters.stream else None)
+    routing = pinned(job.provider, parameters.provider_sort)
     try:
         if parameters.stream:
-            result = await _stream_once(context.client, job, parameters, timing)
+            result = await _stream_once(context.client, job, parameters, timing, routing)
         else:
-            result = await context.client.complete(job.model, job.prompt, parameters, timing)
+            result = await context.client.complete(
+                job.model, job.prompt, parameters, timing, routing
+            )
     except ServiceError as error:
         logger.warning(
             "BENCHMARK REQUEST FAILED | model=%s | run=%d | %s", job.model, job.run, error.detail
@@ -142,6 +146,8 @@ async def execute_request(
         return RequestRecord.model_construct(
             **_job_fields(job, timing, scheduled),
             text="",
+            provider=None,
+            generation_id=None,
             finish_reason=None,
             prompt_tokens=0,
             completion_tokens=0,
@@ -184,6 +190,7 @@ def _job_fields(job: BenchmarkJob, timing: Timing, scheduled: float | None) -> d
         "prompt": job.prompt,
         "run": job.run,
         "warmup": job.warmup,
+        "pinned_provider": job.provider,
         "send_lag_seconds": None if scheduled is None else max(timing.began - scheduled, 0.0),
         "scheduled_latency_seconds": None if scheduled is None else timing.ended - scheduled,
     }
@@ -203,10 +210,14 @@ def cost_of(
 
 
 async def _stream_once(
-    client: OpenRouterClient, job: BenchmarkJob, parameters: SamplingParams, timing: Timing
+    client: OpenRouterClient,
+    job: BenchmarkJob,
+    parameters: SamplingParams,
+    timing: Timing,
+    routing: Routing | None,
 ) -> GenerationResult:
     result: GenerationResult | None = None
-    items = client.stream(job.model, job.prompt, parameters, timing)
+    items = client.stream(job.model, job.prompt, parameters, timing, routing)
     try:
         async for item in items:
             if isinstance(item, GenerationResult):

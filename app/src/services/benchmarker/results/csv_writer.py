@@ -34,6 +34,10 @@ CSV_COLUMNS = (
     "tpot_seconds",
     "cost",
     "cost_source",
+    # After the older columns, so a script that reads them by position still finds them.
+    "pinned_provider",
+    "provider",
+    "generation_id",
     "error",
 )
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
@@ -68,6 +72,9 @@ def csv_row(record: RequestRecord) -> list[str]:
         _seconds(record.tpot_seconds),
         "" if record.cost is None else f"{record.cost:.10f}",
         record.cost_source or "",
+        neutralize_formula(record.pinned_provider or ""),
+        neutralize_formula(record.provider or ""),
+        neutralize_formula(record.generation_id or ""),
         _error_cell(record),
     ]
 
@@ -205,6 +212,9 @@ def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
     return RequestRecord(
         text="",
         model=_plain(row["model"]),
+        pinned_provider=_plain(row["pinned_provider"]) or None,
+        provider=_plain(row["provider"]) or None,
+        generation_id=_plain(row["generation_id"]) or None,
         finish_reason=_plain(row["finish_reason"]) or None,
         prompt_tokens=int(row["prompt_tokens"]),
         completion_tokens=int(row["completion_tokens"]),

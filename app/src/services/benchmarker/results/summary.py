@@ -14,12 +14,14 @@ from src.schemas.benchmarks import (
     BenchmarkSummary,
     ComparisonRow,
     ModelStats,
+    Percentiles,
     Progress,
     PromptStats,
+    ProviderStats,
     RequestRecord,
     Schedule,
 )
-from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.load.plan import BenchmarkPlan, Series
 from src.services.benchmarker.results.statistics import (
     DIGITS,
     Slo,
@@ -57,10 +59,10 @@ def build_summary(
 ) -> BenchmarkSummary:
     measured = [record for record in records if not record.warmup]
     slo = slo_of(plan)
-    by_model = _by_model(plan, measured)
+    by_series = _by_series(plan, measured)
     models = [
-        _model_stats(model, plan.prompts, by_model[model], clock.wall_seconds, slo)
-        for model in plan.parameters.models
+        _model_stats(series, plan.prompts, records, clock.wall_seconds, slo)
+        for series, records in by_series.items()
     ]
     overall = request_stats(measured, clock.wall_seconds, slo)
     return BenchmarkSummary(
@@ -78,7 +80,10 @@ def build_summary(
         cost_unknown=unknown_costs(measured),
         parameters=plan.saved_parameters(),
         models=models,
-        comparison=[comparison_row(stats.model, stats) for stats in models],
+        comparison=[
+            comparison_row(stats.model, stats, stats.provider, len(stats.by_provider))
+            for stats in models
+        ],
         files=files_of(benchmark_id),
         error=error,
     )
@@ -154,21 +159,61 @@ def comparison_so_far(
     plan: BenchmarkPlan, records: Sequence[RequestRecord], wall_seconds: float
 ) -> list[ComparisonRow]:
     measured = [record for record in records if not record.warmup]
-    by_model = _by_model(plan, measured)
     slo = slo_of(plan)
     return [
-        comparison_row(model, request_stats(by_model[model], wall_seconds, slo))
-        for model in plan.parameters.models
+        comparison_row(
+            model,
+            request_stats(series_records, wall_seconds, slo),
+            provider,
+            len(_answered_by(series_records)),
+        )
+        for (model, provider), series_records in _by_series(plan, measured).items()
     ]
 
 
-def _by_model(
+def _by_series(
     plan: BenchmarkPlan, records: Sequence[RequestRecord]
-) -> dict[str, list[RequestRecord]]:
-    by_model: dict[str, list[RequestRecord]] = {model: [] for model in plan.parameters.models}
+) -> dict[Series, list[RequestRecord]]:
+    by_series: dict[Series, list[RequestRecord]] = {series: [] for series in plan.series()}
     for record in records:
-        by_model.setdefault(record.model, []).append(record)
-    return by_model
+        by_series.setdefault((record.model, record.pinned_provider), []).append(record)
+    return by_series
+
+
+def _answered_by(records: Sequence[RequestRecord]) -> dict[str, list[RequestRecord]]:
+    """The records per provider that answered them, most requests first; a request that
+    failed before any provider was named belongs to none."""
+    by_provider: dict[str, list[RequestRecord]] = defaultdict(list)
+    for record in records:
+        if record.provider:
+            by_provider[record.provider].append(record)
+    return dict(sorted(by_provider.items(), key=lambda item: (-len(item[1]), item[0])))
+
+
+def mixed_providers_warning(providers: int) -> str | None:
+    if providers < 2:
+        return None
+    return f"answered by {providers} providers: these figures mix them; pin providers to compare"
+
+
+def _provider_stats(records: Sequence[RequestRecord], wall_seconds: float) -> list[ProviderStats]:
+    entries = []
+    for provider, served in _answered_by(records).items():
+        stats = request_stats(served, wall_seconds)
+        entries.append(
+            ProviderStats(
+                provider=provider,
+                count=stats.count,
+                ok=stats.ok,
+                latency=Percentiles(
+                    **stats.latency.model_dump(include=set(Percentiles.model_fields))
+                ),
+                ttft=stats.ttft,
+                output_tokens_per_second=stats.output_tokens_per_second,
+                cost=stats.cost,
+            )
+        )
+    return entries
 
 
 def _schedule(
@@ -190,8 +235,13 @@ def _schedule(
 
 
 def _model_stats(
-    model: str, prompts: list[str], records: list[RequestRecord], wall_seconds: float, slo: Slo
+    series: Series,
+    prompts: list[str],
+    records: list[RequestRecord],
+    wall_seconds: float,
+    slo: Slo,
 ) -> ModelStats:
+    model, provider = series
     by_prompt: dict[int, list[RequestRecord]] = defaultdict(list)
     for record in records:
         by_prompt[record.prompt_index].append(record)
@@ -204,7 +254,16 @@ def _model_stats(
         for index, prompt in enumerate(prompts, start=1)
     ]
     stats = request_stats(records, wall_seconds, slo)
-    return ModelStats(model=model, per_prompt=per_prompt, **dict(stats))
+    by_provider = _provider_stats(records, wall_seconds)
+    warning = mixed_providers_warning(len(by_provider))
+    return ModelStats(
+        model=model,
+        provider=provider,
+        by_provider=by_provider,
+        warnings=[warning] if warning else [],
+        per_prompt=per_prompt,
+        **dict(stats),
+    )
 
 
 def _preview(prompt: str) -> str:

@@ -41,6 +41,7 @@ class RunnerJob(BaseModel):
     parameters: BenchmarkParameters
     prompts: list[str]
     prices: dict[str, TokenPrices | None]
+    providers: dict[str, tuple[str, ...]] = {}
     settings: dict[str, object]
     upstream_url: str
     upstream_key: str
@@ -66,6 +67,7 @@ class RunnerJob(BaseModel):
             parameters=plan.parameters,
             prompts=plan.prompts,
             prices=dict(plan.prices),
+            providers=dict(plan.providers),
             settings=values,
             upstream_url=target.base_url,
             upstream_key=target.api_key.get_secret_value(),
@@ -97,6 +99,7 @@ async def run_job(job: RunnerJob) -> int:
                 job.parameters,
                 job.prompts,
                 job.prices,
+                providers=job.providers,
                 request_cap=settings.max_benchmark_requests,
                 owner=job.owner,
                 max_seconds=settings.max_run_seconds,
