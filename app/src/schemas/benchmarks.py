@@ -30,7 +30,7 @@ ProviderSlug = Annotated[
     ),
     BeforeValidator(check_model_id),
 ]
-CostSource = Literal["upstream", "pricing"]
+CostSource = Literal["generation", "upstream", "pricing"]
 
 
 class BenchmarkParameters(SamplingParams):
@@ -233,7 +233,20 @@ class ProviderStats(BaseModel):
     cost: float | None
 
 
+class OutsideUpstream(BaseModel):
+    """How much of the latency we measured lies outside OpenRouter's own record of each
+    request (its latency + generation time): the network to OpenRouter and its routing."""
+
+    count: int = Field(description="Successful requests whose record was found")
+    missing: int = Field(description="Successful requests whose record never came")
+    p50_seconds: float | None
+    p50_share: float | None = Field(description="Of our measured latency, 0..1")
+
+
 class ModelStats(RequestStats, _ModelKey):
+    outside_upstream: OutsideUpstream | None = Field(
+        default=None, description="With GENERATION_STATS=true; null otherwise"
+    )
     by_provider: list[ProviderStats] = Field(
         default_factory=list, description="Per provider that answered, most requests first"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -16,7 +17,11 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from src.config import Settings
 from src.schemas.prompts import GenerationResult, SamplingParams
 from src.services.base.client import BaseClient, RetryPolicy, build_transport
-from src.services.base.exceptions import UpstreamInvalidResponseError, UpstreamStreamError
+from src.services.base.exceptions import (
+    UpstreamInvalidResponseError,
+    UpstreamStatusError,
+    UpstreamStreamError,
+)
 from src.services.base.sse import SSEDecoder
 from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
@@ -26,6 +31,8 @@ from src.services.openrouter.schemas import (
     UpstreamEndpointList,
     UpstreamEndpointsData,
     UpstreamErrorEnvelope,
+    UpstreamGeneration,
+    UpstreamGenerationEnvelope,
     UpstreamModel,
     UpstreamModelList,
     Usage,
@@ -35,6 +42,7 @@ from src.services.openrouter.schemas import (
 M = TypeVar("M", bound=BaseModel)
 
 COMPLETIONS = "chat/completions"
+NOT_FOUND = 404
 DONE = b"[DONE]"
 # A quoted key only: the same word inside a JSON string value is escaped (\"error\").
 _ERROR_KEY = b'"error"'
@@ -59,6 +67,17 @@ class OpenRouterClient(BaseClient):
         """The providers serving `model` (OpenRouter's `/models/{author}/{slug}/endpoints`)."""
         body = await self.read("GET", f"models/{model}/endpoints", Timing())
         return parsed(UpstreamEndpointList, body, "Upstream endpoint list is not valid JSON").data
+
+    async def generation(self, generation_id: str) -> UpstreamGeneration | None:
+        """OpenRouter's record of a generation; None while it does not exist (a 404: it
+        appears a few seconds after the generation ends)."""
+        try:
+            body = await self.read("GET", f"generation?id={quote(generation_id)}", Timing())
+        except UpstreamStatusError as exc:
+            if exc.status_code == NOT_FOUND:
+                return None
+            raise
+        return parsed(UpstreamGenerationEnvelope, body, "Upstream generation is not JSON").data
 
     async def complete(
         self,

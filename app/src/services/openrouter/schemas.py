@@ -134,6 +134,21 @@ class ChatCompletionChunk(_Upstream):
     error: UpstreamErrorBody | None = None
 
 
+class UpstreamGeneration(_Upstream):
+    """OpenRouter's record of a generation, read for the fields a cross-check needs."""
+
+    provider_name: str | None = None
+    latency: float | None = None  # ms
+    generation_time: float | None = None  # ms
+    native_tokens_prompt: int | None = None
+    native_tokens_completion: int | None = None
+    total_cost: float | None = None
+
+
+class UpstreamGenerationEnvelope(_Upstream):
+    data: UpstreamGeneration
+
+
 class UpstreamEndpoint(_Upstream):
     """One provider serving a model, as `GET /models/{author}/{slug}/endpoints` lists it."""
 

@@ -14,6 +14,7 @@ from src.schemas.benchmarks import (
     BenchmarkSummary,
     ComparisonRow,
     ModelStats,
+    OutsideUpstream,
     Percentiles,
     Progress,
     PromptStats,
@@ -190,6 +191,30 @@ def _answered_by(records: Sequence[RequestRecord]) -> dict[str, list[RequestReco
     return dict(sorted(by_provider.items(), key=lambda item: (-len(item[1]), item[0])))
 
 
+def outside_upstream(records: Sequence[RequestRecord]) -> OutsideUpstream | None:
+    """Our latency minus OpenRouter's own (its latency + generation time), per successful
+    request whose record was found; None when no record was asked for."""
+    asked = [r for r in records if r.ok and r.generation_record is not None]
+    if not asked:
+        return None
+    gaps: list[float] = []
+    shares: list[float] = []
+    for record in asked:
+        stats = record.generation
+        if stats is None or stats.latency_seconds is None:
+            continue
+        gap = record.latency_seconds - stats.latency_seconds - (stats.generation_seconds or 0.0)
+        gaps.append(gap)
+        if record.latency_seconds > 0:
+            shares.append(gap / record.latency_seconds)
+    return OutsideUpstream(
+        count=len(gaps),
+        missing=len(asked) - len(gaps),
+        p50_seconds=round(stdlib_statistics.median(gaps), DIGITS) if gaps else None,
+        p50_share=round(stdlib_statistics.median(shares), DIGITS) if shares else None,
+    )
+
+
 def mixed_providers_warning(providers: int) -> str | None:
     if providers < 2:
         return None
@@ -259,6 +284,7 @@ def _model_stats(
     return ModelStats(
         model=model,
         provider=provider,
+        outside_upstream=outside_upstream(records),
         by_provider=by_provider,
         warnings=[warning] if warning else [],
         per_prompt=per_prompt,
