@@ -77,6 +77,8 @@ async def test_records_that_appear_late_fill_every_row_and_the_outside_share(
         assert outside["p50_seconds"] is not None
         # Loopback: almost all of our latency is inside the emulator's own record.
         assert -0.05 < outside["p50_share"] < 0.5
+        report = await client.get(summary["files"]["report_url"])
+        assert 'id="outside-upstream"' in report.text
 
 
 async def test_a_record_that_never_comes_is_marked_and_the_run_still_completes(

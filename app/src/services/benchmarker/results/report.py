@@ -65,6 +65,7 @@ def render_report(summary: BenchmarkSummary) -> str:
         latency_box_plot(summary.models),
         "<h2>By provider that answered</h2>",
         _by_provider_table(summary.models),
+        _outside_upstream_table(summary.models),
         "<h2>Per prompt</h2>",
         _per_prompt_table(summary.models),
         "<h2>Files</h2>",
@@ -270,6 +271,34 @@ def _by_provider_table(models: Sequence[ModelStats]) -> str:
         for entry in stats.by_provider
     ]
     return f'<table id="by-provider"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _outside_upstream_table(models: Sequence[ModelStats]) -> str:
+    """With GENERATION_STATS: how much of each series' latency OpenRouter's record leaves out."""
+    checked = [stats for stats in models if stats.outside_upstream is not None]
+    if not checked:
+        return ""
+    header = _header_row("series", "records", "missing", "outside p50 (s)", "outside p50 share")
+    rows = []
+    for stats in checked:
+        outside = stats.outside_upstream
+        assert outside is not None
+        rows.append(
+            _row(
+                [escape(series_label(stats.model, stats.provider))],
+                [
+                    str(outside.count),
+                    str(outside.missing),
+                    _number(outside.p50_seconds),
+                    _number(outside.p50_share),
+                ],
+            )
+        )
+    body = "".join(rows)
+    return (
+        "<h2>Outside OpenRouter's own record</h2>"
+        f'<table id="outside-upstream"><thead>{header}</thead><tbody>{body}</tbody></table>'
+    )
 
 
 def _per_prompt_table(models: Sequence[ModelStats]) -> str:
