@@ -6,6 +6,7 @@ Beta and Gamma (each with its own speed factors) and rotates over them when not 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import respx
 from rich.console import Console
 
 from src import cli
@@ -24,6 +26,7 @@ from src.services.emulator.providers import provider_speed
 from src.services.emulator.server import serve_embedded_emulator
 from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import PROMPTS
+from tests.helpers.openrouter import GPT, MODELS_BODY
 
 pytestmark = pytest.mark.anyio
 
@@ -300,3 +303,35 @@ async def test_the_cli_sends_each_provider_and_the_sort(tmp_path: Path) -> None:
     assert body.count(b'name="provider"\r\n\r\nalpha') == 1
     assert body.count(b'name="provider"\r\n\r\nbeta') == 1
     assert b'name="provider_sort"\r\n\r\nprice' in body
+
+
+async def test_concurrent_provider_lookups_make_one_upstream_call_then_hit_the_cache(
+    client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    upstream.get("/models").respond(json=MODELS_BODY)
+    called, release = asyncio.Event(), asyncio.Event()
+    endpoints = {
+        "data": {
+            "id": GPT,
+            "endpoints": [
+                {"provider_name": "OpenAI", "tag": "openai", "quantization": None},
+                {"provider_name": "Azure", "tag": "azure", "context_length": 128000},
+            ],
+        }
+    }
+
+    async def slow_endpoints(_: httpx.Request) -> httpx.Response:
+        called.set()
+        await release.wait()
+        return httpx.Response(200, json=endpoints)
+
+    route = upstream.get(f"/models/{GPT}/endpoints").mock(side_effect=slow_endpoints)
+    pending = [asyncio.create_task(client.get(f"/models/{GPT}/providers")) for _ in range(10)]
+    await asyncio.wait_for(called.wait(), 10)
+    release.set()
+    answers = await asyncio.gather(*pending)
+    again = await client.get(f"/models/{GPT}/providers")
+
+    assert [answer.status_code for answer in answers] == [200] * 10
+    assert [p["provider"] for p in again.json()["providers"]] == ["openai", "azure"]
+    assert route.call_count == 1
