@@ -62,8 +62,8 @@ def build_summary(
     slo = slo_of(plan)
     by_series = _by_series(plan, measured)
     models = [
-        _model_stats(series, plan.prompts, records, clock.wall_seconds, slo)
-        for series, records in by_series.items()
+        _model_stats(series, plan.prompts, series_records, clock.wall_seconds, slo)
+        for series, series_records in by_series.items()
     ]
     overall = request_stats(measured, clock.wall_seconds, slo)
     return BenchmarkSummary(
