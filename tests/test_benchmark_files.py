@@ -150,6 +150,15 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
     assert rows[0] == list(CSV_COLUMNS)
     assert dict(zip(CSV_COLUMNS, rows[1], strict=True)) == {
         "model": "m/x",
+        "pinned_provider": "",
+        "provider": "",
+        "generation_id": "",
+        "generation_record": "",
+        "upstream_latency_seconds": "",
+        "upstream_generation_seconds": "",
+        "native_prompt_tokens": "",
+        "native_completion_tokens": "",
+        "generation_cost": "",
         "prompt_index": "1",
         "prompt": "'=1+1",
         "run": "1",
