@@ -85,6 +85,10 @@ def use_served_inputs(case: schemathesis.Case[Any]) -> None:
             for other_source in ("dataset_file", "prompt_tokens", "prompt_tokens_stdev", "prompts"):
                 body.pop(other_source, None)
             body.pop("turns", None)
+            # A spread may draw a max_tokens past MAX_TOKENS_LIMIT: refused, and rightly so.
+            body.pop("output_tokens_stdev", None)
+            if body.get("stream") is False:
+                body.pop("ttft_slo", None)  # refused without a stream: nothing to measure it on
             body["prompt_file"] = PROMPTS
             if body.get("provider"):
                 # A generated slug is a provider no model has: a 422 the document cannot state.
