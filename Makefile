@@ -35,7 +35,8 @@ emulator: sync-runtime ## Serve the OpenRouter emulator alone on EMULATOR_HOST:E
 # make bench FILE=prompts/en.txt MODELS=emulator/small,emulator/large RUNS=3 [CONCURRENCY=2]
 # make bench PROMPT_TOKENS=256 OUTPUT_TOKENS=128 WARMUP=2 MODELS=emulator/small
 # make bench DATASET=chats.jsonl TURNS=3 MODELS=emulator/small
-bench: sync-runtime ## Benchmark on the running service (FILE, DATASET or PROMPT_TOKENS; MODELS, RUNS): progress bar, table, cost
+#   [PROVIDERS=alpha,beta or all] [PROVIDER_SORT=price|throughput|latency]
+bench: sync-runtime ## Benchmark on the running service (FILE, DATASET or PROMPT_TOKENS; MODELS, RUNS, PROVIDERS): progress bar, table, cost
 	PYTHONPATH=app $(SERVE) python -m src.cli benchmark --models "$(MODELS)" \
 		$(if $(FILE),--file "$(FILE)") $(if $(DATASET),--dataset "$(DATASET)") \
 		$(if $(PROMPT_TOKENS),--prompt-tokens $(PROMPT_TOKENS)) \
@@ -44,6 +45,7 @@ bench: sync-runtime ## Benchmark on the running service (FILE, DATASET or PROMPT
 		$(if $(OUTPUT_TOKENS),--output-tokens $(OUTPUT_TOKENS)) \
 		$(if $(OUTPUT_TOKENS_STDEV),--output-tokens-stdev $(OUTPUT_TOKENS_STDEV)) \
 		$(if $(TURNS),--turns $(TURNS)) $(if $(WARMUP),--warmup $(WARMUP)) \
+		$(if $(PROVIDERS),--providers "$(PROVIDERS)") $(if $(PROVIDER_SORT),--provider-sort $(PROVIDER_SORT)) \
 		$(if $(RUNS),--runs $(RUNS)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
 		$(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
 

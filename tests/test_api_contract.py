@@ -49,6 +49,7 @@ FORM_DEFAULTS: dict[str, object] = {
     "output_tokens": None,
     "output_tokens_stdev": 0,
     "turns": 1,
+    "provider_sort": None,
 }
 
 
@@ -103,10 +104,11 @@ def test_the_benchmark_form_is_flat_with_a_file_picker_and_every_field() -> None
     for upload in ("prompt_file", "dataset_file"):
         assert properties[upload]["type"] == "string"
         assert properties[upload]["format"] == "binary"
-    assert properties["model"]["type"] == "array"
-    assert properties["model"]["items"]["type"] == "string"
-    assert "models" not in properties
-    assert set(properties) == {"prompt_file", "dataset_file", "model", *FORM_DEFAULTS}
+    for repeated in ("model", "provider"):
+        assert properties[repeated]["type"] == "array"
+        assert properties[repeated]["items"]["type"] == "string"
+    assert not {"models", "providers"} & set(properties)
+    assert set(properties) == {"prompt_file", "dataset_file", "model", "provider", *FORM_DEFAULTS}
     for name, default in FORM_DEFAULTS.items():
         field = properties[name]
         assert not {"allOf", "anyOf", "oneOf", "example", "examples"} & set(field), name
@@ -114,6 +116,7 @@ def test_the_benchmark_form_is_flat_with_a_file_picker_and_every_field() -> None
         # Swagger UI fills a form field with its default: the service's own, or nothing.
         assert "default" in field and field["default"] == default, name
     assert properties["arrival"]["enum"] == ["constant", "poisson"]
+    assert properties["provider_sort"]["enum"] == ["price", "throughput", "latency"]
 
 
 def test_the_bounds_of_the_document_are_the_settings() -> None:

@@ -101,6 +101,8 @@ async def test_benchmark_returns_statistics_and_names_its_files(
     assert (body["requests"], body["finished_requests"]) == (6, 6)
     assert body["parameters"] == {
         "models": [GPT],
+        "providers": [],
+        "provider_sort": None,
         "prompts": 2,
         "runs": 3,
         "concurrency": 1,

@@ -150,6 +150,15 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
     assert rows[0] == list(CSV_COLUMNS)
     assert dict(zip(CSV_COLUMNS, rows[1], strict=True)) == {
         "model": "m/x",
+        "pinned_provider": "",
+        "provider": "",
+        "generation_id": "",
+        "generation_record": "",
+        "upstream_latency_seconds": "",
+        "upstream_generation_seconds": "",
+        "native_prompt_tokens": "",
+        "native_completion_tokens": "",
+        "generation_cost": "",
         "prompt_index": "1",
         "prompt": "'=1+1",
         "run": "1",
@@ -176,6 +185,24 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
     assert rows[2][4] == "502"
     assert rows[2][6] == ""
     assert rows[2][CSV_COLUMNS.index("error")] == "UpstreamStatusError: Upstream returned 500: down"
+
+
+def test_csv_columns_keep_the_older_positions_for_readers_by_position() -> None:
+    # The first columns never move; providers' columns come just before `error`; `turn` last.
+    assert CSV_COLUMNS[:4] == ("model", "prompt_index", "prompt", "run")
+    assert CSV_COLUMNS[CSV_COLUMNS.index("cost_source") + 1 :] == (
+        "pinned_provider",
+        "provider",
+        "generation_id",
+        "generation_record",
+        "upstream_latency_seconds",
+        "upstream_generation_seconds",
+        "native_prompt_tokens",
+        "native_completion_tokens",
+        "generation_cost",
+        "error",
+        "turn",
+    )
 
 
 async def test_csv_writer_flushes_rows_before_it_is_closed(tmp_path: Path) -> None:

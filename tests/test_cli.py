@@ -94,3 +94,29 @@ def test_a_failed_run_prints_why_it_failed() -> None:
     text = render({**SUMMARY, "status": "failed", "error": cause}, 80)
 
     assert f"Failed: {cause}" in " ".join(text.split())
+
+
+def test_series_with_providers_and_turns_fit_a_standard_terminal() -> None:
+    length = {"target": 256, "mean": 251.5, "p50": 250.0, "p90": 262.25, "stdev": 8.5}
+    lengths = {"input": length, "output": {**length, "target": 128}, "early_finishes": 3}
+    per_turn = [{"turn": t, "ttft": {"p50": 0.301 * t}} for t in range(1, 6)]
+    rows = [
+        {**SUMMARY["comparison"][1], "provider": provider, "providers_answered": 1}
+        for provider in ("amazon-bedrock", "google-vertex")
+    ]
+    models = [
+        {"model": row["model"], "provider": row["provider"], "warnings": [], "lengths": lengths,
+         "per_turn": per_turn}
+        for row in rows
+    ]  # fmt: skip
+    text = render({**SUMMARY, "comparison": rows, "models": models}, 80)
+
+    table, after = text.split("Total cost:", 1)
+    assert "…" not in text
+    assert all(len(line) <= 80 for line in table.splitlines()), table
+    assert table.count("google-vertex") == 1
+    # The lengths are one soft-wrapped line per series: the terminal folds it, nothing is cut.
+    for provider in ("amazon-bedrock", "google-vertex"):
+        line = next(line for line in after.splitlines() if f"@ {provider}:" in line)
+        assert "(target 128); 3 ended before max_tokens" in line
+    assert after.count("ttft p50 s by turn: 1: 0.301, 2: 0.602") == 2

@@ -66,12 +66,12 @@ def test_report_has_the_comparison_and_per_prompt_tables(page: str) -> None:
     tables = parse(page).tables
 
     comparison = tables["comparison"]
-    assert comparison[0][:3] == ["model", "ok", "failed"]
+    assert comparison[0][:4] == ["model", "provider", "ok", "failed"]
     assert [row[0] for row in comparison[1:]] == ["fast/model", HOSTILE_MODEL]
-    assert comparison[1][1:4] == ["3", "0", "0.700"]
-    assert comparison[2][1:3] == ["2", "1"]
+    assert comparison[1][1:5] == ["not pinned", "3", "0", "0.700"]
+    assert comparison[2][2:4] == ["2", "1"]
     per_prompt = tables["per-prompt"]
-    assert per_prompt[0] == ["model", "#", "prompt", "ok", "failed", "p50", "p95", "ttft p50"]
+    assert per_prompt[0] == ["series", "#", "prompt", "ok", "failed", "p50", "p95", "ttft p50"]
     assert per_prompt[1][:3] == ["fast/model", "1", HOSTILE_PROMPT]
     assert per_prompt[2][:5] == [HOSTILE_MODEL, "1", HOSTILE_PROMPT, "2", "1"]
     assert ["runs", "3"] in tables["parameters"]

@@ -241,6 +241,9 @@ def test_comparison_row_takes_the_headline_numbers() -> None:
         "goodput": None,
         "cost": None,
         "cost_unknown": 2,
+        "cost_per_1k_output_tokens": None,
+        "provider": None,
+        "providers_answered": 0,
     }
 
 

@@ -356,3 +356,70 @@ async def test_a_seed_past_64_bits_is_a_422_not_a_crash(
     assert response.status_code == 422, response.text
     assert "seed" in response.text
     assert chat.call_count == 0
+
+
+async def test_each_pinned_provider_runs_every_turn_of_the_conversations(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route, settings: Any
+) -> None:
+    endpoints = {
+        "data": {
+            "id": GPT,
+            "endpoints": [
+                {"provider_name": "Alpha", "tag": "alpha"},
+                {"provider_name": "Beta", "tag": "beta"},
+            ],
+        }
+    }
+    upstream.get(f"/models/{GPT}/endpoints").respond(json=endpoints)
+    bodies: list[dict[str, Any]] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        turn = sum(message["role"] == "user" for message in body["messages"])
+        return answer(f"{body['provider']['only'][0]} answer {turn}")
+
+    upstream.post("/chat/completions").mock(side_effect=reply)
+    conversation = {
+        "conversations": [
+            {"from": "human", "value": "First?"},
+            {"from": "gpt", "value": "A recorded answer, never sent."},
+            {"from": "human", "value": "Second?"},
+        ]
+    }
+    data = {"model": [GPT], "provider": ["alpha", "beta"], "turns": "2", "runs": "2"}
+
+    response = await client.post("/benchmark", files=dataset(orjson.dumps(conversation)), data=data)
+
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    # 2 series x 1 conversation x 2 turns x 2 runs
+    assert (summary["requests"], summary["finished_requests"]) == (8, 8)
+    assert len(bodies) == 8
+    for body in bodies:
+        pinned = body["provider"]
+        assert pinned == {"only": [pinned["only"][0]], "allow_fallbacks": False}
+        if len(body["messages"]) > 1:
+            # The history is the same provider's own first answer.
+            assert body["messages"][1] == {
+                "role": "assistant",
+                "content": f"{pinned['only'][0]} answer 1",
+            }
+    assert sorted(len(body["messages"]) for body in bodies) == [1, 1, 1, 1, 3, 3, 3, 3]
+    assert sorted((s["provider"], s["count"]) for s in summary["models"]) == [
+        ("alpha", 4),
+        ("beta", 4),
+    ]
+    for stats in summary["models"]:
+        assert [(t["turn"], t["count"]) for t in stats["per_turn"]] == [(1, 2), (2, 2)]
+    rows = run_rows(settings.benchmarks_dir, summary)
+    assert sorted((row["pinned_provider"], row["turn"]) for row in rows) == [
+        ("alpha", "1"),
+        ("alpha", "1"),
+        ("alpha", "2"),
+        ("alpha", "2"),
+        ("beta", "1"),
+        ("beta", "1"),
+        ("beta", "2"),
+        ("beta", "2"),
+    ]

@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from src.schemas.benchmarks import series_label
 from src.services.base.sse import ServerSentEvent, SSEDecoder
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
@@ -41,6 +42,7 @@ FORM_FIELDS = (
     "output_tokens",
     "output_tokens_stdev",
     "turns",
+    "provider_sort",
 )
 
 
@@ -102,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="Comma-separated model ids, e.g. emulator/small,emulator/large",
     )
+    bench.add_argument(
+        "--providers",
+        help="Comma-separated provider slugs, each model x provider a pinned series; `all` for "
+        "every provider of each model",
+    )
+    bench.add_argument(
+        "--provider-sort", dest="provider_sort", choices=("price", "throughput", "latency")
+    )
     bench.add_argument("--runs", type=int)
     bench.add_argument("--concurrency", type=int)
     bench.add_argument("--max-tokens", dest="max_tokens", type=int)
@@ -116,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _submit(http: httpx.Client, args: argparse.Namespace) -> str:
     form: dict[str, Any] = {"model": [m.strip() for m in args.models.split(",") if m.strip()]}
+    if args.providers:
+        form["provider"] = [p.strip() for p in args.providers.split(",") if p.strip()]
     for name in FORM_FIELDS:
         value = getattr(args, name)
         if value is not None:
@@ -214,14 +226,19 @@ def print_comparison(summary: dict[str, Any], console: Console) -> None:
         ("tokens\n/s", "output_tokens_per_second", 1),
         ("cost\nUSD", "cost", 5),
     )
-    table.add_column("model", overflow="fold", min_width=14)
+    # The provider goes with the model, in the one column that folds.
+    table.add_column("model @ provider", overflow="fold", min_width=14)
     for title in ("ok", "failed", *(title for title, _, _ in columns)):
         table.add_column(title, justify="right", no_wrap=True)
     for row in summary.get("comparison", []):
-        cells = [str(row["model"]), str(row["ok"]), str(row["failed"])]
+        cells = [_series(row), str(row["ok"]), str(row["failed"])]
         cells += [_number(row.get(key), digits) for _, key, digits in columns]
         table.add_row(*cells)
     console.print(table)
+    for series in summary.get("models", []):
+        label = series_label(str(series.get("model")), series.get("provider"))
+        for warning in series.get("warnings", []):
+            console.print(f"[yellow]{escape(label)}: {escape(str(warning))}[/yellow]")
     cost = summary.get("cost")
     unknown = summary.get("cost_unknown") or 0
     shown = "unknown" if cost is None else f"${cost:.5f}"
@@ -234,7 +251,7 @@ def print_comparison(summary: dict[str, Any], console: Console) -> None:
 
 
 def print_lengths(summary: dict[str, Any], console: Console) -> None:
-    """Per model, the token lengths achieved beside those asked for, and per-turn ttft."""
+    """Per series, the token lengths achieved beside those asked for, and per-turn ttft."""
     for stats in summary.get("models", []):
         lengths = stats.get("lengths")
         if not lengths:
@@ -248,11 +265,18 @@ def print_lengths(summary: dict[str, Any], console: Console) -> None:
                 f"p90 {_number(length['p90'], 1)}{target}"
             )
         parts.append(f"{lengths['early_finishes']} ended before max_tokens")
-        console.print(f"{escape(str(stats['model']))}: " + "; ".join(parts), soft_wrap=True)
+        label = series_label(str(stats["model"]), stats.get("provider"))
+        console.print(f"{escape(label)}: " + "; ".join(parts), soft_wrap=True)
         turns = stats.get("per_turn") or []
         if turns:
             shown = ", ".join(f"{t['turn']}: {_number(t['ttft']['p50'], 3)}" for t in turns)
             console.print(f"  ttft p50 s by turn: {shown}", soft_wrap=True)
+
+
+def _series(row: dict[str, Any]) -> str:
+    label = series_label(str(row["model"]), row.get("provider"))
+    answered = row.get("providers_answered") or 0
+    return label if row.get("provider") or answered < 2 else f"{label} (mixed: {answered})"
 
 
 def _number(value: object, digits: int) -> str:

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"]
     )
 
+    # After a run (and for /generate on request), fetch OpenRouter's own record of every
+    # generation; a record not there after GENERATION_STATS_WAIT_SECONDS is marked missing.
+    generation_stats: bool = False
+    generation_stats_wait_seconds: float = Field(default=30.0, ge=0, le=600)
+
     emulator_host: str = "127.0.0.1"
     emulator_port: int = Field(default=8001, ge=1, le=65535)
     emulator_ttft_seconds: float = Field(default=0.3, ge=0)

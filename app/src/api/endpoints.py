@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.api.plumbing.parsing import parse_json_body, read_body
 from src.api.plumbing.sse import sse_from_stream, sse_response
-from src.schemas.models import HealthResponse, ModelInfo, ModelsResponse
-from src.schemas.prompts import GenerateRequest, GenerationResult
+from src.schemas.models import (
+    HealthResponse,
+    ModelInfo,
+    ModelProviders,
+    ModelsResponse,
+    Pricing,
+    ProviderInfo,
+)
+from src.schemas.prompts import ErrorResponse, GenerateRequest, GenerationResult
 from src.services.generation.service import generate as generate_text
 from src.services.generation.service import open_generation_stream
 from src.services.openrouter.catalog import is_free, listed_pricing
@@ -53,6 +60,33 @@ async def get_models(
     if free:
         models = [model for model in models if model.free]
     return ModelsResponse(count=len(models), models=models)
+
+
+@router.get(
+    "/models/{model_id:path}/providers",
+    responses={404: {"model": ErrorResponse, "description": "Not a model the upstream lists"}},
+)
+async def get_model_providers(
+    catalog: CatalogDep,
+    model_id: Annotated[str, Path(description="A model id, such as emulator/small")],
+) -> ModelProviders:
+    """The providers serving a model, with their prices, context and quantization (cached
+    with a TTL): the slugs `POST /benchmark` takes as `provider`."""
+    providers = [
+        ProviderInfo(
+            provider=endpoint.slug,
+            name=endpoint.provider_name,
+            context_length=endpoint.context_length,
+            quantization=endpoint.quantization,
+            pricing=(
+                None
+                if endpoint.pricing is None
+                else Pricing(prompt=endpoint.pricing.prompt, completion=endpoint.pricing.completion)
+            ),
+        )
+        for endpoint in await catalog.endpoints(model_id)
+    ]
+    return ModelProviders(model=model_id, count=len(providers), providers=providers)
 
 
 @router.post(

@@ -4,16 +4,39 @@ Every interval is read off the wire clock; the README's "What each number means"
 """
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-from src.schemas.prompts import MAX_TOKENS_BOUND, GenerationResult, ModelId, SamplingParams
+from src.schemas.prompts import (
+    MAX_TOKENS_BOUND,
+    GenerationResult,
+    ModelId,
+    SamplingParams,
+    check_model_id,
+)
 
 BenchmarkStatus = Literal["running", "completed", "interrupted", "cancelled", "failed"]
 FINISHED: frozenset[str] = frozenset({"completed", "interrupted", "cancelled", "failed"})
 Arrival = Literal["constant", "poisson"]
-CostSource = Literal["upstream", "pricing"]
+ProviderSort = Literal["price", "throughput", "latency"]
+MAX_PROVIDER_CHARS = 100
+ProviderSlug = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, min_length=1, max_length=MAX_PROVIDER_CHARS
+    ),
+    BeforeValidator(check_model_id),
+]
+CostSource = Literal["generation", "upstream", "pricing"]
 
 
 class BenchmarkParameters(SamplingParams):
@@ -25,7 +48,17 @@ class BenchmarkParameters(SamplingParams):
         validation_alias=AliasChoices("model", "models"),
         description="Model id; repeat the field to compare several models",
     )
-    runs: int = Field(default=5, ge=1, description="Requests per prompt and model")
+    providers: list[ProviderSlug] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("provider", "providers"),
+        description="Provider slug, pinned with no fallback: each model x provider is a series "
+        "of its own; repeat it for several, or `all` for every provider of each model. "
+        "Unset: OpenRouter chooses per request.",
+    )
+    provider_sort: ProviderSort | None = Field(
+        default=None, description="OpenRouter's provider `sort`, passed through"
+    )
+    runs: int = Field(default=5, ge=1, description="Requests per prompt and series")
     concurrency: int = Field(default=1, ge=1, description="Requests in flight at most")
     stream: bool = Field(default=True, description="Stream every request to measure ttft")
     rate: float | None = Field(
@@ -134,6 +167,9 @@ class RequestRecord(GenerationResult):
     itl: list[float] = Field(
         default_factory=list, description="Gaps between content chunks after the first"
     )
+    pinned_provider: str | None = Field(
+        default=None, description="The provider its series pinned; null when not pinned"
+    )
     cost_source: CostSource | None = Field(
         default=None, description="Where `cost` came from; null when it is unknown"
     )
@@ -222,6 +258,14 @@ class _PromptKey(BaseModel):
 
 class _ModelKey(BaseModel):
     model: str
+    provider: str | None = Field(
+        default=None, description="The provider this series pinned; null when not pinned"
+    )
+
+
+def series_label(model: str, provider: str | None) -> str:
+    """How a series is named for people: the model, and the provider it pinned."""
+    return model if provider is None else f"{model} @ {provider}"
 
 
 class PromptStats(RequestStats, _PromptKey):
@@ -254,7 +298,36 @@ class TurnStats(BaseModel):
     input: LengthStats = Field(description="usage.prompt_tokens: the history grows each turn")
 
 
+class ProviderStats(BaseModel):
+    """A series' requests that one provider answered (as the answers named it)."""
+
+    provider: str
+    count: int
+    ok: int
+    latency: Percentiles
+    ttft: Percentiles
+    output_tokens_per_second: float | None
+    cost: float | None
+
+
+class OutsideUpstream(BaseModel):
+    """How much of the latency we measured lies outside OpenRouter's own record of each
+    request (its latency + generation time): the network to OpenRouter and its routing."""
+
+    count: int = Field(description="Successful requests whose record was found")
+    missing: int = Field(description="Successful requests whose record never came")
+    p50_seconds: float | None
+    p50_share: float | None = Field(description="Of our measured latency, 0..1")
+
+
 class ModelStats(RequestStats, _ModelKey):
+    outside_upstream: OutsideUpstream | None = Field(
+        default=None, description="With GENERATION_STATS=true; null otherwise"
+    )
+    by_provider: list[ProviderStats] = Field(
+        default_factory=list, description="Per provider that answered, most requests first"
+    )
+    warnings: list[str] = Field(default_factory=list)
     per_prompt: list[PromptStats]
     lengths: Lengths
     per_turn: list[TurnStats] = Field(
@@ -264,6 +337,8 @@ class ModelStats(RequestStats, _ModelKey):
 
 class ComparisonRow(BaseModel):
     model: str
+    provider: str | None = None
+    providers_answered: int = Field(default=0, description="Providers that answered")
     ok: int
     failed: int
     retried: int
@@ -278,6 +353,9 @@ class ComparisonRow(BaseModel):
     goodput: float | None
     cost: float | None
     cost_unknown: int = 0
+    cost_per_1k_output_tokens: float | None = Field(
+        default=None, description="USD per 1000 completion tokens, over requests of known cost"
+    )
 
 
 class Progress(BaseModel):

@@ -19,6 +19,20 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
+class ProviderInfo(BaseModel):
+    provider: str = Field(description="The slug `provider=` takes (pinned with no fallback)")
+    name: str = Field(description="The provider's name, as answers name it")
+    context_length: int | None
+    quantization: str | None
+    pricing: Pricing | None = Field(description="USD per token; null when the upstream gives none")
+
+
+class ModelProviders(BaseModel):
+    model: str
+    count: int
+    providers: list[ProviderInfo]
+
+
 class HealthResponse(BaseModel):
     status: str
     upstream: str

@@ -6,7 +6,7 @@ answered by `/generate`, sent as the stream's `done` event and extended by bench
 """
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -107,6 +107,22 @@ class GenerateRequest(SamplingParams):
     model: ModelId
     prompt: PromptText
     stream: bool = False
+    generation_stats: bool = Field(
+        default=False,
+        description="Also fetch OpenRouter's own record of the generation (plain answers only; "
+        "waits up to GENERATION_STATS_WAIT_SECONDS for it)",
+    )
+
+
+class GenerationStats(BaseModel):
+    """OpenRouter's own record of a generation (`GET /generation?id=`), in seconds and USD."""
+
+    latency_seconds: float | None = Field(description="Its `latency` (ms), in seconds")
+    generation_seconds: float | None = Field(description="Its `generation_time` (ms), in seconds")
+    native_prompt_tokens: int | None = Field(description="Its `native_tokens_prompt`")
+    native_completion_tokens: int | None = Field(description="Its `native_tokens_completion`")
+    cost: float | None = Field(description="Its `total_cost`, USD")
+    provider: str | None = Field(default=None, description="Its `provider_name`")
 
 
 class GenerationResult(BaseModel):
@@ -115,6 +131,12 @@ class GenerationResult(BaseModel):
 
     text: str
     model: str
+    provider: str | None = Field(
+        default=None, description="The provider that served it, as the upstream named it"
+    )
+    generation_id: str | None = Field(
+        default=None, description="The upstream's generation id (GET /generation?id=)"
+    )
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
@@ -132,6 +154,13 @@ class GenerationResult(BaseModel):
         default=None,
         description="Why the upstream's usage is not known in full (absent, or a number that "
         "is not one); the numbers it concerns are then 0 tokens or a null cost",
+    )
+    generation_record: Literal["found", "missing"] | None = Field(
+        default=None,
+        description="Whether OpenRouter's record of it was found in time; null when not asked",
+    )
+    generation: GenerationStats | None = Field(
+        default=None, description="OpenRouter's record of it, when asked for and found"
     )
 
 

@@ -242,10 +242,13 @@ class BaseClient:
         return data
 
     def _url(self, path: str) -> httpx.URL:
-        # Joined once per path: URL parsing and merging is a visible cost per request.
+        # Joined once per path: URL parsing and merging is a visible cost per request. A path
+        # with a query (one per generation id) would grow the cache without end: not kept.
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = self._base_url.join(path)
+            url = self._base_url.join(path)
+            if "?" not in path:
+                self._urls[path] = url
         return url
 
     async def _send(

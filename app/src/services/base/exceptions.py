@@ -35,6 +35,10 @@ class LimitExceededError(InvalidInputError):
     """A configured limit (prompts, runs, concurrency, total requests) was exceeded."""
 
 
+class UnknownProviderError(InvalidInputError):
+    """A provider that does not serve the model it was asked for."""
+
+
 class PayloadTooLargeError(InvalidInputError):
     """A request body past its limit (MAX_JSON_BODY_BYTES, MAX_UPLOAD_BYTES)."""
 

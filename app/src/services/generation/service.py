@@ -7,8 +7,9 @@ from collections.abc import AsyncGenerator
 from src.config import Settings
 from src.schemas.prompts import GenerateRequest, GenerationResult
 from src.services.base.exceptions import LimitExceededError, UnknownModelError
-from src.services.base.timing import Timing
+from src.services.base.timing import Timing, now
 from src.services.openrouter.client import OpenRouterClient, StreamItem
+from src.services.openrouter.generations import fetch_stats, with_stats
 from src.streams import prepend
 
 EMULATOR_MODEL_PREFIX = "emulator/"
@@ -37,7 +38,11 @@ async def generate(
 ) -> GenerationResult:
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    return await client.complete(request.model, request.prompt, request, Timing())
+    result = await client.complete(request.model, request.prompt, request, Timing())
+    if request.generation_stats and result.generation_id is not None:
+        deadline = now() + settings.generation_stats_wait_seconds
+        result = with_stats(result, await fetch_stats(client, result.generation_id, deadline))
+    return result
 
 
 async def open_generation_stream(

@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -17,14 +18,23 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from src.config import Settings
 from src.schemas.prompts import GenerationResult, SamplingParams
 from src.services.base.client import BaseClient, RetryPolicy, build_transport
-from src.services.base.exceptions import UpstreamInvalidResponseError, UpstreamStreamError
+from src.services.base.exceptions import (
+    UpstreamInvalidResponseError,
+    UpstreamStatusError,
+    UpstreamStreamError,
+)
 from src.services.base.sse import SSEDecoder, encode_event
 from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
     ChatCompletionChunk,
     Prompt,
+    Routing,
     UpstreamCompletion,
+    UpstreamEndpointList,
+    UpstreamEndpointsData,
     UpstreamErrorEnvelope,
+    UpstreamGeneration,
+    UpstreamGenerationEnvelope,
     UpstreamModel,
     UpstreamModelList,
     Usage,
@@ -36,6 +46,7 @@ M = TypeVar("M", bound=BaseModel)
 Answer = TypeVar("Answer", UpstreamCompletion, UpstreamErrorEnvelope, ChatCompletionChunk)
 
 COMPLETIONS = "chat/completions"
+NOT_FOUND = 404
 DONE = b"[DONE]"
 # A quoted key only: the same word inside a JSON string value is escaped (\"error\").
 _ERROR_KEY = b'"error"'
@@ -56,11 +67,32 @@ class OpenRouterClient(BaseClient):
         body = await self.read("GET", "models", Timing())
         return parsed(UpstreamModelList, body, "Upstream model list is not valid JSON").data
 
+    async def list_endpoints(self, model: str) -> UpstreamEndpointsData:
+        """The providers serving `model` (OpenRouter's `/models/{author}/{slug}/endpoints`)."""
+        body = await self.read("GET", f"models/{model}/endpoints", Timing())
+        return parsed(UpstreamEndpointList, body, "Upstream endpoint list is not valid JSON").data
+
+    async def generation(self, generation_id: str) -> UpstreamGeneration | None:
+        """OpenRouter's record of a generation; None while it does not exist (a 404: it
+        appears a few seconds after the generation ends)."""
+        try:
+            body = await self.read("GET", f"generation?id={quote(generation_id)}", Timing())
+        except UpstreamStatusError as exc:
+            if exc.status_code == NOT_FOUND:
+                return None
+            raise
+        return parsed(UpstreamGenerationEnvelope, body, "Upstream generation is not JSON").data
+
     async def complete(
-        self, model: str, prompt: Prompt, sampling: SamplingParams, timing: Timing
+        self,
+        model: str,
+        prompt: Prompt,
+        sampling: SamplingParams,
+        timing: Timing,
+        routing: Routing | None = None,
     ) -> GenerationResult:
         """One chat completion, timed at the wire by `timing`, parsed afterwards."""
-        content = chat_body(model, prompt, sampling, stream=False)
+        content = chat_body(model, prompt, sampling, stream=False, routing=routing)
         body = await self.read("POST", COMPLETIONS, timing, content)
         completion = _checked(UpstreamCompletion, body, "Upstream completion is not valid JSON")
         if not completion.choices:
@@ -72,10 +104,17 @@ class OpenRouterClient(BaseClient):
             choice.finish_reason,
             completion.usage,
             timing,
+            completion.provider,
+            completion.id or None,
         )
 
     async def stream(
-        self, model: str, prompt: Prompt, sampling: SamplingParams, timing: Timing
+        self,
+        model: str,
+        prompt: Prompt,
+        sampling: SamplingParams,
+        timing: Timing,
+        routing: Routing | None = None,
     ) -> AsyncGenerator[StreamItem]:
         """Content deltas as they arrive, then the GenerationResult (without the text).
 
@@ -83,7 +122,7 @@ class OpenRouterClient(BaseClient):
         read before that chunk is parsed. Closing the generator early closes the upstream
         connection, which is how the upstream learns to stop generating.
         """
-        content = chat_body(model, prompt, sampling, stream=True)
+        content = chat_body(model, prompt, sampling, stream=True, routing=routing)
         state = _StreamState(model)
         async with aclosing(self._data_events(content, timing)) as events:
             async for batch, arrived in events:
@@ -98,7 +137,15 @@ class OpenRouterClient(BaseClient):
         if not state.saw_choice:
             # A usage chunk without choices is normal after the answer, not instead of it.
             raise UpstreamInvalidResponseError("Upstream stream ended without any choice")
-        yield _result("", state.model, state.finish_reason, state.usage, timing)
+        yield _result(
+            "",
+            state.model,
+            state.finish_reason,
+            state.usage,
+            timing,
+            state.provider,
+            state.generation_id,
+        )
 
     async def relay(self, content: bytes, timing: Timing) -> bytes:
         """POST the caller's own chat request; the answer's bytes as the upstream sent them.
@@ -196,10 +243,19 @@ def _carried_error(data: bytes) -> UpstreamStreamError | None:
 class _StreamState:
     """What the chunks of one stream have said so far."""
 
-    __slots__ = ("finish_reason", "model", "saw_choice", "usage")
+    __slots__ = (
+        "finish_reason",
+        "generation_id",
+        "model",
+        "provider",
+        "saw_choice",
+        "usage",
+    )
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self.provider: str | None = None
+        self.generation_id: str | None = None
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.saw_choice = False
@@ -208,6 +264,8 @@ class _StreamState:
         """The content text of one `data:` event (empty when it carries none)."""
         chunk = _checked(ChatCompletionChunk, data, "Upstream stream chunk is not JSON")
         self.model = chunk.model or self.model
+        self.provider = chunk.provider or self.provider
+        self.generation_id = chunk.id or self.generation_id
         if chunk.usage is not None:
             self.usage = chunk.usage
         text = ""
@@ -222,11 +280,19 @@ class _StreamState:
 
 
 def _result(
-    text: str, model: str, finish_reason: str | None, usage: Usage | None, timing: Timing
+    text: str,
+    model: str,
+    finish_reason: str | None,
+    usage: Usage | None,
+    timing: Timing,
+    provider: str | None,
+    generation_id: str | None,
 ) -> GenerationResult:
     return GenerationResult.model_construct(
         text=text,
         model=model,
+        provider=provider,
+        generation_id=generation_id,
         finish_reason=finish_reason,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,

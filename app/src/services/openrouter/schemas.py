@@ -110,6 +110,8 @@ class UpstreamCompletion(_Upstream):
 
     id: str = ""
     model: str = ""
+    # OpenRouter names the provider that served the request.
+    provider: str | None = None
     choices: list[ChatChoice] = Field(default_factory=list)
     usage: Usage | None = None
     # OpenRouter may answer 200 with an error object (for example a provider failure).
@@ -126,17 +128,80 @@ class ChunkChoice(_Upstream):
 
 
 class ChatCompletionChunk(_Upstream):
+    id: str = ""
     model: str = ""
+    provider: str | None = None
     choices: list[ChunkChoice] = Field(default_factory=list)
     usage: Usage | None = None
     error: UpstreamErrorBody | None = None
+
+
+class UpstreamGeneration(_Upstream):
+    """OpenRouter's record of a generation, read for the fields a cross-check needs."""
+
+    provider_name: str | None = None
+    latency: float | None = None  # ms
+    generation_time: float | None = None  # ms
+    native_tokens_prompt: int | None = None
+    native_tokens_completion: int | None = None
+    total_cost: float | None = None
+
+
+class UpstreamGenerationEnvelope(_Upstream):
+    data: UpstreamGeneration
+
+
+class UpstreamEndpoint(_Upstream):
+    """One provider serving a model, as `GET /models/{author}/{slug}/endpoints` lists it."""
+
+    provider_name: str
+    # The slug OpenRouter accepts in the `provider` object's `only`, `order` and `ignore`.
+    tag: str = ""
+    context_length: int | None = None
+    quantization: str | None = None
+    pricing: UpstreamPricing | None = None
+
+    @property
+    def slug(self) -> str:
+        return (self.tag or self.provider_name).lower()
+
+
+class UpstreamEndpointsData(_Upstream):
+    id: str
+    endpoints: list[UpstreamEndpoint] = Field(default_factory=list)
+
+
+class UpstreamEndpointList(_Upstream):
+    data: UpstreamEndpointsData
+
+
+# OpenRouter's provider routing object (`only`, `order`, `allow_fallbacks`, `sort`, ...).
+Routing = dict[str, object]
+
+
+def pinned(provider: str | None, sort: str | None) -> Routing | None:
+    """The `provider` object of a request: one provider and no fallback when pinned, so a
+    failure of that provider is its own, never another provider's answer."""
+    routing: Routing = {}
+    if provider is not None:
+        routing.update(only=[provider], allow_fallbacks=False)
+    if sort is not None:
+        routing["sort"] = sort
+    return routing or None
 
 
 # A single user message, or the whole conversation so far as {"role", "content"} messages.
 Prompt = str | Sequence[Mapping[str, str]]
 
 
-def chat_body(model: str, prompt: Prompt, sampling: SamplingParams, *, stream: bool) -> bytes:
+def chat_body(
+    model: str,
+    prompt: Prompt,
+    sampling: SamplingParams,
+    *,
+    stream: bool,
+    routing: Routing | None = None,
+) -> bytes:
     """The JSON body of POST /chat/completions; unset sampling fields are left out."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     body: dict[str, object] = {
@@ -152,4 +217,6 @@ def chat_body(model: str, prompt: Prompt, sampling: SamplingParams, *, stream: b
         body["stream"] = True
         # OpenRouter sends the token counts in a last chunk only when asked.
         body["stream_options"] = {"include_usage": True}
+    if routing is not None:
+        body["provider"] = routing
     return orjson.dumps(body)

@@ -17,6 +17,9 @@ from src.services.benchmarker.load.sources import (
 )
 from src.services.openrouter.catalog import TokenPrices
 
+# What a series measures: a model, through one pinned provider or (None) as OpenRouter routes.
+Series = tuple[str, str | None]
+
 
 @dataclass(frozen=True, slots=True)
 class BenchmarkJob:
@@ -27,6 +30,7 @@ class BenchmarkJob:
     warmup: bool = False
     # Its history and turns; the prompt is its first turn.
     conversation: Conversation | None = None
+    provider: str | None = None  # pinned, with no fallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,9 @@ class BenchmarkPlan:
     prompts: list[str]
     # Per model, for the cost of a request when the upstream does not say it; None: unknown.
     prices: Mapping[str, TokenPrices | None] = field(default_factory=dict)
+    # Per model, the providers it is pinned to, one series each; a model not here is one
+    # series routed by OpenRouter. `provider=all` is already expanded.
+    providers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # With a duration, the most measured requests it may send (MAX_BENCHMARK_REQUESTS).
     request_cap: int | None = None
     # The owner tag of the key that submitted it; None without inbound keys.
@@ -63,18 +70,18 @@ class BenchmarkPlan:
         ]
 
     def _turns(self) -> int:
-        """Requests per run and model: each conversation's turns, up to `turns`."""
+        """Requests per run and series: each conversation's turns, up to `turns`."""
         if self.conversations is None:
             return len(self.prompts)
         return sum(min(self.parameters.turns, len(c.turns)) for c in self.conversations)
 
-    def _pairs(self) -> list[tuple[int, Conversation, str]]:
-        """(1-based index, conversation, model), every model in turn for each conversation."""
+    def _pairs(self) -> list[tuple[int, Conversation, Series]]:
+        """(1-based index, conversation, series), every series in turn for each conversation."""
         per_model = {model: self.conversations_for(model) for model in self.parameters.models}
         return [
-            (index, per_model[model][index - 1], model)
+            (index, per_model[series[0]][index - 1], series)
             for index in range(1, len(self.prompts) + 1)
-            for model in self.parameters.models
+            for series in self.series()
         ]
 
     @property
@@ -82,7 +89,15 @@ class BenchmarkPlan:
         """Measured requests planned; None when a duration decides how many."""
         if self.parameters.duration is not None:
             return None
-        return len(self.parameters.models) * self._turns() * self.parameters.runs
+        return len(self.series()) * self._turns() * self.parameters.runs
+
+    def series(self) -> list[Series]:
+        """Every model x pinned provider, in the order asked."""
+        return [
+            (model, provider)
+            for model in self.parameters.models
+            for provider in (self.providers.get(model) or (None,))
+        ]
 
     def schedule_seconds(self) -> float | None:
         """When the last measured request is due, from the end of the warm-up: the duration, or
@@ -95,14 +110,16 @@ class BenchmarkPlan:
         if rate is None:
             return None
         # A conversation's later turns follow its answers, not the schedule: one send each.
-        sends = len(self.parameters.models) * len(self.prompts) * self.parameters.runs
+        sends = len(self.series()) * len(self.prompts) * self.parameters.runs
         offsets = arrival_offsets(rate, self.parameters.arrival, self.parameters.seed)
         return next(itertools.islice(offsets, sends - 1, None))
 
     def warmup_jobs(self) -> Iterator[BenchmarkJob]:
         """The warm-up requests: prompts and models in turn, left out of the statistics."""
         pairs = itertools.cycle(self._pairs())
-        for index, conversation, model in itertools.islice(pairs, self.parameters.warmup):
+        for index, conversation, (model, provider) in itertools.islice(
+            pairs, self.parameters.warmup
+        ):
             yield BenchmarkJob(
                 model=model,
                 prompt_index=index,
@@ -110,10 +127,11 @@ class BenchmarkPlan:
                 run=0,
                 warmup=True,
                 conversation=conversation,
+                provider=provider,
             )
 
     def jobs(self) -> Iterator[BenchmarkJob]:
-        """Run by run, prompt by prompt, every model in turn: models interleave, so they share
+        """Run by run, prompt by prompt, every series in turn: series interleave, so they share
         the same network and upstream conditions instead of one model getting the quiet minutes.
         With a duration the runs go on until the runner stops asking.
         """
@@ -130,9 +148,10 @@ class BenchmarkPlan:
                 prompt=conversation.label,
                 run=run,
                 conversation=conversation,
+                provider=provider,
             )
             for run in runs
-            for index, conversation, model in pairs
+            for index, conversation, (model, provider) in pairs
         )
         cap = self.request_cap
         if cap is not None and self.conversations is not None and self.parameters.turns > 1:

@@ -17,7 +17,7 @@ from src.services.base.timing import Timing, now
 from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import OpenRouterClient
-from src.services.openrouter.schemas import Prompt
+from src.services.openrouter.schemas import Prompt, Routing, pinned
 
 logger = logging.getLogger(__name__)
 
@@ -168,16 +168,18 @@ async def execute_request(
     Its numbers are the client's wire timings; nothing here reads the clock.
     """
     logger.info("STARTED SINGLE PROMPT IN BENCHMARK MODEL: %s, RUN: %d", job.model, job.run)
-    parameters = _sampling(context.plan.parameters, job)
+    run_parameters = context.plan.parameters
+    parameters = _sampling(run_parameters, job)
     prompt = _prompt(job) if messages is None else messages
-    timing = Timing(content_arrivals=[] if context.plan.parameters.stream else None)
+    timing = Timing(content_arrivals=[] if run_parameters.stream else None)
+    routing = pinned(job.provider, run_parameters.provider_sort)
     try:
-        if context.plan.parameters.stream:
+        if run_parameters.stream:
             result = await _stream_once(
-                context.client, job.model, prompt, parameters, timing, keep_text
+                context.client, job.model, prompt, parameters, timing, keep_text, routing
             )
         else:
-            result = await context.client.complete(job.model, prompt, parameters, timing)
+            result = await context.client.complete(job.model, prompt, parameters, timing, routing)
     except ServiceError as error:
         logger.warning(
             "BENCHMARK REQUEST FAILED | model=%s | run=%d | %s", job.model, job.run, error.detail
@@ -185,6 +187,8 @@ async def execute_request(
         return RequestRecord.model_construct(
             **_job_fields(job, timing, scheduled, turn),
             text="",
+            provider=None,
+            generation_id=None,
             finish_reason=None,
             prompt_tokens=0,
             completion_tokens=0,
@@ -249,6 +253,7 @@ def _job_fields(
         "run": job.run,
         "turn": turn,
         "warmup": job.warmup,
+        "pinned_provider": job.provider,
         "send_lag_seconds": None if scheduled is None else max(timing.began - scheduled, 0.0),
         "scheduled_latency_seconds": None if scheduled is None else timing.ended - scheduled,
     }
@@ -274,10 +279,11 @@ async def _stream_once(
     parameters: SamplingParams,
     timing: Timing,
     keep_text: bool,
+    routing: Routing | None,
 ) -> GenerationResult:
     result: GenerationResult | None = None
     text: list[str] = []
-    items = client.stream(model, prompt, parameters, timing)
+    items = client.stream(model, prompt, parameters, timing, routing)
     try:
         async for item in items:
             if isinstance(item, GenerationResult):

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from src.schemas.benchmarks import RequestRecord
+from src.schemas.prompts import GenerationStats
 from src.services.benchmarker.runs.disk import DiskHealth, append_whole
 
 CSV_COLUMNS = (
@@ -34,6 +35,17 @@ CSV_COLUMNS = (
     "tpot_seconds",
     "cost",
     "cost_source",
+    # After the older columns, so a script that reads them by position still finds them.
+    "pinned_provider",
+    "provider",
+    "generation_id",
+    # OpenRouter's own record (GENERATION_STATS=true): found, missing, or empty when not asked.
+    "generation_record",
+    "upstream_latency_seconds",
+    "upstream_generation_seconds",
+    "native_prompt_tokens",
+    "native_completion_tokens",
+    "generation_cost",
     "error",
     "turn",
 )
@@ -69,9 +81,31 @@ def csv_row(record: RequestRecord) -> list[str]:
         _seconds(record.tpot_seconds),
         "" if record.cost is None else f"{record.cost:.10f}",
         record.cost_source or "",
+        neutralize_formula(record.pinned_provider or ""),
+        neutralize_formula(record.provider or ""),
+        neutralize_formula(record.generation_id or ""),
+        *_generation_cells(record),
         _error_cell(record),
         str(record.turn),
     ]
+
+
+def _generation_cells(record: RequestRecord) -> list[str]:
+    stats = record.generation
+    if stats is None:
+        return [record.generation_record or "", "", "", "", "", ""]
+    return [
+        record.generation_record or "",
+        _seconds(stats.latency_seconds),
+        _seconds(stats.generation_seconds),
+        _count(stats.native_prompt_tokens),
+        _count(stats.native_completion_tokens),
+        "" if stats.cost is None else f"{stats.cost:.10f}",
+    ]
+
+
+def _count(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 def _error_cell(record: RequestRecord) -> str:
@@ -165,6 +199,15 @@ def _create_csv(path: Path) -> tuple[int, int]:
         raise
 
 
+def replace_csv(path: Path, records: list[RequestRecord]) -> None:
+    """The results file rewritten whole (rows gained OpenRouter's records after the run): a
+    new file renamed over the old, so a reader sees one or the other, never half of one."""
+    partial_path = path.with_name(path.name + ".partial")
+    partial_path.unlink(missing_ok=True)
+    write_csv(partial_path, records)
+    os.replace(partial_path, path)
+
+
 def write_csv(path: Path, records: list[RequestRecord]) -> None:
     """A whole results file at once: for a run whose file was deleted while it ran."""
     fd, size = _create_csv(path)
@@ -207,6 +250,11 @@ def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
     return RequestRecord(
         text="",
         model=_plain(row["model"]),
+        pinned_provider=_plain(row["pinned_provider"]) or None,
+        provider=_plain(row["provider"]) or None,
+        generation_id=_plain(row["generation_id"]) or None,
+        generation_record=row["generation_record"] or None,
+        generation=_generation(row),
         finish_reason=_plain(row["finish_reason"]) or None,
         prompt_tokens=int(row["prompt_tokens"]),
         completion_tokens=int(row["completion_tokens"]),
@@ -228,6 +276,22 @@ def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
         scheduled_latency_seconds=_number(row["scheduled_latency_seconds"]),
         itl=[] if itl_avg is None else [itl_avg] * max(chunks - 1, 0),
         cost_source=row["cost_source"] or None,
+    )
+
+
+def _generation(row: dict[str, str]) -> GenerationStats | None:
+    if row["generation_record"] != "found":
+        return None
+    return GenerationStats(
+        latency_seconds=_number(row["upstream_latency_seconds"]),
+        generation_seconds=_number(row["upstream_generation_seconds"]),
+        native_prompt_tokens=int(row["native_prompt_tokens"])
+        if row["native_prompt_tokens"]
+        else None,
+        native_completion_tokens=(
+            int(row["native_completion_tokens"]) if row["native_completion_tokens"] else None
+        ),
+        cost=_number(row["generation_cost"]),
     )
 
 

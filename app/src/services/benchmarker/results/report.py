@@ -18,6 +18,7 @@ from src.schemas.benchmarks import (
     ComparisonRow,
     ModelStats,
     SavedParameters,
+    series_label,
 )
 
 MISSING = "—"
@@ -57,10 +58,16 @@ def render_report(summary: BenchmarkSummary) -> str:
         _parameters_table(summary.parameters),
         "<h2>Comparison</h2>",
         _comparison_table(summary.comparison),
-        "<h2>Latency by model (seconds)</h2>",
+        _warnings(summary.models),
+        "<h2>Ranking</h2>",
+        _ranking_table(summary.comparison),
+        "<h2>Latency by series (seconds)</h2>",
         latency_box_plot(summary.models),
         "<h2>Token lengths (the upstream's count)</h2>",
         _lengths_table(summary.models),
+        "<h2>By provider that answered</h2>",
+        _by_provider_table(summary.models),
+        _outside_upstream_table(summary.models),
         "<h2>Per prompt</h2>",
         _per_prompt_table(summary.models),
         "<h2>Files</h2>",
@@ -134,6 +141,7 @@ def _parameters_table(params: SavedParameters) -> str:
 
     rows = [
         ("models", ", ".join(params.models)),
+        ("providers", ", ".join(params.providers) or "as OpenRouter routes"),
         ("prompts", str(params.prompts)),
         ("runs", shown(params.runs) if params.duration is None else f"for {params.duration} s"),
         ("concurrency", str(params.concurrency)),
@@ -152,6 +160,7 @@ def _parameters_table(params: SavedParameters) -> str:
 def _comparison_table(comparison: Sequence[ComparisonRow]) -> str:
     header = _header_row(
         "model",
+        "provider",
         "ok",
         "failed",
         "latency avg",
@@ -164,10 +173,11 @@ def _comparison_table(comparison: Sequence[ComparisonRow]) -> str:
         "output tokens/s",
         "goodput",
         "cost (USD)",
+        "USD / 1k output tokens",
     )
     rows = [
         _row(
-            [escape(row.model)],
+            [escape(row.model), escape(_provider_cell(row.provider, row.providers_answered))],
             [
                 str(row.ok),
                 str(row.failed),
@@ -181,6 +191,7 @@ def _comparison_table(comparison: Sequence[ComparisonRow]) -> str:
                 _number(row.output_tokens_per_second, 1),
                 _number(row.goodput, 3),
                 _cost(row.cost),
+                _number(row.cost_per_1k_output_tokens, 6),
             ],
         )
         for row in comparison
@@ -188,11 +199,119 @@ def _comparison_table(comparison: Sequence[ComparisonRow]) -> str:
     return f'<table id="comparison"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _per_prompt_table(models: Sequence[ModelStats]) -> str:
-    header = _header_row("model", "#", "prompt", "ok", "failed", "p50", "p95", "ttft p50")
+def _provider_cell(provider: str | None, answered: int) -> str:
+    if provider is not None:
+        return provider
+    return "not pinned" if answered < 2 else f"not pinned ({answered} answered)"
+
+
+def _warnings(models: Sequence[ModelStats]) -> str:
+    items = [
+        f"<li>{escape(series_label(stats.model, stats.provider))}: {escape(warning)}</li>"
+        for stats in models
+        for warning in stats.warnings
+    ]
+    return f'<ul id="warnings" class="status-failed">{"".join(items)}</ul>' if items else ""
+
+
+# What the ranking orders series by: the field of a comparison row, and how it is shown.
+_RANKINGS: tuple[tuple[str, str, int], ...] = (
+    ("p50 latency (s)", "latency_p50", 3),
+    ("ttft p50 (s)", "ttft_p50", 3),
+    ("USD / 1k output tokens", "cost_per_1k_output_tokens", 6),
+)
+
+
+def _ranking_table(comparison: Sequence[ComparisonRow]) -> str:
+    """Per measure, the series from best (lowest) to worst; unmeasured ones last."""
+    header = _header_row("rank", *(title for title, _, _ in _RANKINGS))
+    columns: list[list[str]] = []
+    for _, field, digits in _RANKINGS:
+        known = sorted(
+            (value, series_label(row.model, row.provider))
+            for row in comparison
+            if (value := getattr(row, field)) is not None
+        )
+        columns.append([f"{escape(label)} ({_number(value, digits)})" for value, label in known])
+    depth = max((len(column) for column in columns), default=0)
     rows = [
         _row(
-            [escape(stats.model), str(item.prompt_index), escape(_shorten(item.prompt))],
+            [str(rank + 1)],
+            [column[rank] if rank < len(column) else MISSING for column in columns],
+        )
+        for rank in range(depth)
+    ]
+    return f'<table id="ranking"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _by_provider_table(models: Sequence[ModelStats]) -> str:
+    header = _header_row(
+        "series",
+        "answered by",
+        "count",
+        "ok",
+        "p50",
+        "p95",
+        "ttft p50",
+        "output tokens/s",
+        "cost (USD)",
+    )
+    rows = [
+        _row(
+            [escape(series_label(stats.model, stats.provider)), escape(entry.provider)],
+            [
+                str(entry.count),
+                str(entry.ok),
+                _number(entry.latency.p50),
+                _number(entry.latency.p95),
+                _number(entry.ttft.p50),
+                _number(entry.output_tokens_per_second, 1),
+                _cost(entry.cost),
+            ],
+        )
+        for stats in models
+        for entry in stats.by_provider
+    ]
+    return f'<table id="by-provider"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _outside_upstream_table(models: Sequence[ModelStats]) -> str:
+    """With GENERATION_STATS: how much of each series' latency OpenRouter's record leaves out."""
+    checked = [stats for stats in models if stats.outside_upstream is not None]
+    if not checked:
+        return ""
+    header = _header_row("series", "records", "missing", "outside p50 (s)", "outside p50 share")
+    rows = []
+    for stats in checked:
+        outside = stats.outside_upstream
+        assert outside is not None
+        rows.append(
+            _row(
+                [escape(series_label(stats.model, stats.provider))],
+                [
+                    str(outside.count),
+                    str(outside.missing),
+                    _number(outside.p50_seconds),
+                    _number(outside.p50_share),
+                ],
+            )
+        )
+    body = "".join(rows)
+    return (
+        "<h2>Outside OpenRouter's own record</h2>"
+        f'<table id="outside-upstream"><thead>{header}</thead><tbody>{body}</tbody></table>'
+    )
+
+
+def _per_prompt_table(models: Sequence[ModelStats]) -> str:
+    header = _header_row("series", "#", "prompt", "ok", "failed", "p50", "p95", "ttft p50")
+    rows = [
+        _row(
+            [
+                escape(series_label(stats.model, stats.provider)),
+                str(item.prompt_index),
+                escape(_shorten(item.prompt)),
+            ],
             [
                 str(item.ok),
                 str(item.failed),
@@ -209,7 +328,7 @@ def _per_prompt_table(models: Sequence[ModelStats]) -> str:
 
 def _lengths_table(models: Sequence[ModelStats]) -> str:
     header = _header_row(
-        "model", "input target", "input mean", "input p90", "output target", "output mean",
+        "series", "input target", "input mean", "input p90", "output target", "output mean",
         "output p90", "ended early", "ttft p50 by turn",
     )  # fmt: skip
     rows = []
@@ -218,7 +337,7 @@ def _lengths_table(models: Sequence[ModelStats]) -> str:
         by_turn = ", ".join(f"{t.turn}: {_number(t.ttft.p50)}" for t in stats.per_turn)
         rows.append(
             _row(
-                [escape(stats.model)],
+                [escape(series_label(stats.model, stats.provider))],
                 [
                     _target(lengths.input.target),
                     _number(lengths.input.mean, 1),
@@ -289,12 +408,13 @@ def axis_ticks(maximum: float, intervals: int = 5) -> list[float]:
 
 
 def latency_box_plot(models: Sequence[ModelStats]) -> str:
-    """One horizontal box per model: whiskers at min and max, the box from p25 to p75, a bar at
-    the median. Horizontal, so that long model ids stay readable as row labels.
+    """One horizontal box per series (model x provider): whiskers at min and max, the box from
+    p25 to p75, a bar at the median. Horizontal, so that long labels stay readable.
     """
     if not models:
         return "<p>No models.</p>"
-    label_chars = min(max(len(stats.model) for stats in models), LABEL_CHARS)
+    labels = [series_label(stats.model, stats.provider) for stats in models]
+    label_chars = min(max(len(label) for label in labels), LABEL_CHARS)
     left = 16 + label_chars * _LABEL_CHAR_WIDTH
     bottom_axis = _TOP + _ROW_HEIGHT * len(models)
     width = left + _PLOT_WIDTH + 32
@@ -308,7 +428,7 @@ def latency_box_plot(models: Sequence[ModelStats]) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
-        'aria-label="Latency per model: box plot of min, p25, p50, p75 and max in seconds">'
+        'aria-label="Latency per series: box plot of min, p25, p50, p75 and max in seconds">'
     ]
     for tick in ticks:
         tx = x(tick)
@@ -328,7 +448,7 @@ def latency_box_plot(models: Sequence[ModelStats]) -> str:
     )
     for index, stats in enumerate(models):
         center = _TOP + _ROW_HEIGHT * index + _ROW_HEIGHT / 2
-        parts.append(_model_label(stats.model, left - 8, center))
+        parts.append(_model_label(labels[index], left - 8, center))
         parts.append(_box(stats, center, _PALETTE[index % len(_PALETTE)], x))
     parts.append("</svg>")
     return "\n".join(parts)
@@ -351,7 +471,8 @@ def _box(stats: ModelStats, center: float, color: str, x: Callable[[float], floa
     top, bottom = center - _BOX_HALF_HEIGHT, center + _BOX_HALF_HEIGHT
     cap_top, cap_bottom = center - _BOX_HALF_HEIGHT / 2, center + _BOX_HALF_HEIGHT / 2
     tooltip = (
-        f"{stats.model}: min {lat.min:.3f} s, p25 {lat.p25:.3f} s, p50 {lat.p50:.3f} s, "
+        f"{series_label(stats.model, stats.provider)}: min {lat.min:.3f} s, "
+        f"p25 {lat.p25:.3f} s, p50 {lat.p50:.3f} s, "
         f"p75 {lat.p75:.3f} s, max {lat.max:.3f} s ({stats.ok} ok, {stats.failed} failed)"
     )
     return (

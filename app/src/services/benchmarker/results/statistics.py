@@ -231,9 +231,13 @@ def request_stats(
     )
 
 
-def comparison_row(model: str, stats: RequestStats) -> ComparisonRow:
+def comparison_row(
+    model: str, stats: RequestStats, provider: str | None = None, providers_answered: int = 0
+) -> ComparisonRow:
     return ComparisonRow(
         model=model,
+        provider=provider,
+        providers_answered=providers_answered,
         ok=stats.ok,
         failed=stats.failed,
         retried=stats.retried,
@@ -248,4 +252,9 @@ def comparison_row(model: str, stats: RequestStats) -> ComparisonRow:
         goodput=stats.goodput,
         cost=stats.cost,
         cost_unknown=stats.cost_unknown,
+        cost_per_1k_output_tokens=(
+            round(stats.cost / stats.completion_tokens_total * 1000, 10)
+            if stats.cost is not None and stats.completion_tokens_total and not stats.cost_unknown
+            else None
+        ),
     )

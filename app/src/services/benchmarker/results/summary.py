@@ -14,12 +14,15 @@ from src.schemas.benchmarks import (
     BenchmarkSummary,
     ComparisonRow,
     ModelStats,
+    OutsideUpstream,
+    Percentiles,
     Progress,
     PromptStats,
+    ProviderStats,
     RequestRecord,
     Schedule,
 )
-from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.load.plan import BenchmarkPlan, Series
 from src.services.benchmarker.results.statistics import (
     DIGITS,
     Slo,
@@ -63,10 +66,10 @@ def build_summary(
     if progress is None:
         progress = progress_of(status, plan, records, clock)
     slo = slo_of(plan)
-    by_model = _by_model(plan, measured)
+    by_series = _by_series(plan, measured)
     models = [
-        _model_stats(model, plan, by_model[model], clock.wall_seconds, slo)
-        for model in plan.parameters.models
+        _model_stats(series, plan, series_records, clock.wall_seconds, slo)
+        for series, series_records in by_series.items()
     ]
     overall = request_stats(measured, clock.wall_seconds, slo)
     return BenchmarkSummary(
@@ -85,7 +88,10 @@ def build_summary(
         parameters=plan.saved_parameters(),
         progress=progress,
         models=models,
-        comparison=[comparison_row(stats.model, stats) for stats in models],
+        comparison=[
+            comparison_row(stats.model, stats, stats.provider, len(stats.by_provider))
+            for stats in models
+        ],
         files=files_of(benchmark_id),
         error=error,
     )
@@ -178,21 +184,85 @@ def comparison_so_far(
     plan: BenchmarkPlan, records: Sequence[RequestRecord], wall_seconds: float
 ) -> list[ComparisonRow]:
     measured = [record for record in records if not record.warmup]
-    by_model = _by_model(plan, measured)
     slo = slo_of(plan)
     return [
-        comparison_row(model, request_stats(by_model[model], wall_seconds, slo))
-        for model in plan.parameters.models
+        comparison_row(
+            model,
+            request_stats(series_records, wall_seconds, slo),
+            provider,
+            len(_answered_by(series_records)),
+        )
+        for (model, provider), series_records in _by_series(plan, measured).items()
     ]
 
 
-def _by_model(
+def _by_series(
     plan: BenchmarkPlan, records: Sequence[RequestRecord]
-) -> dict[str, list[RequestRecord]]:
-    by_model: dict[str, list[RequestRecord]] = {model: [] for model in plan.parameters.models}
+) -> dict[Series, list[RequestRecord]]:
+    by_series: dict[Series, list[RequestRecord]] = {series: [] for series in plan.series()}
     for record in records:
-        by_model.setdefault(record.model, []).append(record)
-    return by_model
+        by_series.setdefault((record.model, record.pinned_provider), []).append(record)
+    return by_series
+
+
+def _answered_by(records: Sequence[RequestRecord]) -> dict[str, list[RequestRecord]]:
+    """The records per provider that answered them, most requests first; a request that
+    failed before any provider was named belongs to none."""
+    by_provider: dict[str, list[RequestRecord]] = defaultdict(list)
+    for record in records:
+        if record.provider:
+            by_provider[record.provider].append(record)
+    return dict(sorted(by_provider.items(), key=lambda item: (-len(item[1]), item[0])))
+
+
+def outside_upstream(records: Sequence[RequestRecord]) -> OutsideUpstream | None:
+    """Our latency minus OpenRouter's own (its latency + generation time), per successful
+    request whose record was found; None when no record was asked for."""
+    asked = [r for r in records if r.ok and r.generation_record is not None]
+    if not asked:
+        return None
+    gaps: list[float] = []
+    shares: list[float] = []
+    for record in asked:
+        stats = record.generation
+        if stats is None or stats.latency_seconds is None:
+            continue
+        gap = record.latency_seconds - stats.latency_seconds - (stats.generation_seconds or 0.0)
+        gaps.append(gap)
+        if record.latency_seconds > 0:
+            shares.append(gap / record.latency_seconds)
+    return OutsideUpstream(
+        count=len(gaps),
+        missing=len(asked) - len(gaps),
+        p50_seconds=round(stdlib_statistics.median(gaps), DIGITS) if gaps else None,
+        p50_share=round(stdlib_statistics.median(shares), DIGITS) if shares else None,
+    )
+
+
+def mixed_providers_warning(providers: int) -> str | None:
+    if providers < 2:
+        return None
+    return f"answered by {providers} providers: these figures mix them; pin providers to compare"
+
+
+def _provider_stats(records: Sequence[RequestRecord], wall_seconds: float) -> list[ProviderStats]:
+    entries = []
+    for provider, served in _answered_by(records).items():
+        stats = request_stats(served, wall_seconds)
+        entries.append(
+            ProviderStats(
+                provider=provider,
+                count=stats.count,
+                ok=stats.ok,
+                latency=Percentiles(
+                    **stats.latency.model_dump(include=set(Percentiles.model_fields))
+                ),
+                ttft=stats.ttft,
+                output_tokens_per_second=stats.output_tokens_per_second,
+                cost=stats.cost,
+            )
+        )
+    return entries
 
 
 def _schedule(
@@ -214,8 +284,13 @@ def _schedule(
 
 
 def _model_stats(
-    model: str, plan: BenchmarkPlan, records: list[RequestRecord], wall_seconds: float, slo: Slo
+    series: Series,
+    plan: BenchmarkPlan,
+    records: list[RequestRecord],
+    wall_seconds: float,
+    slo: Slo,
 ) -> ModelStats:
+    model, provider = series
     parameters = plan.parameters
     by_prompt: dict[int, list[RequestRecord]] = defaultdict(list)
     for record in records:
@@ -229,8 +304,14 @@ def _model_stats(
         for index, prompt in enumerate(plan.prompts, start=1)
     ]
     stats = request_stats(records, wall_seconds, slo)
+    by_provider = _provider_stats(records, wall_seconds)
+    warning = mixed_providers_warning(len(by_provider))
     return ModelStats(
         model=model,
+        provider=provider,
+        outside_upstream=outside_upstream(records),
+        by_provider=by_provider,
+        warnings=[warning] if warning else [],
         per_prompt=per_prompt,
         lengths=lengths(records, parameters.prompt_tokens, parameters.output_tokens),
         per_turn=turn_stats(records) if parameters.turns > 1 else [],

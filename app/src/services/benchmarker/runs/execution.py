@@ -42,7 +42,11 @@ from src.services.benchmarker.load.run_utils import (
 )
 from src.services.benchmarker.load.schedule import arrival_offsets
 from src.services.benchmarker.load.sources import calibrate, is_synthetic
-from src.services.benchmarker.results.csv_writer import CsvResultWriter, write_csv
+from src.services.benchmarker.results.csv_writer import (
+    CsvResultWriter,
+    replace_csv,
+    write_csv,
+)
 from src.services.benchmarker.results.file_utils import ResultPaths, result_paths
 from src.services.benchmarker.results.summary import (
     RunClock,
@@ -56,6 +60,7 @@ from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
 from src.services.benchmarker.runs.file_store import FileRunStore
 from src.services.benchmarker.runs.store import RunStore
 from src.services.openrouter.client import OpenRouterClient
+from src.services.openrouter.generations import cross_check
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +91,8 @@ class Run:
     last_send_offset: float | None = None
     records: list[RequestRecord] = field(default_factory=list)
     stop_reason: BenchmarkStatus | None = None  # set when the run was asked to stop
+    # The records gained OpenRouter's own after the run: the CSV is written again with them.
+    cross_checked: bool = False
     error: str | None = None  # why a failed run failed
     # With a rate or a duration: when the last send is due, from the end of the warm-up.
     schedule_end: float | None = field(init=False)
@@ -117,6 +124,9 @@ async def run_hosted(
         parent_pid=parent_pid,
         write_retry_seconds=settings.benchmark_write_retry_seconds,
         store=run_store(settings),
+        generation_stats_wait=(
+            settings.generation_stats_wait_seconds if settings.generation_stats else None
+        ),
     )
 
 
@@ -130,6 +140,7 @@ async def run_benchmark(
     parent_pid: int | None = None,
     write_retry_seconds: float = 10.0,
     store: RunStore | None = None,
+    generation_stats_wait: float | None = None,
 ) -> BenchmarkSummary:
     """Rows reach the CSV as requests finish; the JSON summary is written at the end, also when
     the run is cancelled (status "cancelled", through a DELETE), fails (its files could not be
@@ -139,6 +150,9 @@ async def run_benchmark(
     With `parent_pid`, the run stops as interrupted if that process goes away. Its state
     record, summary and cancel request go through `store` (by default the files in
     `benchmarks_dir`); its CSV is in `benchmarks_dir` whatever the store.
+
+    With `generation_stats_wait`, once every request is sent OpenRouter's own record of each
+    measured success is fetched (waiting up to that many seconds for late ones).
     """
     run = Run(
         benchmark_id,
@@ -164,6 +178,8 @@ async def run_benchmark(
         )
         tasks = [work, asyncio.create_task(_watch(run, work, parent_pid))]
         await _until_sent(work, *tasks[1:], writer.task)
+        if generation_stats_wait is not None:
+            await _cross_check(run, client, generation_stats_wait)
         status = "completed"
     except asyncio.CancelledError:
         status = run.stop_reason or "interrupted"
@@ -199,6 +215,17 @@ async def _unstoppable(finish: Coroutine[None, None, BenchmarkSummary]) -> Bench
         if cancelled:
             raise asyncio.CancelledError
         return summary
+
+
+async def _cross_check(run: Run, client: OpenRouterClient, wait_seconds: float) -> None:
+    def wanted(record: RequestRecord) -> bool:
+        return record.ok and not record.warmup
+
+    checked = iter(await cross_check(client, [r for r in run.records if wanted(r)], wait_seconds))
+    run.records[:] = [next(checked) if wanted(record) else record for record in run.records]
+    run.cross_checked = True
+    missing = sum(1 for record in run.records if record.generation_record == "missing")
+    logger.info("BENCHMARK CROSS-CHECKED | id=%s | missing=%d", run.benchmark_id, missing)
 
 
 def _recorder(run: Run, writer: CsvResultWriter) -> Callable[[RequestRecord], None]:
@@ -438,6 +465,8 @@ async def _close_results(run: Run, writer: CsvResultWriter | None) -> list[Reque
     except InsufficientStorageError as exc:
         run.error = run.error or exc.detail
     kept = run.records[: writer.rows_written]
+    if run.cross_checked and not writer.detached:
+        await _final_write(run, "results file", partial(replace_csv, run.paths.csv, kept))
     if writer.detached:
         # Deleted (with BENCHMARKS_DIR) while the run wrote it: written again from memory, so
         # the run's rows and the record of its failure are there to be found.

@@ -43,6 +43,7 @@ class RunnerJob(BaseModel):
     prompts: list[str]
     conversations: list[Conversation] | None = None
     prices: dict[str, TokenPrices | None]
+    providers: dict[str, tuple[str, ...]] = {}
     settings: dict[str, object]
     upstream_url: str
     upstream_key: str
@@ -69,6 +70,7 @@ class RunnerJob(BaseModel):
             prompts=plan.prompts,
             conversations=plan.conversations,
             prices=dict(plan.prices),
+            providers=dict(plan.providers),
             settings=values,
             upstream_url=target.base_url,
             upstream_key=target.api_key.get_secret_value(),
@@ -100,6 +102,7 @@ async def run_job(job: RunnerJob) -> int:
                 job.parameters,
                 job.prompts,
                 job.prices,
+                providers=job.providers,
                 request_cap=settings.max_benchmark_requests,
                 owner=job.owner,
                 max_seconds=settings.max_run_seconds,

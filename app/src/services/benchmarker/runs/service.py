@@ -50,7 +50,7 @@ from src.services.benchmarker.runs.launcher import BenchmarkLauncher
 from src.services.benchmarker.runs.owners import Caller
 from src.services.benchmarker.runs.store import RunCaps
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
-from src.services.openrouter.catalog import ModelCatalog
+from src.services.openrouter.catalog import ALL_PROVIDERS, ModelCatalog
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ async def prepare_benchmark(
 ) -> BenchmarkPlan:
     """Every check that can fail runs here, before a single paid request is sent."""
     plan = await validate_benchmark(settings, upload, parameters, dataset)
-    return await with_prices(plan, catalog)
+    return await with_prices(plan, catalog, settings)
 
 
 async def validate_benchmark(
@@ -87,8 +87,13 @@ async def validate_benchmark(
 ) -> BenchmarkPlan:
     """The checks that need nothing but the request and the settings: a request they refuse
     could never be admitted, whatever else is running."""
-    # Duplicates dropped, first occurrence and order kept.
-    parameters = parameters.model_copy(update={"models": list(dict.fromkeys(parameters.models))})
+    # Duplicates dropped, first occurrence and order kept; `all` already names every provider.
+    providers = list(dict.fromkeys(parameters.providers))
+    if ALL_PROVIDERS in providers:
+        providers = [ALL_PROVIDERS]
+    parameters = parameters.model_copy(
+        update={"models": list(dict.fromkeys(parameters.models)), "providers": providers}
+    )
     check_limit("runs", parameters.runs, "MAX_RUNS", settings.max_runs)
     check_concurrency(settings, parameters.concurrency)
     if parameters.output_tokens is None:
@@ -96,23 +101,18 @@ async def validate_benchmark(
     else:  # it replaces max_tokens in every request
         check_max_tokens(settings, parameters.output_tokens, "output_tokens")
     prompts, conversations = await _read_source(settings, parameters, upload, dataset)
+    # With `all`, how many providers each model has is known once their lists are fetched.
+    pinned = () if providers == [ALL_PROVIDERS] else tuple(providers)
     plan = BenchmarkPlan(
         parameters,
         prompts,
+        providers=dict.fromkeys(parameters.models, pinned) if pinned else {},
         request_cap=settings.max_benchmark_requests,
         max_seconds=settings.max_run_seconds,
         conversations=conversations,
     )
     _check_drawn_lengths(settings, plan)
-    total = plan.total_requests
-    if total is not None and total > settings.max_benchmark_requests:
-        what = "requests per run and model" if parameters.turns > 1 else "prompts"
-        raise LimitExceededError(
-            f"{total // parameters.runs // len(parameters.models)} {what} x {parameters.runs} "
-            f"runs x {len(parameters.models)} models = {total} requests exceeds "
-            f"MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
-        )
-    check_schedule(plan, settings.max_run_seconds)
+    check_plan_size(plan, settings)
     for model in parameters.models:
         # No upstream call: the clearer message for a real id while running on the emulator.
         ensure_model_reachable(settings, model)
@@ -178,10 +178,31 @@ async def _read_source(
     return prompts, None
 
 
-async def with_prices(plan: BenchmarkPlan, catalog: ModelCatalog) -> BenchmarkPlan:
-    """Every model known to the catalog, with its prices (the catalog may ask the upstream)."""
-    prices = await catalog.require(plan.parameters.models)
-    return dataclasses.replace(plan, prices=prices)
+def check_plan_size(plan: BenchmarkPlan, settings: Settings) -> None:
+    total = plan.total_requests
+    if total is not None and total > settings.max_benchmark_requests:
+        parameters = plan.parameters
+        series = len(plan.series())
+        what = "requests per run and series" if parameters.turns > 1 else "prompts"
+        raise LimitExceededError(
+            f"{total // parameters.runs // series} {what} x {parameters.runs} runs x {series} "
+            f"series (model x provider) = {total} requests exceeds "
+            f"MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
+        )
+    check_schedule(plan, settings.max_run_seconds)
+
+
+async def with_prices(
+    plan: BenchmarkPlan, catalog: ModelCatalog, settings: Settings
+) -> BenchmarkPlan:
+    """Every model known to the catalog, with its prices, and every provider asked for known
+    to serve it (the catalog may ask the upstream)."""
+    parameters = plan.parameters
+    prices = await catalog.require(parameters.models)
+    providers = await catalog.require_providers(parameters.models, parameters.providers)
+    plan = dataclasses.replace(plan, prices=prices, providers=providers)
+    check_plan_size(plan, settings)
+    return plan
 
 
 def check_schedule(plan: BenchmarkPlan, max_run_seconds: float) -> None:
@@ -242,7 +263,7 @@ async def start_benchmark(
         RunCaps.of(settings),
         launcher.live(),
     )
-    plan = await with_prices(plan, catalog)
+    plan = await with_prices(plan, catalog, settings)
     plan = dataclasses.replace(plan, owner=caller.owner)
     return await launcher.start(plan)  # the caps again, atomically with recording the run
 
