@@ -127,6 +127,7 @@ def test_the_bounds_of_the_document_are_the_settings() -> None:
     chat = body_schema(schema, "/v1/chat/completions", "application/json")["properties"]
 
     assert form["max_tokens"]["maximum"] == 4096
+    assert form["output_tokens"]["maximum"] == 4096
     assert form["runs"]["maximum"] == 7
     assert form["concurrency"]["maximum"] == 9
     assert generate["max_tokens"]["maximum"] == 4096

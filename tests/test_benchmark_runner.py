@@ -445,6 +445,11 @@ async def test_a_failed_request_is_a_complete_record_of_nothing_but_its_error(
         "itl": [],
         "cost_source": None,
         "usage_problem": None,
+        "pinned_provider": None,
+        "provider": None,
+        "generation_id": None,
+        "generation": None,
+        "generation_record": None,
     }
     assert "overloaded ***" in timings["error"] and "s3cr3t" not in timings["error"]
     assert timings["send_lag_seconds"] >= 1.0

@@ -194,6 +194,8 @@ def document_contract(app: FastAPI, settings: Settings) -> None:
             "max_tokens": tokens,
             "max_completion_tokens": tokens,
             "max_output_tokens": tokens,
+            # Synthetic prompts' answer length replaces max_tokens.
+            "output_tokens": tokens,
             "n": settings.max_choices,
             "runs": settings.max_runs,
             "concurrency": max_run_concurrency(settings),
