@@ -10,6 +10,7 @@ from src.services.base.exceptions import LimitExceededError, UnknownModelError
 from src.services.base.timing import Timing, now
 from src.services.openrouter.client import OpenRouterClient, StreamItem
 from src.services.openrouter.generations import fetch_stats, with_stats
+from src.services.openrouter.schemas import ChatCall
 from src.streams import prepend
 
 EMULATOR_MODEL_PREFIX = "emulator/"
@@ -38,7 +39,7 @@ async def generate(
 ) -> GenerationResult:
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    result = await client.complete(request.model, request.prompt, request, Timing())
+    result = await client.complete(ChatCall(request.model, request.prompt, request), Timing())
     if request.generation_stats and result.generation_id is not None:
         deadline = now() + settings.generation_stats_wait_seconds
         result = with_stats(result, await fetch_stats(client, result.generation_id, deadline))
@@ -55,7 +56,7 @@ async def open_generation_stream(
     """
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    items = client.stream(request.model, request.prompt, request, Timing())
+    items = client.stream(ChatCall(request.model, request.prompt, request), Timing())
     try:
         first = await anext(items)
     except BaseException:
