@@ -32,7 +32,7 @@ from src.services.benchmarker.runs.service import (
     result_file,
     start_benchmark,
 )
-from src.streams import prepend
+from src.streams import started
 
 # The report is a page of its own: no scripts, no remote anything, nothing sniffed.
 REPORT_HEADERS = {
@@ -203,9 +203,9 @@ async def get_benchmark_events(
     settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
 ) -> Response:
     """Server-sent events: the current state, `progress` at most once a second, one `summary`."""
-    events = benchmark_events(settings, benchmark_id, caller)
-    first = await anext(events)  # a missing run is a plain 404, not an empty stream
-    return sse_response(_sse(prepend(first, events)))
+    # Started: a missing run is a plain 404, not an empty stream.
+    events = await started(benchmark_events(settings, benchmark_id, caller))
+    return sse_response(_sse(events))
 
 
 async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:

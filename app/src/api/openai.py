@@ -32,7 +32,7 @@ from src.schemas.openai import (
 )
 from src.services.base.exceptions import ServiceError, UnknownModelError
 from src.services.base.sse import DONE_EVENT
-from src.services.generation.relay import open_relay_stream, relay_completion
+from src.services.generation.relay import Relay
 from src.services.openrouter.catalog import listed_pricing
 from src.services.openrouter.schemas import UpstreamModel
 
@@ -94,13 +94,13 @@ async def chat_completions(request: Request) -> Response:
     raw = await read_body(request)
     body = parse_json_body(ChatCompletionRequest, raw)
     refuse_duplicate_keys(raw, _CHECKED_KEYS)
-    work = (state["settings"], state["openrouter"], state["catalog"], body, raw)
+    relay = Relay(state["settings"], state["openrouter"], state["catalog"], body, raw)
     if body.stream:
         # Until the first events the handler waits on the upstream; after them, the
         # streaming response itself stops when the caller leaves.
-        chunks = await cancel_on_disconnect(request, open_relay_stream(*work))
+        chunks = await cancel_on_disconnect(request, relay.open_stream())
         return sse_response(_events(chunks, request))
-    answer = await cancel_on_disconnect(request, relay_completion(*work))
+    answer = await cancel_on_disconnect(request, relay.completion())
     return Response(answer, media_type="application/json")
 
 

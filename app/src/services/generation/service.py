@@ -11,7 +11,7 @@ from src.services.base.timing import Timing, now
 from src.services.openrouter.client import OpenRouterClient, StreamItem
 from src.services.openrouter.generations import fetch_stats, with_stats
 from src.services.openrouter.schemas import ChatCall
-from src.streams import prepend
+from src.streams import started
 
 EMULATOR_MODEL_PREFIX = "emulator/"
 
@@ -49,17 +49,7 @@ async def generate(
 async def open_generation_stream(
     settings: Settings, client: OpenRouterClient, request: GenerateRequest
 ) -> AsyncGenerator[StreamItem]:
-    """Start the upstream stream and wait for its first item.
-
-    Errors before the first byte surface here, so the caller can still answer with a plain
-    JSON error and the right status instead of a 200 stream that fails.
-    """
+    """Start the upstream stream and wait for its first item (see `started`)."""
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    items = client.stream(ChatCall(request.model, request.prompt, request), Timing())
-    try:
-        first = await anext(items)
-    except BaseException:
-        await items.aclose()
-        raise
-    return prepend(first, items)
+    return await started(client.stream(ChatCall(request.model, request.prompt, request), Timing()))
