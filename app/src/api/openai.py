@@ -16,6 +16,7 @@ from src.api.errors.openai_errors import OpenAIErrorRoute, stream_error_event
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.api.plumbing.parsing import (
+    json_body_doc,
     parse_json_body,
     quoted_keys,
     read_body,
@@ -81,12 +82,7 @@ _STREAM_DOC: dict[str, Any] = {
         }
     },
     # The body is parsed by the handler, once, straight from bytes; documented here.
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=json_body_doc(ChatCompletionRequest),
 )
 async def chat_completions(request: Request) -> Response:
     """Create a chat completion (OpenAI's format; `"stream": true` for server-sent events)."""
