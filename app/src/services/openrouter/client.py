@@ -23,6 +23,7 @@ from src.services.base.exceptions import (
     UpstreamStatusError,
     UpstreamStreamError,
 )
+from src.services.base.httpx_transport import HttpxOptions
 from src.services.base.sse import SSEDecoder, encode_event
 from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
@@ -311,9 +312,9 @@ def connect_openrouter(
         or build_transport(
             settings.upstream_transport,
             max_connections=settings.upstream_max_connections,
-            http2=settings.upstream_http2,
-            client_cert=settings.upstream_client_cert,
-            client_key=settings.upstream_client_key,
+            httpx_options=HttpxOptions(
+                settings.upstream_http2, settings.upstream_client_cert, settings.upstream_client_key
+            ),
             # The embedded emulator listens on this machine: never through a proxy.
             trust_env=not settings.uses_emulator,
         ),
