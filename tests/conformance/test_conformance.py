@@ -8,9 +8,9 @@ and that closing the client leaves no upstream socket open.
 from __future__ import annotations
 
 import asyncio
-import time
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest

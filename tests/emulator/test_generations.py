@@ -1,5 +1,5 @@
-import gc
 import asyncio
+import gc
 import time
 from typing import Any
 

@@ -9,7 +9,7 @@ import uvicorn
 from src.config import get_settings
 from src.heap import settle_startup_heap
 from src.services.emulator.app import API_PREFIX, create_emulator_app
-from src.services.emulator.config import EmulatorConfig
+from src.services.emulator.config import KEEP_ALIVE_SECONDS, EmulatorConfig
 
 
 def main() -> None:
@@ -29,6 +29,7 @@ def main() -> None:
         interface="asgi3",
         access_log=False,
         proxy_headers=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 
