@@ -15,18 +15,19 @@ from typing import Any, Final
 import uvicorn
 
 from src.services.emulator.app import API_PREFIX, create_emulator_app
-from src.services.emulator.config import EmulatorConfig
+from src.services.emulator.config import KEEP_ALIVE_SECONDS, EmulatorConfig
 
 # Streams still open at exit get this long before their tasks are cancelled.
 _GRACEFUL_SHUTDOWN_SECONDS: Final = 3
 # How uvicorn serves the emulator, alone or embedded: plain HTTP, no access log, no
-# X-Forwarded-* rewriting.
+# X-Forwarded-* rewriting, idle connections kept as KEEP_ALIVE_SECONDS says.
 SERVER_OPTIONS: Final[dict[str, Any]] = {
     "ws": "none",
     "lifespan": "on",
     "interface": "asgi3",
     "access_log": False,
     "proxy_headers": False,
+    "timeout_keep_alive": KEEP_ALIVE_SECONDS,
 }
 
 
