@@ -103,8 +103,6 @@ class _Answer:
     """One chat answer, planned before it is sent and recorded once it has been."""
 
     head: AnswerHead
-    model: EmulatedModel
-    provider: EmulatedProvider
     prompt_tokens: int
     cost: float
     streamed: bool
@@ -286,8 +284,6 @@ class EmulatorApp:
         )
         return _Answer(
             head=head,
-            model=model,
-            provider=provider,
             prompt_tokens=prompt_tokens,
             cost=cost,
             streamed=request.stream,
@@ -327,8 +323,8 @@ class EmulatorApp:
         self._generations.add(
             GenerationRecord(
                 id=answer.head.generation_id,
-                model=answer.model.id,
-                provider_name=answer.provider.name,
+                model=answer.head.model_id,
+                provider_name=answer.head.provider,
                 created=answer.head.created,
                 streamed=answer.streamed,
                 latency=first_token - arrived,
