@@ -25,6 +25,7 @@ from src.services.base.sse import KEEP_ALIVE
 from src.services.benchmarker.results.report import render_progress, render_report
 from src.services.benchmarker.runs.service import (
     Event,
+    RunView,
     benchmark_events,
     cancel_benchmark,
     get_benchmark,
@@ -164,19 +165,19 @@ async def get_benchmarks(
 
 @router.get(
     "/benchmarks/{benchmark_id}",
-    response_model=BenchmarkSummary | BenchmarkState,
+    response_model=RunView,
     responses=NOT_FOUND,
 )
 async def get_benchmark_run(
     settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
-) -> BenchmarkSummary | BenchmarkState:
+) -> RunView:
     """The summary of a finished run; while it runs, its progress and statistics so far."""
     return await get_benchmark(settings, benchmark_id, caller)
 
 
 @router.delete(
     "/benchmarks/{benchmark_id}",
-    response_model=BenchmarkSummary | BenchmarkState,
+    response_model=RunView,
     responses={
         **NOT_FOUND,
         202: {"model": BenchmarkState, "description": "Asked to stop; not stopped yet"},
