@@ -115,6 +115,9 @@ async def test_benchmark_returns_statistics_and_names_its_files(
         "duration": None,
         "ttft_slo": None,
         "latency_slo": None,
+        "tpot_slo": None,
+        "sweep": None,
+        "sweep_values": [],
     }
     [stats] = body["models"]
     assert (stats["model"], stats["count"], stats["ok"], stats["failed"]) == (GPT, 6, 6, 0)

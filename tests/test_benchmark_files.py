@@ -171,10 +171,11 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
         "cost": "",
         "cost_source": "",
         "error": "",
+        "step": "",
     }
     assert rows[2][4] == "502"
     assert rows[2][6] == ""
-    assert rows[2][-1] == "UpstreamStatusError: Upstream returned 500: down"
+    assert rows[2][CSV_COLUMNS.index("error")] == "UpstreamStatusError: Upstream returned 500: down"
 
 
 async def test_csv_writer_flushes_rows_before_it_is_closed(tmp_path: Path) -> None:

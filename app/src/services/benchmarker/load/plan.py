@@ -40,6 +40,11 @@ class BenchmarkPlan:
         """Measured requests planned; None when a duration decides how many."""
         if self.parameters.duration is not None:
             return None
+        return self.step_requests * self.parameters.sweep_steps
+
+    @property
+    def step_requests(self) -> int:
+        """Measured requests of one step of a sweep (of the whole run without a sweep)."""
         return len(self.parameters.models) * len(self.prompts) * self.parameters.runs
 
     def schedule_seconds(self) -> float | None:
@@ -48,7 +53,9 @@ class BenchmarkPlan:
         None for a closed loop of runs, whose length only the upstream decides.
         """
         if self.parameters.duration is not None:
-            return self.parameters.duration
+            return self.parameters.duration * self.parameters.sweep_steps
+        if self.parameters.sweep is not None:
+            return None
         total = self.total_requests
         rate = self.parameters.rate
         if rate is None or total is None:

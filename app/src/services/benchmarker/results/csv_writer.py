@@ -35,6 +35,7 @@ CSV_COLUMNS = (
     "cost",
     "cost_source",
     "error",
+    "step",
 )
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -69,6 +70,7 @@ def csv_row(record: RequestRecord) -> list[str]:
         "" if record.cost is None else f"{record.cost:.10f}",
         record.cost_source or "",
         _error_cell(record),
+        "" if record.step is None else str(record.step),
     ]
 
 
@@ -225,6 +227,7 @@ def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
         scheduled_latency_seconds=_number(row["scheduled_latency_seconds"]),
         itl=[] if itl_avg is None else [itl_avg] * max(chunks - 1, 0),
         cost_source=row["cost_source"] or None,
+        step=int(row["step"]) if row.get("step") else None,
     )
 
 

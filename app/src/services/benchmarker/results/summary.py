@@ -18,12 +18,15 @@ from src.schemas.benchmarks import (
     PromptStats,
     RequestRecord,
     Schedule,
+    StepStats,
 )
 from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.load.sweep import StepRun, first_steps
 from src.services.benchmarker.results.statistics import (
     DIGITS,
     Slo,
     comparison_row,
+    knee_points,
     request_stats,
     total_cost,
     unknown_costs,
@@ -41,10 +44,13 @@ class RunClock:
     wall_seconds: float
     # With a rate: the offset of the last send from the schedule's start.
     last_send_offset: float | None = None
+    # With a sweep: the steps that ran, in order.
+    steps: tuple[StepRun, ...] = ()
 
 
 def slo_of(plan: BenchmarkPlan) -> Slo:
-    return Slo(ttft=plan.parameters.ttft_slo, latency=plan.parameters.latency_slo)
+    parameters = plan.parameters
+    return Slo(ttft=parameters.ttft_slo, latency=parameters.latency_slo, tpot=parameters.tpot_slo)
 
 
 def build_summary(
@@ -63,6 +69,7 @@ def build_summary(
         for model in plan.parameters.models
     ]
     overall = request_stats(measured, clock.wall_seconds, slo)
+    steps = _steps(plan, measured, clock, slo) if plan.parameters.sweep is not None else None
     return BenchmarkSummary(
         id=benchmark_id,
         status=status,
@@ -79,6 +86,8 @@ def build_summary(
         parameters=plan.saved_parameters(),
         models=models,
         comparison=[comparison_row(stats.model, stats) for stats in models],
+        steps=steps,
+        knee=knee_points(plan.parameters.models, steps) if steps is not None and slo.set else None,
         files=files_of(benchmark_id),
         error=error,
     )
@@ -187,6 +196,37 @@ def _schedule(
         lag_p50=round(stdlib_statistics.median(lags), DIGITS) if lags else None,
         lag_max=round(lags[-1], DIGITS) if lags else None,
     )
+
+
+def _steps(
+    plan: BenchmarkPlan, records: Sequence[RequestRecord], clock: RunClock, slo: Slo
+) -> list[StepStats]:
+    """Each step's statistics. A run summed up from its CSV after its runner died knows its
+    steps from the parameters (not auto's rates), and not how long each took."""
+    ran = list(clock.steps) or [StepRun(step, 0.0) for step in first_steps(plan.parameters)]
+    by_step: dict[int | None, list[RequestRecord]] = defaultdict(list)
+    for record in records:
+        by_step[record.step].append(record)
+    steps = []
+    for done in ran:
+        number = done.step.number
+        by_model = _by_model(plan, by_step[number])
+        wall = done.wall_seconds
+        stats = request_stats(by_step[number], wall, slo)
+        steps.append(
+            StepStats(
+                step=number,
+                concurrency=done.step.concurrency,
+                rate=done.step.rate,
+                wall_seconds=stats.wall_seconds,
+                requests_per_second=stats.requests_per_second,
+                models=[
+                    _model_stats(model, plan.prompts, by_model[model], wall, slo)
+                    for model in plan.parameters.models
+                ],
+            )
+        )
+    return steps
 
 
 def _model_stats(

@@ -74,7 +74,7 @@ class BenchmarkLauncher:
         await asyncio.to_thread(self._store.admit, state, RunCaps.of(settings), self.live())
         run = asyncio.create_task(self._host(benchmark_id, plan), name=f"benchmark {benchmark_id}")
         self._runs[benchmark_id] = run
-        self._live[benchmark_id] = plan.parameters.concurrency
+        self._live[benchmark_id] = plan.parameters.peak_concurrency
         run.add_done_callback(lambda _: self._forget(benchmark_id))
         return state
 

@@ -73,7 +73,9 @@ async def validate_benchmark(
     # Duplicates dropped, first occurrence and order kept.
     parameters = parameters.model_copy(update={"models": list(dict.fromkeys(parameters.models))})
     check_limit("runs", parameters.runs, "MAX_RUNS", settings.max_runs)
-    check_limit("concurrency", parameters.concurrency, "MAX_CONCURRENCY", settings.max_concurrency)
+    check_limit(
+        "concurrency", parameters.peak_concurrency, "MAX_CONCURRENCY", settings.max_concurrency
+    )
     check_max_tokens(settings, parameters.max_tokens)
     prompts = parse_prompts(await read_upload(upload, settings.max_upload_bytes))
     check_limit("prompts in prompt_file", len(prompts), "MAX_PROMPTS", settings.max_prompts)
@@ -87,7 +89,8 @@ async def validate_benchmark(
     if total is not None and total > settings.max_benchmark_requests:
         raise LimitExceededError(
             f"{len(prompts)} prompts x {parameters.runs} runs x {len(parameters.models)} models "
-            f"= {total} requests exceeds MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
+            f"{_times_steps(parameters.sweep_steps)}= {total} requests exceeds "
+            f"MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
         )
     check_schedule(plan, settings.max_run_seconds)
     for model in parameters.models:
@@ -100,6 +103,10 @@ async def with_prices(plan: BenchmarkPlan, catalog: ModelCatalog) -> BenchmarkPl
     """Every model known to the catalog, with its prices (the catalog may ask the upstream)."""
     prices = await catalog.require(plan.parameters.models)
     return dataclasses.replace(plan, prices=prices)
+
+
+def _times_steps(steps: int) -> str:
+    return f"x {steps} sweep steps " if steps > 1 else ""
 
 
 def check_schedule(plan: BenchmarkPlan, max_run_seconds: float) -> None:
@@ -137,7 +144,7 @@ async def start_benchmark(
     # Refused when there is no room before the model list is fetched for it.
     await asyncio.to_thread(
         run_store(settings).check_capacity,
-        parameters.concurrency,
+        parameters.peak_concurrency,
         RunCaps.of(settings),
         launcher.live(),
     )
