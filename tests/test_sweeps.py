@@ -8,12 +8,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import respx
 
+from src.schemas.benchmarks import ModelStats, RequestRecord, StepStats
+from src.services.benchmarker.results.statistics import Slo, knee_points, request_stats
 from src.services.emulator.config import EmulatorConfig
 from src.services.emulator.server import serve_embedded_emulator
 from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import post_benchmark
+from tests.helpers.openrouter import MODELS_BODY, sse_response
+from tests.helpers.results import request_result as result
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +32,12 @@ LATENCY_SLO = 0.8
 PROMPTS = (
     f"Count to three. [[emulator:ttft={TTFT}]]\nName a colour. [[emulator:ttft={TTFT}]]\n".encode()
 )
+
+
+@pytest.fixture
+def chat_route(upstream: respx.MockRouter) -> respx.Route:
+    upstream.get("/models").respond(json=MODELS_BODY)
+    return upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
 
 
 @pytest.fixture
@@ -77,3 +89,130 @@ async def test_a_concurrency_sweeps_knee_is_the_emulators_capacity(
     with open(tmp_path / "benchmarks" / f"{summary['id']}.csv", newline="") as file:
         steps_of_rows = [row["step"] for row in csv.DictReader(file)]
     assert sorted(steps_of_rows) == ["1"] * 8 + ["2"] * 8 + ["3"] * 8
+
+
+async def test_auto_sweeps_a_synchronous_step_a_throughput_step_then_rates_between(
+    emulator_url: str, tmp_path: Path
+) -> None:
+    summary = await sweep(
+        emulator_url, tmp_path, sweep="auto", sweep_values="2", concurrency=4, runs=2
+    )
+
+    steps = summary["steps"]
+    assert [(step["step"], step["concurrency"]) for step in steps] == [
+        (1, 1),
+        (2, 4),
+        (3, 4),
+        (4, 4),
+    ]
+    assert [step["rate"] is None for step in steps] == [True, True, False, False]
+    synchronous, maximum = steps[0]["requests_per_second"], steps[1]["requests_per_second"]
+    rates = [step["rate"] for step in steps[2:]]
+    assert synchronous < rates[0] < rates[1] < maximum
+    assert [step["models"][0]["count"] for step in steps] == [4] * 4
+    assert summary["knee"] is None  # no SLO, no knee
+    assert summary["requests"] == 16
+
+
+async def test_a_rate_sweep_names_each_steps_rate(emulator_url: str, tmp_path: Path) -> None:
+    summary = await sweep(
+        emulator_url,
+        tmp_path,
+        sweep="rate",
+        sweep_values="2,4",
+        concurrency=8,
+        runs=1,
+        ttft_slo=LATENCY_SLO,
+    )
+
+    assert [(step["rate"], step["concurrency"]) for step in summary["steps"]] == [
+        (2.0, 8),
+        (4.0, 8),
+    ]
+    [knee] = summary["knee"]
+    assert knee["model"] == MODEL
+    assert knee["step"] in (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"sweep_values": "1,2"}, "sweep_values needs a sweep"),
+        ({"sweep": "concurrency"}, "needs sweep_values"),
+        ({"sweep": "concurrency", "sweep_values": "1,2.5"}, "whole numbers"),
+        ({"sweep": "rate", "sweep_values": "4,2"}, "ascending"),
+        ({"sweep": "rate", "sweep_values": "0,2"}, "above 0"),
+        ({"sweep": "auto", "sweep_values": "2,3"}, "one count"),
+        ({"sweep": "rate", "sweep_values": "1,x"}, "sweep_values"),
+        ({"sweep": "sideways", "sweep_values": "1"}, "sweep"),
+        ({"tpot_slo": "0.1", "stream": "false"}, "tpot_slo needs stream=true"),
+    ],
+)
+async def test_sweep_parameters_that_do_not_fit_are_422_before_anything_is_sent(
+    client: httpx.AsyncClient, chat_route: respx.Route, fields: dict[str, str], needle: str
+) -> None:
+    response = await post_benchmark(client, form=fields)
+
+    assert response.status_code == 422, response.text
+    assert needle in response.text
+    assert chat_route.call_count == 0
+
+
+async def test_a_concurrency_sweep_past_max_concurrency_is_422_naming_the_setting(
+    tmp_path: Path, serve: Serve, chat_route: respx.Route
+) -> None:
+    async with serve(make_settings(tmp_path, max_concurrency=4)) as client:
+        response = await post_benchmark(
+            client, form={"sweep": "concurrency", "sweep_values": "2,8"}
+        )
+
+    assert response.status_code == 422
+    assert "concurrency=8 exceeds MAX_CONCURRENCY=4" in response.json()["detail"]
+    assert chat_route.call_count == 0
+
+
+async def test_the_request_cap_counts_every_step(
+    tmp_path: Path, serve: Serve, chat_route: respx.Route
+) -> None:
+    settings = make_settings(tmp_path, max_benchmark_requests=10)
+    async with serve(settings) as client:
+        response = await post_benchmark(
+            client, runs=2, form={"sweep": "concurrency", "sweep_values": "1,2,4"}
+        )
+
+    assert response.status_code == 422
+    assert (
+        "x 3 sweep steps = 12 requests exceeds MAX_BENCHMARK_REQUESTS=10"
+        in (response.json()["detail"])
+    )
+    assert chat_route.call_count == 0
+
+
+def test_the_knee_is_the_highest_step_whose_requests_met_the_slos() -> None:
+    slo = Slo(latency=1.0, tpot=0.1)
+    fast = [result(0.5, ttft=0.1, completion=5) for _ in range(20)]
+    slow_decode = [result(0.9, ttft=0.1, completion=5) for _ in range(20)]  # tpot 0.2
+    one_late = [*fast[:19], result(1.5, ttft=0.1, completion=5)]  # 95% good: still met
+    steps = [
+        step_stats(1, fast, slo),
+        step_stats(2, one_late, slo),
+        step_stats(3, slow_decode, slo),
+    ]
+
+    [knee] = knee_points(["m/x"], steps)
+
+    assert (knee.step, knee.concurrency) == (2, 2)
+    assert knee.goodput_per_second == pytest.approx(19 / 2.0)
+    assert [point.step for point in knee_points(["m/x"], steps[2:])] == [None]
+
+
+def step_stats(number: int, records: list[RequestRecord], slo: Slo) -> StepStats:
+    stats = request_stats(records, 2.0, slo)
+    return StepStats(
+        step=number,
+        concurrency=number,
+        rate=None,
+        wall_seconds=2.0,
+        requests_per_second=stats.requests_per_second,
+        models=[ModelStats(model="m/x", per_prompt=[], **dict(stats))],
+    )
