@@ -12,7 +12,8 @@ import httpx
 import pytest
 import respx
 
-from src.schemas.benchmarks import ModelStats, RequestRecord, StepStats
+from src.schemas.benchmarks import BenchmarkSummary, ModelStats, RequestRecord, StepStats
+from src.services.benchmarker.results.report import render_report
 from src.services.benchmarker.results.statistics import Slo, knee_points, request_stats
 from src.services.emulator.config import EmulatorConfig
 from src.services.emulator.server import serve_embedded_emulator
@@ -89,6 +90,13 @@ async def test_a_concurrency_sweeps_knee_is_the_emulators_capacity(
     with open(tmp_path / "benchmarks" / f"{summary['id']}.csv", newline="") as file:
         steps_of_rows = [row["step"] for row in csv.DictReader(file)]
     assert sorted(steps_of_rows) == ["1"] * 8 + ["2"] * 8 + ["3"] * 8
+    # The report plots each series against the throughput each step achieved, knee ringed.
+    page = render_report(BenchmarkSummary.model_validate(summary))
+    assert page.count("<polyline") == 4  # latency and TTFT, p50 and p95
+    assert page.count('<g class="knee">') == 1
+    assert "knee (step 2)" in page
+    assert "<td>yes (knee)</td>" in page
+    assert "<script" not in page
 
 
 async def test_auto_sweeps_a_synchronous_step_a_throughput_step_then_rates_between(
