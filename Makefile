@@ -36,7 +36,10 @@ emulator: sync-runtime ## Serve the OpenRouter emulator alone on EMULATOR_HOST:E
 bench: sync-runtime ## Benchmark on the running service (FILE, MODELS, RUNS): progress bar, table, cost
 	PYTHONPATH=app $(SERVE) python -m src.cli benchmark --file "$(FILE)" --models "$(MODELS)" \
 		$(if $(RUNS),--runs $(RUNS)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
-		$(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
+		$(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION)) \
+		$(if $(SWEEP),--sweep $(SWEEP)) $(if $(SWEEP_VALUES),--sweep-values $(SWEEP_VALUES)) \
+		$(if $(TTFT_SLO),--ttft-slo $(TTFT_SLO)) $(if $(LATENCY_SLO),--latency-slo $(LATENCY_SLO)) \
+		$(if $(TPOT_SLO),--tpot-slo $(TPOT_SLO))
 
 lint: sync ## ruff check and ruff format --check
 	$(RUN) ruff check .

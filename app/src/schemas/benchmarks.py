@@ -296,6 +296,14 @@ class Progress(BaseModel):
     failed: int
     elapsed_seconds: float
     eta_seconds: float | None
+    step: int | None = Field(
+        default=None, description="With a sweep: the step of the latest finished request"
+    )
+    steps: int | None = Field(default=None, description="With a sweep: steps planned")
+    step_done: int | None = Field(default=None, description="Requests finished in `step`")
+    step_total: int | None = Field(
+        default=None, description="Requests per step; null when a duration decides"
+    )
 
 
 class Schedule(BaseModel):

@@ -130,6 +130,7 @@ def build_state(
             failed=done - ok,
             elapsed_seconds=round(clock.wall_seconds, 3),
             eta_seconds=eta,
+            **_step_progress(plan, measured),
         ),
         comparison=comparison,
         cost=total_cost(measured),
@@ -138,6 +139,20 @@ def build_state(
         owner=plan.owner,
         error=error,
     )
+
+
+def _step_progress(plan: BenchmarkPlan, measured: Sequence[RequestRecord]) -> dict[str, int | None]:
+    """With a sweep: the step of the latest finished request, and how far it has got."""
+    parameters = plan.parameters
+    if parameters.sweep is None:
+        return {}
+    step = max((record.step for record in measured if record.step is not None), default=None)
+    return {
+        "step": step,
+        "steps": parameters.sweep_steps,
+        "step_done": sum(1 for record in measured if record.step == step) if step else 0,
+        "step_total": None if parameters.duration is not None else plan.step_requests,
+    }
 
 
 def _eta(
