@@ -137,6 +137,12 @@ async def test_a_rate_sweep_names_each_steps_rate(emulator_url: str, tmp_path: P
         (2.0, 8),
         (4.0, 8),
     ]
+    schedules = [step["schedule"] for step in summary["steps"]]
+    assert [schedule["target_rate"] for schedule in schedules] == [2.0, 4.0]
+    assert all(
+        schedule["lag_p50"] <= schedule["lag_p99"] <= schedule["lag_max"] for schedule in schedules
+    )
+    assert all(schedule["achieved_rate"] is not None for schedule in schedules)
     [knee] = summary["knee"]
     assert knee["model"] == MODEL
     assert knee["step"] in (1, 2)

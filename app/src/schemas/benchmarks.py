@@ -312,6 +312,7 @@ class Schedule(BaseModel):
     target_rate: float
     achieved_rate: float | None = Field(description="Sends per second from first to last send")
     lag_p50: float | None = Field(description="Seconds from scheduled to actual send")
+    lag_p99: float | None = None
     lag_max: float | None
 
 
@@ -360,6 +361,9 @@ class StepStats(BaseModel):
     rate: float | None = Field(description="Requests per second; null: closed loop")
     wall_seconds: float
     requests_per_second: float
+    schedule: Schedule | None = Field(
+        default=None, description="With a rate: how well this step's sends kept to it"
+    )
     models: list[ModelStats]
 
 

@@ -63,3 +63,5 @@ class StepRun:
 
     step: Step
     wall_seconds: float
+    # With a rate: the offset of the step's last send from the step's start.
+    last_send_offset: float | None = None

@@ -27,6 +27,7 @@ from src.services.benchmarker.results.statistics import (
     Slo,
     comparison_row,
     knee_points,
+    percentile,
     request_stats,
     total_cost,
     unknown_costs,
@@ -80,7 +81,7 @@ def build_summary(
         finished_requests=len(measured),
         warmup_requests=len(records) - len(measured),
         requests_per_second=overall.requests_per_second,
-        schedule=_schedule(plan, measured, clock),
+        schedule=schedule_of(plan.parameters.rate, measured, clock.last_send_offset),
         cost=total_cost(measured),
         cost_unknown=unknown_costs(measured),
         parameters=plan.saved_parameters(),
@@ -195,20 +196,20 @@ def _by_model(
     return by_model
 
 
-def _schedule(
-    plan: BenchmarkPlan, records: Sequence[RequestRecord], clock: RunClock
+def schedule_of(
+    rate: float | None, records: Sequence[RequestRecord], last_send_offset: float | None
 ) -> Schedule | None:
-    rate = plan.parameters.rate
     if rate is None:
         return None
     lags = sorted(r.send_lag_seconds for r in records if r.send_lag_seconds is not None)
     achieved = None
-    if clock.last_send_offset and len(records) > 1:
-        achieved = round((len(records) - 1) / clock.last_send_offset, DIGITS)
+    if last_send_offset and len(records) > 1:
+        achieved = round((len(records) - 1) / last_send_offset, DIGITS)
     return Schedule(
         target_rate=rate,
         achieved_rate=achieved,
         lag_p50=round(stdlib_statistics.median(lags), DIGITS) if lags else None,
+        lag_p99=round(percentile(lags, 99), DIGITS) if lags else None,
         lag_max=round(lags[-1], DIGITS) if lags else None,
     )
 
@@ -235,6 +236,7 @@ def _steps(
                 rate=done.step.rate,
                 wall_seconds=stats.wall_seconds,
                 requests_per_second=stats.requests_per_second,
+                schedule=schedule_of(done.step.rate, by_step[number], done.last_send_offset),
                 models=[
                     _model_stats(model, plan.prompts, by_model[model], wall, slo)
                     for model in plan.parameters.models

@@ -244,8 +244,8 @@ async def _send_all(
         step = steps[len(run.steps_run)]
         run.step = step.number
         started = now()
-        await _send_step(run, step, execute, record)
-        run.steps_run.append(StepRun(step, now() - started))
+        last_send = await _send_step(run, step, execute, record)
+        run.steps_run.append(StepRun(step, now() - started, last_send))
         if parameters.sweep == "auto" and len(run.steps_run) == 2:
             synchronous, maximum = (_throughput(run, done) for done in run.steps_run)
             steps.extend(auto_rate_steps(parameters, synchronous, maximum))
