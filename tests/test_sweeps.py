@@ -202,6 +202,24 @@ async def test_the_request_cap_counts_every_step(
     assert chat_route.call_count == 0
 
 
+async def test_a_rate_sweep_whose_schedule_outlasts_max_run_seconds_is_422(
+    tmp_path: Path, serve: Serve, chat_route: respx.Route
+) -> None:
+    settings = make_settings(tmp_path, max_run_seconds=60)
+    async with serve(settings) as client:
+        # 2 prompts x 1 run: each step's last send is due 1 / rate after its first.
+        response = await post_benchmark(
+            client, runs=1, form={"sweep": "rate", "sweep_values": "0.02,0.05"}
+        )
+
+    assert response.status_code == 422
+    assert (
+        "sweep=rate sends its last request after 70 s, which exceeds MAX_RUN_SECONDS=60"
+        in (response.json()["detail"])
+    )
+    assert chat_route.call_count == 0
+
+
 def test_the_knee_is_the_highest_step_whose_requests_met_the_slos() -> None:
     slo = Slo(latency=1.0, tpot=0.1)
     fast = [result(0.5, ttft=0.1, completion=5) for _ in range(20)]

@@ -52,16 +52,25 @@ class BenchmarkPlan:
         with a rate the offset of the last send (Poisson offsets are seeded, so known up front).
         None for a closed loop of runs, whose length only the upstream decides.
         """
-        if self.parameters.duration is not None:
-            return self.parameters.duration * self.parameters.sweep_steps
-        if self.parameters.sweep is not None:
-            return None
-        total = self.total_requests
-        rate = self.parameters.rate
-        if rate is None or total is None:
-            return None
-        offsets = arrival_offsets(rate, self.parameters.arrival, self.parameters.seed)
-        return next(itertools.islice(offsets, total - 1, None))
+        parameters = self.parameters
+        if parameters.duration is not None:
+            return parameters.duration * parameters.sweep_steps
+        match parameters.sweep:
+            case None:
+                rates = [parameters.rate]
+            case "concurrency":
+                rates = [parameters.rate] * parameters.sweep_steps
+            case "rate":
+                rates = list(parameters.sweep_values)
+            case "auto":
+                return None  # its rates depend on its first steps
+        seconds = 0.0
+        for rate in rates:
+            if rate is None:
+                return None
+            offsets = arrival_offsets(rate, parameters.arrival, parameters.seed)
+            seconds += next(itertools.islice(offsets, self.step_requests - 1, None))
+        return seconds
 
     def warmup_jobs(self) -> Iterator[BenchmarkJob]:
         """The warm-up requests: prompts and models in turn, left out of the statistics."""

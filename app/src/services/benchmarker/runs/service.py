@@ -116,7 +116,10 @@ def check_schedule(plan: BenchmarkPlan, max_run_seconds: float) -> None:
         return
     parameters = plan.parameters
     if parameters.duration is not None:
-        asked = f"duration={parameters.duration:g}"
+        asked = f"duration={parameters.duration:g} " + _times_steps(parameters.sweep_steps)
+        asked = asked.rstrip()
+    elif parameters.sweep is not None:
+        asked = f"sweep={parameters.sweep} sends its last request after {seconds:.6g} s, which"
     else:
         asked = (
             f"rate={parameters.rate:g} ({parameters.arrival}) x {plan.total_requests} requests "
