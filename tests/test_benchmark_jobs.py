@@ -656,17 +656,23 @@ async def test_a_runner_process_sends_its_first_request_soon_after_the_202(
     upstream.post("/chat/completions").mock(side_effect=answer)
     settings = make_settings(tmp_path, benchmark_isolation="process")
 
+    first_sends = []
     async with serve(settings) as client:
-        # A service that has been up a moment: its warm runner is ready.
-        await wait_for_a_warm_runner()
-        accepted_at = time.monotonic()
-        accepted = await start_background(client, runs=1)
-        ended = await finished(client, accepted["id"])
+        # Twice: the runner a run takes is replaced by another warm one.
+        for _ in range(2):
+            # A service that has been up a moment: its warm runner is ready.
+            await wait_for_a_warm_runner()
+            arrivals.clear()
+            accepted_at = time.monotonic()
+            accepted = await start_background(client, runs=1)
+            ended = await finished(client, accepted["id"])
+            assert ended["status"] == "completed"
+            assert arrivals, "no request reached the upstream"
+            first_sends.append(arrivals[0] - accepted_at)
 
-    assert ended["status"] == "completed"
-    assert arrivals, "no request reached the upstream"
-    first_send = arrivals[0] - accepted_at
-    assert first_send < FIRST_SEND_BOUND, f"first request {first_send:.3f} s after the 202"
+    assert all(seconds < FIRST_SEND_BOUND for seconds in first_sends), first_sends
+    # The service stopped its warm runner on its way out.
+    assert WARM_RUNNER_NAME not in child_names()
 
 
 async def wait_for_a_warm_runner() -> bool:

@@ -60,8 +60,13 @@ class BenchmarkLauncher:
 
     async def open(self) -> None:
         """Start the first warm runner, when runs are hosted in runner processes."""
-        if self._settings.benchmark_isolation == "process":
+        if self._settings.benchmark_isolation != "process":
+            return
+        try:
             self._spare = await _spawn_runner()
+        except OSError as exc:
+            # The service runs all the same; its first run starts its own runner.
+            logger.warning("No warm benchmark runner: %s", exc)
 
     def live(self) -> dict[str, int]:
         return dict(self._live)
@@ -147,7 +152,11 @@ class BenchmarkLauncher:
         return await _spawn_runner()
 
     async def _replace_spare(self) -> None:
-        process = await _spawn_runner()
+        try:
+            process = await _spawn_runner()
+        except OSError as exc:
+            logger.warning("No warm benchmark runner: %s", exc)
+            return
         if self._spare is None:
             self._spare = process
         else:
