@@ -4,6 +4,8 @@ and the knee: per model, the highest step whose requests met the SLOs."""
 from __future__ import annotations
 
 import csv
+import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from rich.console import Console
 
+from src.cli import print_steps
 from src.schemas.benchmarks import BenchmarkSummary, ModelStats, RequestRecord, StepStats
 from src.services.benchmarker.results.report import render_report
 from src.services.benchmarker.results.statistics import Slo, knee_points, lengths, request_stats
@@ -21,6 +25,7 @@ from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.openrouter import MODELS_BODY, sse_response
 from tests.helpers.results import request_result as result
+from tests.helpers.results import run_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -252,3 +257,155 @@ def step_stats(number: int, records: list[RequestRecord], slo: Slo) -> StepStats
             )
         ],
     )
+
+
+# Per provider of emulator/small: Gamma answers in 0.8 x this, Beta in 1.5 x.
+PINNED_TTFT = 0.4
+# Above Gamma's answer (0.32 s), below Beta's (0.6 s) and below a Gamma answer that waited
+# for another (0.64 s).
+PINNED_LATENCY_SLO = 0.45
+
+
+@pytest.fixture
+async def one_at_a_time_emulator_url() -> AsyncIterator[str]:
+    # Each provider of a model answers one request at a time; the next one queues for it.
+    config = EmulatorConfig(
+        capacity=1, ttft_seconds=PINNED_TTFT, tokens_per_second=0.0, generation_delay_seconds=0.0
+    )
+    async with serve_embedded_emulator(config) as url:
+        yield url
+
+
+async def test_a_provider_pinned_concurrency_sweep_has_a_knee_per_model_and_provider(
+    one_at_a_time_emulator_url: str, tmp_path: Path
+) -> None:
+    url = one_at_a_time_emulator_url
+    settings = make_settings(tmp_path, openrouter_base_url=url)
+    async with Serve(url)(settings) as client:
+        response = await client.post(
+            "/benchmark",
+            files={"prompt_file": ("p.txt", b"Count to three.\nName a colour.\n", "text/plain")},
+            data={
+                "model": ["emulator/small"],
+                "provider": ["gamma", "beta"],
+                "runs": "1",
+                "sweep": "concurrency",
+                "sweep_values": "1,2,4",
+                "latency_slo": str(PINNED_LATENCY_SLO),
+            },
+        )
+    assert response.status_code == 200, response.text
+    summary = response.json()
+
+    series = [("emulator/small", "gamma"), ("emulator/small", "beta")]
+    # 2 prompts x 1 run x 2 series per step; each step's statistics are per series.
+    assert summary["requests"] == 12
+    for step in summary["steps"]:
+        assert [(s["model"], s["provider"], s["count"]) for s in step["models"]] == [
+            (*key, 2) for key in series
+        ]
+    latencies = {
+        (step["step"], s["provider"]): s["latency"]["max"]
+        for step in summary["steps"]
+        for s in step["models"]
+    }
+    # Gamma meets the SLO until two of its requests are in flight at once (step 3: four in
+    # flight, two per provider); Beta, slower, meets it at no step.
+    knees = [(k["model"], k["provider"], k["step"], k["concurrency"]) for k in summary["knee"]]
+    assert knees == [
+        ("emulator/small", "gamma", 2, 2),
+        ("emulator/small", "beta", None, None),
+    ], latencies
+    # Every row names its series and its step.
+    rows = [
+        (row["pinned_provider"], row["step"]) for row in run_rows(settings.benchmarks_dir, summary)
+    ]
+    assert sorted(rows) == sorted(
+        (provider, step) for provider in ("gamma", "beta") for step in "123" for _ in range(2)
+    )
+    # The report draws one plot per series, and rings the one knee there is.
+    page = render_report(BenchmarkSummary.model_validate(summary))
+    assert "<h3>emulator/small @ gamma</h3>" in page
+    assert "<h3>emulator/small @ beta</h3>" in page
+    assert page.count('<g class="knee">') == 1
+    # The command line's step table names the series, the knee on Gamma's second step.
+    out = io.StringIO()
+    print_steps(summary, Console(file=out, width=100, color_system=None))
+    marked = [line.split() for line in out.getvalue().splitlines() if "knee" in line]
+    assert [(cells[0], cells[1:4]) for cells in marked] == [("2", ["emulator/small", "@", "gamma"])]
+
+
+async def test_a_sweep_with_synthetic_prompts_sends_every_step_the_calibrated_lengths(
+    emulator_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, openrouter_base_url=emulator_url)
+    async with Serve(emulator_url)(settings) as client:
+        response = await client.post(
+            "/benchmark",
+            data={
+                "model": [MODEL],
+                "prompt_tokens": "60",
+                "prompts": "3",
+                "output_tokens": "8",
+                "warmup": "1",
+                "runs": "1",
+                "sweep": "rate",
+                "sweep_values": "20,40",
+                "concurrency": "4",
+            },
+        )
+    assert response.status_code == 200, response.text
+    summary = response.json()
+
+    assert (summary["requests"], summary["warmup_requests"]) == (6, 1)
+    steps = summary["steps"]
+    assert [(step["step"], step["rate"]) for step in steps] == [(1, 20.0), (2, 40.0)]
+    for step in steps:
+        [stats] = step["models"]
+        assert stats["count"] == stats["ok"] == 3
+        lengths = stats["lengths"]
+        # The warm-up measured the model's tokens per word, so every step lands on the target
+        # (the emulator counts a token per word).
+        assert lengths["input"]["target"] == 60
+        assert lengths["input"]["mean"] == pytest.approx(60, rel=0.05)
+        assert lengths["output"]["target"] == 8
+    rows = [(row["warmup"], row["step"]) for row in run_rows(settings.benchmarks_dir, summary)]
+    assert sorted(rows) == [("false", "1")] * 3 + [("false", "2")] * 3 + [("true", "")]
+
+
+async def test_a_sweep_over_a_datasets_conversations_sends_every_turn_in_every_step(
+    emulator_url: str, tmp_path: Path
+) -> None:
+    conversation = {
+        "conversations": [
+            {"from": "human", "value": "First?"},
+            {"from": "gpt", "value": "A recorded answer, never sent."},
+            {"from": "human", "value": "Second?"},
+        ]
+    }
+    dataset = (json.dumps(conversation) + "\n") * 2
+    settings = make_settings(tmp_path, openrouter_base_url=emulator_url)
+    async with Serve(emulator_url)(settings) as client:
+        response = await client.post(
+            "/benchmark",
+            files={"dataset_file": ("chats.jsonl", dataset.encode(), "application/x-ndjson")},
+            data={
+                "model": [MODEL],
+                "turns": "2",
+                "runs": "1",
+                "sweep": "concurrency",
+                "sweep_values": "1,2",
+            },
+        )
+    assert response.status_code == 200, response.text
+    summary = response.json()
+
+    # 2 conversations x 2 turns x 1 run, in each of the 2 steps.
+    assert summary["requests"] == summary["finished_requests"] == 8
+    assert summary["progress"]["step_total"] == 4
+    for step in summary["steps"]:
+        [stats] = step["models"]
+        assert (stats["count"], stats["ok"]) == (4, 4)
+        assert [(t["turn"], t["count"]) for t in stats["per_turn"]] == [(1, 2), (2, 2)]
+    rows = [(r["step"], r["turn"]) for r in run_rows(settings.benchmarks_dir, summary)]
+    assert sorted(rows) == [(step, turn) for step in "12" for turn in "12" for _ in range(2)]
