@@ -10,7 +10,8 @@ from src.services.base.exceptions import LimitExceededError, UnknownModelError
 from src.services.base.timing import Timing, now
 from src.services.openrouter.client import OpenRouterClient, StreamItem
 from src.services.openrouter.generations import fetch_stats, with_stats
-from src.streams import prepend
+from src.services.openrouter.schemas import ChatCall
+from src.streams import started
 
 EMULATOR_MODEL_PREFIX = "emulator/"
 
@@ -38,7 +39,7 @@ async def generate(
 ) -> GenerationResult:
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    result = await client.complete(request.model, request.prompt, request, Timing())
+    result = await client.complete(ChatCall(request.model, request.prompt, request), Timing())
     if request.generation_stats and result.generation_id is not None:
         deadline = now() + settings.generation_stats_wait_seconds
         result = with_stats(result, await fetch_stats(client, result.generation_id, deadline))
@@ -48,17 +49,7 @@ async def generate(
 async def open_generation_stream(
     settings: Settings, client: OpenRouterClient, request: GenerateRequest
 ) -> AsyncGenerator[StreamItem]:
-    """Start the upstream stream and wait for its first item.
-
-    Errors before the first byte surface here, so the caller can still answer with a plain
-    JSON error and the right status instead of a 200 stream that fails.
-    """
+    """Start the upstream stream and wait for its first item (see `started`)."""
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    items = client.stream(request.model, request.prompt, request, Timing())
-    try:
-        first = await anext(items)
-    except BaseException:
-        await items.aclose()
-        raise
-    return prepend(first, items)
+    return await started(client.stream(ChatCall(request.model, request.prompt, request), Timing()))
