@@ -9,10 +9,12 @@ import httpx
 import pytest
 import respx
 
+from src.api.pages.render import last_failures_table
 from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.html import parse
 from tests.helpers.openrouter import GPT, LLAMA, MODELS_BODY, error_body, sse_response
+from tests.helpers.results import request_result
 
 pytestmark = pytest.mark.anyio
 
@@ -207,3 +209,16 @@ async def test_pages_load_script_and_style_from_the_service_only(
     assert "default-src 'none'" in policy
     assert "http://" not in response.text and "https://" not in response.text
     assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
+
+
+def test_the_last_failures_are_the_ten_latest_newest_first_and_escaped() -> None:
+    records = [
+        request_result(1.0, run=n, error_type="UpstreamStatusError", error=f"<b>no</b> {n}")
+        for n in range(1, 13)
+    ] + [request_result(0.5, run=13)]
+
+    table = parse(last_failures_table(records)).tables["failures"]
+
+    assert [row[2] for row in table[1:]] == [str(n) for n in range(12, 2, -1)]
+    assert table[1][4:] == ["UpstreamStatusError", "<b>no</b> 12"]
+    assert "<b>" not in last_failures_table(records)

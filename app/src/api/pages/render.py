@@ -170,6 +170,8 @@ def _live_sections(state: BenchmarkState, records: Sequence[RequestRecord]) -> l
         comparison_table(state.comparison),
         "<h2>Last failures</h2>",
         last_failures_table(records),
+        "<h2>Latency distribution so far (CDF)</h2>",
+        cdf_chart(_latencies(records), "latency (s)", "latency-cdf-so-far"),
         "<h2>Parameters</h2>",
         parameters_table(state.parameters),
         _file_links(state.files.csv_url, state.files.json_url, state.files.report_url),
@@ -206,9 +208,14 @@ def _file_links(csv_url: str, json_url: str, report_url: str) -> str:
     )
 
 
+def _latencies(records: Sequence[RequestRecord]) -> list[Series]:
+    rows = measured_rows(records)
+    return [Series(name, [r.latency_seconds for r in items]) for name, items in rows.items()]
+
+
 def _charts(summary: BenchmarkSummary, records: Sequence[RequestRecord]) -> list[str]:
     rows = measured_rows(records)
-    latency = [Series(name, [r.latency_seconds for r in items]) for name, items in rows.items()]
+    latency = _latencies(records)
     ttft = [
         Series(name, [r.ttft_seconds for r in items if r.ttft_seconds is not None])
         for name, items in rows.items()
