@@ -222,3 +222,14 @@ def test_the_last_failures_are_the_ten_latest_newest_first_and_escaped() -> None
     assert [row[2] for row in table[1:]] == [str(n) for n in range(12, 2, -1)]
     assert table[1][4:] == ["UpstreamStatusError", "<b>no</b> 12"]
     assert "<b>" not in last_failures_table(records)
+
+
+async def test_with_inbound_keys_only_the_pages_themselves_pass_without_a_key(
+    tmp_path: Path, serve: Serve, chat_route: respx.Route
+) -> None:
+    async with serve(make_settings(tmp_path, proxy_api_keys=KEY)) as client:
+        others = [await client.get(path) for path in ("/newer", "/compare-all", "/runs")]
+        pages = [await client.get(path) for path in ("/", "/new", "/compare", "/runs/x")]
+
+    assert [response.status_code for response in others] == [401, 401, 401]
+    assert all('id="key-form"' in response.text for response in pages)

@@ -39,9 +39,9 @@ Answer = Callable[[Request, Exception], Response | Awaitable[Response]]
 
 class InboundKeyMiddleware:
     """`keys` pairs each key with the caller it makes. `open_paths` and `open_prefixes` need
-    no key. `keyless_pages` (path prefixes; "/" is the root alone) pass without a valid key as
-    no caller: pages a browser navigates to (a link sends no header), which then answer with
-    the key prompt and no data. A refusal is answered by the exception handler of the longest
+    no key. `keyless_pages` (paths; one ending in "/" other than the root is a prefix) pass as
+    no caller without a valid key: pages a browser navigates to (a link sends no header), which
+    answer with the key prompt and no data. A refusal is answered by the handler of the longest
     matching prefix in `answers`, else by the service's own."""
 
     def __init__(
@@ -82,7 +82,10 @@ class InboundKeyMiddleware:
         return path in self._open_paths or path.startswith(self._open_prefixes)
 
     def _page(self, path: str) -> bool:
-        return any(path == page or (page != "/" and path.startswith(page)) for page in self._pages)
+        return any(
+            path == page or (page.endswith("/") and page != "/" and path.startswith(page))
+            for page in self._pages
+        )
 
     def _answer_for(self, path: str) -> Answer:
         for prefix, answer in self._answers:
