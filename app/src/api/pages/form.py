@@ -29,6 +29,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),  # fmt: skip
     ("Load", ("runs", "concurrency", "rate", "arrival", "duration", "warmup", "seed", "stream")),
+    ("Sweep", ("sweep", "sweep_values")),
     ("Generation", ("max_tokens", "temperature", "top_p")),
     ("Service levels (goodput)", ("ttft_slo", "latency_slo", "tpot_slo")),
 )
@@ -78,8 +79,12 @@ def _group(title: str, names: list[str], fields: Mapping[str, Any]) -> str:
 
 
 def _field(name: str, spec: Mapping[str, Any]) -> str:
-    title = escape(str(spec.get("title", name)))
-    help_text = escape(str(spec.get("description", "")))
+    # The API's own name: what the docs, curl and the error messages call it.
+    title = escape(name)
+    description = str(spec.get("description", "")).rstrip()
+    if description and not description.endswith((".", ")")):
+        description += "."
+    help_text = escape(description)
     default = spec.get("default")
     shown_default = "unset" if default is None else _text(default)
     hint = f" Default: {escape(shown_default)}." if "default" in spec else ""
