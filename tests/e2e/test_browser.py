@@ -142,6 +142,8 @@ def test_a_running_run_is_followed_live_and_cancelled_from_its_page(
     enter_key(page, f"/runs/{run_id}")
 
     expect(page.locator("main")).to_have_attribute("data-status", "running")
+    plain = client.get(f"/runs/{run_id}").text  # as read with no script: it reloads itself
+    assert '<noscript><meta http-equiv="refresh"' in plain and 'id="run-progress"' in plain
     # Progress arrives through /events, with no reload of the page.
     expect(page.locator("#progress-text")).not_to_contain_text("0/100 requests")
     shot(page, "run-live")

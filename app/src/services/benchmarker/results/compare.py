@@ -134,12 +134,12 @@ def measured_rows(records: Sequence[RequestRecord]) -> dict[str, list[RequestRec
 
 
 def compare_runs(runs: Sequence[Sequence[RequestRecord]]) -> list[SeriesComparison]:
-    """Every series of the first run (the baseline) that another run also measured, against
-    each of the others in turn."""
+    """Every series of the first run (the baseline) that another run also measured, by name,
+    against each of the others in turn."""
     grouped = [measured_rows(records) for records in runs]
     baseline, others = grouped[0], grouped[1:]
     comparisons = []
-    for series, base_rows in baseline.items():
+    for series, base_rows in sorted(baseline.items()):
         if not any(series in other for other in others):
             continue
         differences = tuple(
