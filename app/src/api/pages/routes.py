@@ -89,7 +89,9 @@ async def run(settings: SettingsDep, caller: CallerDep, benchmark_id: str) -> HT
     if _locked(settings, caller):
         return _html(locked_page(f"Benchmark {benchmark_id}"))
     view = await get_benchmark(settings, benchmark_id, caller)
-    return _html(run_page(view, await run_records(settings, view)))
+    records = await run_records(settings, view)
+    # Charts over thousands of rows: drawn off the event loop.
+    return _html(await asyncio.to_thread(run_page, view, records))
 
 
 @router.get("/compare")
@@ -106,4 +108,4 @@ async def compare(settings: SettingsDep, caller: CallerDep, ids: CompareIds = No
     records = [await run_records(settings, view) for view in views]
     # Thousands of resamples: off the event loop.
     comparisons = await asyncio.to_thread(compare_runs, records) if len(views) > 1 else []
-    return _html(compare_page(views, records, comparisons))
+    return _html(await asyncio.to_thread(compare_page, views, records, comparisons))
