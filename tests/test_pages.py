@@ -10,11 +10,12 @@ import pytest
 import respx
 
 from src.api.pages.render import last_failures_table
+from src.config import Settings
 from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.html import parse
 from tests.helpers.openrouter import GPT, LLAMA, MODELS_BODY, error_body, sse_response
-from tests.helpers.results import request_result
+from tests.helpers.results import request_result, run_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -233,3 +234,18 @@ async def test_with_inbound_keys_only_the_pages_themselves_pass_without_a_key(
 
     assert [response.status_code for response in others] == [401, 401, 401]
     assert all('id="key-form"' in response.text for response in pages)
+
+
+async def test_latency_over_the_run_is_drawn_against_when_each_request_finished(
+    client: httpx.AsyncClient, chat_route: respx.Route, settings: Settings
+) -> None:
+    summary = (await post_benchmark(client, runs=3)).json()
+
+    rows = run_rows(settings.benchmarks_dir, summary)
+    page = (await client.get(f"/runs/{summary['id']}")).text
+
+    finished = [float(row["finished_seconds"]) for row in rows]
+    assert finished == sorted(finished) and 0 < finished[-1] <= summary["wall_seconds"] + 0.5
+    timeline = page.split('<svg id="latency-timeline"', 1)[1].split("</svg>", 1)[0]
+    assert "seconds since the run started" in timeline
+    assert timeline.count("<circle") == len(rows)

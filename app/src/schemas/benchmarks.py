@@ -206,6 +206,9 @@ class RequestRecord(GenerationResult):
     cost_source: CostSource | None = Field(
         default=None, description="Where `cost` came from; null when it is unknown"
     )
+    finished_seconds: float | None = Field(
+        default=None, description="From the run's start to when the request's result came"
+    )
 
     @property
     def ok(self) -> bool:

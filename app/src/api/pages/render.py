@@ -232,10 +232,18 @@ def _charts(summary: BenchmarkSummary, records: Sequence[RequestRecord]) -> list
         "<h2>Time to first token distribution (CDF)</h2>",
         cdf_chart(ttft, "ttft (s)", "ttft-cdf"),
         "<h2>Latency over the run</h2>",
-        timeline_chart(latency, "latency (s)", "latency-timeline"),
+        timeline_chart(latency, _finish_times(rows), "latency (s)", "latency-timeline"),
         "<h2>p50 latency by provider that answered</h2>",
         bar_chart(bars, "p50 latency (s)", "provider-bars"),
     ]
+
+
+def _finish_times(rows: dict[str, list[RequestRecord]]) -> list[list[float]] | None:
+    """When each row's request finished; None for a results file that does not say (older)."""
+    times = [[r.finished_seconds for r in items] for items in rows.values()]
+    if any(value is None for column in times for value in column):
+        return None
+    return [[value for value in column if value is not None] for column in times]
 
 
 def _details(summary: BenchmarkSummary) -> list[str]:

@@ -58,27 +58,34 @@ def cdf_chart(series: Sequence[Series], axis_label: str, chart_id: str) -> str:
     return frame.svg(chart_id, f"Distribution of {axis_label}", lines, drawn)
 
 
-def timeline_chart(series: Sequence[Series], axis_label: str, chart_id: str) -> str:
-    """Each request's value against its place in the order requests finished: a drift, a
-    stall or a burst of retries shows as a change along the run."""
-    drawn = [item for item in series if item.values]
-    if not drawn:
+def timeline_chart(
+    series: Sequence[Series],
+    times: Sequence[Sequence[float]] | None,
+    axis_label: str,
+    chart_id: str,
+) -> str:
+    """Each request's value against when it finished (`times`, seconds since the run started,
+    one per value; None: its place in the order requests finished): a drift, a stall or a
+    burst of retries shows as a change along the run."""
+    x_label = "seconds since the run started" if times else "request, in the order they finished"
+    if times is None:
+        times = [[n + 1.0 for n in range(len(item.values))] for item in series]
+    placed = [(item, xs) for item, xs in zip(series, times, strict=True) if item.values]
+    if not placed:
         return f'<p id="{chart_id}">Nothing to plot: no successful request measured it.</p>'
-    longest = max(len(item.values) for item in drawn)
-    x_ticks = axis_ticks(float(longest))
-    y_ticks = axis_ticks(max(max(item.values) for item in drawn))
-    frame = _Frame(x_ticks, y_ticks, "request, in the order requests finished", axis_label,
-                   len(drawn))  # fmt: skip
+    x_ticks = axis_ticks(max(max(xs) for _, xs in placed))
+    y_ticks = axis_ticks(max(max(item.values) for item, _ in placed))
+    frame = _Frame(x_ticks, y_ticks, x_label, axis_label, len(placed))
     dots = []
-    for index, item in enumerate(drawn):
+    for index, (item, xs) in enumerate(placed):
         step = max(1, len(item.values) // MAX_POINTS)
         color = PALETTE[index % len(PALETTE)]
         for position in range(0, len(item.values), step):
-            x, y = frame.point(position + 1, item.values[position])
+            x, y = frame.point(xs[position], item.values[position])
             dots.append(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}" fill-opacity="0.7"/>'
             )
-    return frame.svg(chart_id, f"{axis_label} over the run", dots, drawn)
+    return frame.svg(chart_id, f"{axis_label} over the run", dots, [item for item, _ in placed])
 
 
 def bar_chart(bars: Sequence[tuple[str, float | None]], axis_label: str, chart_id: str) -> str:
