@@ -52,7 +52,7 @@ async function refresh() {
     refreshing = null;
     if (refreshAgain) {
       refreshAgain = false;
-      refresh();
+      refreshOrSay();
     }
   }
 }
@@ -82,7 +82,7 @@ function enhanceKeyForm(root) {
     event.preventDefault();
     sessionStorage.setItem(KEY_STORAGE, form.querySelector("#key-input").value.trim());
     showKeyState();
-    refresh();
+    refreshOrSay();
   });
 }
 
@@ -92,7 +92,13 @@ let listTimer = null;
 
 function enhanceList(root) {
   clearTimeout(listTimer);
-  if (root.dataset.live) listTimer = setTimeout(refresh, LIST_REFRESH_MS);
+  if (root.dataset.live) listTimer = setTimeout(refreshOrSay, LIST_REFRESH_MS);
+}
+
+// A refresh that fails (the service restarting, say) is said on the page, and tried again by
+// the next event or timer.
+function refreshOrSay() {
+  refresh().catch((error) => say("Could not refresh the page: " + error.message));
 }
 
 // --- a run: follows its events ---------------------------------------------------------------
@@ -104,7 +110,11 @@ function enhanceRun(root) {
   const id = root.dataset.run;
   if (!id) return;
   const cancel = root.querySelector("#cancel");
-  if (cancel) cancel.addEventListener("click", () => cancelRun(id, cancel));
+  if (cancel) {
+    cancel.addEventListener("click", () => {
+      cancelRun(id, cancel).catch((error) => say("Could not cancel: " + error.message));
+    });
+  }
   if (root.dataset.status === "running" && following !== id) {
     following = id;
     followEvents(id).catch((error) => say("Lost the run's events: " + error.message));
@@ -192,7 +202,7 @@ function showProgress(progress) {
   if (!runTimer) {
     runTimer = setTimeout(() => {
       runTimer = null;
-      refresh();
+      refreshOrSay();
     }, RUN_REFRESH_MS);
   }
 }
@@ -280,6 +290,10 @@ function enhanceDownloads(root) {
         return;
       }
       const url = URL.createObjectURL(await response.blob());
+      if (link.getAttribute("href").endsWith("/report")) {
+        location.assign(url);  // a page to read, not a file to keep
+        return;
+      }
       const save = document.createElement("a");
       save.href = url;
       save.download = link.getAttribute("href").split("/").pop() || "download";
@@ -300,7 +314,7 @@ function enhance() {
   enhanceRun(root);
   enhanceForm(root);
   enhanceDownloads(root);
-  if (root.dataset.locked && storedKey()) refresh();
+  if (root.dataset.locked && storedKey()) refreshOrSay();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
