@@ -122,6 +122,9 @@ async def test_benchmark_returns_statistics_and_names_its_files(
         "output_tokens": None,
         "output_tokens_stdev": 0.0,
         "turns": 1,
+        "tpot_slo": None,
+        "sweep": None,
+        "sweep_values": [],
         "label": None,
         "notes": None,
     }

@@ -181,6 +181,7 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
         "cost_source": "",
         "error": "",
         "turn": "1",
+        "step": "",
         "finished_seconds": "",
     }
     assert rows[2][4] == "502"
@@ -189,8 +190,8 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
 
 
 def test_csv_columns_keep_the_older_positions_for_readers_by_position() -> None:
-    # The first columns never move; providers' columns come just before `error`, then `turn`
-    # and `finished_seconds`.
+    # The first columns never move; providers' columns come before `error`; then `turn`,
+    # `step` and `finished_seconds`.
     assert CSV_COLUMNS[:4] == ("model", "prompt_index", "prompt", "run")
     assert CSV_COLUMNS[CSV_COLUMNS.index("cost_source") + 1 :] == (
         "pinned_provider",
@@ -204,6 +205,7 @@ def test_csv_columns_keep_the_older_positions_for_readers_by_position() -> None:
         "generation_cost",
         "error",
         "turn",
+        "step",
         "finished_seconds",
     )
 
