@@ -3,6 +3,7 @@ through. The browser tests (tests/e2e/test_browser.py) drive the same pages in C
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -249,3 +250,21 @@ async def test_latency_over_the_run_is_drawn_against_when_each_request_finished(
     timeline = page.split('<svg id="latency-timeline"', 1)[1].split("</svg>", 1)[0]
     assert "seconds since the run started" in timeline
     assert timeline.count("<circle") == len(rows)
+
+
+async def test_a_sweeps_page_shows_its_steps_curves_and_compares_step_by_step(
+    client: httpx.AsyncClient, chat_route: respx.Route
+) -> None:
+    form = {"sweep": "concurrency", "sweep_values": "1,2", "runs": 2}
+    first = (await post_benchmark(client, form=form, label="sweep a")).json()
+    second = (await post_benchmark(client, form=form, label="sweep b")).json()
+
+    run_page = await client.get(f"/runs/{first['id']}")
+    compared = await client.get(f"/compare?id={first['id']}&id={second['id']}")
+
+    assert run_page.status_code == 200
+    sweep = run_page.text.split("<h2>Sweep</h2>", 1)[1]
+    assert sweep.count("<polyline") >= 4  # the report's curves: latency and ttft, p50 and p95
+    assert "<script" not in sweep
+    headings = re.findall(r"<h2>([^<]*)</h2><p>Rows per run", compared.text)
+    assert headings == [f"{GPT} · step 1", f"{GPT} · step 2"]

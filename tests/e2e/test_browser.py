@@ -192,3 +192,18 @@ def test_the_list_shows_a_run_going_from_running_to_completed(
     expect(row).to_have_attribute("data-status", "completed")
     expect(row).to_contain_text("watched")
     shot(page, "home")
+
+
+def test_a_sweep_is_followed_step_by_step_then_shows_its_curves(
+    page: Page, client: httpx.Client, shot: Shot
+) -> None:
+    prompts = "\n".join(f"p{n} [[emulator:ttft=0.1]]" for n in range(4)).encode()
+    run_id = start_run(
+        client, prompts, sweep="concurrency", sweep_values="1,2,4", runs="2", label="a sweep"
+    )
+    enter_key(page, f"/runs/{run_id}")
+
+    expect(page.locator("main")).to_have_attribute("data-status", "completed")
+    expect(page.locator("h2", has_text="Sweep")).to_be_visible()
+    expect(page.locator("h2:has-text('Sweep') ~ svg polyline").first).to_be_visible()
+    shot(page, "sweep")

@@ -153,6 +153,11 @@ def _live_sections(state: BenchmarkState, records: Sequence[RequestRecord]) -> l
     progress = state.progress
     total = "?" if progress.total is None else str(progress.total)
     status = escape(state.status)
+    step = (
+        ""
+        if progress.steps is None
+        else f' · <span id="step-text">step {progress.step or 1} of {progress.steps}</span>'
+    )
     cancel = (
         '<button type="button" id="cancel">Cancel this run</button>'
         if state.status == "running"
@@ -161,7 +166,7 @@ def _live_sections(state: BenchmarkState, records: Sequence[RequestRecord]) -> l
     return [
         f'<p>Status: <strong id="run-status" class="status-{status}">{status}</strong> · '
         f'<span id="progress-text">{progress.done}/{total} requests ({progress.ok} ok, '
-        f"{progress.failed} failed) · elapsed {progress.elapsed_seconds:.0f} s</span> · "
+        f"{progress.failed} failed) · elapsed {progress.elapsed_seconds:.0f} s</span>{step} · "
         f"cost so far {cost_text(state.cost, state.cost_unknown)}</p>",
         f'<progress id="run-progress" max="{progress.total or 1}" value="{progress.done}">'
         f"{progress.done}/{total}</progress> {cancel}",
@@ -378,7 +383,10 @@ def _series_comparison(
     lines = [
         Series(
             f"{view.id}{' (' + view.parameters.label + ')' if view.parameters.label else ''}",
-            [r.latency_seconds for r in measured_rows(records[n]).get(comparison.series, [])],
+            [
+                r.latency_seconds
+                for r in measured_rows(records[n], by_step=True).get(comparison.series, [])
+            ],
         )
         for n, view in enumerate(views)
     ]

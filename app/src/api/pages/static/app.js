@@ -198,6 +198,8 @@ function showProgress(progress) {
     text.textContent = progress.done + "/" + total + " requests (" + progress.ok + " ok, " +
       progress.failed + " failed) · elapsed " + Math.round(progress.elapsed_seconds) + " s";
   }
+  const step = document.getElementById("step-text");
+  if (step && progress.steps) step.textContent = "step " + (progress.step || 1) + " of " + progress.steps;
   // Statistics so far and the last failures: the server renders them.
   if (!runTimer) {
     runTimer = setTimeout(() => {

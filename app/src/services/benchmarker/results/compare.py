@@ -122,21 +122,27 @@ class SeriesComparison:
     differences: tuple[tuple[Difference, ...], ...]  # per other run, per measure
 
 
-def measured_rows(records: Sequence[RequestRecord]) -> dict[str, list[RequestRecord]]:
-    """Successful measured rows (warm-up left out) by series, in the order they finished."""
+def measured_rows(
+    records: Sequence[RequestRecord], by_step: bool = False
+) -> dict[str, list[RequestRecord]]:
+    """Successful measured rows (warm-up left out) by series, in the order they finished;
+    `by_step`: a sweep's steps apart, each step of a series a series of its own."""
     by_series: dict[str, list[RequestRecord]] = {}
     for record in records:
         if record.warmup or not record.ok:
             continue
         key = series_label(record.model, record.pinned_provider)
+        if by_step and record.step is not None:
+            key += f" · step {record.step}"
         by_series.setdefault(key, []).append(record)
     return by_series
 
 
 def compare_runs(runs: Sequence[Sequence[RequestRecord]]) -> list[SeriesComparison]:
     """Every series of the first run (the baseline) that another run also measured, by name,
-    against each of the others in turn."""
-    grouped = [measured_rows(records) for records in runs]
+    against each of the others in turn. A sweep's steps are compared step by step: a step's
+    load is part of what is measured."""
+    grouped = [measured_rows(records, by_step=True) for records in runs]
     baseline, others = grouped[0], grouped[1:]
     comparisons = []
     for series, base_rows in sorted(baseline.items()):
