@@ -235,6 +235,7 @@ async def _cross_check(run: Run, client: OpenRouterClient, wait_seconds: float) 
 
 def _recorder(run: Run, writer: CsvResultWriter) -> Callable[[RequestRecord], None]:
     def record(entry: RequestRecord) -> None:
+        entry.finished_seconds = round(now() - run.started, 6)
         if not entry.warmup:
             entry.step = run.step
         run.records.append(entry)
