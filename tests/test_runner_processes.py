@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -23,11 +24,13 @@ from src.schemas.benchmarks import BenchmarkParameters, RequestRecord
 from src.services.base.exceptions import RunnerFailedError
 from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.benchmarker.runs import shards
+from src.services.benchmarker.runs.runner_process import RUNNER_NAME
 from src.services.benchmarker.runs.shards import concurrency_share, every_kth, shard_count
 from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.openrouter import GPT, MODELS_BODY, sse_response
 from tests.helpers.results import run_rows
+from tests.test_benchmark_jobs import child_names
 
 pytestmark = pytest.mark.anyio
 
@@ -201,3 +204,77 @@ async def test_a_run_whose_other_runners_never_connect_fails_naming_them(
         await hub.close()
         shutil.rmtree(folder)
     assert sent == []
+
+
+# A runner process as the launcher starts it, except that a runner that is not the lead stays
+# (deaf to SIGTERM) after its share is sent, until the file named by LINGER_FLAG exists.
+LINGERING_RUNNER = """
+import json, os, signal, subprocess, sys, time
+data = sys.stdin.buffer.read()
+if not data:
+    sys.exit(0)
+runner = [sys.executable, "-m", "src.services.benchmarker.runs.runner_process"]
+if json.loads(data).get("shard", 0) == 0:
+    read, write = os.pipe()
+    os.write(write, data)
+    os.close(write)
+    os.dup2(read, 0)
+    os.execv(sys.executable, runner)  # the lead, still the service's child
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+code = subprocess.run(runner, input=data).returncode
+deadline = time.monotonic() + 60
+while not os.path.exists(os.environ["LINGER_FLAG"]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.exit(code)
+"""
+
+
+async def test_a_run_holds_its_place_until_every_runner_process_has_exited(
+    tmp_path: Path,
+    serve: Serve,
+    upstream: respx.MockRouter,
+    catalog: respx.Route,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
+    flag = tmp_path / "let-go"
+    monkeypatch.setenv("LINGER_FLAG", str(flag))
+    spawn = asyncio.create_subprocess_exec
+
+    async def lingering(*_args: str, **kwargs: Any) -> asyncio.subprocess.Process:
+        env = {**kwargs.pop("env"), "LINGER_FLAG": str(flag)}
+        return await spawn(sys.executable, "-c", LINGERING_RUNNER, env=env, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", lingering)
+    settings = make_settings(
+        tmp_path, benchmark_isolation="process", runner_processes=2, max_running_benchmarks=1
+    )
+    try:
+        async with serve(settings) as client:
+            form = {"rate": 20, "concurrency": 2, "runs": 1}
+            first = await post_benchmark(client, query="?background=true", form=form)
+            assert first.status_code == 202, first.text
+            location = first.headers["location"]
+
+            async def completed() -> bool:
+                return bool((await client.get(location)).json()["status"] == "completed")
+
+            await until(completed, "the first run's summary")
+
+            async def lead_gone() -> bool:
+                return RUNNER_NAME not in child_names()
+
+            await until(lead_gone, "the lead runner exited")
+            # The lead has saved the summary and exited; the other runner has not.
+            refused = await post_benchmark(client, form=form)
+            flag.touch()
+
+            async def admitted() -> bool:
+                return (await post_benchmark(client, form=form)).status_code == 200
+
+            await until(admitted, "a new run admitted once the last runner exited")
+    finally:
+        flag.touch()
+
+    assert refused.status_code == 429, refused.text
+    assert "MAX_RUNNING_BENCHMARKS=1" in refused.json()["detail"]
