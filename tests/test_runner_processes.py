@@ -278,3 +278,32 @@ async def test_a_run_holds_its_place_until_every_runner_process_has_exited(
 
     assert refused.status_code == 429, refused.text
     assert "MAX_RUNNING_BENCHMARKS=1" in refused.json()["detail"]
+
+
+async def test_each_step_of_a_rate_sweep_is_split_across_the_runner_processes(
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter, catalog: respx.Route
+) -> None:
+    upstream.post("/chat/completions").mock(side_effect=lambda _: sse_response())
+    settings = make_settings(tmp_path, benchmark_isolation="process", runner_processes=2)
+
+    async with serve(settings) as client:
+        response = await post_benchmark(
+            client,
+            runs=2,
+            form={"sweep": "rate", "sweep_values": "20,40", "concurrency": 2, "warmup": 1},
+        )
+
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    assert [(step["rate"], step["models"][0]["count"]) for step in summary["steps"]] == [
+        (20.0, 4),
+        (40.0, 4),
+    ]
+    rows = run_rows(settings.benchmarks_dir, summary)
+    # The warm-up (the lead's alone) has no step; each step's rows are its whole schedule.
+    assert sorted((row["step"], row["prompt_index"], row["run"]) for row in rows) == sorted(
+        [("", "1", "0")]
+        + [(step, str(prompt), str(run)) for step in "12" for prompt in (1, 2) for run in (1, 2)]
+    )
+    lines = shard_lines(settings.log_dir, summary["id"])
+    assert [line.rsplit("| ", 1)[1] for line in lines] == ["sends=2,2", "sends=2,2"]
