@@ -3,6 +3,7 @@ background), follow it, cancel it, list runs, and download their files."""
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from src.services.base.sse import KEEP_ALIVE
 from src.services.benchmarker.results.report import render_progress, render_report
 from src.services.benchmarker.runs.service import (
     Event,
+    ResultFile,
     benchmark_events,
     cancel_benchmark,
     get_benchmark,
@@ -238,10 +240,10 @@ async def get_benchmark_report(
 )
 async def download_results(
     settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
-) -> FileResponse:
+) -> Response:
     """The per-request CSV (so far, while the run goes on)."""
-    path = await result_file(settings, benchmark_id, "results.csv", caller)
-    return FileResponse(path, media_type="text/csv", filename=path.name)
+    found = await result_file(settings, benchmark_id, "results.csv", caller)
+    return _file_response(found, "text/csv")
 
 
 @router.get(
@@ -250,7 +252,16 @@ async def download_results(
 )
 async def download_summary(
     settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
-) -> FileResponse:
+) -> Response:
     """The JSON summary of a finished run."""
-    path = await result_file(settings, benchmark_id, "summary.json", caller)
-    return FileResponse(path, media_type="application/json", filename=path.name)
+    found = await result_file(settings, benchmark_id, "summary.json", caller)
+    return _file_response(found, "application/json")
+
+
+def _file_response(found: pathlib.Path | ResultFile, media_type: str) -> Response:
+    if isinstance(found, ResultFile):  # JOBS_BACKEND=redis: from the run store
+        disposition = f'attachment; filename="{found.name}"'
+        return Response(
+            found.data, media_type=media_type, headers={"Content-Disposition": disposition}
+        )
+    return FileResponse(found, media_type=media_type, filename=found.name)

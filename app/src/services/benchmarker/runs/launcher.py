@@ -9,6 +9,7 @@ report on it or cancel it through its files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,7 +21,6 @@ from src.config import REPO_ROOT, Settings
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
 from src.services.benchmarker.load.plan import BenchmarkPlan
-from src.services.benchmarker.results.csv_writer import read_records
 from src.services.benchmarker.results.file_utils import new_benchmark_id, result_paths
 from src.services.benchmarker.results.summary import (
     RunClock,
@@ -31,6 +31,8 @@ from src.services.benchmarker.results.summary import (
 from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import release_reserve, storage_error
 from src.services.benchmarker.runs.execution import run_hosted
+from src.services.benchmarker.runs.redis_runners import enqueue_run
+from src.services.benchmarker.runs.redis_store import PlanRecord
 from src.services.benchmarker.runs.runner_process import EXIT_INTERRUPTED, RunnerJob
 from src.services.benchmarker.runs.store import RunCaps, RunStore
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
@@ -38,6 +40,10 @@ from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 logger = logging.getLogger(__name__)
 
 APP_DIR = REPO_ROOT / "app"
+# How often a caller waiting for a queued run's summary looks for it, and how long leaving
+# waits for the summary of the run it cancels.
+QUEUED_POLL_SECONDS = 0.25
+CANCEL_WAIT_SECONDS = 10.0
 
 
 class BenchmarkLauncher:
@@ -64,6 +70,9 @@ class BenchmarkLauncher:
         settings = self._settings
         benchmark_id = new_benchmark_id(datetime.now(UTC), plan.parameters.models)
         state = build_state(benchmark_id, "running", plan, [], RunClock(datetime.now(UTC), 0.0), [])
+        if settings.jobs_backend == "redis":
+            await enqueue_run(settings, state, PlanRecord.of(plan))
+            return state  # a runner process takes it from the queue
         await asyncio.to_thread(self._store.admit, state, RunCaps.of(settings), self.live())
         run = asyncio.create_task(self._host(benchmark_id, plan), name=f"benchmark {benchmark_id}")
         self._runs[benchmark_id] = run
@@ -78,6 +87,8 @@ class BenchmarkLauncher:
     async def wait(self, benchmark_id: str) -> BenchmarkSummary:
         """The summary once the run ends. Cancelling the caller interrupts the run, and returns
         (re-raising) only once the interrupted run's summary is on disk."""
+        if self._settings.jobs_backend == "redis":
+            return await self._wait_queued(benchmark_id)
         run = self._runs[benchmark_id]
         try:
             summary = await asyncio.shield(run)
@@ -94,6 +105,24 @@ class BenchmarkLauncher:
             raise RunnerFailedError(
                 f"The benchmark runner ended without a summary for {benchmark_id}."
             ) from exc
+
+    async def _wait_queued(self, benchmark_id: str) -> BenchmarkSummary:
+        """A run on the queue, wherever it runs: its summary once its store has it; leaving
+        cancels the run, and waits (a while) for the summary that records it."""
+        try:
+            return await self._summary_of(benchmark_id)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self._store.request_cancel, benchmark_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._summary_of(benchmark_id), CANCEL_WAIT_SECONDS)
+            raise
+
+    async def _summary_of(self, benchmark_id: str) -> BenchmarkSummary:
+        while True:
+            view = await asyncio.to_thread(self._store.current_view, benchmark_id)
+            if isinstance(view, BenchmarkSummary):
+                return view
+            await asyncio.sleep(QUEUED_POLL_SECONDS)
 
     def interrupt(self, benchmark_id: str) -> None:
         process = self._processes.get(benchmark_id)
@@ -165,11 +194,17 @@ def _exit_cause(code: int) -> str:
     return f"the benchmark runner exited with code {code}"
 
 
-def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, cause: str) -> None:
+def record_lost_run(
+    settings: Settings,
+    benchmark_id: str,
+    plan: BenchmarkPlan,
+    cause: str,
+    store: RunStore | None = None,
+) -> None:
     """A run whose runner ended without its summary (killed, crashed) must not stay "running"
-    for the caps: it is recorded as failed with the cause, and summed up from the rows its CSV
-    kept (its start and elapsed time from its last state record)."""
-    store = run_store(settings)
+    for the caps: it is recorded as failed with the cause, and summed up from the rows the
+    store kept (its start and elapsed time from its last state record)."""
+    store = run_store(settings) if store is None else store
     if store.has_summary(benchmark_id):
         return
     paths = result_paths(settings.benchmarks_dir, benchmark_id)
@@ -179,7 +214,7 @@ def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, 
         state.started_at if state else datetime.now(UTC),
         state.progress.elapsed_seconds if state else 0.0,
     )
-    records = read_records(paths.csv, plan.prompts)
+    records = store.read_rows(benchmark_id, plan.prompts)
     progress = progress_of("failed", plan, records, clock)
     summary = build_summary(benchmark_id, "failed", plan, records, clock, cause, progress)
     ended = build_state(

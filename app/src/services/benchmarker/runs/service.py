@@ -48,6 +48,8 @@ from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.feed import follow
 from src.services.benchmarker.runs.launcher import BenchmarkLauncher
 from src.services.benchmarker.runs.owners import Caller
+from src.services.benchmarker.runs.redis_runners import run_changes
+from src.services.benchmarker.runs.redis_store import RedisRunStore
 from src.services.benchmarker.runs.store import RunCaps
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
 from src.services.openrouter.catalog import ALL_PROVIDERS, ModelCatalog
@@ -299,15 +301,25 @@ async def cancel_benchmark(settings: Settings, benchmark_id: str, caller: Caller
     return view
 
 
+@dataclasses.dataclass(frozen=True)
+class ResultFile:
+    """A result file held in the run store rather than on this server's disk."""
+
+    name: str
+    data: bytes
+
+
 async def result_file(
     settings: Settings,
     benchmark_id: str,
     name: Literal["results.csv", "summary.json"],
     caller: Caller,
-) -> Path:
+) -> Path | ResultFile:
     """A run's results or summary file, once the run has written it."""
 
     store = run_store(settings)
+    if isinstance(store, RedisRunStore):
+        return await asyncio.to_thread(_result_in_redis, store, benchmark_id, name, caller)
 
     def find() -> Path:
         store.check_access(benchmark_id, caller)
@@ -320,6 +332,25 @@ async def result_file(
         return path
 
     return await asyncio.to_thread(find)
+
+
+def _result_in_redis(
+    store: RedisRunStore,
+    benchmark_id: str,
+    name: Literal["results.csv", "summary.json"],
+    caller: Caller,
+) -> ResultFile:
+    """The same files, served from the run store: every replica has every run's."""
+    store.check_access(benchmark_id, caller)
+    paths = result_paths(Path(), benchmark_id)
+    if name == "results.csv":
+        if store.read_state(benchmark_id) is None:
+            raise NotFoundError(f"No benchmark with id '{benchmark_id}'.")
+        return ResultFile(paths.csv.name, store.rows_csv(benchmark_id))
+    data = store.summary_json(benchmark_id)
+    if data is None:
+        raise NotFoundError(f"No {name} for '{benchmark_id}' (yet): the run has not written it.")
+    return ResultFile(paths.json.name, data)
 
 
 async def list_benchmarks(settings: Settings, limit: int, caller: Caller) -> BenchmarkList:
@@ -346,7 +377,10 @@ async def benchmark_events(
     sent_at = shown_at
     key = (settings.benchmarks_dir, benchmark_id)
     read = partial(_view_of_visible, settings, benchmark_id)
-    async with follow(key, read, _ended, EVENTS_POLL_SECONDS) as feed:
+    ticks = None
+    if settings.jobs_backend == "redis":  # the runner announces each change: no polling
+        ticks = partial(run_changes, settings, benchmark_id)
+    async with follow(key, read, _ended, EVENTS_POLL_SECONDS, ticks) as feed:
         seen = feed.version  # a look older than this follower's own is not news
         while True:
             seen, view = await feed.next(seen)

@@ -1,0 +1,233 @@
+"""JOBS_BACKEND=redis for real: two API replicas and two runner processes that share nothing
+but a real redis-server, the emulator as their upstream.
+
+A run started through one replica is followed and cancelled through the other; admission is
+atomic across both; a runner killed mid-run ends its run failed with its rows; a replica
+killed mid-run loses nothing; a Redis that stops answering is a 503 on new runs, and the run
+goes on once it is back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers.e2e import MODEL, unique
+from tests.helpers.launcher import Launcher
+from tests.helpers.processes import ServiceProcess, wait_until
+from tests.helpers.redis_server import RedisServer
+
+MAX_RUNNING = 4
+# Each request of these runs takes about 0.25 s at the emulator: runs last long enough to be
+# followed, cancelled and killed mid-way, and no longer.
+SLOW = "[[emulator:ttft=0.25,tps=0]]"
+END_SECONDS = 30.0
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    apps: list[ServiceProcess]
+    runners: list[ServiceProcess]
+    start_runner: Callable[[str], ServiceProcess]
+    clients: list[httpx.Client]
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    launcher: Launcher, emulator: ServiceProcess, redis_server: RedisServer
+) -> Iterator[Cluster]:
+    redis_server.resume()
+    redis_server.flush()
+    shared = {
+        "JOBS_BACKEND": "redis",
+        "REDIS_URL": redis_server.url,
+        "MAX_RUNNING_BENCHMARKS": str(MAX_RUNNING),
+        "RUNNER_HEARTBEAT_TIMEOUT_SECONDS": "3",
+    }
+
+    def start_runner(name: str) -> ServiceProcess:
+        return launcher.runner(
+            name,
+            emulator,
+            redis_server.url,
+            RUNNER_CONCURRENCY=str(MAX_RUNNING),
+            RUNNER_HEARTBEAT_TIMEOUT_SECONDS="3",
+        )
+
+    apps = [launcher.app(f"replica-{name}", emulator, **shared) for name in "ab"]
+    runners = [start_runner(f"runner-{index}") for index in (1, 2)]
+    clients = [httpx.Client(base_url=app.url, timeout=15.0, trust_env=False) for app in apps]
+    try:
+        yield Cluster(redis_server, apps, runners, start_runner, clients)
+    finally:
+        for http in clients:
+            http.close()
+        for process in [*runners, *apps]:
+            if process.running:
+                process.stop()
+
+
+def submit(http: httpx.Client, count: int, concurrency: int = 1) -> httpx.Response:
+    prompts = "\n".join(unique(f"Redis run {index} {SLOW}") for index in range(count))
+    return http.post(
+        "/benchmark",
+        params={"background": "true"},
+        data={"model": MODEL, "runs": "1", "concurrency": str(concurrency), "max_tokens": "4"},
+        files={"prompt_file": ("prompts.txt", prompts.encode(), "text/plain")},
+    )
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def view(http: httpx.Client, benchmark_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = http.get(f"/benchmarks/{benchmark_id}").json()
+    return body
+
+
+def ended(http: httpx.Client, benchmark_id: str, seconds: float = END_SECONDS) -> dict[str, Any]:
+    assert wait_until(lambda: view(http, benchmark_id)["status"] != "running", seconds), (
+        f"{benchmark_id} still running after {seconds}s"
+    )
+    return view(http, benchmark_id)
+
+
+def finished_requests(http: httpx.Client, benchmark_id: str) -> int:
+    state = view(http, benchmark_id)
+    return int(state["progress"]["done"]) if "progress" in state else -1
+
+
+def hosting(cluster: Cluster, benchmark_id: str) -> ServiceProcess:
+    found = [r for r in cluster.runners if f"id={benchmark_id}" in r.log_text() and r.running]
+    assert len(found) == 1, f"{len(found)} runners host {benchmark_id}"
+    return found[0]
+
+
+def test_health_names_the_backend_redis_and_the_live_runners(cluster: Cluster) -> None:
+    for http in cluster.clients:
+        health = http.get("/health").json()
+        assert health["jobs"] == {"backend": "redis", "redis": "ok", "runners": 2}
+
+
+def test_a_run_started_on_one_replica_is_followed_and_cancelled_through_the_other(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.clients
+    accepted = submit(a, 40)
+    assert accepted.status_code == 202, accepted.text
+    benchmark_id = accepted.json()["id"]
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    with b.stream("GET", f"/benchmarks/{benchmark_id}/events") as stream:
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: ") and name is not None:
+                events.append((name, json.loads(line.removeprefix("data: "))))
+                if name == "progress" and events[-1][1]["progress"]["done"] >= 2:
+                    cancelled = b.delete(f"/benchmarks/{benchmark_id}")
+                if name == "summary":
+                    break
+
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    names = [name for name, _ in events]
+    assert names[0] == "progress" and names[-1] == "summary", names
+    summary = events[-1][1]
+    assert summary["status"] == "cancelled"
+    assert 2 <= summary["finished_requests"] < 40
+    csv = a.get(f"/benchmarks/{benchmark_id}/results.csv")
+    assert csv.status_code == 200
+    assert len(csv_rows(csv.text)) == summary["finished_requests"]
+    assert a.get(f"/benchmarks/{benchmark_id}/summary.json").json()["status"] == "cancelled"
+    listed = [run["id"] for run in b.get("/benchmarks").json()["benchmarks"]]
+    assert benchmark_id in listed
+
+
+def test_ten_concurrent_submissions_admit_exactly_the_cap(cluster: Cluster) -> None:
+    def one(index: int) -> httpx.Response:
+        return submit(cluster.clients[index % 2], 40)
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(one, range(10)))
+
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [202] * MAX_RUNNING + [429] * (10 - MAX_RUNNING), statuses
+    admitted = [answer.json()["id"] for answer in answers if answer.status_code == 202]
+    for benchmark_id in admitted:
+        assert cluster.clients[1].delete(f"/benchmarks/{benchmark_id}").status_code == 200
+    for benchmark_id in admitted:
+        assert ended(cluster.clients[0], benchmark_id)["status"] == "cancelled"
+
+
+def test_a_runner_killed_mid_run_ends_its_run_failed_with_its_rows(cluster: Cluster) -> None:
+    a, b = cluster.clients
+    accepted = submit(a, 60)
+    assert accepted.status_code == 202, accepted.text
+    benchmark_id = accepted.json()["id"]
+    assert wait_until(lambda: finished_requests(b, benchmark_id) >= 3, END_SECONDS)
+    runner = hosting(cluster, benchmark_id)
+
+    runner.kill()  # SIGKILL: no chance to say anything
+    killed_at = time.monotonic()
+    state = ended(b, benchmark_id, seconds=10.0)
+
+    assert time.monotonic() - killed_at < 10.0
+    assert state["status"] == "failed"
+    assert "stopped showing it is alive" in state["error"]
+    assert state["finished_requests"] >= 3
+    rows = csv_rows(a.get(f"/benchmarks/{benchmark_id}/results.csv").text)
+    assert len(rows) >= 3
+    cluster.runners.remove(runner)
+    cluster.runners.append(cluster.start_runner("runner-3"))
+
+
+def test_a_replica_killed_mid_run_loses_nothing(cluster: Cluster) -> None:
+    a, b = cluster.clients
+    accepted = submit(a, 8)
+    assert accepted.status_code == 202, accepted.text
+    benchmark_id = accepted.json()["id"]
+    assert wait_until(lambda: finished_requests(b, benchmark_id) >= 1, END_SECONDS)
+
+    cluster.apps[0].kill()
+    summary = ended(b, benchmark_id)
+
+    assert summary["status"] == "completed"
+    assert summary["finished_requests"] == 8
+    assert len(csv_rows(b.get(f"/benchmarks/{benchmark_id}/results.csv").text)) == 8
+
+
+def test_redis_stopped_for_five_seconds_is_a_503_on_new_runs_and_the_run_goes_on(
+    cluster: Cluster,
+) -> None:
+    b = cluster.clients[1]
+    accepted = submit(b, 40, concurrency=2)
+    assert accepted.status_code == 202, accepted.text
+    benchmark_id = accepted.json()["id"]
+    assert wait_until(lambda: finished_requests(b, benchmark_id) >= 2, END_SECONDS)
+
+    cluster.redis.pause()
+    try:
+        refused = submit(b, 2)
+        time.sleep(max(0.0, 5.0 - 2.5))
+    finally:
+        cluster.redis.resume()
+
+    assert refused.status_code == 503, refused.text
+    assert "Redis" in refused.json()["detail"]
+    summary = ended(b, benchmark_id)
+    assert summary["status"] == "completed", summary.get("error")
+    assert summary["finished_requests"] == 40
+    assert len(csv_rows(b.get(f"/benchmarks/{benchmark_id}/results.csv").text)) == 40
