@@ -108,6 +108,21 @@ def finished_requests(http: httpx.Client, benchmark_id: str) -> int:
     return int(state["progress"]["done"]) if "progress" in state else -1
 
 
+def follow(http: httpx.Client, benchmark_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The run's events, to its summary."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    with http.stream("GET", f"/benchmarks/{benchmark_id}/events", timeout=END_SECONDS) as stream:
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: ") and name is not None:
+                events.append((name, json.loads(line.removeprefix("data: "))))
+                if name == "summary":
+                    break
+    return events
+
+
 def hosting(cluster: Cluster, benchmark_id: str) -> ServiceProcess:
     found = [r for r in cluster.runners if f"id={benchmark_id}" in r.log_text() and r.running]
     assert len(found) == 1, f"{len(found)} runners host {benchmark_id}"
@@ -218,15 +233,21 @@ def test_redis_stopped_for_five_seconds_is_a_503_on_new_runs_and_the_run_goes_on
     benchmark_id = accepted.json()["id"]
     assert wait_until(lambda: finished_requests(b, benchmark_id) >= 2, END_SECONDS)
 
-    cluster.redis.pause()
-    try:
-        refused = submit(b, 2)
-        time.sleep(max(0.0, 5.0 - 2.5))
-    finally:
-        cluster.redis.resume()
+    with ThreadPoolExecutor(1) as pool:
+        followed = pool.submit(follow, b, benchmark_id)
+        time.sleep(0.5)  # the follower is subscribed
+        cluster.redis.pause()
+        paused_at = time.monotonic()
+        try:
+            refused = submit(b, 2)
+            time.sleep(max(0.0, 5.0 - (time.monotonic() - paused_at)))
+        finally:
+            cluster.redis.resume()
+        events = followed.result(timeout=END_SECONDS)
 
     assert refused.status_code == 503, refused.text
     assert "Redis" in refused.json()["detail"]
+    assert events[-1][0] == "summary" and events[-1][1]["status"] == "completed", events[-1]
     summary = ended(b, benchmark_id)
     assert summary["status"] == "completed", summary.get("error")
     assert summary["finished_requests"] == 40

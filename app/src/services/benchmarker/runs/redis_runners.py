@@ -21,21 +21,25 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 from saq.queue.redis import RedisQueue
 
 from src.config import Settings
 from src.schemas.benchmarks import BenchmarkState
 from src.services.base.timing import now
 from src.services.benchmarker.runs.redis_store import (
+    RETRIES,
     RUNNING,
-    SOCKET_TIMEOUT_SECONDS,
     PlanRecord,
     RedisRunStore,
     answering,
     channel,
+    client_options,
     key,
     runner_key,
 )
@@ -52,12 +56,14 @@ RECONNECT_SECONDS = 0.5
 
 
 def saq_queue(settings: Settings) -> RedisQueue:
-    client = aioredis.from_url(
-        settings.redis_url,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-    )
+    client = aioredis.from_url(settings.redis_url, **async_client_options())
     return RedisQueue(client, name=QUEUE_NAME)
+
+
+def async_client_options() -> dict[str, Any]:
+    options = client_options()
+    options["retry"] = AsyncRetry(ExponentialBackoff(cap=0.5, base=0.1), RETRIES)
+    return options
 
 
 async def enqueue_run(settings: Settings, state: BenchmarkState, plan: PlanRecord) -> None:
@@ -209,9 +215,9 @@ async def watching_runners(settings: Settings) -> AsyncIterator[None]:
 async def run_changes(settings: Settings, benchmark_id: str) -> AsyncGenerator[None]:
     """A tick each time the run's state may have changed: on each message of its channel, at
     least every FOLLOW_SAFETY_SECONDS, and once more as soon as a lost Redis is back."""
+    # No read timeout: this connection waits for messages.
     client = aioredis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+        settings.redis_url, **{**async_client_options(), "socket_timeout": None}
     )
     try:
         while True:

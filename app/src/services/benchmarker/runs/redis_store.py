@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 import redis
 from pydantic import BaseModel, ValidationError
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from src.config import Settings
 from src.schemas.benchmarks import (
@@ -62,6 +64,7 @@ RUNS = f"{PREFIX}:runs"  # sorted set: id by start time, for listing and retenti
 RUNNER_KEYS = f"{PREFIX}:runner:*"
 # Short: a Redis that stops answering (paused, cut off) is noticed, not waited for.
 SOCKET_TIMEOUT_SECONDS = 2.0
+RETRIES = 1
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 
 # Counts the running runs and admits the new one in one step: no replica can slip in between.
@@ -135,12 +138,18 @@ def redis_client(url: str) -> Any:
     """One pool per process and URL: the store is made per call, its connections are not.
 
     Typed Any: redis-py types every answer as bytes or str, and these are always bytes."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-        health_check_interval=10,
-    )
+    return redis.Redis.from_url(url, **client_options())
+
+
+def client_options() -> dict[str, Any]:
+    """Short timeouts and a single quick retry (a dropped connection), for every client: a
+    Redis that went away is said at once, and a runner's heartbeat cannot hang for longer
+    than its timeout."""
+    return {
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": SOCKET_TIMEOUT_SECONDS,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.1), RETRIES),
+    }
 
 
 class RedisUnreachableError(OSError):

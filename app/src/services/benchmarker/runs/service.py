@@ -25,6 +25,7 @@ from src.schemas.benchmarks import (
 from src.services.base.exceptions import (
     ConflictError,
     InvalidInputError,
+    JobsBackendUnavailableError,
     LimitExceededError,
     NotFoundError,
 )
@@ -64,6 +65,8 @@ PROGRESS_SECONDS = 1.0
 EVENTS_KEEPALIVE_SECONDS = 15.0
 # DELETE waits this long for the run to save its summary before answering without it.
 CANCEL_WAIT_SECONDS = 10.0
+# A follower whose run store (Redis) cannot be reached tries again this often.
+OUTAGE_RETRY_SECONDS = 0.5
 
 RunView = BenchmarkSummary | BenchmarkState
 Event = tuple[Literal["progress", "summary", "keepalive"], RunView | None]
@@ -380,6 +383,7 @@ async def benchmark_events(
     ticks = None
     if settings.jobs_backend == "redis":  # the runner announces each change: no polling
         ticks = partial(run_changes, settings, benchmark_id)
+        read = partial(_view_through_outages, settings, benchmark_id)
     async with follow(key, read, _ended, EVENTS_POLL_SECONDS, ticks) as feed:
         seen = feed.version  # a look older than this follower's own is not news
         while True:
@@ -394,6 +398,15 @@ async def benchmark_events(
             elif moment - sent_at > EVENTS_KEEPALIVE_SECONDS:
                 yield "keepalive", None
                 sent_at = moment
+
+
+async def _view_through_outages(settings: Settings, benchmark_id: str) -> RunView:
+    """A follower outlives a Redis that went away: it reads again once Redis is back."""
+    while True:
+        try:
+            return await _view_of_visible(settings, benchmark_id)
+        except JobsBackendUnavailableError:
+            await asyncio.sleep(OUTAGE_RETRY_SECONDS)
 
 
 def _ended(view: RunView) -> bool:
