@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import respx
 
 from src.config import Settings
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
@@ -21,7 +22,13 @@ from src.services.benchmarker.load.plan import BenchmarkPlan
 from src.services.benchmarker.results.file_utils import new_benchmark_id
 from src.services.benchmarker.results.summary import RunClock, build_state
 from src.services.benchmarker.runs.owners import Caller
-from src.services.benchmarker.runs.redis_runners import Heartbeat, Reaper, run_changes
+from src.services.benchmarker.runs.redis_runners import (
+    QUEUE_NAME,
+    SAQ_JOB_PREFIX,
+    Heartbeat,
+    Reaper,
+    run_changes,
+)
 from src.services.benchmarker.runs.redis_store import (
     RUNNING,
     PlanRecord,
@@ -29,8 +36,9 @@ from src.services.benchmarker.runs.redis_store import (
     key,
 )
 from src.services.benchmarker.runs.store import RunCaps
-from tests.helpers.app import make_settings, running
+from tests.helpers.app import Serve, make_settings, running
 from tests.helpers.benchmarks import post_benchmark
+from tests.helpers.openrouter import MODELS_BODY
 from tests.helpers.processes import free_port, wait_until
 from tests.helpers.results import plan_of, request_result
 
@@ -229,3 +237,47 @@ def test_redis_mode_keeps_runs_thirty_days_unless_told(tmp_path: Path) -> None:
 def test_the_redis_password_is_a_secret(tmp_path: Path) -> None:
     settings = redis_settings(tmp_path, "redis://:hunter2-redis@127.0.0.1:1/0")
     assert "hunter2-redis" in settings.secrets()
+
+
+@pytest.mark.anyio
+async def test_a_queued_run_cancelled_before_any_runner_took_it_ends_cancelled_at_once(
+    tmp_path: Path, redis_url: str, serve: Serve, upstream: respx.MockRouter
+) -> None:
+    upstream.get("/models").respond(json=MODELS_BODY)
+    settings = redis_settings(tmp_path, redis_url)
+    async with serve(settings) as client:  # no runner anywhere
+        accepted = await post_benchmark(client, query="?background=true")
+        benchmark_id = accepted.json()["id"]
+        # Queued: what the reaper's "never queued" check looks for is there.
+        assert redis.Redis.from_url(redis_url).exists(
+            f"{SAQ_JOB_PREFIX}{QUEUE_NAME}:{benchmark_id}"
+        )
+        started = time.monotonic()
+        answer = await client.delete(f"/benchmarks/{benchmark_id}")
+        listed = (await client.get("/benchmarks")).json()["benchmarks"]
+
+    assert time.monotonic() - started < 5.0
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "cancelled"
+    assert answer.json()["finished_requests"] == 0
+    assert [run["status"] for run in listed] == ["cancelled"]
+    # A runner that takes the job from the queue later leaves it alone.
+    assert not Heartbeat(RedisRunStore.of(settings), 1.0).claim(benchmark_id)
+
+
+def test_a_run_admitted_but_never_queued_ends_failed(tmp_path: Path, redis_url: str) -> None:
+    # The replica that admitted it died before it queued it: no runner will ever take it.
+    settings = redis_settings(tmp_path, redis_url, runner_heartbeat_timeout_seconds=1)
+    store = RedisRunStore.of(settings)
+    plan = plan_of(["m/x"], ["p"])
+    state = new_run(plan)
+    store.admit_job(state, RunCaps.of(settings), PlanRecord.of(plan))
+    reaper = Reaper(settings)
+
+    assert wait_until(lambda: reaper.unqueued_runs() == [state.id], 5.0)
+    reaper.reap_unqueued(state.id)
+
+    view = store.current_view(state.id)
+    assert view.status == "failed"
+    assert "never queued" in (view.error or "")
+    assert not redis.Redis.from_url(redis_url).hexists(RUNNING, state.id)

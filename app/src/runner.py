@@ -52,7 +52,9 @@ class RunnerHost:
             logger.error("BENCHMARK NOT FOUND | id=%s | no plan in Redis (expired?)", benchmark_id)
             return
         if not await asyncio.to_thread(self.heartbeat.claim, benchmark_id):
-            logger.warning("BENCHMARK TAKEN | id=%s | another runner has it", benchmark_id)
+            logger.warning(
+                "BENCHMARK TAKEN | id=%s | another runner has it, or it ended", benchmark_id
+            )
             return
         try:
             await run_hosted(self.client, record.plan(self.settings), benchmark_id, self.settings)

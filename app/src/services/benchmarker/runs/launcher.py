@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from src.config import REPO_ROOT, Settings
-from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
+from src.schemas.benchmarks import BenchmarkState, BenchmarkStatus, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
 from src.services.benchmarker.load.plan import BenchmarkPlan
 from src.services.benchmarker.results.file_utils import new_benchmark_id, result_paths
@@ -198,12 +198,14 @@ def record_lost_run(
     settings: Settings,
     benchmark_id: str,
     plan: BenchmarkPlan,
-    cause: str,
+    cause: str | None,
     store: RunStore | None = None,
+    status: BenchmarkStatus = "failed",
 ) -> None:
     """A run whose runner ended without its summary (killed, crashed) must not stay "running"
     for the caps: it is recorded as failed with the cause, and summed up from the rows the
-    store kept (its start and elapsed time from its last state record)."""
+    store kept (its start and elapsed time from its last state record). A queued run nobody
+    took is recorded so too (`status` cancelled when it was cancelled there)."""
     store = run_store(settings) if store is None else store
     if store.has_summary(benchmark_id):
         return
@@ -215,11 +217,11 @@ def record_lost_run(
         state.progress.elapsed_seconds if state else 0.0,
     )
     records = store.read_rows(benchmark_id, plan.prompts)
-    progress = progress_of("failed", plan, records, clock)
-    summary = build_summary(benchmark_id, "failed", plan, records, clock, cause, progress)
+    progress = progress_of(status, plan, records, clock)
+    summary = build_summary(benchmark_id, status, plan, records, clock, cause, progress)
     ended = build_state(
         benchmark_id,
-        "failed",
+        status,
         plan,
         records,
         clock,
@@ -228,7 +230,14 @@ def record_lost_run(
         error=cause,
         progress=progress,
     )
-    logger.error("BENCHMARK FAILED | id=%s | %s", benchmark_id, cause)
+    if status == "failed":
+        logger.error("BENCHMARK FAILED | id=%s | %s", benchmark_id, cause)
+    else:
+        logger.info(
+            "BENCHMARK FINISHED | id=%s | status=%s | before any runner took it",
+            benchmark_id,
+            status,
+        )
     for what, write in (
         ("summary", partial(store.save_summary, benchmark_id, summary)),
         ("state record", partial(store.write_state, benchmark_id, ended)),

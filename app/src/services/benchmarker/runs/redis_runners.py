@@ -21,6 +21,7 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -30,7 +31,7 @@ from redis.backoff import ExponentialBackoff
 from saq.queue.redis import RedisQueue
 
 from src.config import Settings
-from src.schemas.benchmarks import BenchmarkState
+from src.schemas.benchmarks import BenchmarkState, BenchmarkStatus
 from src.services.base.timing import now
 from src.services.benchmarker.runs.redis_store import (
     RETRIES,
@@ -48,6 +49,7 @@ from src.services.benchmarker.runs.store import RunCaps
 logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "llm-gateway-benchmarks"
+SAQ_JOB_PREFIX = "saq:job:"  # SAQ keeps a queued or running job at <prefix><queue>:<key>
 JOB_FUNCTION = "run_benchmark"
 REAP_SECONDS = 1.0
 # A follower re-reads the run this often even without news: a lost message costs no more.
@@ -154,9 +156,16 @@ class Reaper:
             except redis.RedisError:
                 self._connected_since = None
                 continue
-            for benchmark_id in dead:
+            try:
+                unqueued = await asyncio.to_thread(self.unqueued_runs)
+            except redis.RedisError:
+                unqueued = []
+            for benchmark_id, reap in [
+                *((found, self.reap) for found in dead),
+                *((found, self.reap_unqueued) for found in unqueued),
+            ]:
                 try:
-                    await asyncio.to_thread(self.reap, benchmark_id)
+                    await asyncio.to_thread(reap, benchmark_id)
                 except Exception:
                     logger.exception("BENCHMARK REAPER ERROR | id=%s", benchmark_id)
 
@@ -179,22 +188,71 @@ class Reaper:
             if claimed and not alive
         ]
 
+    def unqueued_runs(self) -> list[str]:
+        """Runs admitted more than a timeout ago that no runner took and the queue does not
+        hold: the replica that admitted them stopped before it queued them."""
+        redis_ = self.store.redis
+        ids = [raw.decode() for raw in redis_.hkeys(RUNNING)]
+        if not ids:
+            return []
+        pipe = redis_.pipeline()
+        for benchmark_id in ids:
+            pipe.exists(key(benchmark_id, "claimed"))
+            pipe.exists(f"{SAQ_JOB_PREFIX}{QUEUE_NAME}:{benchmark_id}")
+        found = pipe.execute()
+        waiting = [
+            benchmark_id
+            for benchmark_id, claimed, queued in zip(ids, found[::2], found[1::2], strict=True)
+            if not claimed and not queued
+        ]
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.timeout)
+        return [
+            benchmark_id
+            for benchmark_id in waiting
+            if (state := self.store.read_state(benchmark_id)) is None or state.started_at < cutoff
+        ]
+
+    def reap_unqueued(self, benchmark_id: str) -> None:
+        if self.store.redis.set(key(benchmark_id, "claimed"), b"never queued", nx=True):
+            cause = "the run was never queued: the replica that admitted it stopped first"
+            end_run(self.settings, self.store, benchmark_id, "failed", cause)
+
     def reap(self, benchmark_id: str) -> None:
         # One reaper per run, whichever replica or runner noticed it first.
         if not self.store.redis.set(key(benchmark_id, "reaping"), b"1", nx=True, ex=60):
             return
-        plan = self.store.load_plan(benchmark_id)
-        if plan is None:  # admitted without a plan: nothing to sum up, only the place to free
-            self.store.redis.hdel(RUNNING, benchmark_id)
-            return
-        # Imported here: the launcher imports this module.
-        from src.services.benchmarker.runs.launcher import record_lost_run
-
         cause = (
             "the benchmark runner stopped showing it is alive (killed, crashed, or cut off "
             f"from Redis for over {self.timeout:g}s)"
         )
-        record_lost_run(self.settings, benchmark_id, plan.plan(self.settings), cause, self.store)
+        end_run(self.settings, self.store, benchmark_id, "failed", cause)
+
+
+def end_run(
+    settings: Settings,
+    store: RedisRunStore,
+    benchmark_id: str,
+    status: BenchmarkStatus,
+    cause: str | None,
+) -> None:
+    """Record a run that no runner will finish as ended, with the rows Redis kept."""
+    plan = store.load_plan(benchmark_id)
+    if plan is None:  # admitted without a plan: nothing to sum up, only the place to free
+        store.redis.hdel(RUNNING, benchmark_id)
+        return
+    # Imported here: the launcher imports this module.
+    from src.services.benchmarker.runs.launcher import record_lost_run
+
+    record_lost_run(settings, benchmark_id, plan.plan(settings), cause, store, status)
+
+
+def cancel_unclaimed(settings: Settings, benchmark_id: str) -> None:
+    """A cancelled run still waiting in the queue ends at once: taking its claim first keeps
+    every runner off it."""
+    store = RedisRunStore.of(settings)
+    with answering("cancelling the run"):
+        if store.redis.set(key(benchmark_id, "claimed"), b"cancelled", nx=True):
+            end_run(settings, store, benchmark_id, "cancelled", None)
 
 
 @asynccontextmanager

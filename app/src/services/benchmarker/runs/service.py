@@ -49,7 +49,7 @@ from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.feed import follow
 from src.services.benchmarker.runs.launcher import BenchmarkLauncher
 from src.services.benchmarker.runs.owners import Caller
-from src.services.benchmarker.runs.redis_runners import run_changes
+from src.services.benchmarker.runs.redis_runners import cancel_unclaimed, run_changes
 from src.services.benchmarker.runs.redis_store import RedisRunStore
 from src.services.benchmarker.runs.store import RunCaps
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
@@ -295,6 +295,8 @@ async def cancel_benchmark(settings: Settings, benchmark_id: str, caller: Caller
     if view.status in FINISHED:
         raise ConflictError(f"Benchmark '{benchmark_id}' has already ended ({view.status}).")
     await asyncio.to_thread(run_store(settings).request_cancel, benchmark_id)
+    if settings.jobs_backend == "redis":  # no runner may have it yet
+        await asyncio.to_thread(cancel_unclaimed, settings, benchmark_id)
     deadline = now() + CANCEL_WAIT_SECONDS
     while now() < deadline:
         view = await _view_of_visible(settings, benchmark_id)
