@@ -169,6 +169,21 @@ def test_a_run_started_on_one_replica_is_followed_and_cancelled_through_the_othe
     assert a.get(f"/benchmarks/{benchmark_id}/summary.json").json()["status"] == "cancelled"
     listed = [run["id"] for run in b.get("/benchmarks").json()["benchmarks"]]
     assert benchmark_id in listed
+    report = a.get(f"/benchmarks/{benchmark_id}/report")
+    assert report.status_code == 200 and benchmark_id in report.text
+
+
+def test_a_run_waited_for_is_answered_by_the_replica_that_took_it(cluster: Cluster) -> None:
+    prompts = "\n".join(unique(f"Quick {index}") for index in range(3))
+    answer = cluster.clients[1].post(
+        "/benchmark",
+        data={"model": MODEL, "runs": "1", "max_tokens": "4"},
+        files={"prompt_file": ("prompts.txt", prompts.encode(), "text/plain")},
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "completed"
+    assert answer.json()["finished_requests"] == 3
 
 
 def test_ten_concurrent_submissions_admit_exactly_the_cap(cluster: Cluster) -> None:
@@ -207,6 +222,25 @@ def test_a_runner_killed_mid_run_ends_its_run_failed_with_its_rows(cluster: Clus
     assert len(rows) >= 3
     cluster.runners.remove(runner)
     cluster.runners.append(cluster.start_runner("runner-3"))
+
+
+def test_a_runner_stopped_mid_run_saves_its_run_as_interrupted(cluster: Cluster) -> None:
+    a = cluster.clients[0]
+    accepted = submit(a, 60)
+    assert accepted.status_code == 202, accepted.text
+    benchmark_id = accepted.json()["id"]
+    assert wait_until(lambda: finished_requests(a, benchmark_id) >= 2, END_SECONDS)
+    runner = hosting(cluster, benchmark_id)
+
+    assert runner.stop() == 0  # SIGTERM: a deployment stopping its runners
+    state = view(a, benchmark_id)
+
+    assert state["status"] == "interrupted"
+    assert state["finished_requests"] >= 2
+    rows = csv_rows(a.get(f"/benchmarks/{benchmark_id}/results.csv").text)
+    assert len(rows) == state["finished_requests"]
+    cluster.runners.remove(runner)
+    cluster.runners.append(cluster.start_runner("runner-4"))
 
 
 def test_a_replica_killed_mid_run_loses_nothing(cluster: Cluster) -> None:
