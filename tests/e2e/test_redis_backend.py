@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.audit import SecretAudit
 from tests.helpers.e2e import MODEL, unique
-from tests.helpers.launcher import Launcher
+from tests.helpers.launcher import Launcher, audited_client
 from tests.helpers.processes import ServiceProcess, wait_until
 from tests.helpers.redis_server import RedisServer
 
@@ -44,7 +45,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(
-    launcher: Launcher, emulator: ServiceProcess, redis_server: RedisServer
+    launcher: Launcher, emulator: ServiceProcess, redis_server: RedisServer, audit: SecretAudit
 ) -> Iterator[Cluster]:
     redis_server.resume()
     redis_server.flush()
@@ -66,7 +67,7 @@ def cluster(
 
     apps = [launcher.app(f"replica-{name}", emulator, **shared) for name in "ab"]
     runners = [start_runner(f"runner-{index}") for index in (1, 2)]
-    clients = [httpx.Client(base_url=app.url, timeout=15.0, trust_env=False) for app in apps]
+    clients = [audited_client(audit, app.url, authorized=False) for app in apps]
     try:
         yield Cluster(redis_server, apps, runners, start_runner, clients)
     finally:

@@ -99,6 +99,14 @@ def _forget_unqueued(store: RedisRunStore, benchmark_id: str) -> None:
 # --- liveness --------------------------------------------------------------------------------
 
 
+# Claimed and alive at once: a reaper never sees a run taken but not yet shown alive.
+_CLAIM = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
 class Heartbeat:
     """This runner's liveness keys: its own, and one per run it hosts."""
 
@@ -111,10 +119,14 @@ class Heartbeat:
 
     def claim(self, benchmark_id: str) -> bool:
         """Take the run; False if another runner took it first."""
-        pipe = self.store.redis.pipeline()
-        pipe.set(key(benchmark_id, "claimed"), self.runner_id, nx=True)
-        pipe.set(key(benchmark_id, "alive"), self.runner_id, px=self.timeout_ms)
-        claimed, _ = pipe.execute()
+        claimed = self.store.redis.eval(
+            _CLAIM,
+            2,
+            key(benchmark_id, "claimed"),
+            key(benchmark_id, "alive"),
+            self.runner_id,
+            self.timeout_ms,
+        )
         if claimed:
             self.hosted.add(benchmark_id)
         return bool(claimed)
