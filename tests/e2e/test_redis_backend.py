@@ -213,6 +213,11 @@ def test_a_run_waited_for_is_answered_by_the_replica_that_took_it(cluster: Clust
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "completed"
     assert answer.json()["finished_requests"] == 3
+    # The runner that ran it also keeps its files, in its own BENCHMARKS_DIR.
+    benchmark_id = answer.json()["id"]
+    [runner] = [r for r in cluster.runners if f"id={benchmark_id}" in r.log_text()]
+    assert len(csv_rows((runner.benchmarks_dir / f"{benchmark_id}.csv").read_text())) == 3
+    assert (runner.benchmarks_dir / f"{benchmark_id}.json").is_file()
 
 
 def test_ten_concurrent_submissions_admit_exactly_the_cap(cluster: Cluster) -> None:
