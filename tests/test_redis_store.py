@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import respx
@@ -21,6 +22,7 @@ from src.services.base.exceptions import CapacityError, JobsBackendUnavailableEr
 from src.services.benchmarker.load.plan import BenchmarkPlan
 from src.services.benchmarker.results.file_utils import new_benchmark_id
 from src.services.benchmarker.results.summary import RunClock, build_state
+from src.services.benchmarker.runs import execution
 from src.services.benchmarker.runs.owners import Caller
 from src.services.benchmarker.runs.redis_runners import (
     QUEUE_NAME,
@@ -36,11 +38,12 @@ from src.services.benchmarker.runs.redis_store import (
     key,
 )
 from src.services.benchmarker.runs.store import RunCaps
-from tests.helpers.app import Serve, make_settings, running
+from tests.helpers.app import Serve, make_settings, openrouter_client, running
 from tests.helpers.benchmarks import post_benchmark
-from tests.helpers.openrouter import MODELS_BODY
+from tests.helpers.openrouter import MODELS_BODY, completion_body
 from tests.helpers.processes import free_port, wait_until
-from tests.helpers.results import plan_of, request_result
+from tests.helpers.results import csv_rows, plan_of, request_result
+from tests.helpers.upstream_server import LoopbackUpstream
 
 
 def redis_settings(tmp_path: Path, url: str, **overrides: object) -> Settings:
@@ -281,3 +284,38 @@ def test_a_run_admitted_but_never_queued_ends_failed(tmp_path: Path, redis_url: 
     assert view.status == "failed"
     assert "never queued" in (view.error or "")
     assert not redis.Redis.from_url(redis_url).hexists(RUNNING, state.id)
+
+
+@pytest.mark.anyio
+async def test_a_run_whose_redis_never_answers_stops_sending_and_ends_failed_naming_it(
+    tmp_path: Path, upstream: respx.MockRouter, upstream_server: LoopbackUpstream
+) -> None:
+    async def slowly(_: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return httpx.Response(200, json=completion_body(model="m/x"))
+
+    route = upstream.post("/chat/completions").mock(side_effect=slowly)
+    settings = redis_settings(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
+    client = openrouter_client(upstream_server.base_url)
+    try:
+        summary = await asyncio.wait_for(
+            execution.run_benchmark(
+                client,
+                plan_of(["m/x"], [f"p{index}" for index in range(100)], concurrency=1),
+                "20261127T000000Z_m_0123abcd",
+                settings.benchmarks_dir,
+                str,
+                write_retry_seconds=1.0,
+                store=RedisRunStore.of(settings),
+            ),
+            60.0,
+        )
+    finally:
+        await client.aclose()
+
+    assert summary.status == "failed"
+    assert "the run store (Redis) cannot be reached" in (summary.error or "")
+    assert route.call_count < 100  # it stopped sending once its rows could not be kept
+    # What it measured is on the runner's own disk all the same.
+    rows = csv_rows(settings.benchmarks_dir / "20261127T000000Z_m_0123abcd.csv")
+    assert len(rows) == summary.finished_requests == route.call_count

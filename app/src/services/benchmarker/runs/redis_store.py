@@ -46,6 +46,7 @@ from src.services.benchmarker.load.plan import BenchmarkPlan
 from src.services.benchmarker.load.sources import Conversation
 from src.services.benchmarker.results.csv_writer import encode_records, parse_records
 from src.services.benchmarker.results.file_utils import result_paths
+from src.services.benchmarker.runs.disk import StoreUnreachableError
 from src.services.benchmarker.runs.file_store import (
     CAPACITY_RETRY_AFTER_SECONDS,
     _item,
@@ -152,7 +153,7 @@ def client_options() -> dict[str, Any]:
     }
 
 
-class RedisUnreachableError(OSError):
+class RedisUnreachableError(StoreUnreachableError):
     """Redis did not answer a run's write: retried like a failing disk write (disk.py)."""
 
 
@@ -169,11 +170,14 @@ def answering(doing: str) -> Iterator[None]:
 
 
 @contextmanager
-def writing(doing: str) -> Iterator[None]:
+def writing() -> Iterator[None]:
+    """What a run writes: the caller (disk.py) says what, and retries."""
     try:
         yield
     except _UNREACHABLE as exc:
-        raise RedisUnreachableError(f"Redis unreachable ({doing})") from exc
+        raise RedisUnreachableError(
+            f"the run store (Redis) cannot be reached ({type(exc).__name__})"
+        ) from exc
 
 
 def _dump_state(state: BenchmarkState) -> bytes:
@@ -284,7 +288,7 @@ class RedisRunStore:
                 for part in _RUN_PARTS:
                     pipe.expire(key(benchmark_id, part), seconds)
         pipe.publish(channel(benchmark_id), state.status)
-        with writing("writing the state record"):
+        with writing():
             pipe.execute()
 
     def read_state(self, benchmark_id: str) -> BenchmarkState | None:
@@ -295,7 +299,7 @@ class RedisRunStore:
         """Set once (an existing summary is kept); the runner keeps a copy in its own
         BENCHMARKS_DIR, which nobody else needs."""
         data = summary.model_dump_json(by_alias=True, indent=2)
-        with writing("writing the summary"):
+        with writing():
             self.redis.set(key(benchmark_id, "summary"), data, nx=True)
         try:
             write_summary(result_paths(self.directory, benchmark_id).json, summary)
@@ -365,11 +369,15 @@ class RedisRunStore:
             pipe.execute()
 
     def is_cancel_requested(self, benchmark_id: str) -> bool:
-        with writing("looking for a cancel request"):
+        """False while Redis cannot be reached: the run's own writes notice the outage, and
+        pause the run (execution.py) until it ends."""
+        try:
             return bool(self.redis.exists(key(benchmark_id, "cancel")))
+        except _UNREACHABLE:
+            return False
 
     def clear_cancel(self, benchmark_id: str) -> None:
-        with writing("clearing the cancel request"):
+        with writing():
             self.redis.delete(key(benchmark_id, "cancel"))
 
     # --- rows ----------------------------------------------------------------------------------
@@ -378,7 +386,7 @@ class RedisRunStore:
         """Append the rows numbered `first`.. of the run; those already there are skipped, so a
         write retried after a lost answer adds nothing twice."""
         stream = key(benchmark_id, "rows")
-        with writing("writing the results"):
+        with writing():
             have = int(self.redis.xlen(stream))
             new = records[max(have - first, 0) :]
             if not new:
@@ -395,7 +403,7 @@ class RedisRunStore:
         pipe.delete(stream)
         for record in records:
             pipe.xadd(stream, {b"row": encode_records([record])})
-        with writing("writing the results"):
+        with writing():
             pipe.execute()
 
     def rows_csv(self, benchmark_id: str) -> bytes:
