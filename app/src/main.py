@@ -85,6 +85,7 @@ def create_app(
             if active.jobs_backend == "redis":
                 # Every replica watches for runners that died: none of them is needed for it.
                 await stack.enter_async_context(watching_runners(active))
+            await launcher.open()
             # Runs before the client closes: an interrupted run saves its summary first.
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
             proxy = upstream_proxy(active, client.transport, target)

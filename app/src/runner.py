@@ -20,6 +20,7 @@ from saq import Worker
 from saq.types import Context
 
 from src.config import Settings, get_settings
+from src.heap import settle_startup_heap
 from src.logger import setup_logging
 from src.services.benchmarker.runs.execution import run_hosted
 from src.services.benchmarker.runs.redis_runners import (
@@ -123,6 +124,7 @@ def main() -> None:
         raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None
     if settings.jobs_backend != "redis":
         raise SystemExit("python -m src.runner needs JOBS_BACKEND=redis (and REDIS_URL).")
+    settle_startup_heap()
     uvloop.run(serve(settings))
 
 

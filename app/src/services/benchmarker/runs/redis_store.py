@@ -235,14 +235,14 @@ class RedisRunStore:
                 RUNS,
                 key(state.id, "plan"),
                 state.id,
-                state.parameters.concurrency,
+                state.parameters.peak_concurrency,
                 caps.max_running,
                 caps.max_in_flight,
                 _dump_state(state),
                 started,
                 b"" if plan is None else plan.model_dump_json().encode(),
             )
-        _refuse(int(refused), int(count), int(in_flight), state.parameters.concurrency, caps)
+        _refuse(int(refused), int(count), int(in_flight), state.parameters.peak_concurrency, caps)
 
     def check_capacity(
         self,
