@@ -319,3 +319,15 @@ async def test_a_run_whose_redis_never_answers_stops_sending_and_ends_failed_nam
     # What it measured is on the runner's own disk all the same.
     rows = csv_rows(settings.benchmarks_dir / "20261127T000000Z_m_0123abcd.csv")
     assert len(rows) == summary.finished_requests == route.call_count
+
+
+def test_a_concurrency_sweep_counts_its_largest_step_under_the_cap(
+    tmp_path: Path, redis_url: str
+) -> None:
+    store = RedisRunStore(redis_url, tmp_path)
+    caps = RunCaps(max_running=10, max_in_flight=10)
+    sweep = plan_of(["m/x"], ["p"], concurrency=1, sweep="concurrency", sweep_values=[1, 8])
+    store.admit(new_run(sweep), caps)
+
+    with pytest.raises(CapacityError, match="hold 8 requests in flight; 3 more would pass"):
+        store.admit(new_run(plan_of(["m/x"], ["p"], concurrency=3)), caps)

@@ -257,6 +257,28 @@ def test_a_runner_killed_mid_run_ends_its_run_failed_with_its_rows(cluster: Clus
     cluster.replace_runner(runner)
 
 
+def test_a_sweep_runs_on_a_runner_step_by_step(cluster: Cluster) -> None:
+    prompts = "\n".join(unique(f"Sweep {index}") for index in range(4))
+    answer = cluster.clients[0].post(
+        "/benchmark",
+        data={
+            "model": MODEL,
+            "runs": "1",
+            "max_tokens": "4",
+            "sweep": "concurrency",
+            "sweep_values": "1,2",
+        },
+        files={"prompt_file": ("prompts.txt", prompts.encode(), "text/plain")},
+    )
+
+    assert answer.status_code == 200, answer.text
+    summary = answer.json()
+    assert summary["status"] == "completed"
+    assert [step["concurrency"] for step in summary["steps"]] == [1, 2]
+    rows = csv_rows(cluster.clients[1].get(f"/benchmarks/{summary['id']}/results.csv").text)
+    assert sorted({row["step"] for row in rows}) == ["1", "2"]
+
+
 def test_a_runner_stopped_mid_run_saves_its_run_as_interrupted(cluster: Cluster) -> None:
     a = cluster.clients[0]
     accepted = submit(a, 60)
