@@ -165,7 +165,7 @@ def jobs_health_is(http: httpx.Client, expected: dict[str, Any]) -> bool:
 
 
 def test_a_run_started_on_one_replica_is_followed_and_cancelled_through_the_other(
-    cluster: Cluster,
+    cluster: Cluster, e2e_report: list[str]
 ) -> None:
     a, b = cluster.clients
     accepted = submit(a, 40)
@@ -200,6 +200,11 @@ def test_a_run_started_on_one_replica_is_followed_and_cancelled_through_the_othe
     assert benchmark_id in listed
     report = a.get(f"/benchmarks/{benchmark_id}/report")
     assert report.status_code == 200 and benchmark_id in report.text
+    e2e_report.append(
+        f"redis: run started on replica a, followed on b ({len(events)} events), cancelled on b "
+        f"after {summary['finished_requests']} of 40 requests; its CSV ({len(csv_rows(csv.text))} "
+        "rows), summary and report served by a"
+    )
 
 
 def test_a_run_waited_for_is_answered_by_the_replica_that_took_it(cluster: Cluster) -> None:
@@ -220,7 +225,9 @@ def test_a_run_waited_for_is_answered_by_the_replica_that_took_it(cluster: Clust
     assert (runner.benchmarks_dir / f"{benchmark_id}.json").is_file()
 
 
-def test_ten_concurrent_submissions_admit_exactly_the_cap(cluster: Cluster) -> None:
+def test_ten_concurrent_submissions_admit_exactly_the_cap(
+    cluster: Cluster, e2e_report: list[str]
+) -> None:
     def one(index: int) -> httpx.Response:
         return submit(cluster.clients[index % 2], 40)
 
@@ -234,9 +241,15 @@ def test_ten_concurrent_submissions_admit_exactly_the_cap(cluster: Cluster) -> N
         assert cluster.clients[1].delete(f"/benchmarks/{benchmark_id}").status_code == 200
     for benchmark_id in admitted:
         assert ended(cluster.clients[0], benchmark_id)["status"] == "cancelled"
+    e2e_report.append(
+        f"redis: 10 submissions at once over 2 replicas, MAX_RUNNING_BENCHMARKS={MAX_RUNNING}: "
+        f"{statuses.count(202)} admitted (202), {statuses.count(429)} refused (429)"
+    )
 
 
-def test_a_runner_killed_mid_run_ends_its_run_failed_with_its_rows(cluster: Cluster) -> None:
+def test_a_runner_killed_mid_run_ends_its_run_failed_with_its_rows(
+    cluster: Cluster, e2e_report: list[str]
+) -> None:
     a, b = cluster.clients
     accepted = submit(a, 60)
     assert accepted.status_code == 202, accepted.text
@@ -248,12 +261,17 @@ def test_a_runner_killed_mid_run_ends_its_run_failed_with_its_rows(cluster: Clus
     killed_at = time.monotonic()
     state = ended(b, benchmark_id, seconds=10.0)
 
-    assert time.monotonic() - killed_at < 10.0
+    noticed = time.monotonic() - killed_at
+    assert noticed < 10.0
     assert state["status"] == "failed"
     assert "stopped showing it is alive" in state["error"]
     assert state["finished_requests"] >= 3
     rows = csv_rows(a.get(f"/benchmarks/{benchmark_id}/results.csv").text)
     assert len(rows) >= 3
+    e2e_report.append(
+        f"redis: runner kill -9 mid-run: run failed {noticed:.1f} s later "
+        f"(RUNNER_HEARTBEAT_TIMEOUT_SECONDS=3), {len(rows)} rows kept"
+    )
     cluster.replace_runner(runner)
 
 
@@ -297,7 +315,7 @@ def test_a_runner_stopped_mid_run_saves_its_run_as_interrupted(cluster: Cluster)
     cluster.replace_runner(runner)
 
 
-def test_a_replica_killed_mid_run_loses_nothing(cluster: Cluster) -> None:
+def test_a_replica_killed_mid_run_loses_nothing(cluster: Cluster, e2e_report: list[str]) -> None:
     a, b = cluster.clients
     accepted = submit(a, 8)
     assert accepted.status_code == 202, accepted.text
@@ -310,11 +328,14 @@ def test_a_replica_killed_mid_run_loses_nothing(cluster: Cluster) -> None:
     assert summary["status"] == "completed"
     assert summary["finished_requests"] == 8
     assert len(csv_rows(b.get(f"/benchmarks/{benchmark_id}/results.csv").text)) == 8
+    e2e_report.append(
+        "redis: replica a kill -9 mid-run: the run completed (8/8), replica b serves it"
+    )
     cluster.replace_app(0)
 
 
 def test_redis_stopped_for_five_seconds_is_a_503_on_new_runs_and_the_run_goes_on(
-    cluster: Cluster,
+    cluster: Cluster, e2e_report: list[str]
 ) -> None:
     b = cluster.clients[1]
     accepted = submit(b, 40, concurrency=2)
@@ -329,6 +350,7 @@ def test_redis_stopped_for_five_seconds_is_a_503_on_new_runs_and_the_run_goes_on
         paused_at = time.monotonic()
         try:
             refused = submit(b, 2)
+            refused_after = time.monotonic() - paused_at
             time.sleep(max(0.0, 5.0 - (time.monotonic() - paused_at)))
         finally:
             cluster.redis.resume()
@@ -341,3 +363,7 @@ def test_redis_stopped_for_five_seconds_is_a_503_on_new_runs_and_the_run_goes_on
     assert summary["status"] == "completed", summary.get("error")
     assert summary["finished_requests"] == 40
     assert len(csv_rows(b.get(f"/benchmarks/{benchmark_id}/results.csv").text)) == 40
+    e2e_report.append(
+        f"redis: Redis paused 5 s mid-run: a new run was a 503 after {refused_after:.1f} s; "
+        f"the run completed (40/40, {summary['wall_seconds']:.1f} s), its follower saw its summary"
+    )
