@@ -17,6 +17,7 @@ import redis
 import respx
 
 from src.config import Settings
+from src.runner import RunnerHost, runs_worker
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import CapacityError, JobsBackendUnavailableError
 from src.services.benchmarker.load.plan import BenchmarkPlan
@@ -30,6 +31,7 @@ from src.services.benchmarker.runs.redis_runners import (
     Heartbeat,
     Reaper,
     run_changes,
+    saq_queue,
 )
 from src.services.benchmarker.runs.redis_store import (
     RUNNING,
@@ -331,3 +333,28 @@ def test_a_concurrency_sweep_counts_its_largest_step_under_the_cap(
 
     with pytest.raises(CapacityError, match="hold 8 requests in flight; 3 more would pass"):
         store.admit(new_run(plan_of(["m/x"], ["p"], concurrency=3)), caps)
+
+
+@pytest.mark.anyio
+async def test_an_idle_runner_waits_for_jobs_without_its_connection_timing_out(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # A wait for a job cut by the client's read timeout drops its connection; a job Redis
+    # hands over at that moment would be lost. Redis must answer the wait first.
+    settings = redis_settings(tmp_path, redis_url)
+    queue = saq_queue(settings)
+    client = openrouter_client("http://127.0.0.1:9")
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        worker = runs_worker(queue, RunnerHost(settings, client), settings)
+        await worker.process()  # connected, and idle once
+        before = admin.info("stats")["total_connections_received"]
+        for _ in range(2):
+            await worker.process()
+        after = admin.info("stats")["total_connections_received"]
+    finally:
+        await queue.disconnect()
+        await client.aclose()
+        admin.close()
+
+    assert after == before, f"{after - before} new connections: waits for jobs timed out"

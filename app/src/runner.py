@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 import uvloop
 from pydantic import SecretStr, ValidationError
 from saq import Worker
+from saq.queue.redis import RedisQueue
 from saq.types import Context
 
 from src.config import Settings, get_settings
@@ -29,13 +30,14 @@ from src.services.benchmarker.runs.redis_runners import (
     saq_queue,
     watching_runners,
 )
-from src.services.benchmarker.runs.redis_store import RedisRunStore, key
+from src.services.benchmarker.runs.redis_store import SOCKET_TIMEOUT_SECONDS, RedisRunStore, key
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget, connect_openrouter
 
 logger = logging.getLogger(__name__)
 
 # The embedded emulator's key, as the API uses it (main.py): it unlocks nothing real.
 EMULATOR_API_KEY = "emulator-local-key"
+DEQUEUE_WAIT_SECONDS = SOCKET_TIMEOUT_SECONDS / 2
 
 
 class RunnerHost:
@@ -80,14 +82,7 @@ async def serve(settings: Settings) -> None:
         host = RunnerHost(settings, client)
         queue = saq_queue(settings)
         stack.push_async_callback(queue.disconnect)
-        worker: Worker[Context] = Worker(
-            queue,
-            functions=[(JOB_FUNCTION, host.run)],
-            concurrency=settings.runner_concurrency,
-            # On SIGTERM the runs are interrupted at once and given this long to save.
-            shutdown_grace_period_s=0,
-            cancellation_hard_deadline_s=settings.shutdown_timeout_seconds,
-        )
+        worker = runs_worker(queue, host, settings)
         await stack.enter_async_context(watching_runners(settings))
         beating = asyncio.create_task(host.heartbeat.run(), name="runner heartbeat")
         logger.info(
@@ -103,6 +98,20 @@ async def serve(settings: Settings) -> None:
             await asyncio.gather(beating, return_exceptions=True)
             await asyncio.to_thread(host.heartbeat.stop)
             logger.info("RUNNER STOPPED | id=%s", host.heartbeat.runner_id)
+
+
+def runs_worker(queue: RedisQueue, host: RunnerHost, settings: Settings) -> Worker[Context]:
+    return Worker(
+        queue,
+        functions=[(JOB_FUNCTION, host.run)],
+        concurrency=settings.runner_concurrency,
+        # Redis answers an idle wait for a job before the client's read timeout would cut it:
+        # a job handed over at the moment a timed-out connection is dropped would be lost.
+        dequeue_timeout=DEQUEUE_WAIT_SECONDS,
+        # On SIGTERM the runs are interrupted at once and given this long to save.
+        shutdown_grace_period_s=0,
+        cancellation_hard_deadline_s=settings.shutdown_timeout_seconds,
+    )
 
 
 async def _upstream(settings: Settings, stack: AsyncExitStack) -> UpstreamTarget:
