@@ -6,6 +6,7 @@ changes, and what the API answers when Redis is away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -358,3 +359,39 @@ async def test_an_idle_runner_waits_for_jobs_without_its_connection_timing_out(
         admin.close()
 
     assert after == before, f"{after - before} new connections: waits for jobs timed out"
+
+
+def test_rows_sent_again_by_a_retry_are_refused_even_after_the_final_rows(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write whose answer was lost (Redis paused) is sent again by the client's retry, and
+    # may land late, after the run's final rows: it must add nothing.
+    store = RedisRunStore(redis_url, tmp_path)
+    plan = plan_of(["m/x"], ["p", "q", "r"])
+    state = new_run(plan)
+    store.admit(state, RunCaps(4, 100))
+    rows = [request_result(0.1 * (n + 1), prompt=p) for n, p in enumerate("pqr")]
+    sent: list[list[tuple[object, ...]]] = []
+    pipeline = store.redis.pipeline
+
+    def recording(*args: object, **kwargs: object) -> object:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def execute_and_keep(*a: object, **k: object) -> object:
+            sent.append([args for args, _ in pipe.command_stack])
+            return execute(*a, **k)
+
+        pipe.execute = execute_and_keep
+        return pipe
+
+    monkeypatch.setattr(store.redis, "pipeline", recording)
+    store.add_rows(state.id, 0, rows[:2])
+    store.set_rows(state.id, rows)
+    monkeypatch.undo()
+
+    for args in sent[0]:  # the first write, arriving again last
+        with contextlib.suppress(redis.ResponseError):
+            store.redis.execute_command(*args)
+
+    assert [r.latency_seconds for r in store.read_rows(state.id, plan.prompts)] == [0.1, 0.2, 0.3]

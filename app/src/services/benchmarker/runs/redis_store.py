@@ -383,26 +383,20 @@ class RedisRunStore:
     # --- rows ----------------------------------------------------------------------------------
 
     def add_rows(self, benchmark_id: str, first: int, records: Sequence[RequestRecord]) -> None:
-        """Append the rows numbered `first`.. of the run; those already there are skipped, so a
-        write retried after a lost answer adds nothing twice."""
-        stream = key(benchmark_id, "rows")
+        """Append the rows numbered `first`.. of the run. Each row is kept under its number
+        (stream id `<n>-0`), and Redis refuses an id at or below the last: a row written
+        again (a retry, or a write sent again after a lost answer, however late) adds nothing."""
+        pipe = self.redis.pipeline(transaction=False)
+        _add_numbered(pipe, key(benchmark_id, "rows"), first, records)
         with writing():
-            have = int(self.redis.xlen(stream))
-            new = records[max(have - first, 0) :]
-            if not new:
-                return
-            pipe = self.redis.pipeline()
-            for record in new:
-                pipe.xadd(stream, {b"row": encode_records([record])})
-            pipe.execute()
+            _refused_only_as_seen(pipe.execute(raise_on_error=False))
 
     def set_rows(self, benchmark_id: str, records: Sequence[RequestRecord]) -> None:
         """The run's rows replaced whole, at once (the rows a finished run's summary counts)."""
         stream = key(benchmark_id, "rows")
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(stream)
-        for record in records:
-            pipe.xadd(stream, {b"row": encode_records([record])})
+        _add_numbered(pipe, stream, 0, records)
         with writing():
             pipe.execute()
 
@@ -425,6 +419,19 @@ class RedisRunStore:
 
     def live_runners(self) -> int:
         return sum(1 for _ in self.redis.scan_iter(match=RUNNER_KEYS, count=100))
+
+
+def _add_numbered(pipe: Any, stream: str, first: int, records: Sequence[RequestRecord]) -> None:
+    for number, record in enumerate(records, start=first + 1):
+        pipe.xadd(stream, {b"row": encode_records([record])}, id=f"{number}-0")
+
+
+def _refused_only_as_seen(answers: list[Any]) -> None:
+    """A row already there is refused (its id is not above the last): that is the point. Any
+    other error is raised."""
+    for answer in answers:
+        if isinstance(answer, redis.ResponseError) and "equal or smaller" not in str(answer):
+            raise answer
 
 
 def _listed(raw: bytes | None) -> _Listed | None:
