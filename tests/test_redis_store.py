@@ -395,3 +395,18 @@ def test_rows_sent_again_by_a_retry_are_refused_even_after_the_final_rows(
             store.redis.execute_command(*args)
 
     assert [r.latency_seconds for r in store.read_rows(state.id, plan.prompts)] == [0.1, 0.2, 0.3]
+
+
+def test_a_state_record_written_late_never_replaces_the_final_one(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # A progress write sent again by a retry after the run ended must not bring it back.
+    store = RedisRunStore(redis_url, tmp_path)
+    state = new_run(plan_of(["m/x"], ["p"]))
+    store.admit(state, RunCaps(4, 100))
+    store.write_state(state.id, state.model_copy(update={"status": "completed"}))
+
+    store.write_state(state.id, state)
+
+    assert store.read_state(state.id).status == "completed"  # type: ignore[union-attr]
+    assert [item.status for item in store.list_runs(10)] == ["completed"]

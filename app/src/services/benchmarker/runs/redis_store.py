@@ -84,6 +84,15 @@ return {0, count, inflight}
 """
 
 
+# A run's state record, unless the run has ended and this one says it runs.
+_WRITE_STATE = """
+if ARGV[2] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then redis.call('SET', KEYS[2], '1') end
+return 1
+"""
+
+
 def key(benchmark_id: str, part: str) -> str:
     return f"{PREFIX}:run:{benchmark_id}:{part}"
 
@@ -97,7 +106,17 @@ def runner_key(runner_id: str) -> str:
     return f"{PREFIX}:runner:{runner_id}"
 
 
-_RUN_PARTS = ("state", "summary", "rows", "plan", "cancel", "claimed", "alive", "reaping")
+_RUN_PARTS = (
+    "state",
+    "ended",
+    "summary",
+    "rows",
+    "plan",
+    "cancel",
+    "claimed",
+    "alive",
+    "reaping",
+)
 
 
 class PlanRecord(BaseModel):
@@ -278,10 +297,19 @@ class RedisRunStore:
 
     def write_state(self, benchmark_id: str, state: BenchmarkState) -> None:
         """Replaced whole, and announced; a final state frees the run's place under the caps
-        and starts the countdown of its retention."""
+        and starts the countdown of its retention, and is never replaced by a running one (a
+        progress write a retry sends again after the end)."""
+        final = state.status in FINISHED
         pipe = self.redis.pipeline()
-        pipe.set(key(benchmark_id, "state"), _dump_state(state))
-        if state.status in FINISHED:
+        pipe.eval(
+            _WRITE_STATE,
+            2,
+            key(benchmark_id, "state"),
+            key(benchmark_id, "ended"),
+            _dump_state(state),
+            int(final),
+        )
+        if final:
             pipe.hdel(RUNNING, benchmark_id)
             if self.keep_days is not None:
                 seconds = int(self.keep_days * 86400)
