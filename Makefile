@@ -8,7 +8,7 @@ RUN := $(UV) run --frozen
 SERVE := $(UV) run --frozen --no-dev --no-sync
 
 .DEFAULT_GOAL := help
-.PHONY: help uv sync sync-runtime run emulator bench test lint typecheck format perf mutate clean browser
+.PHONY: help uv redis-server sync sync-runtime run runner emulator bench test lint typecheck format perf mutate clean browser
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -17,6 +17,14 @@ uv: ## Install uv with pip when it is missing
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
 		|| python3 -m pip install --quiet uv \
 		|| python3 -m pip install --quiet --user --break-system-packages uv
+
+# The tests of JOBS_BACKEND=redis start a real redis-server (Debian's package) on a free port.
+# Where it cannot be installed (no apt-get), those tests are skipped and say why.
+redis-server: ## Install Debian's redis-server when it is missing (apt-get; sudo when not root)
+	@command -v redis-server >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; } \
+		|| echo "redis-server could not be installed: the tests that need it will be skipped"
 
 sync: uv ## Install the locked dependencies, dev tools included, into .venv
 	$(UV) sync --frozen
@@ -28,6 +36,9 @@ sync-runtime: uv ## Install only the locked runtime dependencies into .venv
 
 run: sync-runtime ## Serve the app on HOST:PORT (the embedded emulator when OPENROUTER_API_KEY is empty)
 	PYTHONPATH=app $(SERVE) python -m src.serve
+
+runner: sync-runtime ## A benchmark runner for JOBS_BACKEND=redis (as many as wanted, on any machine)
+	PYTHONPATH=app $(SERVE) python -m src.runner
 
 emulator: sync-runtime ## Serve the OpenRouter emulator alone on EMULATOR_HOST:EMULATOR_PORT
 	PYTHONPATH=app $(SERVE) python -m src.services.emulator
@@ -70,7 +81,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser: ## Install Debian's Chromium for the browser tests when it is missing
 	@test -x "$(CHROMIUM)" || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
-test: lint typecheck browser ## Lint, type-check, then run the test suite (browser tests included)
+test: lint typecheck browser redis-server ## Lint, type-check, then run the test suite (browser tests included)
 	CHROMIUM="$(CHROMIUM)" $(RUN) pytest
 
 # make mutate [MODULE=sse|app/src/services/base/sse.py]; `python scripts/mutate.py --list` names them.

@@ -16,6 +16,11 @@ and checks what they would see:
 Each check prints one line; the script exits 1 if any failed. Ports 8001 and 8002 must be free
 (the compose file publishes them); the service's own port is taken from a free one via PORT.
 DOCKER_CHECK_COMPOSE=v1 or v2 checks only that Compose.
+
+4. With Compose v2, the `scale` profile (`python scripts/docker_check.py scale` runs only this
+   after the build): Redis, two API replicas behind the balancer on SCALE_PORT, four runners;
+   a run posted, followed to its summary and served through the one port, then again with
+   one replica stopped.
 """
 
 from __future__ import annotations
@@ -422,6 +427,57 @@ def compose_env_file_run(report: Report, compose: Compose, port: int) -> None:
     compose.must("down", "-v")
 
 
+def check_compose_scale(report: Report, label: str, command: list[str]) -> None:
+    """`--profile scale up --scale runner=4`: Redis, two API replicas behind the balancer, four
+    runners; a run started, followed and served through the one port, one replica stopped."""
+    version = output_of([*command, "version", "--short"])
+    with tempfile.TemporaryDirectory(prefix="docker-check-scale-") as tmp:
+        project_dir = Path(tmp)
+        shutil.copy(REPO_ROOT / "docker-compose.yml", project_dir)
+        port = free_port()
+        env = {**os.environ, "SCALE_PORT": str(port)}
+        for name in ("OPENROUTER_API_KEY", "PROXY_API_KEYS", "PROXY_ADMIN_KEYS"):
+            env.pop(name, None)
+        compose = Compose(f"{label}-scale", command, project_dir, env)
+        try:
+            report.section(f"Compose {version}: --profile scale up --scale runner=4")
+            compose.must("--profile", "scale", "up", "-d", "--no-build", "--scale", "runner=4")
+            for service in ("redis", "api-a", "api-b", "balancer"):
+                cid = compose.must("--profile", "scale", "ps", "-q", service).strip()
+                report.check(f"{service} healthy", True, f"after {wait_healthy(cid):.1f} s")
+            scale_run(report, compose, f"http://127.0.0.1:{port}")
+        finally:
+            compose("--profile", "scale", "down", "-v", "--remove-orphans")
+
+
+def scale_run(report: Report, compose: Compose, base_url: str) -> None:
+    with httpx.Client(base_url=base_url, timeout=60.0, trust_env=False) as http:
+        deadline = time.monotonic() + HEALTHY_SECONDS
+        jobs: dict[str, Any] = {}
+        while time.monotonic() < deadline and jobs.get("runners") != 4:
+            jobs = http.get("/health").json().get("jobs") or {}
+            time.sleep(0.5)
+        report.require("4 live runners, Redis reachable", jobs.get("runners") == 4, str(jobs))
+        accepted = http.post(
+            "/benchmark",
+            params={"background": "true"},
+            data={"model": MODEL, "runs": "2", "max_tokens": "8"},
+            files={"prompt_file": ("prompts.txt", PROMPTS, "text/plain")},
+        )
+        report.require(
+            "POST /benchmark?background through the balancer", accepted.status_code == 202
+        )
+        location = accepted.headers["location"]
+        with http.stream("GET", f"{location}/events") as stream:
+            names = [line for line in stream.iter_lines() if line.startswith("event: ")]
+        report.check("followed to its summary", names[-1:] == ["event: summary"], str(names))
+        compose.must("--profile", "scale", "stop", "api-a")
+        answers = [http.get(location).json().get("status") for _ in range(4)]
+        report.check("served with one replica stopped", answers == ["completed"] * 4, str(answers))
+        csv = http.get(f"{location}/results.csv")
+        report.check("its CSV from Redis", csv.status_code == 200 and csv.text.count("\n") == 5)
+
+
 def _timestamp(stamp: str) -> float:
     """Seconds since the epoch from Docker's RFC 3339 times, whose nanoseconds fromisoformat
     does not read."""
@@ -465,9 +521,14 @@ def main() -> int:
     started = time.monotonic()
     guarded(report, partial(check_build, report))
     if not report.failures:
-        guarded(report, partial(check_run, report))
+        only_scale = "scale" in sys.argv[1:]
+        if not only_scale:
+            guarded(report, partial(check_run, report))
         for label, command in composes:
-            guarded(report, partial(check_compose, report, label, command))
+            if not only_scale:
+                guarded(report, partial(check_compose, report, label, command))
+            if label == "v2":  # `--scale` and `deploy.replicas` as Compose v2 reads them
+                guarded(report, partial(check_compose_scale, report, label, command))
     failed = len(report.failures)
     print(f"\n{report.count} checks, {failed} failed, {time.monotonic() - started:.0f} s")
     for name in report.failures:

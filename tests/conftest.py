@@ -81,3 +81,7 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with serve(settings) as service:
         yield service
+
+
+# A real redis-server for the tests of JOBS_BACKEND=redis.
+from tests.helpers.redis_server import redis_server, redis_url  # noqa: E402, F401

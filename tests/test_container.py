@@ -133,9 +133,14 @@ def test_compose_services_run_existing_modules_with_known_settings() -> None:
     assert {"app", "emulator", "app-emulated"} <= set(services)
     for name, service in services.items():
         command = service.get("command")
+        if name == "redis":  # the official Redis image, its own server and data
+            assert service["image"] == "redis:7-bookworm"
+            assert [volume.split(":")[1] for volume in service["volumes"]] == ["/data"]
+            continue
         if command:
             assert module_exists(command[command.index("-m") + 1]), name
-        assert set(service.get("environment", {})) <= SETTING_NAMES, name
+        environment = set(service.get("environment", {})) - {"BALANCER_BACKENDS"}
+        assert environment <= SETTING_NAMES, name
         for volume in service.get("volumes", []):
             assert volume.split(":")[1] in {"/srv/logs", "/srv/benchmarks"}, volume
 
@@ -229,3 +234,19 @@ def test_make_docker_check_runs_the_script_outside_make_test() -> None:
     script = re.search(r"python (scripts/\S+\.py)", target.group(2))
     assert script is not None and (REPO_ROOT / script.group(1)).is_file()
     assert "docker-check" not in re.search(r"^test:(.*)$", MAKEFILE, re.M).group(1)  # type: ignore[union-attr]
+
+
+def test_the_scale_profile_runs_replicas_behind_one_port_and_runners_on_redis_alone() -> None:
+    services = COMPOSE["services"]
+    scale = {name for name, service in services.items() if service.get("profiles") == ["scale"]}
+    assert scale == {"redis", "api-a", "api-b", "balancer", "runner"}
+    backends = services["balancer"]["environment"]["BALANCER_BACKENDS"].split(",")
+    assert backends == ["api-a:8000", "api-b:8000"]
+    for name in ("api-a", "api-b", "runner"):
+        environment = services[name]["environment"]
+        assert environment["JOBS_BACKEND"] == "redis", name
+        assert environment["REDIS_URL"] == "redis://redis:6379/0", name
+        assert "volumes" not in services[name], f"{name} shares a volume"
+    assert services["runner"]["command"] == ["python", "-m", "src.runner"]
+    assert services["runner"]["deploy"]["replicas"] == 2
+    assert "ports" not in services["runner"]  # scaled freely: no host port to collide on

@@ -15,6 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 
 TransportKind = Literal["wire", "httpx"]
+# BENCHMARKS_KEEP_DAYS when it is unset and JOBS_BACKEND=redis.
+REDIS_KEEP_DAYS = 30.0
 
 
 # The bounded-number settings; Field() returns Any so that each fits its annotation.
@@ -119,6 +121,15 @@ class Settings(BaseSettings):
     # stops sending and ends failed; until then it waits, sending nothing new. Below the 30 s
     # after which a run whose state record stopped moving is listed as interrupted.
     benchmark_write_retry_seconds: float = _positive(default=10.0, most=20)
+    # Where runs are kept and run: "files" (BENCHMARKS_DIR, runners are children of the API
+    # process) or "redis" (REDIS_URL: runs are queued jobs that `python -m src.runner`
+    # processes take, on any machine; API replicas share nothing else).
+    jobs_backend: Literal["files", "redis"] = "files"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Runs one runner process hosts at once (JOBS_BACKEND=redis).
+    runner_concurrency: int = _between(1, 64, default=4)
+    # A runner that has not shown it is alive for this long is dead: its runs end failed.
+    runner_heartbeat_timeout_seconds: float = _between(1, 60, default=5.0)
 
     # Inbound authentication: empty means the proxy is open (the default for a laptop).
     proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -194,6 +205,13 @@ class Settings(BaseSettings):
             raise ValueError("UPSTREAM_CLIENT_KEY needs UPSTREAM_CLIENT_CERT")
         return self
 
+    @model_validator(mode="after")
+    def _redis_keeps_runs_for_a_while(self) -> Self:
+        # Redis holds every run in memory: without a retention it would only grow.
+        if self.jobs_backend == "redis" and self.benchmarks_keep_days is None:
+            self.benchmarks_keep_days = REDIS_KEEP_DAYS
+        return self
+
     @field_validator("openrouter_base_url")
     @classmethod
     def _no_credentials_in_url(cls, value: str) -> str:
@@ -243,6 +261,7 @@ class Settings(BaseSettings):
         values = [self.openrouter_api_key.get_secret_value()]
         values += [key.get_secret_value() for key in self.proxy_api_keys]
         values += [key.get_secret_value() for key in self.proxy_admin_keys]
+        values.append(urlsplit(self.redis_url).password or "")
         values += environment_proxy_secrets()
         return [value for value in values if value]
 

@@ -35,6 +35,7 @@ from src.services.base.proxies import ProxyRules
 from src.services.base.transport import WireTransport
 from src.services.benchmarker.runs.launcher import BenchmarkLauncher
 from src.services.benchmarker.runs.owners import Caller, owner_tag
+from src.services.benchmarker.runs.redis_runners import watching_runners
 from src.services.benchmarker.runs.service import max_run_concurrency
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
@@ -77,6 +78,9 @@ def create_app(
             stack.push_async_callback(client.aclose)
             catalog = ModelCatalog(client, active.models_cache_ttl_seconds)
             launcher = BenchmarkLauncher(active, client, target)
+            if active.jobs_backend == "redis":
+                # Every replica watches for runners that died: none of them is needed for it.
+                await stack.enter_async_context(watching_runners(active))
             await launcher.open()
             # Runs before the client closes: an interrupted run saves its summary first.
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)

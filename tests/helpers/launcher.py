@@ -15,10 +15,18 @@ import httpx
 
 from tests.helpers.audit import AuditedTransport, SecretAudit
 from tests.helpers.e2e import INBOUND_AUTH, RETRY_ATTEMPTS, UPSTREAM_KEY
-from tests.helpers.processes import LOOPBACK, REPO_ROOT, ServiceProcess, launch, settings_env
+from tests.helpers.processes import (
+    LOOPBACK,
+    REPO_ROOT,
+    ServiceProcess,
+    launch,
+    settings_env,
+    wait_until,
+)
 
 CLIENT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 EMULATOR_STOP_SECONDS = 1.0
+RUNNER_START_SECONDS = 20.0
 
 
 class Launcher:
@@ -91,6 +99,36 @@ class Launcher:
         if module.startswith("tests."):  # a test wrapper: the tests package must be importable
             env["PYTHONPATH"] += os.pathsep + str(REPO_ROOT)
         return self._track(launch(name, module, workdir, env, ready_path="/health"))
+
+    def runner(
+        self, name: str, upstream: ServiceProcess, redis_url: str, **overrides: str
+    ) -> ServiceProcess:
+        """A benchmark runner (`python -m src.runner`, JOBS_BACKEND=redis): no port; ready once
+        it logs that it started."""
+        workdir = self._workdir(name)
+        env = settings_env(
+            {
+                "OPENROUTER_API_KEY": UPSTREAM_KEY,
+                "OPENROUTER_BASE_URL": f"{upstream.url}/api/v1",
+                "LOG_DIR": str(workdir / "logs"),
+                "BENCHMARKS_DIR": str(workdir / "benchmarks"),
+                "RETRY_ATTEMPTS": str(RETRY_ATTEMPTS),
+                "RETRY_MIN_SECONDS": "0.01",
+                "RETRY_MAX_SECONDS": "0.05",
+                "SHUTDOWN_TIMEOUT_SECONDS": "2",
+                "JOBS_BACKEND": "redis",
+                "REDIS_URL": redis_url,
+                **overrides,
+            }
+        )
+        process = ServiceProcess(
+            name=name, module="src.runner", port=0, workdir=workdir, env=env, ready_path=""
+        )
+        process.start()
+        self._track(process)
+        started = wait_until(lambda: "RUNNER STARTED" in process.log_text(), RUNNER_START_SECONDS)
+        assert started, f"{name} never started\n{process.output()}"
+        return process
 
     def _track(self, process: ServiceProcess) -> ServiceProcess:
         self.processes.append(process)

@@ -3,6 +3,7 @@ background), follow it, cancel it, list runs, and download their files."""
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from src.services.base.sse import KEEP_ALIVE
 from src.services.benchmarker.results.report import render_progress, render_report
 from src.services.benchmarker.runs.service import (
     Event,
+    ResultFile,
     RunView,
     benchmark_events,
     cancel_benchmark,
@@ -244,9 +246,9 @@ def _add_download(
 
     async def download(
         settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
-    ) -> FileResponse:
-        path = await result_file(settings, benchmark_id, file_name, caller)
-        return FileResponse(path, media_type=media_type, filename=path.name)
+    ) -> Response:
+        found = await result_file(settings, benchmark_id, file_name, caller)
+        return _file_response(found, media_type)
 
     download.__doc__ = doc  # the operation's description, as a handler's docstring is
     router.add_api_route(
@@ -272,3 +274,12 @@ _add_download(
     "The JSON summary of a finished run.",
     "Summary",
 )
+
+
+def _file_response(found: pathlib.Path | ResultFile, media_type: str) -> Response:
+    if isinstance(found, ResultFile):  # JOBS_BACKEND=redis: from the run store
+        disposition = f'attachment; filename="{found.name}"'
+        return Response(
+            found.data, media_type=media_type, headers={"Content-Disposition": disposition}
+        )
+    return FileResponse(found, media_type=media_type, filename=found.name)

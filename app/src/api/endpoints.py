@@ -12,6 +12,7 @@ from src.api.plumbing.parsing import json_body_doc, parse_json_body, read_body
 from src.api.plumbing.sse import sse_from_stream, sse_response
 from src.schemas.models import (
     HealthResponse,
+    JobsHealth,
     ModelInfo,
     ModelProviders,
     ModelsResponse,
@@ -19,6 +20,7 @@ from src.schemas.models import (
     ProviderInfo,
 )
 from src.schemas.prompts import ErrorResponse, GenerateRequest, GenerationResult
+from src.services.benchmarker.runs.redis_runners import redis_health
 from src.services.generation.service import generate as generate_text
 from src.services.generation.service import open_generation_stream
 from src.services.openrouter.catalog import is_free, listed_pricing
@@ -33,11 +35,16 @@ async def health(request: Request) -> HealthResponse:
     """Liveness, which upstream this instance talks to, through which transport and proxy."""
     state = lifespan_state(request)
     settings = state["settings"]
+    jobs = None
+    if settings.jobs_backend == "redis":
+        reachable, runners = await redis_health(settings)
+        jobs = JobsHealth(backend="redis", redis=reachable, runners=runners)
     return HealthResponse(
         status="ok",
         upstream=settings.upstream_label,
         transport=settings.upstream_transport,
         proxy=state["upstream_proxy"],
+        jobs=jobs,
     )
 
 

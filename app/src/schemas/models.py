@@ -33,6 +33,17 @@ class ModelProviders(BaseModel):
     providers: list[ProviderInfo]
 
 
+class JobsHealth(BaseModel):
+    """JOBS_BACKEND=redis: where runs are kept and who runs them."""
+
+    backend: str = Field(examples=["redis"])
+    redis: str = Field(description="ok, or unreachable", examples=["ok"])
+    runners: int | None = Field(
+        description="Runner processes that showed they are alive (null if Redis is unreachable)",
+        examples=[2],
+    )
+
+
 class HealthResponse(BaseModel):
     status: str
     upstream: str
@@ -42,3 +53,5 @@ class HealthResponse(BaseModel):
         description="The proxy upstream requests go through (without credentials), or null",
         examples=["http://proxy.corp:3128"],
     )
+    # Only with JOBS_BACKEND=redis: the files backend's answer stays as it always was.
+    jobs: JobsHealth | None = Field(default=None, exclude_if=lambda value: value is None)

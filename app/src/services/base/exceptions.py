@@ -67,6 +67,12 @@ class InsufficientStorageError(ServiceError):
     """BENCHMARKS_DIR cannot take a run's files: full, not writable, or deleted."""
 
 
+class JobsBackendUnavailableError(ServiceError):
+    """The run store (Redis, JOBS_BACKEND=redis) cannot be reached: nothing is admitted."""
+
+    retry_after = 5.0
+
+
 class RunnerFailedError(ServiceError):
     """A benchmark runner process ended without recording its run: a fault of ours."""
 

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import os
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
@@ -184,6 +185,12 @@ class CsvResultWriter:
 RESULTS_FILE = "results file"
 
 
+def encode_records(records: Iterable[RequestRecord], header: bool = False) -> bytes:
+    """Rows of a results file, as written to it (with the header row first if asked)."""
+    rows = [csv_row(record) for record in records]
+    return _encode([list(CSV_COLUMNS), *rows] if header else rows)
+
+
 def _encode(rows: list[list[str]]) -> bytes:
     text = io.StringIO()
     csv.writer(text).writerows(rows)
@@ -226,9 +233,14 @@ def read_records(path: Path, prompts: list[str]) -> list[RequestRecord]:
     """
     try:
         with open(path, newline="", encoding="utf-8") as file:
-            rows = list(csv.DictReader(file))
+            return parse_records(file, prompts)
     except FileNotFoundError:
         return []
+
+
+def parse_records(lines: Iterable[str], prompts: list[str]) -> list[RequestRecord]:
+    """The records of a results file's text, header first (see `read_records`)."""
+    rows = list(csv.DictReader(lines))
     records = []
     for row in rows:
         try:

@@ -9,5 +9,10 @@ from src.services.benchmarker.runs.store import RunStore
 
 
 def run_store(settings: Settings) -> RunStore:
-    """The files in BENCHMARKS_DIR."""
+    """The files in BENCHMARKS_DIR, or Redis with JOBS_BACKEND=redis."""
+    if settings.jobs_backend == "redis":
+        # Imported here: the files backend needs nothing of Redis.
+        from src.services.benchmarker.runs.redis_store import RedisRunStore
+
+        return RedisRunStore.of(settings)
     return FileRunStore(settings.benchmarks_dir)

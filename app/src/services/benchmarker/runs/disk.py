@@ -35,9 +35,16 @@ _NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 _GONE = frozenset({errno.ENOENT, errno.ENOTDIR})
 
 
+class StoreUnreachableError(OSError):
+    """A run store on the network (Redis) did not answer a write: retried, and failed on, as a
+    failing disk write is. Its message names the store."""
+
+
 def storage_error(exc: OSError, doing: str) -> InsufficientStorageError:
     """The cause in words a user can act on; never a path of the server's disk."""
-    if exc.errno in _NO_SPACE:
+    if isinstance(exc, StoreUnreachableError):
+        cause = str(exc)
+    elif exc.errno in _NO_SPACE:
         cause = "no space left on BENCHMARKS_DIR"
     elif exc.errno in _NOT_WRITABLE:
         cause = "BENCHMARKS_DIR is not writable"

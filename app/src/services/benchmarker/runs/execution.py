@@ -11,6 +11,7 @@ runner_process.py) or in the API's own event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -72,6 +73,9 @@ logger = logging.getLogger(__name__)
 # elapsed time and ETA move and readers can tell the runner is alive.
 CHECK_SECONDS = 0.2
 STATE_SECONDS = 1.0
+# A finished request wakes the watcher at once (its progress is news), but it looks no more
+# often than this, however fast requests finish.
+MIN_CHECK_SECONDS = 0.05
 # The per-model statistics in the state record sort every record so far: recomputed with the
 # progress they sit beside, unless that takes long enough to cost the run a share of its time
 # (1/COMPARISON_SHARE); then at least every COMPARISON_SECONDS.
@@ -104,6 +108,8 @@ class Run:
     shards: ShardHub | None = None
     # With a rate or a duration: when the last send is due, from the end of the warm-up.
     schedule_end: float | None = field(init=False)
+    # Set as each request is recorded: the watcher's cue to save the progress.
+    recorded: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.schedule_end = self.plan.schedule_seconds()
@@ -249,6 +255,7 @@ def _recorder(run: Run, writer: CsvResultWriter) -> Callable[[RequestRecord], No
             entry.step = run.step
         run.records.append(entry)
         writer.put(entry)
+        run.recorded.set()
 
     return record
 
@@ -363,6 +370,8 @@ class _Saved:
     comparison: list[ComparisonRow] = field(default_factory=list)
     # How many records the comparison covers.
     compared: int = -1
+    # How many records the store has as rows.
+    rows: int = 0
 
 
 async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> None:
@@ -374,7 +383,7 @@ async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> 
     """
     saved = _Saved()
     while not work.done():
-        await asyncio.sleep(CHECK_SECONDS)
+        await _pause(run)
         try:
             why = await _stop_reason(run, parent_pid)
             if why is not None:
@@ -389,11 +398,20 @@ async def _watch(run: Run, work: asyncio.Task[None], parent_pid: int | None) -> 
             logger.exception("BENCHMARK WATCHER ERROR | id=%s | going on", run.benchmark_id)
 
 
+async def _pause(run: Run) -> None:
+    """Until a request is recorded (but at least MIN_CHECK_SECONDS), or CHECK_SECONDS."""
+    await asyncio.sleep(MIN_CHECK_SECONDS)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(run.recorded.wait(), CHECK_SECONDS - MIN_CHECK_SECONDS)
+    run.recorded.clear()
+
+
 async def _save_progress(run: Run, saved: _Saved) -> None:
     moment = now()
     done = len(run.records)
     if done == saved.done and moment - saved.at < STATE_SECONDS:
         return
+    await _save_rows(run, saved)
     if done != saved.compared:
         _compare(run, saved, moment)
     state = build_state(
@@ -414,6 +432,21 @@ async def _save_progress(run: Run, saved: _Saved) -> None:
     saved.at, saved.done = moment, done
 
 
+async def _save_rows(run: Run, saved: _Saved) -> None:
+    """The rows recorded since the last save, to the store (a no-op for the files store)."""
+    first = saved.rows
+    new = run.records[first:]
+    if not new:
+        return
+    try:
+        await asyncio.to_thread(run.store.add_rows, run.benchmark_id, first, new)
+    except OSError as exc:
+        run.health.failed(ROWS, exc)  # raises once it has failed for too long
+        return
+    run.health.succeeded(ROWS)
+    saved.rows = first + len(new)
+
+
 def _compare(run: Run, saved: _Saved, moment: float) -> None:
     """The comparison, recomputed for the records the progress counts; on a run with so many
     records that this takes long, at most once every COMPARISON_SECONDS (the progress then
@@ -427,6 +460,7 @@ def _compare(run: Run, saved: _Saved, moment: float) -> None:
 
 
 STATE_RECORD = "state record"
+ROWS = "rows in the run store"
 
 
 async def _stop_reason(run: Run, parent_pid: int | None) -> tuple[BenchmarkStatus, str] | None:
@@ -491,6 +525,7 @@ async def _finish(
     )
     # The summary first: a reader that sees the run ended then finds its figures too. The disk
     # reserve, given back above, makes room for both.
+    await _final_write(run, ROWS, partial(run.store.set_rows, run.benchmark_id, kept))
     await _final_write(run, "summary", partial(run.store.save_summary, run.benchmark_id, summary))
     await _final_write(run, STATE_RECORD, partial(run.store.write_state, run.benchmark_id, state))
     try:

@@ -2,16 +2,17 @@
 
 Each follower of a run's events used to read the run's files on its own, several times a
 second: their cost grew with their number. Here the first follower of a run starts a reader
-that looks at it every poll and hands each look to every follower; the reader stops at the
-run's last look (its end) or when the last follower leaves.
+that looks at it every poll (or at each tick of `ticks`: a store that announces changes) and
+hands each look to every follower; the reader stops at the run's last look (its end) or when
+the last follower leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -21,11 +22,16 @@ class Feed(Generic[T]):
     """The latest look at one run, numbered, and a way to wait for the next one."""
 
     def __init__(
-        self, read: Callable[[], Awaitable[T]], is_last: Callable[[T], bool], poll: float
+        self,
+        read: Callable[[], Awaitable[T]],
+        is_last: Callable[[T], bool],
+        poll: float,
+        ticks: Callable[[], AsyncGenerator[None]] | None = None,
     ) -> None:
         self._read = read
         self._is_last = is_last
         self._poll = poll
+        self._ticks = ticks
         self._loop = asyncio.get_running_loop()
         self._latest: T | BaseException | None = None
         self._next: asyncio.Future[None] = self._loop.create_future()
@@ -57,18 +63,24 @@ class Feed(Generic[T]):
         assert latest is not None
         return self.version, latest
 
+    async def _every_poll(self) -> AsyncGenerator[None]:
+        while True:
+            await asyncio.sleep(self._poll)
+            yield
+
     async def _run(self) -> None:
+        ticks = self._every_poll() if self._ticks is None else self._ticks()
         try:
-            while True:
-                await asyncio.sleep(self._poll)
-                try:
-                    view = await self._read()
-                except Exception as exc:  # every follower fails as a lone reader would have
-                    self._publish(exc)
-                    return
-                self._publish(view)
-                if self._is_last(view):
-                    return
+            async with aclosing(ticks):
+                async for _ in ticks:
+                    try:
+                        view = await self._read()
+                    except Exception as exc:  # every follower fails as a lone reader would have
+                        self._publish(exc)
+                        return
+                    self._publish(view)
+                    if self._is_last(view):
+                        return
         finally:
             self.ended = True
 
@@ -91,12 +103,13 @@ async def follow(
     read: Callable[[], Awaitable[T]],
     is_last: Callable[[T], bool],
     poll: float,
+    ticks: Callable[[], AsyncGenerator[None]] | None = None,
 ) -> AsyncIterator[Feed[T]]:
     """The feed of `key` (started by its first follower), for as long as the block runs."""
     feeds = _feeds.setdefault(asyncio.get_running_loop(), {})
     feed = feeds.get(key)
     if feed is None or feed.ended:
-        feed = Feed(read, is_last, poll)
+        feed = Feed(read, is_last, poll, ticks)
         feeds[key] = feed
     feed.join()
     try:

@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,9 +28,11 @@ from src.schemas.benchmarks import (
     BenchmarkSummary,
     ComparisonRow,
     Progress,
+    RequestRecord,
     SavedParameters,
 )
 from src.services.base.exceptions import CapacityError, NotFoundError
+from src.services.benchmarker.results.csv_writer import read_records
 from src.services.benchmarker.results.file_utils import (
     BENCHMARK_ID_PATTERN,
     RESERVE_SUFFIX,
@@ -426,3 +428,12 @@ class FileRunStore:
 
     def clear_cancel(self, benchmark_id: str) -> None:
         result_paths(self.directory, benchmark_id).cancel.unlink(missing_ok=True)
+
+    def add_rows(self, benchmark_id: str, first: int, records: Sequence[RequestRecord]) -> None:
+        """The run's CSV, written as requests finish, is where its rows are."""
+
+    def set_rows(self, benchmark_id: str, records: Sequence[RequestRecord]) -> None:
+        """Written by the run itself (execution.py) into its CSV."""
+
+    def read_rows(self, benchmark_id: str, prompts: list[str]) -> list[RequestRecord]:
+        return read_records(result_paths(self.directory, benchmark_id).csv, prompts)

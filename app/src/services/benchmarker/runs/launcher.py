@@ -14,6 +14,7 @@ the caps is held until every one of them has exited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -24,10 +25,9 @@ from datetime import UTC, datetime
 from functools import partial
 
 from src.config import REPO_ROOT, Settings
-from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
+from src.schemas.benchmarks import BenchmarkState, BenchmarkStatus, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
 from src.services.benchmarker.load.plan import BenchmarkPlan
-from src.services.benchmarker.results.csv_writer import read_records
 from src.services.benchmarker.results.file_utils import new_benchmark_id, result_paths
 from src.services.benchmarker.results.summary import (
     RunClock,
@@ -38,6 +38,8 @@ from src.services.benchmarker.results.summary import (
 from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import release_reserve, storage_error
 from src.services.benchmarker.runs.execution import run_hosted
+from src.services.benchmarker.runs.redis_runners import enqueue_run
+from src.services.benchmarker.runs.redis_store import PlanRecord
 from src.services.benchmarker.runs.runner_process import EXIT_INTERRUPTED, RunnerJob
 from src.services.benchmarker.runs.shards import shard_count
 from src.services.benchmarker.runs.store import RunCaps, RunStore
@@ -46,6 +48,10 @@ from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 logger = logging.getLogger(__name__)
 
 APP_DIR = REPO_ROOT / "app"
+# How often a caller waiting for a queued run's summary looks for it, and how long leaving
+# waits for the summary of the run it cancels.
+QUEUED_POLL_SECONDS = 0.25
+CANCEL_WAIT_SECONDS = 10.0
 # A spare still importing when told to go finishes that first; then it reads its closed stdin.
 SPARE_EXIT_SECONDS = 10.0
 
@@ -70,8 +76,10 @@ class BenchmarkLauncher:
         self._refill: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Start the warm runners, when runs are hosted in runner processes."""
-        if self._settings.benchmark_isolation == "process":
+        """Start the warm runners, when runs are hosted in runner processes here (with
+        JOBS_BACKEND=redis, runners are processes of their own: `python -m src.runner`)."""
+        settings = self._settings
+        if settings.benchmark_isolation == "process" and settings.jobs_backend != "redis":
             await self._fill_spares()
 
     def live(self) -> dict[str, int]:
@@ -82,6 +90,9 @@ class BenchmarkLauncher:
         settings = self._settings
         benchmark_id = new_benchmark_id(datetime.now(UTC), plan.parameters.models)
         state = build_state(benchmark_id, "running", plan, [], RunClock(datetime.now(UTC), 0.0), [])
+        if settings.jobs_backend == "redis":
+            await enqueue_run(settings, state, PlanRecord.of(plan))
+            return state  # a runner process takes it from the queue
         await asyncio.to_thread(self._store.admit, state, RunCaps.of(settings), self.live())
         run = asyncio.create_task(self._host(benchmark_id, plan), name=f"benchmark {benchmark_id}")
         self._runs[benchmark_id] = run
@@ -96,6 +107,8 @@ class BenchmarkLauncher:
     async def wait(self, benchmark_id: str) -> BenchmarkSummary:
         """The summary once the run ends. Cancelling the caller interrupts the run, and returns
         (re-raising) only once the interrupted run's summary is on disk."""
+        if self._settings.jobs_backend == "redis":
+            return await self._wait_queued(benchmark_id)
         run = self._runs[benchmark_id]
         try:
             summary = await asyncio.shield(run)
@@ -112,6 +125,24 @@ class BenchmarkLauncher:
             raise RunnerFailedError(
                 f"The benchmark runner ended without a summary for {benchmark_id}."
             ) from exc
+
+    async def _wait_queued(self, benchmark_id: str) -> BenchmarkSummary:
+        """A run on the queue, wherever it runs: its summary once its store has it; leaving
+        cancels the run, and waits (a while) for the summary that records it."""
+        try:
+            return await self._summary_of(benchmark_id)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self._store.request_cancel, benchmark_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._summary_of(benchmark_id), CANCEL_WAIT_SECONDS)
+            raise
+
+    async def _summary_of(self, benchmark_id: str) -> BenchmarkSummary:
+        while True:
+            view = await asyncio.to_thread(self._store.current_view, benchmark_id)
+            if isinstance(view, BenchmarkSummary):
+                return view
+            await asyncio.sleep(QUEUED_POLL_SECONDS)
 
     def interrupt(self, benchmark_id: str) -> None:
         processes = self._processes.get(benchmark_id)
@@ -258,11 +289,19 @@ def _exit_cause(code: int) -> str:
     return f"the benchmark runner exited with code {code}"
 
 
-def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, cause: str) -> None:
+def record_lost_run(
+    settings: Settings,
+    benchmark_id: str,
+    plan: BenchmarkPlan,
+    cause: str | None,
+    store: RunStore | None = None,
+    status: BenchmarkStatus = "failed",
+) -> None:
     """A run whose runner ended without its summary (killed, crashed) must not stay "running"
-    for the caps: it is recorded as failed with the cause, and summed up from the rows its CSV
-    kept (its start and elapsed time from its last state record)."""
-    store = run_store(settings)
+    for the caps: it is recorded as failed with the cause, and summed up from the rows the
+    store kept (its start and elapsed time from its last state record). A queued run nobody
+    took is recorded so too (`status` cancelled when it was cancelled there)."""
+    store = run_store(settings) if store is None else store
     if store.has_summary(benchmark_id):
         return
     paths = result_paths(settings.benchmarks_dir, benchmark_id)
@@ -272,12 +311,12 @@ def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, 
         state.started_at if state else datetime.now(UTC),
         state.progress.elapsed_seconds if state else 0.0,
     )
-    records = read_records(paths.csv, plan.prompts)
-    progress = progress_of("failed", plan, records, clock)
-    summary = build_summary(benchmark_id, "failed", plan, records, clock, cause, progress)
+    records = store.read_rows(benchmark_id, plan.prompts)
+    progress = progress_of(status, plan, records, clock)
+    summary = build_summary(benchmark_id, status, plan, records, clock, cause, progress)
     ended = build_state(
         benchmark_id,
-        "failed",
+        status,
         plan,
         records,
         clock,
@@ -286,7 +325,14 @@ def record_lost_run(settings: Settings, benchmark_id: str, plan: BenchmarkPlan, 
         error=cause,
         progress=progress,
     )
-    logger.error("BENCHMARK FAILED | id=%s | %s", benchmark_id, cause)
+    if status == "failed":
+        logger.error("BENCHMARK FAILED | id=%s | %s", benchmark_id, cause)
+    else:
+        logger.info(
+            "BENCHMARK FINISHED | id=%s | status=%s | before any runner took it",
+            benchmark_id,
+            status,
+        )
     for what, write in (
         ("summary", partial(store.save_summary, benchmark_id, summary)),
         ("state record", partial(store.write_state, benchmark_id, ended)),

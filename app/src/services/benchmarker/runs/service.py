@@ -26,6 +26,7 @@ from src.schemas.benchmarks import (
 from src.services.base.exceptions import (
     ConflictError,
     InvalidInputError,
+    JobsBackendUnavailableError,
     LimitExceededError,
     NotFoundError,
 )
@@ -50,6 +51,8 @@ from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.feed import follow
 from src.services.benchmarker.runs.launcher import BenchmarkLauncher
 from src.services.benchmarker.runs.owners import Caller
+from src.services.benchmarker.runs.redis_runners import cancel_unclaimed, run_changes
+from src.services.benchmarker.runs.redis_store import RedisRunStore
 from src.services.benchmarker.runs.store import RunCaps
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
 from src.services.openrouter.catalog import ALL_PROVIDERS, ModelCatalog
@@ -64,6 +67,8 @@ PROGRESS_SECONDS = 1.0
 EVENTS_KEEPALIVE_SECONDS = 15.0
 # DELETE waits this long for the run to save its summary before answering without it.
 CANCEL_WAIT_SECONDS = 10.0
+# A follower whose run store (Redis) cannot be reached tries again this often.
+OUTAGE_RETRY_SECONDS = 0.5
 
 RunView = BenchmarkSummary | BenchmarkState
 Event = tuple[Literal["progress", "summary", "keepalive"], RunView | None]
@@ -288,6 +293,8 @@ async def cancel_benchmark(settings: Settings, benchmark_id: str, caller: Caller
     if view.status in FINISHED:
         raise ConflictError(f"Benchmark '{benchmark_id}' has already ended ({view.status}).")
     await asyncio.to_thread(run_store(settings).request_cancel, benchmark_id)
+    if settings.jobs_backend == "redis":  # no runner may have it yet
+        await asyncio.to_thread(cancel_unclaimed, settings, benchmark_id)
     deadline = now() + CANCEL_WAIT_SECONDS
     while now() < deadline:
         view = await _view_of_visible(settings, benchmark_id)
@@ -297,15 +304,25 @@ async def cancel_benchmark(settings: Settings, benchmark_id: str, caller: Caller
     return view
 
 
+@dataclasses.dataclass(frozen=True)
+class ResultFile:
+    """A result file held in the run store rather than on this server's disk."""
+
+    name: str
+    data: bytes
+
+
 async def result_file(
     settings: Settings,
     benchmark_id: str,
     name: Literal["results.csv", "summary.json"],
     caller: Caller,
-) -> Path:
+) -> Path | ResultFile:
     """A run's results or summary file, once the run has written it."""
 
     store = run_store(settings)
+    if isinstance(store, RedisRunStore):
+        return await asyncio.to_thread(_result_in_redis, store, benchmark_id, name, caller)
 
     def find() -> Path:
         store.check_access(benchmark_id, caller)
@@ -318,6 +335,25 @@ async def result_file(
         return path
 
     return await asyncio.to_thread(find)
+
+
+def _result_in_redis(
+    store: RedisRunStore,
+    benchmark_id: str,
+    name: Literal["results.csv", "summary.json"],
+    caller: Caller,
+) -> ResultFile:
+    """The same files, served from the run store: every replica has every run's."""
+    store.check_access(benchmark_id, caller)
+    paths = result_paths(Path(), benchmark_id)
+    if name == "results.csv":
+        if store.read_state(benchmark_id) is None:
+            raise NotFoundError(f"No benchmark with id '{benchmark_id}'.")
+        return ResultFile(paths.csv.name, store.rows_csv(benchmark_id))
+    data = store.summary_json(benchmark_id)
+    if data is None:
+        raise NotFoundError(f"No {name} for '{benchmark_id}' (yet): the run has not written it.")
+    return ResultFile(paths.json.name, data)
 
 
 async def list_benchmarks(settings: Settings, limit: int, caller: Caller) -> BenchmarkList:
@@ -344,7 +380,11 @@ async def benchmark_events(
     sent_at = shown_at
     key = (settings.benchmarks_dir, benchmark_id)
     read = partial(_view_of_visible, settings, benchmark_id)
-    async with follow(key, read, _ended, EVENTS_POLL_SECONDS) as feed:
+    ticks = None
+    if settings.jobs_backend == "redis":  # the runner announces each change: no polling
+        ticks = partial(run_changes, settings, benchmark_id)
+        read = partial(_view_through_outages, settings, benchmark_id)
+    async with follow(key, read, _ended, EVENTS_POLL_SECONDS, ticks) as feed:
         seen = feed.version  # a look older than this follower's own is not news
         while True:
             seen, view = await feed.next(seen)
@@ -358,6 +398,15 @@ async def benchmark_events(
             elif moment - sent_at > EVENTS_KEEPALIVE_SECONDS:
                 yield "keepalive", None
                 sent_at = moment
+
+
+async def _view_through_outages(settings: Settings, benchmark_id: str) -> RunView:
+    """A follower outlives a Redis that went away: it reads again once Redis is back."""
+    while True:
+        try:
+            return await _view_of_visible(settings, benchmark_id)
+        except JobsBackendUnavailableError:
+            await asyncio.sleep(OUTAGE_RETRY_SECONDS)
 
 
 def _ended(view: RunView) -> bool:

@@ -12,12 +12,17 @@ Every method is synchronous: async callers use `asyncio.to_thread`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from src.config import Settings
-from src.schemas.benchmarks import BenchmarkListItem, BenchmarkState, BenchmarkSummary
+from src.schemas.benchmarks import (
+    BenchmarkListItem,
+    BenchmarkState,
+    BenchmarkSummary,
+    RequestRecord,
+)
 from src.services.benchmarker.runs.owners import EVERYONE, Caller
 
 
@@ -90,4 +95,17 @@ class RunStore(Protocol):
 
     def clear_cancel(self, benchmark_id: str) -> None:
         """Forget the request to stop once the run has ended."""
+        ...
+
+    def add_rows(self, benchmark_id: str, first: int, records: Sequence[RequestRecord]) -> None:
+        """Keep the run's rows numbered `first`.. where every replica reads them (the files
+        store has them in the run's CSV already)."""
+        ...
+
+    def set_rows(self, benchmark_id: str, records: Sequence[RequestRecord]) -> None:
+        """The run's rows, replaced whole by those its summary counts."""
+        ...
+
+    def read_rows(self, benchmark_id: str, prompts: list[str]) -> list[RequestRecord]:
+        """The rows kept so far, for a run whose runner died before its summary."""
         ...
