@@ -16,6 +16,10 @@ MIB = 1024 * 1024
 
 TransportKind = Literal["wire", "httpx"]
 
+# Where prometheus-client's multiprocess mode keeps each process's values; read when it is
+# first imported, so serve.py sets it before any worker imports the app.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -101,6 +105,11 @@ class Settings(BaseSettings):
     # stops sending and ends failed; until then it waits, sending nothing new. Below the 30 s
     # after which a run whose state record stopped moving is listed as interrupted.
     benchmark_write_retry_seconds: float = Field(default=10.0, gt=0, le=20)
+
+    # GET /metrics for Prometheus, and the counting behind it on every request.
+    metrics_enabled: bool = True
+    # /metrics without an inbound key, for a scraper on a private network.
+    metrics_public: bool = False
 
     # Inbound authentication: empty means the proxy is open (the default for a laptop).
     proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

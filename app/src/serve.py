@@ -1,12 +1,18 @@
 """`make run`: uvicorn with the service's own settings (host, port, workers, shutdown, limits)."""
 
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
 
 from src.api.gate.descriptors import descriptor_budget, raise_descriptor_limit
-from src.config import REPO_ROOT, get_settings
+from src.config import MULTIPROC_ENV, REPO_ROOT, Settings, get_settings
 
 
 def main() -> None:
@@ -16,6 +22,35 @@ def main() -> None:
         raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None
     raise_descriptor_limit(settings)
     budget = descriptor_budget(settings)  # the lifespan logs it when lowered
+    with metrics_files(settings):
+        serve(settings, budget.connections, budget.backlog)
+
+
+@contextmanager
+def metrics_files(settings: Settings) -> Iterator[Path | None]:
+    """Where every worker (and benchmark runner) writes its metrics, so that /metrics adds them
+    up: PROMETHEUS_MULTIPROC_DIR when set, emptied first (values of an earlier start would be
+    counted again), else a new directory removed at exit."""
+    if not settings.metrics_enabled:
+        yield None
+        return
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        yield directory
+        return
+    directory = Path(tempfile.mkdtemp(prefix="llm-gateway-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def serve(settings: Settings, connections: int, backlog: int) -> None:
     uvicorn.run(
         "src.main:app",
         app_dir=str(REPO_ROOT / "app"),
@@ -28,8 +63,8 @@ def main() -> None:
         loop="uvloop",
         # An import path, so that worker processes load it too.
         http="src.api.gate.http_limits:LimitedHttpToolsProtocol",
-        limit_concurrency=budget.connections,
-        backlog=budget.backlog,
+        limit_concurrency=connections,
+        backlog=backlog,
     )
 
 

@@ -40,12 +40,13 @@ async def relay_completion(
     catalog: ModelCatalog,
     request: ChatCompletionRequest,
     raw: bytes,
+    timing: Timing | None = None,
 ) -> bytes:
     """The upstream's JSON answer to the caller's chat request `raw` (parsed as `request`)."""
     _check(settings, request)
     model = request.model
     try:
-        return await client.relay(raw, Timing())
+        return await client.relay(raw, timing or Timing())
     except UpstreamStatusError as exc:
         await _refuse_unknown_model(exc, catalog, model)
         raise
@@ -57,6 +58,7 @@ async def open_relay_stream(
     catalog: ModelCatalog,
     request: ChatCompletionRequest,
     raw: bytes,
+    timing: Timing | None = None,
 ) -> AsyncGenerator[bytes]:
     """Start relaying the caller's streamed chat request and wait for its first events.
 
@@ -65,7 +67,7 @@ async def open_relay_stream(
     """
     _check(settings, request)
     model = request.model
-    chunks = client.relay_stream(raw, Timing())
+    chunks = client.relay_stream(raw, timing or Timing())
     try:
         first = await anext(chunks)
     except StopAsyncIteration:

@@ -34,11 +34,14 @@ def check_max_tokens(settings: Settings, max_tokens: int, name: str = "max_token
 
 
 async def generate(
-    settings: Settings, client: OpenRouterClient, request: GenerateRequest
+    settings: Settings,
+    client: OpenRouterClient,
+    request: GenerateRequest,
+    timing: Timing | None = None,
 ) -> GenerationResult:
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    result = await client.complete(request.model, request.prompt, request, Timing())
+    result = await client.complete(request.model, request.prompt, request, timing or Timing())
     if request.generation_stats and result.generation_id is not None:
         deadline = now() + settings.generation_stats_wait_seconds
         result = with_stats(result, await fetch_stats(client, result.generation_id, deadline))
@@ -46,7 +49,10 @@ async def generate(
 
 
 async def open_generation_stream(
-    settings: Settings, client: OpenRouterClient, request: GenerateRequest
+    settings: Settings,
+    client: OpenRouterClient,
+    request: GenerateRequest,
+    timing: Timing | None = None,
 ) -> AsyncGenerator[StreamItem]:
     """Start the upstream stream and wait for its first item.
 
@@ -55,7 +61,7 @@ async def open_generation_stream(
     """
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    items = client.stream(request.model, request.prompt, request, Timing())
+    items = client.stream(request.model, request.prompt, request, timing or Timing())
     try:
         first = await anext(items)
     except BaseException:

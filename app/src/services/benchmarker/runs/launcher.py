@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime
 from functools import partial
 
+from src import metrics
 from src.config import REPO_ROOT, Settings
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
@@ -65,6 +66,8 @@ class BenchmarkLauncher:
         benchmark_id = new_benchmark_id(datetime.now(UTC), plan.parameters.models)
         state = build_state(benchmark_id, "running", plan, [], RunClock(datetime.now(UTC), 0.0), [])
         await asyncio.to_thread(self._store.admit, state, RunCaps.of(settings), self.live())
+        metrics.BENCHMARKS_ADMITTED.inc()
+        metrics.BENCHMARKS_RUNNING.inc()
         run = asyncio.create_task(self._host(benchmark_id, plan), name=f"benchmark {benchmark_id}")
         self._runs[benchmark_id] = run
         self._live[benchmark_id] = plan.parameters.concurrency
@@ -73,7 +76,8 @@ class BenchmarkLauncher:
 
     def _forget(self, benchmark_id: str) -> None:
         self._runs.pop(benchmark_id, None)
-        self._live.pop(benchmark_id, None)
+        if self._live.pop(benchmark_id, None) is not None:
+            metrics.BENCHMARKS_RUNNING.dec()
 
     async def wait(self, benchmark_id: str) -> BenchmarkSummary:
         """The summary once the run ends. Cancelling the caller interrupts the run, and returns

@@ -1,0 +1,197 @@
+"""The gateway's Prometheus metrics: every instrument, and the scrape's text.
+
+With PROMETHEUS_MULTIPROC_DIR set before this module is first imported (serve.py sets it for
+every `make run`), each process writes its values to files there and a scrape adds up every
+worker's, and every benchmark runner's. Without it (an app built in-process, as tests do) the
+values live in this process alone.
+
+The request-level instruments are recorded where the request log line is written
+(api/gate/request_log.py): that line is the one place that knows a request's outcome.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.metrics import MetricWrapperBase
+
+from src.config import MULTIPROC_ENV
+
+METRICS_PATH = "/metrics"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# A route label for requests no route answered: refused at the gate, or no such path. The path
+# itself is the caller's to choose, so it would make a label without bound.
+NO_ROUTE = "-"
+# A model label for a model this process has not seen answered: a caller's typo or a made-up
+# id is not a new series.
+OTHER = "other"
+# At most this many models get their own series per process; the rest share OTHER.
+MAX_MODEL_LABELS = 500
+MAX_LABEL_CHARS = 100
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_WAIT_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60)
+
+REQUESTS = Counter(
+    "llm_gateway_requests",
+    "HTTP requests answered, by route, method, status, model and provider",
+    ["route", "method", "status", "model", "provider"],
+)
+REQUEST_SECONDS = Histogram(
+    "llm_gateway_request_duration_seconds",
+    "Time from a request's arrival to its answer's last byte, by route",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+TTFT_SECONDS = Histogram(
+    "llm_gateway_ttft_seconds",
+    "Streamed requests: upstream time to first token (request sent to first content)",
+    ["model", "provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM_SECONDS = Histogram(
+    "llm_gateway_upstream_latency_seconds",
+    "The upstream's answer, final attempt: request sent to last byte received",
+    ["model", "provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "llm_gateway_requests_in_flight",
+    "HTTP requests being answered",
+    multiprocess_mode="livesum",
+)
+RETRIES = Counter(
+    "llm_gateway_upstream_retries",
+    "Upstream attempts that failed and were tried again, by what failed",
+    ["reason"],
+)
+RETRY_WAIT_SECONDS = Histogram(
+    "llm_gateway_upstream_retry_wait_seconds",
+    "The wait before each retry of an upstream call",
+    buckets=_WAIT_BUCKETS,
+)
+UPSTREAM_ERRORS = Counter(
+    "llm_gateway_upstream_errors",
+    "Requests that ended in an upstream error (mid-stream failures included), by type",
+    ["type"],
+)
+BENCHMARKS_ADMITTED = Counter("llm_gateway_benchmarks_admitted", "Benchmark runs admitted")
+BENCHMARKS_RUNNING = Gauge(
+    "llm_gateway_benchmarks_running",
+    "Benchmark runs hosted by the service that have not ended",
+    multiprocess_mode="livesum",
+)
+BENCHMARKS_REFUSED = Counter(
+    "llm_gateway_benchmarks_refused",
+    "Benchmark runs refused at admission (the caps on running runs and requests in flight, "
+    "or a full disk), by the error answered",
+    ["reason"],
+)
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """An instrument's labelled children, looked up by their label values in a plain dict:
+    `labels()` would convert and check the values, under a lock, on every request."""
+
+    __slots__ = ("_children", "_labels")
+
+    def __init__(self, metric: M) -> None:
+        self._children: dict[Hashable, M] = {}
+        self._labels: Callable[..., M] = metric.labels
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._labels(*values)
+        return child
+
+
+_requests = Children(REQUESTS)
+_request_seconds = Children(REQUEST_SECONDS)
+_ttft_seconds = Children(TTFT_SECONDS)
+_upstream_seconds = Children(UPSTREAM_SECONDS)
+_upstream_errors = Children(UPSTREAM_ERRORS)
+_retries = Children(RETRIES)
+_known_models: set[str] = set()
+
+
+def model_label(model: str | None, answered: bool) -> str:
+    """The model as a label: its own once the upstream has answered for it, OTHER before."""
+    if not model:
+        return NO_ROUTE
+    if model in _known_models:
+        return model
+    if answered and len(_known_models) < MAX_MODEL_LABELS and len(model) <= MAX_LABEL_CHARS:
+        _known_models.add(model)
+        return model
+    return OTHER
+
+
+def record_request(
+    route: str,
+    method: str,
+    status: int,
+    seconds: float,
+    model: str | None = None,
+    provider: str | None = None,
+) -> None:
+    answered = status < 400
+    model_name = model_label(model, answered)
+    provider_name = (provider or NO_ROUTE)[:MAX_LABEL_CHARS]
+    _requests(route, method, str(status), model_name, provider_name).inc()
+    _request_seconds(route).observe(seconds)
+
+
+def record_upstream(
+    model: str, provider: str | None, latency: float | None, ttft: float | None
+) -> None:
+    """One upstream call's final attempt, for a model the upstream answered for."""
+    labels = (model_label(model, True), (provider or NO_ROUTE)[:MAX_LABEL_CHARS])
+    if latency is not None:
+        _upstream_seconds(*labels).observe(latency)
+    if ttft is not None:
+        _ttft_seconds(*labels).observe(ttft)
+
+
+def record_upstream_error(error: BaseException) -> None:
+    _upstream_errors(type(error).__name__).inc()
+
+
+def record_retry(reason: str, wait_seconds: float) -> None:
+    _retries(reason).inc()
+    RETRY_WAIT_SECONDS.observe(wait_seconds)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def exposition() -> bytes:
+    """The scrape's body: every process's values in multiprocess mode. Reads files: call it
+    in a thread, not on the event loop."""
+    if multiprocess_dir() is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def forget_this_process() -> None:
+    """At a worker's shutdown: its gauges (requests in flight, running runs) stop counting.
+    Its counters stay in the totals, as a restarted worker's must."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
