@@ -27,7 +27,7 @@ from src.api.openai import router as openai_router
 from src.api.plumbing.deps import AppState
 from src.config import Settings, get_settings
 from src.logger import setup_logging
-from src.metrics import METRICS_PATH, forget_this_process
+from src.metrics import METRICS_PATH, flushing, forget_this_process
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
 from src.services.base.proxies import ProxyRules
@@ -64,6 +64,8 @@ def create_app(
             )
             stack.callback(logging_handle.stop)
             stack.callback(forget_this_process)
+            if active.metrics_enabled:
+                await stack.enter_async_context(flushing())
             target = UpstreamTarget(active.openrouter_base_url, active.openrouter_api_key)
             if active.uses_emulator:
                 # Imported here: with a key set, nothing of the emulator is loaded.

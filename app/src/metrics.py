@@ -6,14 +6,20 @@ worker's, and every benchmark runner's. Without it (an app built in-process, as 
 values live in this process alone.
 
 The request-level instruments are recorded where the request log line is written
-(api/gate/request_log.py): that line is the one place that knows a request's outcome.
+(api/gate/request_log.py): that line is the one place that knows a request's outcome. They are
+counted in plain dicts on the event loop and written to prometheus-client's values about once
+a second (`flushing`) and before each scrape: in multiprocess mode each `inc()` or `observe()`
+takes a lock and writes a file per value, several per request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from bisect import bisect_left
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,7 +31,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.metrics import MetricWrapperBase
 
 from src.config import MULTIPROC_ENV
 
@@ -40,6 +45,10 @@ OTHER = "other"
 # At most this many models get their own series per process; the rest share OTHER.
 MAX_MODEL_LABELS = 500
 MAX_LABEL_CHARS = 100
+# Requests are counted in plain dicts and written to prometheus-client's values this often (and
+# before each scrape this process answers): another worker's latest second may be missing from
+# a scrape, never lost.
+FLUSH_SECONDS = 1.0
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _WAIT_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60)
@@ -100,33 +109,106 @@ BENCHMARKS_REFUSED = Counter(
     ["reason"],
 )
 
-M = TypeVar("M", bound=MetricWrapperBase)
+
+class _Tally:
+    """One histogram child's observations since the last flush, bucketed as it buckets them
+    (the first upper bound at or above the value)."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.total = 0.0
 
 
-class Children(Generic[M]):
-    """An instrument's labelled children, looked up by their label values in a plain dict:
-    `labels()` would convert and check the values, under a lock, on every request."""
+class BatchedCounter:
+    """A labelled counter's increments, added up in a dict and written at the next flush."""
 
-    __slots__ = ("_children", "_labels")
+    __slots__ = ("_labels", "_pending")
 
-    def __init__(self, metric: M) -> None:
-        self._children: dict[Hashable, M] = {}
-        self._labels: Callable[..., M] = metric.labels
+    def __init__(self, counter: Counter) -> None:
+        self._labels = counter.labels
+        self._pending: dict[tuple[str, ...], int] = {}
 
-    def __call__(self, *values: str) -> M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._labels(*values)
-        return child
+    def inc(self, *values: str) -> None:
+        self._pending[values] = self._pending.get(values, 0) + 1
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for values, count in pending.items():
+            self._labels(*values).inc(count)
 
 
-_requests = Children(REQUESTS)
-_request_seconds = Children(REQUEST_SECONDS)
-_ttft_seconds = Children(TTFT_SECONDS)
-_upstream_seconds = Children(UPSTREAM_SECONDS)
-_upstream_errors = Children(UPSTREAM_ERRORS)
-_retries = Children(RETRIES)
+class BatchedHistogram:
+    """A labelled histogram's observations, bucketed in a dict and written at the next flush:
+    one `observe()` costs a lock and a file write per bucket and sum in multiprocess mode."""
+
+    __slots__ = ("_bounds", "_labels", "_pending")
+
+    def __init__(self, histogram: Histogram, buckets: tuple[float, ...]) -> None:
+        self._labels = histogram.labels
+        self._bounds = (*buckets, math.inf)
+        self._pending: dict[tuple[str, ...], _Tally] = {}
+
+    def observe(self, value: float, *values: str) -> None:
+        tally = self._pending.get(values)
+        if tally is None:
+            tally = self._pending[values] = _Tally(len(self._bounds))
+        tally.counts[bisect_left(self._bounds, value)] += 1
+        tally.total += value
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for values, tally in pending.items():
+            # prometheus-client's own per-bucket values (tests/test_library_internals.py).
+            child = self._labels(*values)
+            child._sum.inc(tally.total)
+            for bucket, count in zip(child._buckets, tally.counts, strict=True):
+                if count:
+                    bucket.inc(count)
+
+
+_requests = BatchedCounter(REQUESTS)
+_request_seconds = BatchedHistogram(REQUEST_SECONDS, _LATENCY_BUCKETS)
+_ttft_seconds = BatchedHistogram(TTFT_SECONDS, _LATENCY_BUCKETS)
+_upstream_seconds = BatchedHistogram(UPSTREAM_SECONDS, _LATENCY_BUCKETS)
 _known_models: set[str] = set()
+_in_flight = 0
+
+
+def request_started() -> None:
+    global _in_flight
+    _in_flight += 1
+
+
+def request_ended() -> None:
+    global _in_flight
+    _in_flight -= 1
+
+
+def flush() -> None:
+    """Write what the requests counted since the last flush where a scrape reads it. Called on
+    the event loop: every FLUSH_SECONDS, before this process answers a scrape, at shutdown."""
+    for batched in (_requests, _request_seconds, _ttft_seconds, _upstream_seconds):
+        batched.flush()
+    IN_FLIGHT.set(_in_flight)
+
+
+@asynccontextmanager
+async def flushing(seconds: float = FLUSH_SECONDS) -> AsyncIterator[None]:
+    """Flush every `seconds` while the app runs, and once more as it stops."""
+
+    async def every() -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            flush()
+
+    task = asyncio.create_task(every(), name="metrics flush")
+    try:
+        yield
+    finally:
+        task.cancel()
+        flush()
 
 
 def model_label(model: str | None, answered: bool) -> str:
@@ -152,8 +234,8 @@ def record_request(
     answered = status < 400
     model_name = model_label(model, answered)
     provider_name = (provider or NO_ROUTE)[:MAX_LABEL_CHARS]
-    _requests(route, method, str(status), model_name, provider_name).inc()
-    _request_seconds(route).observe(seconds)
+    _requests.inc(route, method, str(status), model_name, provider_name)
+    _request_seconds.observe(seconds, route)
 
 
 def record_upstream(
@@ -162,17 +244,18 @@ def record_upstream(
     """One upstream call's final attempt, for a model the upstream answered for."""
     labels = (model_label(model, True), (provider or NO_ROUTE)[:MAX_LABEL_CHARS])
     if latency is not None:
-        _upstream_seconds(*labels).observe(latency)
+        _upstream_seconds.observe(latency, *labels)
     if ttft is not None:
-        _ttft_seconds(*labels).observe(ttft)
+        _ttft_seconds.observe(ttft, *labels)
 
 
 def record_upstream_error(error: BaseException) -> None:
-    _upstream_errors(type(error).__name__).inc()
+    UPSTREAM_ERRORS.labels(type(error).__name__).inc()
 
 
 def record_retry(reason: str, wait_seconds: float) -> None:
-    _retries(reason).inc()
+    """Written at once: benchmark runner processes retry too, and flush nothing."""
+    RETRIES.labels(reason).inc()
     RETRY_WAIT_SECONDS.observe(wait_seconds)
 
 

@@ -4,7 +4,6 @@ adds up both workers' requests."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from tests.helpers.e2e import generate_body, unique
 from tests.helpers.launcher import StartApp
 from tests.helpers.metrics import Scrape
-from tests.helpers.processes import ServiceProcess
+from tests.helpers.processes import wait_until
 
 REQUESTS = "llm_gateway_requests_total"
 GENERATED = {"route": "/generate", "method": "POST", "status": "200"}
@@ -26,7 +25,7 @@ SCRAPES = 6
 
 
 def test_with_two_workers_every_scrape_adds_up_both_workers_requests(
-    start_app: StartApp, connect: Callable[[ServiceProcess], httpx.Client], tmp_path: Path
+    start_app: StartApp, tmp_path: Path
 ) -> None:
     directory = tmp_path / "metrics"
     directory.mkdir()
@@ -37,6 +36,7 @@ def test_with_two_workers_every_scrape_adds_up_both_workers_requests(
     assert not stale.exists()  # emptied at start: an earlier start's values are not counted
     sent = 0
     per_worker: dict[str, float] = {}
+    scratch = tmp_path / "one-worker"
     while sent < MAX_REQUESTS and sum(1 for count in per_worker.values() if count) < 2:
         for _ in range(ROUND):
             # A new connection each time, so that either worker may take it.
@@ -44,7 +44,7 @@ def test_with_two_workers_every_scrape_adds_up_both_workers_requests(
                 answer = fresh.post("/generate", json=generate_body(unique("count me")))
             assert answer.status_code == 200, answer.text
             sent += 1
-        per_worker = generate_counts_by_worker(directory, tmp_path / "one-worker")
+        per_worker = counts_once_flushed(directory, scratch, sent)
 
     assert sum(1 for count in per_worker.values() if count) == 2, per_worker
     assert sum(per_worker.values()) == sent
@@ -55,6 +55,13 @@ def test_with_two_workers_every_scrape_adds_up_both_workers_requests(
         scrape = Scrape(scraped.text)
         assert scrape.value(REQUESTS, **GENERATED) == sent
         assert scrape.value("llm_gateway_request_duration_seconds_count", route="/generate") == sent
+
+
+def counts_once_flushed(directory: Path, scratch: Path, sent: int) -> dict[str, float]:
+    """Each worker writes what it counted about once a second: the counts once they add up
+    to what was sent, or as they are after a generous wait."""
+    wait_until(lambda: sum(generate_counts_by_worker(directory, scratch).values()) == sent, 10)
+    return generate_counts_by_worker(directory, scratch)
 
 
 def generate_counts_by_worker(directory: Path, scratch: Path) -> dict[str, float]:

@@ -13,6 +13,7 @@ from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.api.plumbing.parsing import parse_json_body, read_body
 from src.api.plumbing.sse import sse_from_stream, sse_response
 from src.metrics import CONTENT_TYPE, METRICS_PATH, exposition
+from src.metrics import flush as flush_metrics
 from src.schemas.models import (
     HealthResponse,
     ModelInfo,
@@ -54,6 +55,7 @@ async def health(request: Request) -> HealthResponse:
 async def get_metrics() -> Response:
     """The gateway's metrics for Prometheus: requests, latencies, retries, upstream errors,
     benchmarks; every worker's added up."""
+    flush_metrics()  # this process's own requests so far; the other workers' are flushed by them
     # Every worker's values are read from their files: not on the event loop.
     body = await asyncio.to_thread(exposition)
     return Response(body, media_type=CONTENT_TYPE)

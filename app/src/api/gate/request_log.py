@@ -36,11 +36,11 @@ class RequestLoggingMiddleware(HttpMiddleware):
         if not self.metrics:
             await self._answer(scope, receive, send)
             return
-        metrics.IN_FLIGHT.inc()
+        metrics.request_started()
         try:
             await self._answer(scope, receive, send)
         finally:
-            metrics.IN_FLIGHT.dec()
+            metrics.request_ended()
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _incoming_request_id(scope) or new_request_id()
