@@ -63,6 +63,9 @@ def create_app(
                 backup_count=active.log_backup_count,
             )
             stack.callback(logging_handle.stop)
+            # The last line of a shutdown: uvicorn's "Application shutdown complete." comes
+            # after the log has stopped.
+            stack.callback(logger.info, "Service stopped")
             stack.callback(forget_this_process)
             if active.metrics_enabled:
                 await stack.enter_async_context(flushing())
