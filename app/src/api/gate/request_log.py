@@ -119,9 +119,14 @@ def _log_request(scope: Scope, elapsed: float, status_code: int, error: Any) -> 
     path = cut(scope["path"], MAX_LOGGED_CHARS)
     args: tuple[Any, ...] = (scope["method"], path, handler, elapsed)
     if isinstance(error, UpstreamError):
-        # Not our fault: the message is enough, a traceback would only be noise.
+        # Not our fault: the message is enough, a traceback would only be noise. A 429 is the
+        # upstream asking the caller to come back later (with Retry-After): nothing is broken.
         message = cut(str(error), MAX_LOGGED_CHARS)
-        logger.error(line + " | %s: %s", "ERROR", *args, status_code, type(error).__name__, message)
+        level, tag = (
+            (logging.WARNING, "RATE_LIMITED") if status_code == 429 else (logging.ERROR, "ERROR")
+        )
+        upstream_args = (*args, status_code, type(error).__name__, message)
+        logger.log(level, line + " | %s: %s", tag, *upstream_args)
     elif isinstance(error, BaseException) and status_code >= 500:
         logger.error(line, "ERROR", *args, status_code, exc_info=error)
     elif status_code >= 400:
