@@ -578,48 +578,54 @@ async def _stream_all(
 
 
 def stream_goals(lab: Lab) -> list[Row]:
+    """500 streams at once, direct and through both faces of the service, in interleaved
+    rounds (medians): the relay's side of high load."""
     prompt = "[[emulator:delay=0.5,tps=50]] Stream me a long answer please"
-    direct_payload = {
+    chat = {
         "model": MODEL,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": 64,
         "stream": True,
     }
-    proxy_payload = {"model": MODEL, "prompt": prompt, "max_tokens": 64, "stream": True}
-    direct_ok, direct_time = asyncio.run(
-        _stream_all(f"{lab.emulator}/api/v1/chat/completions", direct_payload, 500, b"[DONE]")
-    )
+    generate = {"model": MODEL, "prompt": prompt, "max_tokens": 64, "stream": True}
+    contenders = {
+        "direct": (f"{lab.emulator}/api/v1/chat/completions", chat, b"[DONE]"),
+        "/generate": (f"{lab.service}/generate", generate, b"event: done"),
+        "/v1": (f"{lab.service}/v1/chat/completions", chat, b"[DONE]"),
+    }
+    completed: dict[str, list[int]] = {name: [] for name in contenders}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     rss_before = rss_kib(lab.service_pid)
-    proxy_ok, proxy_time = asyncio.run(
-        _stream_all(f"{lab.service}/generate", proxy_payload, 500, b"event: done")
-    )
+    for _ in range(ROUNDS):
+        for name, (url, payload, marker) in contenders.items():
+            ok, seconds = asyncio.run(_stream_all(url, payload, 500, marker))
+            completed[name].append(ok)
+            times[name].append(seconds)
     rss_after = rss_kib(lab.service_pid)
-    growth = (rss_after - rss_before) / 1024
+    print(f"  500 streams: completed {completed}, seconds {times}")
+    direct_time = statistics.median(times["direct"])
     g4 = "4: 500 concurrent streams"
     memory = f"reported ({rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB)"
-    return [
-        Row(
-            g4,
-            "completed",
-            "direct",
-            direct_ok,
-            proxy_ok,
-            proxy_ok / 500,
-            "all 500",
-            proxy_ok == 500,
-        ),
-        Row(
-            g4,
-            "time for all (s)",
-            "direct",
-            direct_time,
-            proxy_time,
-            proxy_time / direct_time,
-            "reported",
-            True,
-        ),
-        Row(g4, "app RSS growth (MiB)", "none", 0.0, growth, 0.0, memory, True),
-    ]
+    rows: list[Row] = []
+    for face in ("/generate", "/v1"):
+        ok = min(completed[face])
+        face_time = statistics.median(times[face])
+        rows.append(Row(g4, f"{face} completed", "direct", 500, ok, ok / 500, "all 500", ok == 500))
+        rows.append(
+            Row(
+                g4,
+                f"{face} time for all (s)",
+                "direct",
+                direct_time,
+                face_time,
+                face_time / direct_time,
+                "<= 1.2x direct",
+                face_time <= 1.2 * direct_time,
+            )
+        )
+    growth = (rss_after - rss_before) / 1024
+    rows.append(Row(g4, "app RSS growth (MiB)", "none", 0.0, growth, 0.0, memory, True))
+    return rows
 
 
 # --- the two transports ------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`make run`: uvicorn with the service's own settings (host, port, workers, shutdown, limits)."""
 
+import importlib
 import math
 import os
 import shutil
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from src.api.gate.descriptors import descriptor_budget, raise_descriptor_limit
 from src.config import MULTIPROC_ENV, REPO_ROOT, Settings, get_settings
+from src.heap import settle_startup_heap
 
 
 def main() -> None:
@@ -51,6 +53,10 @@ def metrics_files(settings: Settings) -> Iterator[Path | None]:
 
 
 def serve(settings: Settings, connections: int, backlog: int) -> None:
+    # Imported ahead of uvicorn, which finds it loaded, so that it is settled with the rest;
+    # after metrics_files, which prometheus-client reads when the app imports it.
+    importlib.import_module("src.main")
+    settle_startup_heap()
     uvicorn.run(
         "src.main:app",
         app_dir=str(REPO_ROOT / "app"),

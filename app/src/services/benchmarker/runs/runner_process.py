@@ -21,6 +21,7 @@ import uvloop
 from pydantic import BaseModel, SecretStr
 
 from src.config import Settings
+from src.heap import settle_startup_heap
 from src.logger import setup_logging
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.benchmarker.load.plan import BenchmarkPlan
@@ -126,6 +127,7 @@ async def run_job(job: RunnerJob) -> int:
 
 def main() -> None:
     job = RunnerJob.model_validate_json(sys.stdin.buffer.read())
+    settle_startup_heap()
     sys.exit(uvloop.run(run_job(job)))
 
 
