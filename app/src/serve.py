@@ -30,7 +30,7 @@ def main() -> None:
 
 @contextmanager
 def metrics_files(settings: Settings) -> Iterator[Path | None]:
-    """Where every worker (and benchmark runner) writes its metrics, so that /metrics adds them
+    """Where every worker writes its metrics, so that /metrics adds them
     up: PROMETHEUS_MULTIPROC_DIR when set, emptied first (values of an earlier start would be
     counted again), else a new directory removed at exit."""
     if not settings.metrics_enabled:

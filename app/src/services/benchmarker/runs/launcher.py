@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from src import metrics
-from src.config import REPO_ROOT, Settings
+from src.config import MULTIPROC_ENV, REPO_ROOT, Settings
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
 from src.services.benchmarker.load.plan import BenchmarkPlan
@@ -208,8 +208,15 @@ async def _spawn_runner() -> asyncio.subprocess.Process:
         "src.services.benchmarker.runs.runner_process",
         stdin=asyncio.subprocess.PIPE,
         cwd=APP_DIR,
-        env={**os.environ, "PYTHONPATH": str(APP_DIR)},
+        env=_runner_env(),
     )
+
+
+def _runner_env() -> dict[str, str]:
+    """The service's environment, less the metrics directory: a run measures its requests in
+    its own files, and a process per run would leave a metrics file per run behind."""
+    env = {name: value for name, value in os.environ.items() if name != MULTIPROC_ENV}
+    return {**env, "PYTHONPATH": str(APP_DIR)}
 
 
 async def _discard(spare: asyncio.subprocess.Process) -> None:
