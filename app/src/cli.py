@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        console.print("Interrupted before the benchmark started.")
+        console.print("Interrupted.")
         return EXIT_CANCELLED
 
 
