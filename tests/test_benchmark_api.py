@@ -18,7 +18,9 @@ from src.config import Settings
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.base.exceptions import UnknownModelError
 from src.services.benchmarker.results.csv_writer import CSV_COLUMNS
-from src.services.benchmarker.runs.service import prepare_benchmark
+from src.services.benchmarker.runs.launcher import BenchmarkLauncher
+from src.services.benchmarker.runs.owners import EVERYONE
+from src.services.benchmarker.runs.service import start_benchmark
 from src.services.openrouter.catalog import ModelCatalog
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.asgi import http_scope
@@ -687,14 +689,20 @@ async def test_emulator_mode_refuses_a_real_model_before_asking_the_catalog(
         async def require(self, model_ids: list[str]) -> None:  # noqa: ARG002
             raise AssertionError("the catalog must not be asked")
 
+    class NoLauncher:
+        def live(self) -> dict[str, int]:
+            raise AssertionError("no room must be looked for")
+
     settings = make_settings(tmp_path, openrouter_api_key="")
 
     with pytest.raises(UnknownModelError, match="OPENROUTER_API_KEY"):
-        await prepare_benchmark(
+        await start_benchmark(
             settings,
+            cast(BenchmarkLauncher, NoLauncher()),
             cast(ModelCatalog, NoCatalog()),
             FakeUpload(b"hi\n"),
             BenchmarkParameters(models=[GPT]),
+            EVERYONE,
         )
 
 

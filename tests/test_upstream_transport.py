@@ -24,7 +24,7 @@ from src.config import Settings
 from src.main import create_app
 from src.services.base.client import RetryPolicy
 from src.services.base.exceptions import UpstreamCertificateError, UpstreamConnectionError
-from src.services.base.httpx_transport import HttpxTransport
+from src.services.base.httpx_transport import HttpxOptions, HttpxTransport
 from src.services.base.timing import Timing
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget, connect_openrouter
 from tests.conformance.conftest import no_proxies_from_the_environment  # noqa: F401
@@ -232,7 +232,7 @@ class TlsUpstream:
 
 def httpx_client(base_url: str, client_cert: Path | None = None) -> OpenRouterClient:
     return OpenRouterClient(
-        HttpxTransport(max_connections=1, client_cert=client_cert),
+        HttpxTransport(max_connections=1, options=HttpxOptions(client_cert=client_cert)),
         base_url=base_url,
         timeout=httpx.Timeout(10.0),
         retry_policy=RetryPolicy(attempts=2, min_seconds=0, max_seconds=0),

@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -21,6 +21,20 @@ TransportKind = Literal["wire", "httpx"]
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+# The bounded-number settings; Field() returns Any so that each fits its annotation.
+def _at_least(minimum: int, *, default: float | None) -> Any:
+    return Field(default=default, ge=minimum)
+
+
+def _between(minimum: int, maximum: int, *, default: float) -> Any:
+    return Field(default=default, ge=minimum, le=maximum)
+
+
+def _positive(*, default: float | None, most: float | None = None) -> Any:
+    """Above zero: a duration of 0 would mean "never wait" or "no time at all"."""
+    return Field(default=default, gt=0, le=most)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=REPO_ROOT / ".env",
@@ -37,35 +51,35 @@ class Settings(BaseSettings):
 
     # Loopback only: other machines cannot reach a laptop's service (the image sets 0.0.0.0).
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1, le=64)
-    shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+    port: int = _between(1, 65535, default=8000)
+    workers: int = _between(1, 64, default=1)
+    shutdown_timeout_seconds: float = _positive(default=10.0)
     # Limits on what a connection may cost before its request reaches the app
     # (api/gate/http_limits.py).
-    max_connections: int = Field(default=1000, ge=1)
-    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
-    header_timeout_seconds: float = Field(default=10.0, gt=0)
-    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_connections: int = _at_least(1, default=1000)
+    max_header_bytes: int = _at_least(1024, default=64 * 1024)
+    header_timeout_seconds: float = _positive(default=10.0)
+    body_timeout_seconds: float = _positive(default=30.0)
 
     log_dir: Path = Path("logs")
     log_level: str = "INFO"
-    log_max_bytes: int = Field(default=10 * MIB, ge=1024)
-    log_backup_count: int = Field(default=5, ge=0)
+    log_max_bytes: int = _at_least(1024, default=10 * MIB)
+    log_backup_count: int = _at_least(0, default=5)
     benchmarks_dir: Path = Path("benchmarks")
 
-    models_cache_ttl_seconds: float = Field(default=600.0, ge=0)
+    models_cache_ttl_seconds: float = _at_least(0, default=600.0)
 
-    retry_attempts: int = Field(default=5, ge=1, le=20)
-    retry_multiplier: float = Field(default=1.0, ge=0)
-    retry_min_seconds: float = Field(default=1.0, ge=0)
-    retry_max_seconds: float = Field(default=30.0, ge=0)
+    retry_attempts: int = _between(1, 20, default=5)
+    retry_multiplier: float = _at_least(0, default=1.0)
+    retry_min_seconds: float = _at_least(0, default=1.0)
+    retry_max_seconds: float = _at_least(0, default=30.0)
 
-    upstream_timeout_seconds: float = Field(default=120.0, gt=0)
-    upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    upstream_timeout_seconds: float = _positive(default=120.0)
+    upstream_connect_timeout_seconds: float = _positive(default=10.0)
     # The most one upstream answer may take, from sending to its last byte, however steadily
     # it trickles: the read timeout above is only the longest silence within it.
-    upstream_deadline_seconds: float = Field(default=600.0, gt=0)
-    upstream_max_connections: int = Field(default=1000, ge=1)
+    upstream_deadline_seconds: float = _positive(default=600.0)
+    upstream_max_connections: int = _at_least(1, default=1000)
     # "wire": our HTTP/1.1 transport, its clock at the socket; "httpx": httpx's own, for
     # what ours does not speak (HTTP/2, SOCKS proxies, client certificates).
     upstream_transport: TransportKind = "wire"
@@ -75,28 +89,28 @@ class Settings(BaseSettings):
     upstream_client_key: Path | None = None
     # A plain answer is read whole, so its size is capped; a stream is read line by line, so
     # each of its lines is: a long stream is never held whole.
-    max_upstream_response_bytes: int = Field(default=32 * MIB, ge=1024)
-    max_upstream_line_bytes: int = Field(default=4 * MIB, ge=1024)
+    max_upstream_response_bytes: int = _at_least(1024, default=32 * MIB)
+    max_upstream_line_bytes: int = _at_least(1024, default=4 * MIB)
 
     # A JSON body: a prompt of up to 1,000,000 characters, JSON-escaped, and a few fields.
-    max_json_body_bytes: int = Field(default=8 * MIB, ge=1024)
-    max_upload_bytes: int = Field(default=MIB, ge=1)
-    max_prompts: int = Field(default=1000, ge=1)
-    max_runs: int = Field(default=100, ge=1)
-    max_concurrency: int = Field(default=100, ge=1)
-    max_benchmark_requests: int = Field(default=10000, ge=1)
+    max_json_body_bytes: int = _at_least(1024, default=8 * MIB)
+    max_upload_bytes: int = _at_least(1, default=MIB)
+    max_prompts: int = _at_least(1, default=1000)
+    max_runs: int = _at_least(1, default=100)
+    max_concurrency: int = _at_least(1, default=100)
+    max_benchmark_requests: int = _at_least(1, default=10000)
     # Caps on total work, across every worker sharing BENCHMARKS_DIR: past them, 429.
-    max_running_benchmarks: int = Field(default=4, ge=1)
-    max_inflight_total: int = Field(default=200, ge=1)
+    max_running_benchmarks: int = _at_least(1, default=4)
+    max_inflight_total: int = _at_least(1, default=200)
     # What a run may last, warm-up included: a schedule past it is refused, a run reaching it
     # is stopped, so a run that would never end cannot hold a running slot forever.
-    max_run_seconds: float = Field(default=86400.0, gt=0)
+    max_run_seconds: float = _positive(default=86400.0)
     # No model answers this many tokens; a larger max_tokens is a mistake or an attack.
-    max_tokens_limit: int = Field(default=65536, ge=1, le=1_000_000)
+    max_tokens_limit: int = _between(1, 1_000_000, default=65536)
     # Choices one /v1 request may ask for (`n`): each is a whole answer, paid for.
-    max_choices: int = Field(default=1, ge=1, le=128)
+    max_choices: int = _between(1, 128, default=1)
     # Finished runs older than this many days are deleted; unset keeps every run.
-    benchmarks_keep_days: float | None = Field(default=None, gt=0)
+    benchmarks_keep_days: float | None = _positive(default=None)
     # "process": each benchmark runs in its own runner process, so the API's traffic cannot
     # move its clock; "inline": in the API's event loop (tests, or where subprocesses are
     # not allowed).
@@ -104,7 +118,7 @@ class Settings(BaseSettings):
     # A run whose row or state writes keep failing this long (a full or lost BENCHMARKS_DIR)
     # stops sending and ends failed; until then it waits, sending nothing new. Below the 30 s
     # after which a run whose state record stopped moving is listed as interrupted.
-    benchmark_write_retry_seconds: float = Field(default=10.0, gt=0, le=20)
+    benchmark_write_retry_seconds: float = _positive(default=10.0, most=20)
 
     # GET /metrics for Prometheus, and the counting behind it on every request.
     metrics_enabled: bool = True
@@ -125,22 +139,22 @@ class Settings(BaseSettings):
     # After a run (and for /generate on request), fetch OpenRouter's own record of every
     # generation; a record not there after GENERATION_STATS_WAIT_SECONDS is marked missing.
     generation_stats: bool = False
-    generation_stats_wait_seconds: float = Field(default=30.0, ge=0, le=600)
+    generation_stats_wait_seconds: float = _between(0, 600, default=30.0)
 
     emulator_host: str = "127.0.0.1"
-    emulator_port: int = Field(default=8001, ge=1, le=65535)
-    emulator_ttft_seconds: float = Field(default=0.3, ge=0)
-    emulator_tokens_per_second: float = Field(default=40.0, ge=0)
-    emulator_rate_limit_probability: float = Field(default=0.0, ge=0, le=1)
-    emulator_server_error_probability: float = Field(default=0.0, ge=0, le=1)
-    emulator_stream_error_probability: float = Field(default=0.0, ge=0, le=1)
-    emulator_retry_after_seconds: float = Field(default=1.0, ge=0)
+    emulator_port: int = _between(1, 65535, default=8001)
+    emulator_ttft_seconds: float = _at_least(0, default=0.3)
+    emulator_tokens_per_second: float = _at_least(0, default=40.0)
+    emulator_rate_limit_probability: float = _between(0, 1, default=0.0)
+    emulator_server_error_probability: float = _between(0, 1, default=0.0)
+    emulator_stream_error_probability: float = _between(0, 1, default=0.0)
+    emulator_retry_after_seconds: float = _at_least(0, default=1.0)
     emulator_seed: int = 0
     # Emulated providers that fail every request (comma-separated names, e.g. "Beta").
     emulator_failing_providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    emulator_generation_delay_seconds: float = Field(default=1.0, ge=0)
+    emulator_generation_delay_seconds: float = _at_least(0, default=1.0)
     # Requests in flight per emulated provider of a model; empty: unlimited.
-    emulator_capacity: int | None = Field(default=None, ge=1)
+    emulator_capacity: int | None = _at_least(1, default=None)
 
     @field_validator("log_dir", "benchmarks_dir")
     @classmethod

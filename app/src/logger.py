@@ -10,9 +10,13 @@ import logging.handlers
 import queue
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from src.log_sink import LOG_FILE_NAME, LogSink, RotatingFile
 from src.redaction import Redactor
+
+if TYPE_CHECKING:
+    from src.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +85,18 @@ def setup_logging(
             file.strerror or file,
         )
     return LoggingHandle(sink, queue_handler)
+
+
+def setup_logging_from(settings: Settings, *, rotate: bool = True) -> LoggingHandle:
+    """`setup_logging` as LOG_DIR, LOG_LEVEL, LOG_MAX_BYTES and LOG_BACKUP_COUNT say."""
+    return setup_logging(
+        settings.log_dir,
+        secrets=settings.secrets(),
+        level=settings.log_level,
+        max_bytes=settings.log_max_bytes,
+        backup_count=settings.log_backup_count,
+        rotate=rotate,
+    )
 
 
 def _open_log_file(

@@ -26,7 +26,7 @@ from src.api.gate.request_log import RequestLoggingMiddleware
 from src.api.openai import router as openai_router
 from src.api.plumbing.deps import AppState
 from src.config import Settings, get_settings
-from src.logger import setup_logging
+from src.logger import setup_logging_from
 from src.metrics import METRICS_PATH, flushing, forget_this_process
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
@@ -55,13 +55,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         active = settings or get_settings()
         async with AsyncExitStack() as stack:
-            logging_handle = setup_logging(
-                active.log_dir,
-                secrets=active.secrets(),
-                level=active.log_level,
-                max_bytes=active.log_max_bytes,
-                backup_count=active.log_backup_count,
-            )
+            logging_handle = setup_logging_from(active)
             stack.callback(logging_handle.stop)
             # The last line of a shutdown: uvicorn's "Application shutdown complete." comes
             # after the log has stopped.

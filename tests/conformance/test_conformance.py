@@ -26,6 +26,7 @@ from src.services.base.exceptions import (
 from src.services.base.timing import Timing
 from src.services.base.transport import MAX_HEAD_BYTES
 from src.services.openrouter.client import StreamDelta
+from src.services.openrouter.schemas import ChatCall
 from tests.conformance.conftest import (
     ATTEMPTS,
     MAX_BODY_BYTES,
@@ -114,7 +115,9 @@ async def test_a_streamed_completion_in_uneven_pieces_gives_every_delta(case: Ca
         writes(head + body[:7], body[7:40], body[40:-3], body[-3:], pause=PAUSE / 2)
     )
     timing = Timing()
-    items = [item async for item in case.client.stream("m/x", "hi", SamplingParams(), timing)]
+    items = [
+        item async for item in case.client.stream(ChatCall("m/x", "hi", SamplingParams()), timing)
+    ]
 
     assert [item.text for item in items if isinstance(item, StreamDelta)] == [
         "Hel",

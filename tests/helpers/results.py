@@ -13,7 +13,7 @@ from src.services.benchmarker.load.plan import BenchmarkPlan
 def plan_of(
     models: list[str], prompts: list[str], runs: int = 1, **parameters: object
 ) -> BenchmarkPlan:
-    """A validated plan, as prepare_benchmark would make it (max_tokens 8 unless given)."""
+    """A validated plan, as start_benchmark would make it (max_tokens 8 unless given)."""
     values: dict[str, object] = {"models": models, "runs": runs, "max_tokens": 8, **parameters}
     return BenchmarkPlan(BenchmarkParameters.model_validate(values), prompts)
 

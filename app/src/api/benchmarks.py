@@ -4,7 +4,7 @@ background), follow it, cancel it, list runs, and download their files."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Header, Path, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -25,6 +25,7 @@ from src.services.base.sse import KEEP_ALIVE
 from src.services.benchmarker.results.report import render_progress, render_report
 from src.services.benchmarker.runs.service import (
     Event,
+    RunView,
     benchmark_events,
     cancel_benchmark,
     get_benchmark,
@@ -32,7 +33,7 @@ from src.services.benchmarker.runs.service import (
     result_file,
     start_benchmark,
 )
-from src.streams import prepend
+from src.streams import started
 
 # The report is a page of its own: no scripts, no remote anything, nothing sniffed.
 REPORT_HEADERS = {
@@ -164,19 +165,19 @@ async def get_benchmarks(
 
 @router.get(
     "/benchmarks/{benchmark_id}",
-    response_model=BenchmarkSummary | BenchmarkState,
+    response_model=RunView,
     responses=NOT_FOUND,
 )
 async def get_benchmark_run(
     settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
-) -> BenchmarkSummary | BenchmarkState:
+) -> RunView:
     """The summary of a finished run; while it runs, its progress and statistics so far."""
     return await get_benchmark(settings, benchmark_id, caller)
 
 
 @router.delete(
     "/benchmarks/{benchmark_id}",
-    response_model=BenchmarkSummary | BenchmarkState,
+    response_model=RunView,
     responses={
         **NOT_FOUND,
         202: {"model": BenchmarkState, "description": "Asked to stop; not stopped yet"},
@@ -203,9 +204,9 @@ async def get_benchmark_events(
     settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
 ) -> Response:
     """Server-sent events: the current state, `progress` at most once a second, one `summary`."""
-    events = benchmark_events(settings, benchmark_id, caller)
-    first = await anext(events)  # a missing run is a plain 404, not an empty stream
-    return sse_response(_sse(prepend(first, events)))
+    # Started: a missing run is a plain 404, not an empty stream.
+    events = await started(benchmark_events(settings, benchmark_id, caller))
+    return sse_response(_sse(events))
 
 
 async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
@@ -232,25 +233,42 @@ async def get_benchmark_report(
     return HTMLResponse(page, headers=REPORT_HEADERS)
 
 
-@router.get(
-    "/benchmarks/{benchmark_id}/results.csv",
-    responses={**NOT_FOUND, 200: {"content": {"text/csv": {}}, "description": "One row a request"}},
-)
-async def download_results(
-    settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
-) -> FileResponse:
-    """The per-request CSV (so far, while the run goes on)."""
-    path = await result_file(settings, benchmark_id, "results.csv", caller)
-    return FileResponse(path, media_type="text/csv", filename=path.name)
+def _add_download(
+    file_name: Literal["results.csv", "summary.json"],
+    media_type: str,
+    name: str,
+    doc: str,
+    answer: str,
+) -> None:
+    """`GET /benchmarks/{benchmark_id}/<file_name>`: one of a run's files, as it stands."""
+
+    async def download(
+        settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
+    ) -> FileResponse:
+        path = await result_file(settings, benchmark_id, file_name, caller)
+        return FileResponse(path, media_type=media_type, filename=path.name)
+
+    download.__doc__ = doc  # the operation's description, as a handler's docstring is
+    router.add_api_route(
+        f"/benchmarks/{{benchmark_id}}/{file_name}",
+        download,
+        methods=["GET"],
+        name=name,
+        responses={**NOT_FOUND, 200: {"content": {media_type: {}}, "description": answer}},
+    )
 
 
-@router.get(
-    "/benchmarks/{benchmark_id}/summary.json",
-    responses={**NOT_FOUND, 200: {"content": {"application/json": {}}, "description": "Summary"}},
+_add_download(
+    "results.csv",
+    "text/csv",
+    "download_results",
+    "The per-request CSV (so far, while the run goes on).",
+    "One row a request",
 )
-async def download_summary(
-    settings: SettingsDep, caller: CallerDep, benchmark_id: BenchmarkId
-) -> FileResponse:
-    """The JSON summary of a finished run."""
-    path = await result_file(settings, benchmark_id, "summary.json", caller)
-    return FileResponse(path, media_type="application/json", filename=path.name)
+_add_download(
+    "summary.json",
+    "application/json",
+    "download_summary",
+    "The JSON summary of a finished run.",
+    "Summary",
+)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from src.api.gate.request_log import note_upstream_call
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
-from src.api.plumbing.parsing import parse_json_body, read_body
+from src.api.plumbing.parsing import json_body_doc, parse_json_body, read_body
 from src.api.plumbing.sse import sse_from_stream, sse_response
 from src.metrics import CONTENT_TYPE, METRICS_PATH, exposition
 from src.metrics import flush as flush_metrics
@@ -116,12 +116,7 @@ async def get_model_providers(
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streamed"},
     },
     # The body is parsed by the handler, once, straight from bytes; documented here.
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=json_body_doc(GenerateRequest),
 )
 async def generate(
     request: Request,

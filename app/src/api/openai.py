@@ -17,6 +17,7 @@ from src.api.gate.request_log import note_upstream_call
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.api.plumbing.parsing import (
+    json_body_doc,
     parse_json_body,
     quoted_keys,
     read_body,
@@ -34,7 +35,7 @@ from src.schemas.openai import (
 from src.services.base.exceptions import ServiceError, UnknownModelError
 from src.services.base.sse import DONE_EVENT
 from src.services.base.timing import UpstreamCall
-from src.services.generation.relay import open_relay_stream, relay_completion
+from src.services.generation.relay import Relay
 from src.services.openrouter.catalog import listed_pricing
 from src.services.openrouter.client import provider_in
 from src.services.openrouter.schemas import UpstreamModel
@@ -84,12 +85,7 @@ _STREAM_DOC: dict[str, Any] = {
         }
     },
     # The body is parsed by the handler, once, straight from bytes; documented here.
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=json_body_doc(ChatCompletionRequest),
 )
 async def chat_completions(request: Request) -> Response:
     """Create a chat completion (OpenAI's format; `"stream": true` for server-sent events)."""
@@ -98,13 +94,13 @@ async def chat_completions(request: Request) -> Response:
     body = parse_json_body(ChatCompletionRequest, raw)
     refuse_duplicate_keys(raw, _CHECKED_KEYS)
     call = note_upstream_call(request.scope, body.model)
-    work = (state["settings"], state["openrouter"], state["catalog"], body, raw, call.timing)
+    relay = Relay(state["settings"], state["openrouter"], state["catalog"], body, raw, call.timing)
     if body.stream:
         # Until the first events the handler waits on the upstream; after them, the
         # streaming response itself stops when the caller leaves.
-        chunks = await cancel_on_disconnect(request, open_relay_stream(*work))
+        chunks = await cancel_on_disconnect(request, relay.open_stream())
         return sse_response(_events(chunks, request, call))
-    answer = await cancel_on_disconnect(request, relay_completion(*work))
+    answer = await cancel_on_disconnect(request, relay.completion())
     call.provider = provider_in(answer)
     return Response(answer, media_type="application/json")
 

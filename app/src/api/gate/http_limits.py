@@ -83,18 +83,20 @@ class _Server:
         self.reported = 0.0
 
     def wait(self, protocol: LimitedHttpToolsProtocol) -> None:
-        deadline = self.loop.time() + self.header_timeout
-        self.waiting.pop(protocol, None)  # re-inserted last: the dict stays in deadline order
-        self.waiting[protocol] = deadline
-        self._arm(deadline)
+        self._enqueue(self.waiting, protocol, self.header_timeout)
 
     def wait_for_body(self, protocol: LimitedHttpToolsProtocol) -> None:
-        deadline = self.loop.time() + self.body_timeout
-        self.in_body.pop(protocol, None)  # re-inserted last: the dict stays in deadline order
-        self.in_body[protocol] = deadline
-        self._arm(deadline)
+        self._enqueue(self.in_body, protocol, self.body_timeout)
 
-    def _arm(self, deadline: float) -> None:
+    def _enqueue(
+        self,
+        pending: dict[LimitedHttpToolsProtocol, float],
+        protocol: LimitedHttpToolsProtocol,
+        timeout: float,
+    ) -> None:
+        deadline = self.loop.time() + timeout
+        pending.pop(protocol, None)  # re-inserted last: the dict stays in deadline order
+        pending[protocol] = deadline
         # One timer for both kinds of deadline: moved earlier only when a body's comes first.
         if self.timer is None:
             self.timer = self.loop.call_at(deadline, self.sweep)

@@ -18,7 +18,6 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Protocol, TypeVar
 
 import httpx
@@ -33,7 +32,7 @@ from src.services.base.exceptions import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from src.services.base.httpx_transport import HttpxTransport
+from src.services.base.httpx_transport import HttpxOptions, HttpxTransport
 from src.services.base.timing import Timing, now
 from src.services.base.transport import WireBody, WireTiming, WireTransport
 
@@ -411,9 +410,7 @@ def build_transport(
     kind: TransportKind = "wire",
     *,
     max_connections: int,
-    http2: bool = False,
-    client_cert: Path | None = None,
-    client_key: Path | None = None,
+    httpx_options: HttpxOptions | None = None,
     trust_env: bool = True,
 ) -> httpx.AsyncBaseTransport:
     """The one upstream transport of a process: ours (`wire`) or httpx's own (`httpx`);
@@ -421,9 +418,7 @@ def build_transport(
     if kind == "httpx":
         return HttpxTransport(
             max_connections=max_connections,
-            http2=http2,
-            client_cert=client_cert,
-            client_key=client_key,
+            options=httpx_options or HttpxOptions(),
             trust_env=trust_env,
         )
     if kind != "wire":

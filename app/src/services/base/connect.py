@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from src.services.base.exceptions import UpstreamCertificateError, UpstreamConnectionError
-from src.services.base.proxies import ProxyEndpoint
+from src.services.base.proxies import ProxyEndpoint, authority_of
 
 HAPPY_EYEBALLS_DELAY: Final = 0.25
 SOCKS_SCHEMES: Final = frozenset({"socks5", "socks5h"})
@@ -242,7 +242,7 @@ async def _connect_tunnel(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, host: str, port: int, proxy: ProxyEndpoint
 ) -> None:
     """CONNECT host:port through the proxy on `sock`; raises unless the proxy agrees."""
-    authority = (f"[{host}]" if ":" in host else host) + f":{port}"
+    authority = authority_of(host, port)
     head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n".encode("ascii")
     if proxy.authorization is not None:
         head += b"Proxy-Authorization: " + proxy.authorization + b"\r\n"
@@ -317,7 +317,7 @@ _SOCKS_REPLIES: Final = {
 async def _socks5_tunnel(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, host: str, port: int, proxy: ProxyEndpoint
 ) -> None:
-    authority = (f"[{host}]" if ":" in host else host) + f":{port}"
+    authority = authority_of(host, port)
 
     def refused(why: str, *, transient: bool = False) -> UpstreamConnectionError:
         return UpstreamConnectionError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +38,16 @@ KEEPALIVE_SECONDS = 30.0
 E = TypeVar("E", bound=BaseException)
 
 
+@dataclass(frozen=True, slots=True)
+class HttpxOptions:
+    """What only this transport speaks: HTTP/2 and a client certificate (UPSTREAM_HTTP2,
+    UPSTREAM_CLIENT_CERT, UPSTREAM_CLIENT_KEY)."""
+
+    http2: bool = False
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
 class HttpxTransport(httpx.AsyncBaseTransport):
     """At most `max_connections` upstream connections, through httpx's pool."""
 
@@ -45,9 +56,7 @@ class HttpxTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = 1000,
         max_body_bytes: int | None = None,
-        http2: bool = False,
-        client_cert: Path | None = None,
-        client_key: Path | None = None,
+        options: HttpxOptions = HttpxOptions(),
         trust_env: bool = True,
     ) -> None:
         self._max_connections = max_connections
@@ -55,8 +64,8 @@ class HttpxTransport(httpx.AsyncBaseTransport):
         self._in_use = 0
         self._client = httpx.AsyncClient(
             trust_env=trust_env,
-            http2=http2,
-            verify=_ssl_context(client_cert, client_key, trust_env),
+            http2=options.http2,
+            verify=_ssl_context(options, trust_env),
             limits=httpx.Limits(
                 max_connections=max_connections,
                 max_keepalive_connections=max_connections,
@@ -173,14 +182,12 @@ class _MappedBody(httpx.AsyncByteStream):
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _ssl_context(
-    client_cert: Path | None, client_key: Path | None, trust_env: bool
-) -> ssl.SSLContext:
+def _ssl_context(options: HttpxOptions, trust_env: bool) -> ssl.SSLContext:
     # httpx's own defaults (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), plus our certificate:
     # httpx's `cert=` argument is deprecated in favour of a context that carries it.
     context = httpx.create_ssl_context(trust_env=trust_env)
-    if client_cert is not None:
-        context.load_cert_chain(client_cert, client_key)
+    if options.client_cert is not None:
+        context.load_cert_chain(options.client_cert, options.client_key)
     return context
 
 

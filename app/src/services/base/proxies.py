@@ -26,6 +26,11 @@ import httpx
 DEFAULT_PORTS: Final = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
 
 
+def authority_of(host: str, port: int) -> str:
+    """`host:port` as a URL or a CONNECT line writes it: an IPv6 address in brackets."""
+    return (f"[{host}]" if ":" in host else host) + f":{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyEndpoint:
     """A proxy server, and the credentials of its URL (percent-decoded, as httpx decodes them)."""
@@ -53,8 +58,7 @@ class ProxyEndpoint:
     @property
     def label(self) -> str:
         """The proxy as it may be shown: never with its credentials."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{authority_of(self.host, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,15 @@ import uvicorn
 
 from src.config import get_settings
 from src.heap import settle_startup_heap
-from src.services.emulator.app import API_PREFIX, create_emulator_app
-from src.services.emulator.config import KEEP_ALIVE_SECONDS, EmulatorConfig
+from src.services.emulator.app import create_emulator_app
+from src.services.emulator.config import EmulatorConfig
+from src.services.emulator.server import SERVER_OPTIONS, emulator_url
 
 
 def main() -> None:
     settings = get_settings()
     host, port = settings.emulator_host, settings.emulator_port
-    url_host = f"[{host}]" if ":" in host else host
-    sys.stdout.write(f"OpenRouter emulator: http://{url_host}:{port}{API_PREFIX}\n")
+    sys.stdout.write(f"OpenRouter emulator: {emulator_url(host, port)}\n")
     sys.stdout.flush()
     app = create_emulator_app(EmulatorConfig.from_settings(settings))
     settle_startup_heap()
@@ -24,12 +24,7 @@ def main() -> None:
         app,
         host=host,
         port=port,
-        ws="none",
-        lifespan="on",
-        interface="asgi3",
-        access_log=False,
-        proxy_headers=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        **SERVER_OPTIONS,
     )
 
 

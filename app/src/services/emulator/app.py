@@ -67,6 +67,7 @@ from src.services.emulator.streaming import (
 from src.services.emulator.text import answer_tokens, count_prompt_tokens
 from src.services.emulator.wire import (
     JSON_CONTENT_TYPE,
+    AnswerHead,
     ChunkFramer,
     Headers,
     completion_body,
@@ -101,22 +102,11 @@ _MODELS_FAULT_KEY: Final = "\x00GET /models"
 class _Answer:
     """One chat answer, planned before it is sent and recorded once it has been."""
 
-    generation_id: str
-    created: int
-    model: EmulatedModel
-    provider: EmulatedProvider
+    head: AnswerHead
     prompt_tokens: int
     cost: float
     streamed: bool
     plan: StreamPlan
-
-    def framer(self) -> ChunkFramer:
-        return ChunkFramer(
-            generation_id=self.generation_id,
-            provider=self.provider.name,
-            model_id=self.model.id,
-            created=self.created,
-        )
 
 
 class EmulatorApp:
@@ -189,12 +179,7 @@ class EmulatorApp:
             return
         scenario = _parse(header)
         status = self._forced_status(scenario, _MODELS_FAULT_KEY)
-        if status is not None:
-            await self._send_fault(send, status, scenario, None)
-            return
-        if scenario.timeout and not await sleep_unless_disconnected(
-            receive, TIMEOUT_SCENARIO_SECONDS
-        ):
+        if await self._failed_or_hung(receive, send, status, scenario, None):
             return
         if scenario.ttft_seconds:
             await asyncio.sleep(scenario.ttft_seconds)
@@ -229,19 +214,14 @@ class EmulatorApp:
         else:
             status = self._forced_status(scenario, request.prompt)
             stream_error = scenario.mid_stream_error
-        if status is not None:
-            await self._send_fault(send, status, scenario, provider.name)
-            return
-        if scenario.timeout and not await sleep_unless_disconnected(
-            receive, TIMEOUT_SCENARIO_SECONDS
-        ):
+        if await self._failed_or_hung(receive, send, status, scenario, provider.name):
             return
 
         answer = self._answer(model, provider, request, scenario, stream_error)
         async with self._capacity.slot(model.id, provider.name):
             started = asyncio.get_running_loop().time()
             if request.stream:
-                await stream_answer(send, answer.framer(), answer.plan)
+                await stream_answer(send, ChunkFramer(answer.head), answer.plan)
             elif not await self._send_plain(receive, send, answer, scenario):
                 return
         self._record(answer, arrived, started)
@@ -296,11 +276,14 @@ class EmulatorApp:
             invalid_json=scenario.invalid_json,
             truncated=scenario.truncated,
         )
-        return _Answer(
+        head = AnswerHead(
             generation_id=f"{self._generation_prefix}{next(self._generation_ids)}",
+            provider=provider.name,
+            model_id=model.id,
             created=int(time.time()),
-            model=model,
-            provider=provider,
+        )
+        return _Answer(
+            head=head,
             prompt_tokens=prompt_tokens,
             cost=cost,
             streamed=request.stream,
@@ -319,19 +302,13 @@ class EmulatorApp:
             return False
         if plan.mid_stream_error:
             body = completion_error_body(
-                generation_id=answer.generation_id,
-                provider=answer.provider.name,
-                model_id=answer.model.id,
-                created=answer.created,
+                answer.head,
                 code=MID_STREAM_ERROR_CODE,
                 message=MID_STREAM_ERROR_MESSAGE,
             )
         else:
             body = completion_body(
-                generation_id=answer.generation_id,
-                provider=answer.provider.name,
-                model_id=answer.model.id,
-                created=answer.created,
+                answer.head,
                 content="".join(plan.tokens),
                 finish_reason=plan.finish_reason,
                 usage=plan.usage,
@@ -345,10 +322,10 @@ class EmulatorApp:
         first_token = started + plan.ttft_seconds
         self._generations.add(
             GenerationRecord(
-                id=answer.generation_id,
-                model=answer.model.id,
-                provider_name=answer.provider.name,
-                created=answer.created,
+                id=answer.head.generation_id,
+                model=answer.head.model_id,
+                provider_name=answer.head.provider,
+                created=answer.head.created,
                 streamed=answer.streamed,
                 latency=first_token - arrived,
                 generation_time=ended - first_token,
@@ -396,6 +373,22 @@ class EmulatorApp:
                 self._rate_limit_hits[key] = hits + 1
                 return 429
         return scenario.status
+
+    async def _failed_or_hung(
+        self,
+        receive: Receive,
+        send: Send,
+        status: int | None,
+        scenario: Scenario,
+        provider_name: str | None,
+    ) -> bool:
+        """Answer a fault, or hold a `timeout` scenario until the client leaves: True if done."""
+        if status is not None:
+            await self._send_fault(send, status, scenario, provider_name)
+            return True
+        return scenario.timeout and not await sleep_unless_disconnected(
+            receive, TIMEOUT_SCENARIO_SECONDS
+        )
 
     async def _send_fault(
         self, send: Send, status: int, scenario: Scenario, provider_name: str | None

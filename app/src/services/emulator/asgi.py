@@ -31,26 +31,31 @@ class ClientGoneError(Exception):
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGoneError
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):  # one message: the usual case, no copy
-        if len(body) > limit:
-            raise HttpError(413, f"Request body is larger than {limit} bytes")
+    body, more = await _body_part(receive)
+    if not more:  # one message: the usual case, no copy
+        _check_size(len(body), limit)
         return body
     parts = [body]
     size = len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGoneError
-        chunk: bytes = message.get("body", b"")
+    while more:
+        chunk, more = await _body_part(receive)
         size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"Request body is larger than {limit} bytes")
+        _check_size(size, limit)
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def _body_part(receive: Receive) -> tuple[bytes, bool]:
+    """The next piece of the request body, and whether more follows."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGoneError
+    return message.get("body", b""), message.get("more_body", False)
+
+
+def _check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise HttpError(413, f"Request body is larger than {limit} bytes")
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: Headers) -> None:

@@ -10,14 +10,31 @@ import orjson
 SUPPORTED_PARAMETERS: Final = ("max_tokens", "max_completion_tokens", "temperature", "top_p")
 
 
-def _cost(prompt_price: float, completion_price: float, prompt: int, completion: int) -> float:
-    # Rounded as OpenRouter reports credits, so that float noise (2.8999999999999998e-06)
-    # does not reach answers and files.
-    return round(prompt * prompt_price + completion * completion_price, 12)
+@dataclass(frozen=True, slots=True)
+class _Priced:
+    # Decimal strings in USD per token, exactly as OpenRouter sends them.
+    prompt_price: str
+    completion_price: str
+    prompt_price_value: float = field(init=False)
+    completion_price_value: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Parsed once so that usage cost costs one multiplication per request.
+        object.__setattr__(self, "prompt_price_value", float(self.prompt_price))
+        object.__setattr__(self, "completion_price_value", float(self.completion_price))
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        # Rounded as OpenRouter reports credits, so that float noise (2.8999999999999998e-06)
+        # does not reach answers and files.
+        return round(
+            prompt_tokens * self.prompt_price_value
+            + completion_tokens * self.completion_price_value,
+            12,
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class EmulatedProvider:
+class EmulatedProvider(_Priced):
     """One endpoint of a model: who serves it, how fast and at what price.
 
     The speed factors scale the model's configured latency exactly: TTFT is multiplied by
@@ -25,18 +42,10 @@ class EmulatedProvider:
     """
 
     name: str
-    prompt_price: str
-    completion_price: str
     quantization: str
     context_length: int
     ttft_factor: float = 1.0
     throughput_factor: float = 1.0
-    prompt_price_value: float = field(init=False)
-    completion_price_value: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "prompt_price_value", float(self.prompt_price))
-        object.__setattr__(self, "completion_price_value", float(self.completion_price))
 
     @property
     def tag(self) -> str:
@@ -49,40 +58,20 @@ class EmulatedProvider:
         # but OpenRouter does not say how it weighs them, so both count alike.
         return self.prompt_price_value + self.completion_price_value
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return _cost(
-            self.prompt_price_value, self.completion_price_value, prompt_tokens, completion_tokens
-        )
-
 
 @dataclass(frozen=True, slots=True)
-class EmulatedModel:
+class EmulatedModel(_Priced):
     id: str
     name: str
     description: str
     created: int
     context_length: int
     max_completion_tokens: int
-    # Decimal strings in USD per token, exactly as OpenRouter sends them.
-    prompt_price: str
-    completion_price: str
     # Scales the configured latency (TTFT up, tokens per second down) so that models compare
     # differently in a benchmark, as real ones do. Explicit per-request scenarios are exact.
     latency_factor: float = 1.0
     # Two or three, the first at the model's own price and speed; the rest differ.
     providers: tuple[EmulatedProvider, ...] = ()
-    prompt_price_value: float = field(init=False)
-    completion_price_value: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        # Parsed once so that usage cost costs one multiplication per request.
-        object.__setattr__(self, "prompt_price_value", float(self.prompt_price))
-        object.__setattr__(self, "completion_price_value", float(self.completion_price))
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return _cost(
-            self.prompt_price_value, self.completion_price_value, prompt_tokens, completion_tokens
-        )
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -118,127 +107,90 @@ class EmulatedModel:
         }
 
 
-def _providers(
-    context_length: int, prompt_price: str, completion_price: str, *others: EmulatedProvider
-) -> tuple[EmulatedProvider, ...]:
+# When the emulated models came out (Unix seconds), for `created`.
+_CREATED: Final = 1735689600
+
+
+# Relative to the model's configured speed: (TTFT factor, throughput factor). Alpha serves
+# every model at its own speed, Beta slower and Gamma faster.
+_SPEED_FACTORS: Final[dict[str, tuple[float, float]]] = {
+    "Alpha": (1.0, 1.0),
+    "Beta": (1.5, 0.8),
+    "Gamma": (0.8, 1.25),
+}
+
+
+def _provider(
+    name: str, quantization: str, context_length: int, prices: tuple[str, str]
+) -> EmulatedProvider:
+    ttft_factor, throughput_factor = _SPEED_FACTORS[name]
+    return EmulatedProvider(
+        prompt_price=prices[0],
+        completion_price=prices[1],
+        name=name,
+        quantization=quantization,
+        context_length=context_length,
+        ttft_factor=ttft_factor,
+        throughput_factor=throughput_factor,
+    )
+
+
+_DESCRIPTIONS: Final[dict[str, str]] = {
+    "emulator/small": "Offline stand-in for a small, cheap chat model. Deterministic text.",
+    "emulator/medium": "Offline stand-in for a mid-sized chat model. Deterministic text.",
+    "emulator/large": "Offline stand-in for a large, expensive chat model. Deterministic text.",
+    "emulator/tiny:free": "Offline stand-in for a free model: `:free` id and zero prices.",
+}
+# The providers after the first, which differ from the model in price, speed or context.
+_OTHER_PROVIDERS: Final[dict[str, tuple[EmulatedProvider, ...]]] = {
+    "emulator/small": (
+        _provider("Beta", "fp8", 32768, ("0.00000008", "0.0000003")),
+        _provider("Gamma", "fp16", 16384, ("0.00000015", "0.0000006")),
+    ),
+    "emulator/medium": (_provider("Beta", "fp8", 65536, ("0.0000004", "0.0000012")),),
+    "emulator/large": (
+        _provider("Beta", "fp8", 131072, ("0.0000025", "0.000012")),
+        _provider("Gamma", "fp16", 65536, ("0.000004", "0.00002")),
+    ),
+    "emulator/tiny:free": (_provider("Gamma", "int4", 4096, ("0", "0")),),
+}
+
+
+def _model(
+    model_id: str,
+    name: str,
+    context_length: int,
+    max_completion_tokens: int,
+    prompt_price: str,
+    completion_price: str,
+    latency_factor: float,
+) -> EmulatedModel:
     # The first provider serves at the model's listed price and speed, so a single-provider
     # view of a model (its `GET /models` entry) stays true.
-    first = EmulatedProvider("Alpha", prompt_price, completion_price, "bf16", context_length)
-    return (first, *others)
+    first = _provider("Alpha", "bf16", context_length, (prompt_price, completion_price))
+    return EmulatedModel(
+        id=model_id,
+        name=name,
+        description=_DESCRIPTIONS[model_id],
+        created=_CREATED,
+        context_length=context_length,
+        max_completion_tokens=max_completion_tokens,
+        prompt_price=prompt_price,
+        completion_price=completion_price,
+        latency_factor=latency_factor,
+        providers=(first, *_OTHER_PROVIDERS[model_id]),
+    )
 
 
-MODELS: Final[tuple[EmulatedModel, ...]] = (
-    EmulatedModel(
-        id="emulator/small",
-        name="Emulator: Small",
-        description="Offline stand-in for a small, cheap chat model. Deterministic text.",
-        created=1735689600,
-        context_length=32768,
-        max_completion_tokens=4096,
-        prompt_price="0.0000001",
-        completion_price="0.0000004",
-        providers=_providers(
-            32768,
-            "0.0000001",
-            "0.0000004",
-            EmulatedProvider(
-                "Beta",
-                "0.00000008",
-                "0.0000003",
-                "fp8",
-                32768,
-                ttft_factor=1.5,
-                throughput_factor=0.8,
-            ),
-            EmulatedProvider(
-                "Gamma",
-                "0.00000015",
-                "0.0000006",
-                "fp16",
-                16384,
-                ttft_factor=0.8,
-                throughput_factor=1.25,
-            ),
-        ),
-    ),
-    EmulatedModel(
-        id="emulator/medium",
-        name="Emulator: Medium",
-        description="Offline stand-in for a mid-sized chat model. Deterministic text.",
-        created=1735689600,
-        context_length=65536,
-        max_completion_tokens=8192,
-        prompt_price="0.0000005",
-        completion_price="0.0000015",
-        latency_factor=1.6,
-        providers=_providers(
-            65536,
-            "0.0000005",
-            "0.0000015",
-            EmulatedProvider(
-                "Beta",
-                "0.0000004",
-                "0.0000012",
-                "fp8",
-                65536,
-                ttft_factor=1.5,
-                throughput_factor=0.8,
-            ),
-        ),
-    ),
-    EmulatedModel(
-        id="emulator/large",
-        name="Emulator: Large",
-        description="Offline stand-in for a large, expensive chat model. Deterministic text.",
-        created=1735689600,
-        context_length=131072,
-        max_completion_tokens=16384,
-        prompt_price="0.000003",
-        completion_price="0.000015",
-        latency_factor=2.5,
-        providers=_providers(
-            131072,
-            "0.000003",
-            "0.000015",
-            EmulatedProvider(
-                "Beta",
-                "0.0000025",
-                "0.000012",
-                "fp8",
-                131072,
-                ttft_factor=1.5,
-                throughput_factor=0.8,
-            ),
-            EmulatedProvider(
-                "Gamma",
-                "0.000004",
-                "0.00002",
-                "fp16",
-                65536,
-                ttft_factor=0.8,
-                throughput_factor=1.25,
-            ),
-        ),
-    ),
-    EmulatedModel(
-        id="emulator/tiny:free",
-        name="Emulator: Tiny (free)",
-        description="Offline stand-in for a free model: `:free` id and zero prices.",
-        created=1735689600,
-        context_length=8192,
-        max_completion_tokens=2048,
-        prompt_price="0",
-        completion_price="0",
-        latency_factor=0.7,
-        providers=_providers(
-            8192,
-            "0",
-            "0",
-            EmulatedProvider(
-                "Gamma", "0", "0", "int4", 4096, ttft_factor=0.8, throughput_factor=1.25
-            ),
-        ),
-    ),
+# id, name, context length, max completion tokens, prompt and completion price, latency factor
+MODELS: Final[tuple[EmulatedModel, ...]] = tuple(
+    _model(*row)
+    for row in (
+        ("emulator/small", "Emulator: Small", 32768, 4096, "0.0000001", "0.0000004", 1.0),
+        ("emulator/medium", "Emulator: Medium", 65536, 8192, "0.0000005", "0.0000015", 1.6),
+        ("emulator/large", "Emulator: Large", 131072, 16384, "0.000003", "0.000015", 2.5),
+        ("emulator/tiny:free", "Emulator: Tiny (free)", 8192, 2048, "0", "0", 0.7),
+    )
 )
 
 MODELS_BY_ID: Final[dict[str, EmulatedModel]] = {model.id: model for model in MODELS}

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
-from typing import Final
+from typing import Any, Final
 
 import uvicorn
 
@@ -20,6 +20,22 @@ from src.services.emulator.config import KEEP_ALIVE_SECONDS, EmulatorConfig
 
 # Streams still open at exit get this long before their tasks are cancelled.
 _GRACEFUL_SHUTDOWN_SECONDS: Final = 3
+# How uvicorn serves the emulator, alone or embedded: plain HTTP, no access log, no
+# X-Forwarded-* rewriting, idle connections kept as KEEP_ALIVE_SECONDS says.
+SERVER_OPTIONS: Final[dict[str, Any]] = {
+    "ws": "none",
+    "lifespan": "on",
+    "interface": "asgi3",
+    "access_log": False,
+    "proxy_headers": False,
+    "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+}
+
+
+def emulator_url(host: str, port: int) -> str:
+    """The base URL (`.../api/v1`) of an emulator listening on host:port."""
+    url_host = f"[{host}]" if ":" in host else host
+    return f"http://{url_host}:{port}{API_PREFIX}"
 
 
 @contextlib.asynccontextmanager
@@ -43,16 +59,9 @@ async def serve_embedded_emulator(
         create_emulator_app(config),
         host=host,
         port=port,
-        loop="auto",
-        http="auto",
-        ws="none",
-        lifespan="on",
-        interface="asgi3",
         log_config=None,
-        access_log=False,
-        proxy_headers=False,
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        **SERVER_OPTIONS,
     )
     server = uvicorn.Server(server_config)
     # What `Server._serve` does before `startup`; `serve` itself is what we must avoid.
@@ -67,8 +76,7 @@ async def serve_embedded_emulator(
     # The main loop only refreshes the Date header and watches `should_exit`.
     main_loop = asyncio.create_task(server.main_loop(), name="emulator-main-loop")
     try:
-        url_host = f"[{host}]" if family == socket.AF_INET6 else host
-        yield f"http://{url_host}:{port}{API_PREFIX}"
+        yield emulator_url(host, port)
     finally:
         server.should_exit = True
         # Cancelled rather than awaited for its next 0.1 s tick; it holds nothing to clean up.

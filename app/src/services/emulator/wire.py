@@ -6,6 +6,7 @@ token and a precomputed suffix, rather than a dict serialised per token.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import orjson
@@ -39,23 +40,31 @@ def usage(prompt_tokens: int, completion_tokens: int, cost: float) -> dict[str, 
     }
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerHead:
+    """The fields every object of one answer starts with, plain or streamed."""
+
+    generation_id: str
+    provider: str
+    model_id: str
+    created: int
+
+    def json(self, kind: str) -> dict[str, object]:
+        return {
+            "id": self.generation_id,
+            "provider": self.provider,
+            "model": self.model_id,
+            "object": kind,
+            "created": self.created,
+        }
+
+
 def completion_body(
-    *,
-    generation_id: str,
-    provider: str,
-    model_id: str,
-    created: int,
-    content: str,
-    finish_reason: str,
-    usage: dict[str, object],
+    head: AnswerHead, *, content: str, finish_reason: str, usage: dict[str, object]
 ) -> bytes:
     return orjson.dumps(
         {
-            "id": generation_id,
-            "provider": provider,
-            "model": model_id,
-            "object": "chat.completion",
-            "created": created,
+            **head.json("chat.completion"),
             "choices": [
                 {
                     "logprobs": None,
@@ -75,20 +84,10 @@ def completion_body(
     )
 
 
-def completion_error_body(
-    *, generation_id: str, provider: str, model_id: str, created: int, code: int, message: str
-) -> bytes:
+def completion_error_body(head: AnswerHead, *, code: int, message: str) -> bytes:
     """A 200 whose body carries the error: OpenRouter's answer when a provider fails late."""
     return orjson.dumps(
-        {
-            "id": generation_id,
-            "provider": provider,
-            "model": model_id,
-            "object": "chat.completion",
-            "created": created,
-            "error": {"code": code, "message": message},
-            "choices": [],
-        }
+        {**head.json("chat.completion"), "error": {"code": code, "message": message}, "choices": []}
     )
 
 
@@ -101,18 +100,9 @@ class ChunkFramer:
         b'},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n'
     )
 
-    def __init__(self, *, generation_id: str, provider: str, model_id: str, created: int) -> None:
-        head = orjson.dumps(
-            {
-                "id": generation_id,
-                "provider": provider,
-                "model": model_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-            }
-        )
+    def __init__(self, head: AnswerHead) -> None:
         # The object without its closing brace, so each event appends its own fields.
-        self._head = b"data: " + head[:-1]
+        self._head = b"data: " + orjson.dumps(head.json("chat.completion.chunk"))[:-1]
         self._token_prefix = (
             self._head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":'
         )

@@ -7,7 +7,9 @@ OpenAI answers it) from any other refused request (OpenRouter answers both with 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from src.config import Settings
 from src.schemas.openai import ChatCompletionRequest
@@ -21,7 +23,40 @@ from src.services.base.timing import Timing
 from src.services.generation.service import check_max_tokens, ensure_model_reachable
 from src.services.openrouter.catalog import ModelCatalog
 from src.services.openrouter.client import OpenRouterClient
-from src.streams import prepend
+from src.streams import started
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """One caller's chat request `raw` (parsed as `request`), to relay upstream as it was sent."""
+
+    settings: Settings
+    client: OpenRouterClient
+    catalog: ModelCatalog
+    request: ChatCompletionRequest
+    raw: bytes
+    # Filled in by the client: the route reads it for its log line and metrics.
+    timing: Timing = field(default_factory=Timing)
+
+    async def completion(self) -> bytes:
+        """The upstream's JSON answer."""
+        _check(self.settings, self.request)
+        async with self._naming_unknown_model():
+            return await self.client.relay(self.raw, self.timing)
+
+    async def open_stream(self) -> AsyncGenerator[bytes]:
+        """The upstream's events, once the first has come (see `started`)."""
+        _check(self.settings, self.request)
+        async with self._naming_unknown_model():
+            return await started(self.client.relay_stream(self.raw, self.timing))
+
+    @asynccontextmanager
+    async def _naming_unknown_model(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except UpstreamStatusError as exc:
+            await _refuse_unknown_model(exc, self.catalog, self.request.model)
+            raise
 
 
 def _check(settings: Settings, request: ChatCompletionRequest) -> None:
@@ -32,54 +67,6 @@ def _check(settings: Settings, request: ChatCompletionRequest) -> None:
         raise LimitExceededError(
             f"n={request.n} exceeds MAX_CHOICES={settings.max_choices}.", param="n"
         )
-
-
-async def relay_completion(
-    settings: Settings,
-    client: OpenRouterClient,
-    catalog: ModelCatalog,
-    request: ChatCompletionRequest,
-    raw: bytes,
-    timing: Timing | None = None,
-) -> bytes:
-    """The upstream's JSON answer to the caller's chat request `raw` (parsed as `request`)."""
-    _check(settings, request)
-    model = request.model
-    try:
-        return await client.relay(raw, timing or Timing())
-    except UpstreamStatusError as exc:
-        await _refuse_unknown_model(exc, catalog, model)
-        raise
-
-
-async def open_relay_stream(
-    settings: Settings,
-    client: OpenRouterClient,
-    catalog: ModelCatalog,
-    request: ChatCompletionRequest,
-    raw: bytes,
-    timing: Timing | None = None,
-) -> AsyncGenerator[bytes]:
-    """Start relaying the caller's streamed chat request and wait for its first events.
-
-    Errors before them surface here, so the caller can still answer with a JSON error and
-    the right status instead of a 200 stream that fails.
-    """
-    _check(settings, request)
-    model = request.model
-    chunks = client.relay_stream(raw, timing or Timing())
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        return _empty()  # only [DONE]: a stream with nothing in it
-    except UpstreamStatusError as exc:
-        await chunks.aclose()
-        await _refuse_unknown_model(exc, catalog, model)
-        raise
-    except BaseException:
-        await chunks.aclose()
-        raise
-    return prepend(first, chunks)
 
 
 async def _refuse_unknown_model(
@@ -98,8 +85,3 @@ async def _refuse_unknown_model(
         raise unknown from error
     except ServiceError:
         return
-
-
-async def _empty() -> AsyncGenerator[bytes]:
-    return
-    yield  # an async generator that yields nothing

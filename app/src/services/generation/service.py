@@ -10,7 +10,8 @@ from src.services.base.exceptions import LimitExceededError, UnknownModelError
 from src.services.base.timing import Timing, now
 from src.services.openrouter.client import OpenRouterClient, StreamItem
 from src.services.openrouter.generations import fetch_stats, with_stats
-from src.streams import prepend
+from src.services.openrouter.schemas import ChatCall
+from src.streams import started
 
 EMULATOR_MODEL_PREFIX = "emulator/"
 
@@ -41,7 +42,8 @@ async def generate(
 ) -> GenerationResult:
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    result = await client.complete(request.model, request.prompt, request, timing or Timing())
+    call = ChatCall(request.model, request.prompt, request)
+    result = await client.complete(call, timing or Timing())
     if request.generation_stats and result.generation_id is not None:
         deadline = now() + settings.generation_stats_wait_seconds
         result = with_stats(result, await fetch_stats(client, result.generation_id, deadline))
@@ -54,17 +56,8 @@ async def open_generation_stream(
     request: GenerateRequest,
     timing: Timing | None = None,
 ) -> AsyncGenerator[StreamItem]:
-    """Start the upstream stream and wait for its first item.
-
-    Errors before the first byte surface here, so the caller can still answer with a plain
-    JSON error and the right status instead of a 200 stream that fails.
-    """
+    """Start the upstream stream and wait for its first item (see `started`)."""
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    items = client.stream(request.model, request.prompt, request, timing or Timing())
-    try:
-        first = await anext(items)
-    except BaseException:
-        await items.aclose()
-        raise
-    return prepend(first, items)
+    call = ChatCall(request.model, request.prompt, request)
+    return await started(client.stream(call, timing or Timing()))

@@ -17,19 +17,19 @@ import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from src.config import Settings
-from src.schemas.prompts import GenerationResult, SamplingParams
+from src.schemas.prompts import GenerationResult
 from src.services.base.client import BaseClient, RetryPolicy, build_transport
 from src.services.base.exceptions import (
     UpstreamInvalidResponseError,
     UpstreamStatusError,
     UpstreamStreamError,
 )
+from src.services.base.httpx_transport import HttpxOptions
 from src.services.base.sse import SSEDecoder, encode_event
 from src.services.base.timing import Timing, now
 from src.services.openrouter.schemas import (
+    ChatCall,
     ChatCompletionChunk,
-    Prompt,
-    Routing,
     UpstreamCompletion,
     UpstreamEndpointList,
     UpstreamEndpointsData,
@@ -39,7 +39,6 @@ from src.services.openrouter.schemas import (
     UpstreamModel,
     UpstreamModelList,
     Usage,
-    chat_body,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -87,24 +86,16 @@ class OpenRouterClient(BaseClient):
             raise
         return parsed(UpstreamGenerationEnvelope, body, "Upstream generation is not JSON").data
 
-    async def complete(
-        self,
-        model: str,
-        prompt: Prompt,
-        sampling: SamplingParams,
-        timing: Timing,
-        routing: Routing | None = None,
-    ) -> GenerationResult:
+    async def complete(self, call: ChatCall, timing: Timing) -> GenerationResult:
         """One chat completion, timed at the wire by `timing`, parsed afterwards."""
-        content = chat_body(model, prompt, sampling, stream=False, routing=routing)
-        body = await self.read("POST", COMPLETIONS, timing, content)
+        body = await self.read("POST", COMPLETIONS, timing, call.body(stream=False))
         completion = _checked(UpstreamCompletion, body, "Upstream completion is not valid JSON")
         if not completion.choices:
             raise UpstreamInvalidResponseError("Upstream completion has no choices")
         choice = completion.choices[0]
         return _result(
             choice.message.content or "",
-            completion.model or model,
+            completion.model or call.model,
             choice.finish_reason,
             completion.usage,
             timing,
@@ -112,23 +103,15 @@ class OpenRouterClient(BaseClient):
             completion.id or None,
         )
 
-    async def stream(
-        self,
-        model: str,
-        prompt: Prompt,
-        sampling: SamplingParams,
-        timing: Timing,
-        routing: Routing | None = None,
-    ) -> AsyncGenerator[StreamItem]:
+    async def stream(self, call: ChatCall, timing: Timing) -> AsyncGenerator[StreamItem]:
         """Content deltas as they arrive, then the GenerationResult (without the text).
 
         The time to first token is the arrival of the bytes that carried the first content,
         read before that chunk is parsed. Closing the generator early closes the upstream
         connection, which is how the upstream learns to stop generating.
         """
-        content = chat_body(model, prompt, sampling, stream=True, routing=routing)
-        state = _StreamState(model)
-        async with aclosing(self._data_events(content, timing)) as events:
+        state = _StreamState(call.model)
+        async with aclosing(self._data_events(call.body(stream=True), timing)) as events:
             async for batch, arrived in events:
                 for data in batch:
                     text = state.take(data)
@@ -339,9 +322,9 @@ def connect_openrouter(
         or build_transport(
             settings.upstream_transport,
             max_connections=settings.upstream_max_connections,
-            http2=settings.upstream_http2,
-            client_cert=settings.upstream_client_cert,
-            client_key=settings.upstream_client_key,
+            httpx_options=HttpxOptions(
+                settings.upstream_http2, settings.upstream_client_cert, settings.upstream_client_key
+            ),
             # The embedded emulator listens on this machine: never through a proxy.
             trust_env=not settings.uses_emulator,
         ),

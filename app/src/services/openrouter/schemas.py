@@ -4,6 +4,7 @@ Only the fields the service reads are declared; the rest of each object is ignor
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -105,17 +106,21 @@ class UpstreamErrorEnvelope(_Upstream):
     error: UpstreamErrorBody | None = None
 
 
-class UpstreamCompletion(_Upstream):
-    """A non-streamed answer from OpenRouter, read for the fields a generation needs."""
+class _UpstreamAnswer(UpstreamErrorEnvelope):
+    """What a plain answer and each stream chunk share. OpenRouter may send either with an
+    error object (for example a provider failure) under a 200."""
 
     id: str = ""
     model: str = ""
     # OpenRouter names the provider that served the request.
     provider: str | None = None
-    choices: list[ChatChoice] = Field(default_factory=list)
     usage: Usage | None = None
-    # OpenRouter may answer 200 with an error object (for example a provider failure).
-    error: UpstreamErrorBody | None = None
+
+
+class UpstreamCompletion(_UpstreamAnswer):
+    """A non-streamed answer from OpenRouter, read for the fields a generation needs."""
+
+    choices: list[ChatChoice] = Field(default_factory=list)
 
 
 class ChunkDelta(_Upstream):
@@ -127,13 +132,8 @@ class ChunkChoice(_Upstream):
     finish_reason: str | None = None
 
 
-class ChatCompletionChunk(_Upstream):
-    id: str = ""
-    model: str = ""
-    provider: str | None = None
+class ChatCompletionChunk(_UpstreamAnswer):
     choices: list[ChunkChoice] = Field(default_factory=list)
-    usage: Usage | None = None
-    error: UpstreamErrorBody | None = None
 
 
 class UpstreamGeneration(_Upstream):
@@ -194,29 +194,32 @@ def pinned(provider: str | None, sort: str | None) -> Routing | None:
 Prompt = str | Sequence[Mapping[str, str]]
 
 
-def chat_body(
-    model: str,
-    prompt: Prompt,
-    sampling: SamplingParams,
-    *,
-    stream: bool,
-    routing: Routing | None = None,
-) -> bytes:
-    """The JSON body of POST /chat/completions; unset sampling fields are left out."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    body: dict[str, object] = {
-        "model": model,
-        "messages": messages,
-        "max_tokens": sampling.max_tokens,
-    }
-    if sampling.temperature is not None:
-        body["temperature"] = sampling.temperature
-    if sampling.top_p is not None:
-        body["top_p"] = sampling.top_p
-    if stream:
-        body["stream"] = True
-        # OpenRouter sends the token counts in a last chunk only when asked.
-        body["stream_options"] = {"include_usage": True}
-    if routing is not None:
-        body["provider"] = routing
-    return orjson.dumps(body)
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """One chat request to the upstream: what to ask which model, and how to route it."""
+
+    model: str
+    prompt: Prompt
+    sampling: SamplingParams
+    routing: Routing | None = None
+
+    def body(self, *, stream: bool) -> bytes:
+        """The JSON body of POST /chat/completions; unset sampling fields are left out."""
+        prompt, sampling = self.prompt, self.sampling
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        body: dict[str, object] = {
+            "model": self.model,
+            "messages": list(messages),
+            "max_tokens": sampling.max_tokens,
+        }
+        if sampling.temperature is not None:
+            body["temperature"] = sampling.temperature
+        if sampling.top_p is not None:
+            body["top_p"] = sampling.top_p
+        if stream:
+            body["stream"] = True
+            # OpenRouter sends the token counts in a last chunk only when asked.
+            body["stream_options"] = {"include_usage": True}
+        if self.routing is not None:
+            body["provider"] = self.routing
+        return orjson.dumps(body)

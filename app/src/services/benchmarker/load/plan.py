@@ -32,6 +32,20 @@ class BenchmarkJob:
     conversation: Conversation | None = None
     provider: str | None = None  # pinned, with no fallback
 
+    @classmethod
+    def of(cls, pair: tuple[int, Conversation, Series], run: int) -> BenchmarkJob:
+        """The job of one (index, conversation, series) of the plan in run `run` (0: warm-up)."""
+        index, conversation, (model, provider) = pair
+        return cls(
+            model=model,
+            prompt_index=index,
+            prompt=conversation.label,
+            run=run,
+            warmup=run == 0,
+            conversation=conversation,
+            provider=provider,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class BenchmarkPlan:
@@ -134,18 +148,8 @@ class BenchmarkPlan:
     def warmup_jobs(self) -> Iterator[BenchmarkJob]:
         """The warm-up requests: prompts and models in turn, left out of the statistics."""
         pairs = itertools.cycle(self._pairs())
-        for index, conversation, (model, provider) in itertools.islice(
-            pairs, self.parameters.warmup
-        ):
-            yield BenchmarkJob(
-                model=model,
-                prompt_index=index,
-                prompt=conversation.label,
-                run=0,
-                warmup=True,
-                conversation=conversation,
-                provider=provider,
-            )
+        for pair in itertools.islice(pairs, self.parameters.warmup):
+            yield BenchmarkJob.of(pair, 0)
 
     def jobs(self) -> Iterator[BenchmarkJob]:
         """Run by run, prompt by prompt, every series in turn: series interleave, so they share
@@ -158,18 +162,7 @@ class BenchmarkPlan:
             else range(1, self.parameters.runs + 1)
         )
         pairs = self._pairs()
-        jobs = (
-            BenchmarkJob(
-                model=model,
-                prompt_index=index,
-                prompt=conversation.label,
-                run=run,
-                conversation=conversation,
-                provider=provider,
-            )
-            for run in runs
-            for index, conversation, (model, provider) in pairs
-        )
+        jobs = (BenchmarkJob.of(pair, run) for run in runs for pair in pairs)
         cap = self.request_cap
         if cap is not None and self.conversations is not None and self.parameters.turns > 1:
             cap = max(1, cap // self.parameters.turns)  # a job is up to `turns` requests

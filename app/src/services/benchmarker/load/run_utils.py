@@ -17,7 +17,7 @@ from src.services.base.timing import Timing, now
 from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import OpenRouterClient
-from src.services.openrouter.schemas import Prompt, Routing, pinned
+from src.services.openrouter.schemas import ChatCall, Prompt, pinned
 
 logger = logging.getLogger(__name__)
 
@@ -183,14 +183,14 @@ async def execute_request(
     parameters = _sampling(run_parameters, job)
     prompt = _prompt(job) if messages is None else messages
     timing = Timing(content_arrivals=[] if run_parameters.stream else None)
-    routing = pinned(job.provider, run_parameters.provider_sort)
+    call = ChatCall(
+        job.model, prompt, parameters, pinned(job.provider, run_parameters.provider_sort)
+    )
     try:
         if run_parameters.stream:
-            result = await _stream_once(
-                context.client, job.model, prompt, parameters, timing, keep_text, routing
-            )
+            result = await _stream_once(context.client, call, timing, keep_text)
         else:
-            result = await context.client.complete(job.model, prompt, parameters, timing, routing)
+            result = await context.client.complete(call, timing)
     except ServiceError as error:
         logger.warning(
             "BENCHMARK REQUEST FAILED | model=%s | run=%d | %s", job.model, job.run, error.detail
@@ -284,17 +284,11 @@ def cost_of(
 
 
 async def _stream_once(
-    client: OpenRouterClient,
-    model: str,
-    prompt: Prompt,
-    parameters: SamplingParams,
-    timing: Timing,
-    keep_text: bool,
-    routing: Routing | None,
+    client: OpenRouterClient, call: ChatCall, timing: Timing, keep_text: bool
 ) -> GenerationResult:
     result: GenerationResult | None = None
     text: list[str] = []
-    items = client.stream(model, prompt, parameters, timing, routing)
+    items = client.stream(call, timing)
     try:
         async for item in items:
             if isinstance(item, GenerationResult):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from src.schemas.benchmarks import RequestRecord
 from src.schemas.prompts import GenerationStats
-from src.services.benchmarker.runs.disk import DiskHealth, append_whole
+from src.services.benchmarker.runs.disk import DiskHealth, append_whole, create_whole
 
 CSV_COLUMNS = (
     "model",
@@ -191,14 +191,8 @@ def _encode(rows: list[list[str]]) -> bytes:
 def _create_csv(path: Path) -> tuple[int, int]:
     """The new file with its header row, and its length; nothing is left if that fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL: a result file is never overwritten.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        return fd, append_whole(fd, _encode([list(CSV_COLUMNS)]), 0)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
+    # Never an existing file: a result file is never overwritten.
+    return create_whole(path, _encode([list(CSV_COLUMNS)]), 0o644)
 
 
 def replace_csv(path: Path, records: list[RequestRecord]) -> None:

@@ -209,7 +209,7 @@ def _comparison_table(comparison: Sequence[ComparisonRow]) -> str:
         )
         for row in comparison
     ]
-    return f'<table id="comparison"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return _table("comparison", header, rows)
 
 
 def _provider_cell(provider: str | None, answered: int) -> str:
@@ -254,7 +254,7 @@ def _ranking_table(comparison: Sequence[ComparisonRow]) -> str:
         )
         for rank in range(depth)
     ]
-    return f'<table id="ranking"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return _table("ranking", header, rows)
 
 
 def _by_provider_table(models: Sequence[ModelStats]) -> str:
@@ -285,7 +285,7 @@ def _by_provider_table(models: Sequence[ModelStats]) -> str:
         for stats in models
         for entry in stats.by_provider
     ]
-    return f'<table id="by-provider"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return _table("by-provider", header, rows)
 
 
 def _outside_upstream_table(models: Sequence[ModelStats]) -> str:
@@ -309,11 +309,7 @@ def _outside_upstream_table(models: Sequence[ModelStats]) -> str:
                 ],
             )
         )
-    body = "".join(rows)
-    return (
-        "<h2>Outside OpenRouter's own record</h2>"
-        f'<table id="outside-upstream"><thead>{header}</thead><tbody>{body}</tbody></table>'
-    )
+    return "<h2>Outside OpenRouter's own record</h2>" + _table("outside-upstream", header, rows)
 
 
 def _per_prompt_table(models: Sequence[ModelStats]) -> str:
@@ -336,7 +332,7 @@ def _per_prompt_table(models: Sequence[ModelStats]) -> str:
         for stats in models
         for item in stats.per_prompt
     ]
-    return f'<table id="per-prompt"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return _table("per-prompt", header, rows)
 
 
 def _lengths_table(models: Sequence[ModelStats]) -> str:
@@ -363,7 +359,7 @@ def _lengths_table(models: Sequence[ModelStats]) -> str:
                 ],
             )
         )
-    return f'<table id="lengths"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return _table("lengths", header, rows)
 
 
 def _target(value: int | None) -> str:
@@ -377,6 +373,11 @@ def _files(files: BenchmarkFiles) -> str:
         f"JSON: <code>{escape(files.json_file)}</code> "
         f"(GET <code>{escape(files.json_url)}</code>)</p>"
     )
+
+
+def _table(table_id: str, header: str, rows: Iterable[str]) -> str:
+    """One of the report's tables: a header made by `_header_row`, rows made by `_row`."""
+    return f'<table id="{table_id}"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _header_row(*names: str) -> str:

@@ -66,15 +66,21 @@ def append_whole(fd: int, data: bytes, size: int) -> int:
     return offset
 
 
-def make_reserve(path: Path) -> None:
-    """Take RESERVE_BYTES of real blocks (a sparse file would free nothing)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+def create_whole(path: Path, data: bytes, mode: int) -> tuple[int, int]:
+    """A new file holding `data`, open for appending: its descriptor and length. Never an
+    existing file (O_EXCL); nothing is left if the write fails."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        append_whole(fd, b"\0" * RESERVE_BYTES, 0)
-    except OSError:
+        return fd, append_whole(fd, data, 0)
+    except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
         raise
+
+
+def make_reserve(path: Path) -> None:
+    """Take RESERVE_BYTES of real blocks (a sparse file would free nothing)."""
+    fd, _ = create_whole(path, b"\0" * RESERVE_BYTES, 0o600)
     os.close(fd)
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, SecretStr
 
 from src.config import Settings
 from src.heap import settle_startup_heap
-from src.logger import setup_logging
+from src.logger import setup_logging_from
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.benchmarker.load.plan import BenchmarkPlan
 from src.services.benchmarker.load.sources import Conversation
@@ -89,12 +89,8 @@ class RunnerJob(BaseModel):
 
 async def run_job(job: RunnerJob) -> int:
     settings = Settings(_env_file=None, **job.settings)  # type: ignore[arg-type]
-    logging_handle = setup_logging(
-        settings.log_dir,
-        secrets=settings.secrets(),
-        level=settings.log_level,
-        rotate=False,  # the API process owns rotation; a runner only appends
-    )
+    # The API process owns rotation; a runner only appends.
+    logging_handle = setup_logging_from(settings, rotate=False)
     client = connect_openrouter(
         settings, UpstreamTarget(job.upstream_url, SecretStr(job.upstream_key))
     )

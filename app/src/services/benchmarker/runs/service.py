@@ -70,18 +70,6 @@ RunView = BenchmarkSummary | BenchmarkState
 Event = tuple[Literal["progress", "summary", "keepalive"], RunView | None]
 
 
-async def prepare_benchmark(
-    settings: Settings,
-    catalog: ModelCatalog,
-    upload: AsyncReadable | None,
-    parameters: BenchmarkParameters,
-    dataset: AsyncReadable | None = None,
-) -> BenchmarkPlan:
-    """Every check that can fail runs here, before a single paid request is sent."""
-    plan = await validate_benchmark(settings, upload, parameters, dataset)
-    return await with_prices(plan, catalog, settings)
-
-
 async def validate_benchmark(
     settings: Settings,
     upload: AsyncReadable | None,
