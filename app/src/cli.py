@@ -106,8 +106,9 @@ def _run(http: httpx.Client, args: argparse.Namespace, console: Console) -> int:
         else:
             benchmark_id = _submit(http, args)
             said = f"Benchmark [bold]{escape(benchmark_id)}[/bold] started; Ctrl-C cancels it."
-        console.print(said, soft_wrap=True)
         try:
+            # Inside: a Ctrl-C as soon as the id is known still cancels the run.
+            console.print(said, soft_wrap=True)
             summary = _follow(http, benchmark_id, console)
             code = EXIT_OK if summary.get("status") == "completed" else EXIT_FAILED
         except KeyboardInterrupt:
