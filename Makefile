@@ -8,7 +8,7 @@ RUN := $(UV) run --frozen
 SERVE := $(UV) run --frozen --no-dev --no-sync
 
 .DEFAULT_GOAL := help
-.PHONY: help uv sync sync-runtime run emulator bench follow test lint typecheck format perf mutate clean
+.PHONY: help uv sync sync-runtime run emulator bench follow test lint typecheck format perf mutate clean browser
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -75,8 +75,15 @@ format: sync ## Apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-test: lint typecheck ## Lint, type-check, then run the test suite
-	$(RUN) pytest
+# The browser tests drive Debian's Chromium (Playwright's own browsers are never downloaded).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser: ## Install Debian's Chromium for the browser tests when it is missing
+	@test -x "$(CHROMIUM)" || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+test: lint typecheck browser ## Lint, type-check, then run the test suite (browser tests included)
+	CHROMIUM="$(CHROMIUM)" $(RUN) pytest
 
 # make mutate [MODULE=sse|app/src/services/base/sse.py]; `python scripts/mutate.py --list` names them.
 mutate: sync ## Mutation testing, one module at a time against its own tests: kill rates, survivors

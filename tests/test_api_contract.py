@@ -52,6 +52,8 @@ FORM_DEFAULTS: dict[str, object] = {
     "output_tokens_stdev": 0,
     "turns": 1,
     "provider_sort": None,
+    "label": None,
+    "notes": None,
 }
 
 

@@ -127,6 +127,8 @@ async def test_benchmark_returns_statistics_and_names_its_files(
         "tpot_slo": None,
         "sweep": None,
         "sweep_values": [],
+        "label": None,
+        "notes": None,
     }
     [stats] = body["models"]
     assert (stats["model"], stats["count"], stats["ok"], stats["failed"]) == (GPT, 6, 6, 0)
@@ -590,9 +592,12 @@ async def test_saved_benchmarks_are_listed_newest_first_and_shown(
         "started_at": second["started_at"],
         "finished_at": second["finished_at"],
         "models": [LLAMA],
+        "providers": [],
+        "label": None,
         "requests": 2,
         "finished_requests": 2,
         "cost": second["cost"],
+        "comparison": second["comparison"],
         "files": second["files"],
     }
     assert (await client.get("/benchmarks?limit=1")).json()["count"] == 1
@@ -605,7 +610,8 @@ async def test_saved_benchmarks_are_listed_newest_first_and_shown(
 
 @pytest.mark.parametrize(
     "benchmark_id",
-    ["20261126T101500Z_openai-gpt-4o_0123abcd", "..", "..%2F..%2Fetc%2Fpasswd", "not-an-id"],
+    # "%2E%2E": a plain ".." is resolved by the client itself (to "/", the home page).
+    ["20261126T101500Z_openai-gpt-4o_0123abcd", "%2E%2E", "..%2F..%2Fetc%2Fpasswd", "not-an-id"],
 )
 async def test_an_unknown_benchmark_is_404_json(
     client: httpx.AsyncClient, benchmark_id: str

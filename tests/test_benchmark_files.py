@@ -182,6 +182,7 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
         "error": "",
         "turn": "1",
         "step": "",
+        "finished_seconds": "",
     }
     assert rows[2][4] == "502"
     assert rows[2][6] == ""
@@ -189,7 +190,8 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
 
 
 def test_csv_columns_keep_the_older_positions_for_readers_by_position() -> None:
-    # The first columns never move; providers' columns come before `error`; then `turn`, `step`.
+    # The first columns never move; providers' columns come before `error`; then `turn`,
+    # `step` and `finished_seconds`.
     assert CSV_COLUMNS[:4] == ("model", "prompt_index", "prompt", "run")
     assert CSV_COLUMNS[CSV_COLUMNS.index("cost_source") + 1 :] == (
         "pinned_provider",
@@ -204,6 +206,7 @@ def test_csv_columns_keep_the_older_positions_for_readers_by_position() -> None:
         "error",
         "turn",
         "step",
+        "finished_seconds",
     )
 
 

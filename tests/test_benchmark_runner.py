@@ -422,6 +422,7 @@ async def test_a_failed_request_is_a_complete_record_of_nothing_but_its_error(
             "total_seconds",
             "send_lag_seconds",
             "scheduled_latency_seconds",
+            "finished_seconds",
             "error",
         )
     }

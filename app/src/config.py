@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     # move its clock; "inline": in the API's event loop (tests, or where subprocesses are
     # not allowed).
     benchmark_isolation: Literal["process", "inline"] = "process"
+    # With "process": runner processes that share one run's open-loop schedule (each sends
+    # every k-th scheduled request), for rates past what one event loop sends on time; at most
+    # the run's concurrency. As many are kept started ahead of the next run.
+    runner_processes: int = Field(default=1, ge=1, le=64)
     # A run whose row or state writes keep failing this long (a full or lost BENCHMARKS_DIR)
     # stops sending and ends failed; until then it waits, sending nothing new. Below the 30 s
     # after which a run whose state record stopped moving is listed as interrupted.

@@ -24,6 +24,8 @@ from src.api.gate.descriptors import descriptor_budget
 from src.api.gate.guards import CrossSiteGuard, TrustedHosts
 from src.api.gate.request_log import RequestLoggingMiddleware
 from src.api.openai import router as openai_router
+from src.api.pages.routes import PAGE_PATHS, STATIC_PATH, static_files
+from src.api.pages.routes import router as pages_router
 from src.api.plumbing.deps import AppState
 from src.config import Settings, get_settings
 from src.logger import setup_logging_from
@@ -130,6 +132,8 @@ def create_app(
     # Routes are matched in order: the hot ones (/generate, /v1/chat/completions) come first.
     for protected in (router, openai_router, upload_router, benchmarks_router):
         app.include_router(protected, responses=documented)
+    app.include_router(pages_router)
+    app.mount(STATIC_PATH, static_files(), name="ui")
     active = settings or get_settings()
     if active.metrics_enabled:
         app.include_router(metrics_router, responses=documented)
@@ -188,7 +192,8 @@ def add_inbound_keys(app: FastAPI, settings: Settings) -> None:
             REDOC_PATH,
             *(path for path in docs if path),
         },
-        open_prefixes=(ASSETS_PATH + "/",),
+        open_prefixes=(ASSETS_PATH + "/", STATIC_PATH + "/"),
+        keyless_pages=PAGE_PATHS,
         # The OpenAI face answers in OpenAI's error shape, its refusals included.
         answers={openai_router.prefix + "/": openai_error_response},
     )

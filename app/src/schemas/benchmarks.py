@@ -56,6 +56,35 @@ def _comma_separated(value: object) -> object:
     return out
 
 
+MAX_LABEL_CHARS = 80
+MAX_NOTES_CHARS = 2000
+
+
+def check_printable(value: object, line_breaks: bool = False) -> object:
+    """Text shown to people in listings and pages: no control or formatting characters (a
+    label is one line; notes may break lines and indent with tabs)."""
+    if not isinstance(value, str):
+        return value  # the str validation that follows refuses it
+    allowed = "\n\t" if line_breaks else ""
+    text = value.replace("\r\n", "\n") if line_breaks else value
+    for char in text:
+        if not char.isprintable() and char not in allowed:
+            raise ValueError(f"contains the unprintable character U+{ord(char):04X}")
+    return text
+
+
+RunLabel = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_LABEL_CHARS),
+    BeforeValidator(check_printable),
+]
+RunNotes = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NOTES_CHARS),
+    BeforeValidator(lambda value: check_printable(value, line_breaks=True)),
+]
+
+
 class BenchmarkParameters(SamplingParams):
     """What a benchmark runs: the form's fields with their bounds, and the saved parameters."""
 
@@ -155,6 +184,12 @@ class BenchmarkParameters(SamplingParams):
         le=100,
         description="User turns sent per conversation, each with the history and real answers",
     )
+    label: RunLabel | None = Field(
+        default=None, description="A short name for the run, shown in listings (one line)"
+    )
+    notes: RunNotes | None = Field(
+        default=None, description="Free text kept with the run: what was tried, and why"
+    )
 
     @model_validator(mode="after")
     def _ttft_needs_a_stream(self) -> "BenchmarkParameters":
@@ -251,6 +286,9 @@ class RequestRecord(GenerationResult):
         default=None, description="Where `cost` came from; null when it is unknown"
     )
     step: int | None = Field(default=None, description="With a sweep: the 1-based step")
+    finished_seconds: float | None = Field(
+        default=None, description="From the run's start to when the request's result came"
+    )
 
     @property
     def ok(self) -> bool:
@@ -609,9 +647,16 @@ class BenchmarkListItem(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     models: list[str]
+    providers: list[str] = Field(
+        default_factory=list, description="Providers pinned; empty: OpenRouter chose"
+    )
+    label: str | None = None
     requests: int | None
     finished_requests: int
     cost: float | None
+    comparison: list[ComparisonRow] = Field(
+        default_factory=list, description="Per series (so far, while it runs)"
+    )
     files: BenchmarkFiles
 
 

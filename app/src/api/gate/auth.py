@@ -39,8 +39,10 @@ Answer = Callable[[Request, Exception], Response | Awaitable[Response]]
 
 class InboundKeyMiddleware:
     """`keys` pairs each key with the caller it makes. `open_paths` and `open_prefixes` need
-    no key. A refusal is answered by the exception handler of the longest matching prefix in
-    `answers`, else by the service's own."""
+    no key. `keyless_pages` (paths; one ending in "/" other than the root is a prefix) pass as
+    no caller without a valid key: pages a browser navigates to (a link sends no header), which
+    answer with the key prompt and no data. A refusal is answered by the handler of the longest
+    matching prefix in `answers`, else by the service's own."""
 
     def __init__(
         self,
@@ -49,18 +51,22 @@ class InboundKeyMiddleware:
         open_paths: Collection[str],
         open_prefixes: Sequence[str] = (),
         answers: Mapping[str, Answer] | None = None,
+        keyless_pages: Sequence[str] = (),
     ) -> None:
         self.app = app
         self._keys = [(key.get_secret_value().encode(), caller) for key, caller in keys]
         self._open_paths = frozenset(open_paths)
         self._open_prefixes = tuple(open_prefixes)
         self._answers = sorted((answers or {}).items(), key=lambda item: -len(item[0]))
+        self._pages = tuple(keyless_pages)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or self._open(scope["path"]):
             await self.app(scope, receive, send)
         elif (caller := self._caller(scope)) is not None:
             scope[CALLER_SCOPE_KEY] = caller
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http" and self._page(scope["path"]):
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": _WEBSOCKET_POLICY_VIOLATION})
@@ -74,6 +80,12 @@ class InboundKeyMiddleware:
 
     def _open(self, path: str) -> bool:
         return path in self._open_paths or path.startswith(self._open_prefixes)
+
+    def _page(self, path: str) -> bool:
+        return any(
+            path == page or (page.endswith("/") and page != "/" and path.startswith(page))
+            for page in self._pages
+        )
 
     def _answer_for(self, path: str) -> Answer:
         for prefix, answer in self._answers:

@@ -58,12 +58,15 @@ async def run_open_loop(
     execute: Executor,
     on_record: OnRecord,
     duration: float | None = None,
+    start: float | None = None,
 ) -> float | None:
     """Send each job at its scheduled offset from the start, whether or not earlier ones have
     finished; a job whose time has come waits only for a free slot when `concurrency` are in
     flight, and that wait shows as its send lag. Returns the offset of the last send.
+
+    `start`: a `now()` reading that processes sharing one schedule agree on; default: now.
     """
-    start = now()
+    start = now() if start is None else start
     slots = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
     last_sent: float | None = None

@@ -49,6 +49,7 @@ CSV_COLUMNS = (
     "error",
     "turn",
     "step",
+    "finished_seconds",
 )
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -89,6 +90,7 @@ def csv_row(record: RequestRecord) -> list[str]:
         _error_cell(record),
         str(record.turn),
         "" if record.step is None else str(record.step),
+        _seconds(record.finished_seconds),
     ]
 
 
@@ -273,6 +275,8 @@ def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
         itl=[] if itl_avg is None else [itl_avg] * max(chunks - 1, 0),
         cost_source=row["cost_source"] or None,
         step=int(row["step"]) if row.get("step") else None,
+        # Absent from files written before the column was.
+        finished_seconds=_number(row.get("finished_seconds") or ""),
     )
 
 

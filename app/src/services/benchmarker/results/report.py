@@ -53,8 +53,12 @@ h3 { font-size: 1rem; word-break: break-all; }
 
 def render_report(summary: BenchmarkSummary) -> str:
     title = f"Benchmark {summary.id}"
-    sections = [
-        f"<h1>{escape(title)}</h1>",
+    return _page(title, [f"<h1>{escape(title)}</h1>", *report_sections(summary)])
+
+
+def report_sections(summary: BenchmarkSummary) -> list[str]:
+    """The report's body under its title; the run page in the browser shows the same."""
+    return [
         _overview(summary),
         "<h2>Parameters</h2>",
         _parameters_table(summary.parameters),
@@ -76,7 +80,6 @@ def render_report(summary: BenchmarkSummary) -> str:
         "<h2>Files</h2>",
         _files(summary.files),
     ]
-    return _page(title, sections)
 
 
 def render_progress(state: BenchmarkState) -> str:
@@ -143,6 +146,8 @@ def _parameters_table(params: SavedParameters) -> str:
         return MISSING if value is None else str(value)
 
     rows = [
+        ("label", shown(params.label)),
+        ("notes", shown(params.notes)),
         ("models", ", ".join(params.models)),
         ("providers", ", ".join(params.providers) or "as OpenRouter routes"),
         ("prompts", str(params.prompts)),
@@ -503,3 +508,18 @@ def _box(stats: ModelStats, center: float, color: str, x: Callable[[float], floa
         f'<line x1="{x(lat.p50):.1f}" y1="{top:.1f}" x2="{x(lat.p50):.1f}" y2="{bottom:.1f}" '
         'stroke="#222" stroke-width="3"/></g>'
     )
+
+
+# What the browser pages (api/pages) render with: one way to show a number, a cost, a table.
+CSS = _CSS
+parameters_table = _parameters_table
+comparison_table = _comparison_table
+header_row = _header_row
+table_row = _row
+number_text = _number
+cost_text = _cost
+shorten = _shorten
+series_text = _model_label
+PALETTE = _PALETTE
+PLOT_WIDTH = _PLOT_WIDTH
+LABEL_CHAR_WIDTH = _LABEL_CHAR_WIDTH

@@ -28,7 +28,7 @@ from src.schemas.benchmarks import (
     ComparisonRow,
     RequestRecord,
 )
-from src.services.base.exceptions import InsufficientStorageError
+from src.services.base.exceptions import InsufficientStorageError, RunnerFailedError
 from src.services.base.timing import now
 from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.benchmarker.load.run_utils import (
@@ -60,6 +60,7 @@ from src.services.benchmarker.results.summary import (
 from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
 from src.services.benchmarker.runs.file_store import FileRunStore
+from src.services.benchmarker.runs.shards import Go, ShardHub
 from src.services.benchmarker.runs.store import RunStore
 from src.services.openrouter.client import OpenRouterClient
 from src.services.openrouter.generations import cross_check
@@ -99,6 +100,8 @@ class Run:
     # The records gained OpenRouter's own after the run: the CSV is written again with them.
     cross_checked: bool = False
     error: str | None = None  # why a failed run failed
+    # Other runner processes that send shares of the open loops; None: this one sends all.
+    shards: ShardHub | None = None
     # With a rate or a duration: when the last send is due, from the end of the warm-up.
     schedule_end: float | None = field(init=False)
 
@@ -117,6 +120,7 @@ async def run_hosted(
     settings: Settings,
     *,
     parent_pid: int | None = None,
+    shards: ShardHub | None = None,
 ) -> BenchmarkSummary:
     """`run_benchmark` as the service hosts a run, in its runner process or inline: its files,
     store, redaction and write retries are the settings'."""
@@ -127,6 +131,7 @@ async def run_hosted(
         settings.benchmarks_dir,
         Redactor(settings.secrets()),
         parent_pid=parent_pid,
+        shards=shards,
         write_retry_seconds=settings.benchmark_write_retry_seconds,
         store=run_store(settings),
         generation_stats_wait=(
@@ -143,6 +148,7 @@ async def run_benchmark(
     redact: Callable[[str], str],
     *,
     parent_pid: int | None = None,
+    shards: ShardHub | None = None,
     write_retry_seconds: float = 10.0,
     store: RunStore | None = None,
     generation_stats_wait: float | None = None,
@@ -158,6 +164,8 @@ async def run_benchmark(
 
     With `generation_stats_wait`, once every request is sent OpenRouter's own record of each
     measured success is fetched (waiting up to that many seconds for late ones).
+
+    With `shards`, open loops are shared with other runner processes (see shards.py).
     """
     run = Run(
         benchmark_id,
@@ -165,6 +173,7 @@ async def run_benchmark(
         await asyncio.to_thread(result_paths, benchmarks_dir, benchmark_id),
         DiskHealth(benchmark_id, write_retry_seconds),
         FileRunStore(benchmarks_dir) if store is None else store,
+        shards=shards,
     )
     logger.info(
         "BENCHMARK STARTED | id=%s | models=%s | requests=%s | concurrency=%d",
@@ -190,8 +199,8 @@ async def run_benchmark(
         status = run.stop_reason or "interrupted"
         if run.stop_reason is None:
             raise  # cancelled from outside (a caller who left, a stopping server)
-    except InsufficientStorageError as exc:
-        run.error = exc.detail
+    except (InsufficientStorageError, RunnerFailedError) as exc:
+        run.error = exc.detail  # the files could not be kept, or the runners did not start
     except Exception as exc:
         run.error = f"the benchmark runner failed ({type(exc).__name__})"
         logger.exception("BENCHMARK RUNNER ERROR | id=%s", benchmark_id)
@@ -235,6 +244,7 @@ async def _cross_check(run: Run, client: OpenRouterClient, wait_seconds: float) 
 
 def _recorder(run: Run, writer: CsvResultWriter) -> Callable[[RequestRecord], None]:
     def record(entry: RequestRecord) -> None:
+        entry.finished_seconds = round(now() - run.started, 6)
         if not entry.warmup:
             entry.step = run.step
         run.records.append(entry)
@@ -295,6 +305,14 @@ async def _send_step(
     """One step's requests (the whole run's without a sweep): with a rate, on its schedule
     (the offset of its last send is returned); else a closed loop."""
     parameters = run.plan.parameters
+    if step.rate is not None and run.shards is not None:
+        go = Go(
+            start=now(),
+            rate=step.rate,
+            concurrency=step.concurrency,
+            calibration=dict(run.plan.calibration),
+        )
+        return await run.shards.open_loop(run.plan, go, execute, record)
     if step.rate is not None:
         return await run_open_loop(
             run.plan.jobs(),

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from src.schemas.benchmarks import (
     BenchmarkFiles,
@@ -26,6 +26,7 @@ from src.schemas.benchmarks import (
     BenchmarkState,
     BenchmarkStatus,
     BenchmarkSummary,
+    ComparisonRow,
     Progress,
     SavedParameters,
 )
@@ -298,6 +299,7 @@ class _Listed(BaseModel):
     finished_requests: int | None = None
     progress: Progress | None = None
     cost: float | None = None
+    comparison: list[ComparisonRow] = Field(default_factory=list)
     owner: str | None = None
 
     @model_validator(mode="after")
@@ -362,9 +364,12 @@ def _item(listed: _Listed) -> BenchmarkListItem:
         started_at=listed.started_at,
         finished_at=listed.finished_at,
         models=listed.parameters.models,
+        providers=listed.parameters.providers,
+        label=listed.parameters.label,
         requests=requests,
         finished_requests=finished,
         cost=listed.cost,
+        comparison=listed.comparison,
         files=files_of(listed.id),
     )
 

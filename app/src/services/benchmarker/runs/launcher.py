@@ -5,8 +5,10 @@ across every worker that shares BENCHMARKS_DIR), then hosted: in its own runner 
 default, or in this event loop (BENCHMARK_ISOLATION=inline). Whoever started it, any worker can
 report on it or cancel it through its files.
 
-A runner process is always kept ready ahead of the next run (a warm spare, see
-runner_process.py), and replaced as soon as it is taken.
+Runner processes are kept ready ahead of the next run (warm spares, see runner_process.py),
+as many as a run takes (RUNNER_PROCESSES), and replaced as soon as they are taken. With more
+than one, a run's open loops are shared among its runners (see shards.py); its place under
+the caps is held until every one of them has exited.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from datetime import UTC, datetime
 from functools import partial
 
@@ -36,6 +40,7 @@ from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import release_reserve, storage_error
 from src.services.benchmarker.runs.execution import run_hosted
 from src.services.benchmarker.runs.runner_process import EXIT_INTERRUPTED, RunnerJob
+from src.services.benchmarker.runs.shards import shard_count
 from src.services.benchmarker.runs.store import RunCaps, RunStore
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 
@@ -57,22 +62,18 @@ class BenchmarkLauncher:
         # A hosted run's task ends with its summary when it ran here, None when a runner
         # process wrote it to disk (read only if somebody waits for it).
         self._runs: dict[str, asyncio.Task[BenchmarkSummary | None]] = {}
-        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        # A run's runner processes, its lead first.
+        self._processes: dict[str, list[asyncio.subprocess.Process]] = {}
         # Runs hosted here whose runner has not exited, with their concurrency: they count
         # under the caps whatever their files say (see RunStore.check_capacity).
         self._live: dict[str, int] = {}
-        self._spare: asyncio.subprocess.Process | None = None
+        self._spares: list[asyncio.subprocess.Process] = []
         self._refill: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Start the first warm runner, when runs are hosted in runner processes."""
-        if self._settings.benchmark_isolation != "process":
-            return
-        try:
-            self._spare = await _spawn_runner()
-        except OSError as exc:
-            # The service runs all the same; its first run starts its own runner.
-            logger.warning("No warm benchmark runner: %s", exc)
+        """Start the warm runners, when runs are hosted in runner processes."""
+        if self._settings.benchmark_isolation == "process":
+            await self._fill_spares()
 
     def live(self) -> dict[str, int]:
         return dict(self._live)
@@ -117,15 +118,15 @@ class BenchmarkLauncher:
             ) from exc
 
     def interrupt(self, benchmark_id: str) -> None:
-        process = self._processes.get(benchmark_id)
-        if process is not None and process.returncode is None:
-            process.send_signal(signal.SIGTERM)
+        processes = self._processes.get(benchmark_id)
+        if processes is not None and processes[0].returncode is None:
+            _terminate(processes)
         elif (run := self._runs.get(benchmark_id)) is not None:
             run.cancel()
 
     async def close(self, timeout_seconds: float) -> None:
         """At shutdown: every run still going is interrupted, and its summary saved in time."""
-        spare_gone = asyncio.create_task(self._close_spare())
+        spare_gone = asyncio.create_task(self._close_spares())
         runs = set(self._runs.values())
         if runs:
             logger.info("Interrupting %d running benchmark(s)", len(runs))
@@ -150,55 +151,83 @@ class BenchmarkLauncher:
             await asyncio.to_thread(record_lost_run, settings, benchmark_id, plan, cause)
             raise
 
-    async def _take_runner(self) -> asyncio.subprocess.Process:
-        """The warm spare when there is a live one (else a runner started now); a new spare
-        starts in the background either way."""
-        spare, self._spare = self._spare, None
+    async def _take_runners(self, count: int) -> list[asyncio.subprocess.Process]:
+        """`count` runners: warm spares while there are live ones, else started now; new
+        spares start in the background either way."""
+        taken: list[asyncio.subprocess.Process] = []
+        while self._spares and len(taken) < count:
+            spare = self._spares.pop(0)
+            if spare.returncode is None:
+                taken.append(spare)
         if self._refill is None or self._refill.done():
-            self._refill = asyncio.create_task(self._replace_spare(), name="warm runner")
-        if spare is not None and spare.returncode is None:
-            return spare
-        return await _spawn_runner()
-
-    async def _replace_spare(self) -> None:
+            self._refill = asyncio.create_task(self._fill_spares(), name="warm runners")
         try:
-            process = await _spawn_runner()
-        except OSError as exc:
-            logger.warning("No warm benchmark runner: %s", exc)
-            return
-        if self._spare is None:
-            self._spare = process
-        else:
-            await _discard(process)
+            for _ in range(count - len(taken)):
+                taken.append(await _spawn_runner())
+        except BaseException:
+            await asyncio.gather(*(_discard(process) for process in taken))
+            raise
+        return taken
 
-    async def _close_spare(self) -> None:
+    async def _fill_spares(self) -> None:
+        while len(self._spares) < self._settings.runner_processes:
+            try:
+                self._spares.append(await _spawn_runner())
+            except OSError as exc:
+                # The service runs all the same; a run starts the runners it lacks.
+                logger.warning("No warm benchmark runner: %s", exc)
+                return
+
+    async def _close_spares(self) -> None:
         if self._refill is not None:
             self._refill.cancel()
             await asyncio.gather(self._refill, return_exceptions=True)
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            await _discard(spare)
+        spares, self._spares = self._spares, []
+        await asyncio.gather(*(_discard(spare) for spare in spares))
 
     async def _in_process(self, benchmark_id: str, plan: BenchmarkPlan) -> None:
-        job = RunnerJob.build(benchmark_id, plan, self._settings, self._target, os.getpid())
-        process = await self._take_runner()
-        self._processes[benchmark_id] = process
+        count = shard_count(self._settings.runner_processes, plan.parameters)
+        # The lead's socket, for the others to connect to; short, as socket paths must be.
+        folder = await asyncio.to_thread(tempfile.mkdtemp, prefix="bench-") if count > 1 else None
+        socket = None if folder is None else os.path.join(folder, "lead")
+        processes = await self._take_runners(count)
+        self._processes[benchmark_id] = processes
         try:
-            assert process.stdin is not None
-            process.stdin.write(job.model_dump_json().encode())
-            await process.stdin.drain()
-            process.stdin.close()
-            code = await process.wait()
+            for shard, process in enumerate(processes):
+                job = RunnerJob.build(
+                    benchmark_id,
+                    plan,
+                    self._settings,
+                    self._target,
+                    os.getpid(),
+                    shard,
+                    count,
+                    socket,
+                )
+                assert process.stdin is not None
+                process.stdin.write(job.model_dump_json().encode())
+                await process.stdin.drain()
+                process.stdin.close()
+            code = await processes[0].wait()
         finally:
             self._processes.pop(benchmark_id, None)
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                await process.wait()
+            # The lead gone, the others have nothing left to send: they are stopped (and
+            # waited for: the run holds its place until then).
+            _terminate(processes)
+            await asyncio.gather(*(process.wait() for process in processes))
+            if folder is not None:
+                await asyncio.to_thread(shutil.rmtree, folder, True)
         if code not in (0, EXIT_INTERRUPTED):
             logger.error("BENCHMARK RUNNER FAILED | id=%s | exit code %s", benchmark_id, code)
             await asyncio.to_thread(
                 record_lost_run, self._settings, benchmark_id, plan, _exit_cause(code)
             )
+
+
+def _terminate(processes: list[asyncio.subprocess.Process]) -> None:
+    for process in processes:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
 
 
 async def _spawn_runner() -> asyncio.subprocess.Process:

@@ -27,10 +27,13 @@ from pydantic import BaseModel, SecretStr
 from src.config import Settings
 from src.heap import settle_startup_heap
 from src.logger import setup_logging_from
+from src.redaction import Redactor
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.load.run_utils import RequestContext
 from src.services.benchmarker.load.sources import Conversation
 from src.services.benchmarker.runs.execution import run_hosted
+from src.services.benchmarker.runs.shards import ShardHub, serve_shard
 from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
@@ -57,6 +60,11 @@ class RunnerJob(BaseModel):
     upstream_key: str
     parent_pid: int
     owner: str | None = None
+    # With RUNNER_PROCESSES > 1: which share of the open loops this runner sends (0: the lead,
+    # which hosts the run), of how many, and the lead's socket (see shards.py).
+    shard: int = 0
+    shards: int = 1
+    socket: str | None = None
 
     @classmethod
     def build(
@@ -66,6 +74,9 @@ class RunnerJob(BaseModel):
         settings: Settings,
         target: UpstreamTarget,
         parent_pid: int,
+        shard: int = 0,
+        shards: int = 1,
+        socket: str | None = None,
     ) -> RunnerJob:
         values = settings.model_dump(mode="json")
         # model_dump masks secrets; the runner needs them (for the upstream and for redaction).
@@ -84,6 +95,21 @@ class RunnerJob(BaseModel):
             upstream_key=target.api_key.get_secret_value(),
             parent_pid=parent_pid,
             owner=plan.owner,
+            shard=shard,
+            shards=shards,
+            socket=socket,
+        )
+
+    def plan(self, settings: Settings) -> BenchmarkPlan:
+        return BenchmarkPlan(
+            self.parameters,
+            self.prompts,
+            self.prices,
+            providers=self.providers,
+            request_cap=settings.max_benchmark_requests,
+            owner=self.owner,
+            max_seconds=settings.max_run_seconds,
+            conversations=self.conversations,
         )
 
 
@@ -99,22 +125,20 @@ async def run_job(job: RunnerJob) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, run.cancel)
+    hub = None
     try:
+        plan = job.plan(settings)
+        if job.shard > 0:
+            assert job.socket is not None
+            context = RequestContext(client, plan, Redactor(settings.secrets()))
+            await serve_shard(job.socket, job.shard, job.shards, context)
+            return 0
+        if job.shards > 1:
+            assert job.socket is not None
+            hub = ShardHub(job.socket, job.shards, job.benchmark_id)
+            await hub.open()
         await run_hosted(
-            client,
-            BenchmarkPlan(
-                job.parameters,
-                job.prompts,
-                job.prices,
-                providers=job.providers,
-                request_cap=settings.max_benchmark_requests,
-                owner=job.owner,
-                max_seconds=settings.max_run_seconds,
-                conversations=job.conversations,
-            ),
-            job.benchmark_id,
-            settings,
-            parent_pid=job.parent_pid,
+            client, plan, job.benchmark_id, settings, parent_pid=job.parent_pid, shards=hub
         )
         return 0
     except asyncio.CancelledError:
@@ -124,6 +148,8 @@ async def run_job(job: RunnerJob) -> int:
         logger.exception("BENCHMARK RUNNER CRASHED | id=%s", job.benchmark_id)
         return EXIT_CRASHED
     finally:
+        if hub is not None:
+            await hub.close()
         await client.aclose()
         logging_handle.stop()
 

@@ -22,6 +22,7 @@ from src.schemas.benchmarks import (
     BenchmarkParameters,
     BenchmarkState,
     BenchmarkSummary,
+    RequestRecord,
 )
 from src.services.base.exceptions import (
     CapacityError,
@@ -41,6 +42,7 @@ from src.services.benchmarker.load.sources import (
     parse_dataset,
     synthetic_conversations,
 )
+from src.services.benchmarker.results.csv_writer import read_records
 from src.services.benchmarker.results.file_utils import (
     AsyncReadable,
     parse_prompts,
@@ -371,3 +373,11 @@ def _ended(view: RunView) -> bool:
 
 def _running(view: RunView) -> TypeGuard[BenchmarkState]:
     return isinstance(view, BenchmarkState) and view.status not in FINISHED
+
+
+async def run_records(settings: Settings, view: RunView) -> list[RequestRecord]:
+    """The rows a run the caller may see has written so far, in the order they finished."""
+    path = result_paths(settings.benchmarks_dir, view.id).csv
+    # The rows say which prompt by its index; the prompts' text is not needed here.
+    placeholders = [""] * view.parameters.prompts
+    return await asyncio.to_thread(read_records, path, placeholders)
