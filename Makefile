@@ -8,7 +8,7 @@ RUN := $(UV) run --frozen
 SERVE := $(UV) run --frozen --no-dev --no-sync
 
 .DEFAULT_GOAL := help
-.PHONY: help uv redis-server sync sync-runtime run runner emulator bench test lint typecheck format perf mutate clean browser
+.PHONY: help uv redis-server sync sync-runtime run runner emulator bench follow test lint typecheck format perf mutate clean browser
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -46,22 +46,34 @@ emulator: sync-runtime ## Serve the OpenRouter emulator alone on EMULATOR_HOST:E
 # make bench FILE=prompts/en.txt MODELS=emulator/small,emulator/large RUNS=3 [CONCURRENCY=2]
 # make bench PROMPT_TOKENS=256 OUTPUT_TOKENS=128 WARMUP=2 MODELS=emulator/small
 # make bench DATASET=chats.jsonl TURNS=3 MODELS=emulator/small
-#   [PROVIDERS=alpha,beta or all] [PROVIDER_SORT=price|throughput|latency]
-bench: sync-runtime ## Benchmark on the running service (FILE, DATASET or PROMPT_TOKENS; MODELS, RUNS, PROVIDERS): progress bar, table, cost
-	PYTHONPATH=app $(SERVE) python -m src.cli benchmark --models "$(MODELS)" \
+#   [PROVIDERS=alpha,beta or all] [PROVIDER_SORT=price|throughput|latency] [MAX_TOKENS=64]
+#   [RATE=2 ARRIVAL=poisson SEED=1] [SWEEP=concurrency SWEEP_VALUES=1,2,4] [LABEL=...]
+#   [KEY=one of PROXY_API_KEYS] [URL=http://host:port] [JSON=1] [NO_STREAM=1]
+# make follow ID=<run id> [KEY=...] [URL=...] [JSON=1]
+# The key reaches the command line in its environment: make never prints it, `ps` never shows it.
+bench follow: export GATEWAY_KEY := $(or $(KEY),$(GATEWAY_KEY))
+CLI_COMMON = $(if $(URL),--url "$(URL)") $(if $(JSON),--json)
+bench: sync-runtime ## Benchmark on the running service (FILE, DATASET or PROMPT_TOKENS; MODELS, RUNS, PROVIDERS, KEY...): progress bar, table, cost
+	PYTHONPATH=app $(SERVE) python -m src.cli benchmark $(CLI_COMMON) --models "$(MODELS)" \
 		$(if $(FILE),--file "$(FILE)") $(if $(DATASET),--dataset "$(DATASET)") \
 		$(if $(PROMPT_TOKENS),--prompt-tokens $(PROMPT_TOKENS)) \
 		$(if $(PROMPT_TOKENS_STDEV),--prompt-tokens-stdev $(PROMPT_TOKENS_STDEV)) \
 		$(if $(PROMPTS),--prompts $(PROMPTS)) $(if $(SEED),--seed $(SEED)) \
 		$(if $(OUTPUT_TOKENS),--output-tokens $(OUTPUT_TOKENS)) \
 		$(if $(OUTPUT_TOKENS_STDEV),--output-tokens-stdev $(OUTPUT_TOKENS_STDEV)) \
+		$(if $(MAX_TOKENS),--max-tokens $(MAX_TOKENS)) \
 		$(if $(TURNS),--turns $(TURNS)) $(if $(WARMUP),--warmup $(WARMUP)) \
 		$(if $(PROVIDERS),--providers "$(PROVIDERS)") $(if $(PROVIDER_SORT),--provider-sort $(PROVIDER_SORT)) \
 		$(if $(RUNS),--runs $(RUNS)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
-		$(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION)) \
+		$(if $(RATE),--rate $(RATE)) $(if $(ARRIVAL),--arrival $(ARRIVAL)) \
+		$(if $(DURATION),--duration $(DURATION)) \
 		$(if $(SWEEP),--sweep $(SWEEP)) $(if $(SWEEP_VALUES),--sweep-values $(SWEEP_VALUES)) \
 		$(if $(TTFT_SLO),--ttft-slo $(TTFT_SLO)) $(if $(LATENCY_SLO),--latency-slo $(LATENCY_SLO)) \
-		$(if $(TPOT_SLO),--tpot-slo $(TPOT_SLO))
+		$(if $(TPOT_SLO),--tpot-slo $(TPOT_SLO)) \
+		$(if $(LABEL),--label "$(LABEL)") $(if $(NO_STREAM),--no-stream)
+
+follow: sync-runtime ## Follow a benchmark already started (ID=...) to its table, as bench does
+	PYTHONPATH=app $(SERVE) python -m src.cli follow $(CLI_COMMON) "$(ID)"
 
 lint: sync ## ruff check and ruff format --check
 	$(RUN) ruff check .

@@ -392,19 +392,24 @@ async def test_two_benchmarks_at_once_write_different_files(
     assert not [name for name in files if name.endswith(".partial")]
 
 
-async def test_every_request_start_is_logged(
+async def test_the_first_request_of_each_series_is_logged_at_info_the_others_at_debug(
     tmp_path: Path, serve: Serve, chat_route: respx.Route
 ) -> None:
-    settings = make_settings(tmp_path)
-    async with serve(settings) as client:
-        await post_benchmark(client, models=[GPT, LLAMA], runs=2)
+    started = r" - (\w+) - STARTED SINGLE PROMPT IN BENCHMARK MODEL: (\S+), RUN: (\d+)$"
+    quiet, verbose = make_settings(tmp_path / "info"), make_settings(tmp_path, log_level="DEBUG")
+    for settings in (quiet, verbose):
+        async with serve(settings) as client:
+            await post_benchmark(client, models=[GPT, LLAMA], runs=2)
 
-    started = re.findall(
-        r" - INFO - STARTED SINGLE PROMPT IN BENCHMARK MODEL: (\S+), RUN: (\d+)$",
-        read_log(settings),
-        re.M,
+    # A long run's log is not a line per request: one per series says it began.
+    assert sorted(re.findall(started, read_log(quiet), re.M)) == sorted(
+        [("INFO", GPT, "1"), ("INFO", LLAMA, "1")]
     )
-    assert sorted(started) == sorted((model, run) for model in (GPT, LLAMA) for run in "1122")
+    lines = re.findall(started, read_log(verbose), re.M)
+    assert sorted((model, run) for _, model, run in lines) == sorted(
+        (model, run) for model in (GPT, LLAMA) for run in "1122"
+    )
+    assert sorted(level for level, _, _ in lines) == ["DEBUG"] * 6 + ["INFO"] * 2
 
 
 # --- bad input -----------------------------------------------------------------------------
@@ -724,5 +729,5 @@ async def test_a_benchmark_in_its_own_runner_process_records_every_row(
     rows = run_rows(settings.benchmarks_dir, body)
     assert [row["status"] for row in rows] == ["200"] * 6
     log = read_log(settings)
-    assert log.count("STARTED SINGLE PROMPT IN BENCHMARK MODEL") == 6
+    assert log.count("STARTED SINGLE PROMPT IN BENCHMARK MODEL") == 1  # the rest at DEBUG
     assert API_KEY not in log

@@ -28,6 +28,7 @@ from src.services.benchmarker.runs.runner_process import WARM_RUNNER_NAME
 from tests.helpers.app import Serve, make_settings
 from tests.helpers.benchmarks import PROMPTS, post_benchmark
 from tests.helpers.errors import assert_error
+from tests.helpers.metrics import Scrape
 from tests.helpers.openrouter import (
     GENERATE,
     GPT,
@@ -426,6 +427,33 @@ async def test_past_max_running_benchmarks_a_new_one_is_429_before_any_upstream_
         assert response.headers["retry-after"] == "30"
     assert afterwards.status_code == 200
     assert chat.call_count == 4 + 2  # the refused ones never reached the upstream
+
+
+async def test_metrics_count_benchmarks_admitted_running_and_refused(
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter, catalog: respx.Route
+) -> None:
+    gate = Gate(free=0)
+    upstream.post("/chat/completions").mock(side_effect=gate)
+    settings = make_settings(tmp_path, max_running_benchmarks=1)
+    refused = {"reason": "CapacityError"}
+
+    async with serve(settings) as client:
+        before = Scrape((await client.get("/metrics")).text)
+        first = await start_background(client, runs=1)
+        await asyncio.wait_for(gate.some_held.wait(), DEADLINE)
+        assert (await post_benchmark(client, runs=1)).status_code == 429
+        during = Scrape((await client.get("/metrics")).text)
+        gate.opened.set()
+        await finished(client, first["id"])
+        after = Scrape((await client.get("/metrics")).text)
+
+    admitted = "llm_gateway_benchmarks_admitted_total"
+    assert during.value(admitted) - before.value(admitted) == 1
+    refusals = "llm_gateway_benchmarks_refused_total"
+    assert during.value(refusals, **refused) - before.value(refusals, **refused) == 1
+    running = "llm_gateway_benchmarks_running"
+    assert during.value(running) - before.value(running) == 1
+    assert after.value(running) == before.value(running)
 
 
 async def test_past_max_inflight_total_a_new_one_is_429(

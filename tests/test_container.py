@@ -132,6 +132,8 @@ def test_compose_services_run_existing_modules_with_known_settings() -> None:
     services = COMPOSE["services"]
     assert {"app", "emulator", "app-emulated"} <= set(services)
     for name, service in services.items():
+        if service.get("image") != "fastapi-app":
+            continue  # the observability profile's: test_observability_profile_mounts_...
         command = service.get("command")
         if name == "redis":  # the official Redis image, its own server and data
             assert service["image"] == "redis:7-bookworm"
@@ -143,6 +145,20 @@ def test_compose_services_run_existing_modules_with_known_settings() -> None:
         assert environment <= SETTING_NAMES, name
         for volume in service.get("volumes", []):
             assert volume.split(":")[1] in {"/srv/logs", "/srv/benchmarks"}, volume
+
+
+def test_observability_profile_mounts_the_repository_config_read_only() -> None:
+    services = COMPOSE["services"]
+    for name, image in (("prometheus", "prom/prometheus"), ("grafana", "grafana/grafana")):
+        service = services[name]
+        assert service["image"].split(":")[0] == image
+        assert service["profiles"] == ["observability"]
+        for volume in service["volumes"]:
+            source, _, mode = volume.split(":")
+            assert (REPO_ROOT / source).exists(), volume
+            assert mode == "ro", volume
+    # The name Prometheus scrapes it by, in the default of ALLOWED_HOSTS.
+    assert "app" in services["app"]["environment"]["ALLOWED_HOSTS"].rstrip("}").split(",")
 
 
 def test_compose_ports_match_the_processes_inside() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from prometheus_client import CollectorRegistry, Histogram
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import Message, Receive, Scope, Send
 from uvicorn.config import Config
@@ -22,6 +23,7 @@ from uvicorn.server import ServerState
 
 from src.api.gate.guards import _HOST_REFUSAL
 from src.api.gate.http_limits import LimitedHttpToolsProtocol
+from src.metrics import BatchedHistogram
 
 pytestmark = pytest.mark.anyio
 
@@ -134,3 +136,30 @@ def test_the_service_imports_no_package_the_image_leaves_out() -> None:
             imported |= {(str(path), name) for name in names if name.split(".")[0] in dev_only}
 
     assert imported == set()
+
+
+def test_a_batched_histogram_scrapes_as_prometheus_clients_own_observe() -> None:
+    """metrics.py writes a batch into a histogram's per-bucket values and its sum."""
+    buckets = (0.1, 0.5, 1.0)
+    registry = CollectorRegistry()
+    observed = Histogram("observed", "h", ["route"], buckets=buckets, registry=registry)
+    batched_metric = Histogram("batched", "h", ["route"], buckets=buckets, registry=registry)
+    batched = BatchedHistogram(batched_metric, buckets)
+    values = (0.0, 0.1, 0.10001, 0.5, 0.7, 1.0, 3.0, 3.0)
+
+    for value in values:
+        observed.labels("/a").observe(value)
+        batched.observe(value, "/a")
+    batched.flush()
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (sample.name.removeprefix(name), sample.labels, sample.value)
+            for family in registry.collect()
+            if family.name == name
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        ]
+
+    assert samples("batched") == samples("observed")
+    assert ("_count", {"route": "/a"}, len(values)) in samples("batched")

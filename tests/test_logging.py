@@ -11,7 +11,14 @@ import respx
 from src.config import Settings
 from src.redaction import Redactor
 from tests.helpers.app import Serve, in_process_app, make_settings, read_log, running
-from tests.helpers.openrouter import API_KEY, GENERATE, MODELS_BODY, completion_body, error_body
+from tests.helpers.openrouter import (
+    API_KEY,
+    GENERATE,
+    GPT,
+    MODELS_BODY,
+    completion_body,
+    error_body,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +56,39 @@ async def test_upstream_error_is_logged_at_error_without_traceback(
         log,
     )
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"model": GPT, "messages": [{"role": "user", "content": "hi"}]}),
+        ("/generate", GENERATE),
+    ],
+)
+async def test_an_upstream_429_passed_on_to_the_caller_is_a_warning_not_an_error(
+    settings: Settings,
+    serve: Serve,
+    upstream: respx.MockRouter,
+    retry_waits: list[float],
+    path: str,
+    body: dict[str, object],
+) -> None:
+    limited = httpx.Response(429, json=error_body(429, "slow down"), headers={"retry-after": "1"})
+    upstream.post("/chat/completions").mock(return_value=limited)
+
+    async with serve(settings) as client:
+        response = await client.post(path, json=body)
+
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    log = read_log(settings)
+    # Rate limited is the upstream asking the caller to come back later: nothing is broken.
+    assert re.search(
+        rf" - WARNING - RATE_LIMITED \| POST {re.escape(path)} \| handler=\w+ \| time=\S+ \| "
+        r"status_code=429 \| UpstreamStatusError: Upstream returned 429: slow down",
+        log,
+    ), log
+    assert " - ERROR - " not in log
 
 
 async def test_unexpected_error_is_logged_with_traceback_and_answered_as_json_500(

@@ -1,19 +1,23 @@
-"""`python -m src.cli benchmark ...` (or `make bench`): run a benchmark on a running service.
+"""`python -m src.cli benchmark ...` (or `make bench`): run a benchmark on a running service;
+`python -m src.cli follow ID` (or `make follow ID=...`): follow one already started.
 
 It submits a background run, shows a progress bar fed by the run's events stream, and prints
-the comparison table with cost at the end. Ctrl-C cancels the run (DELETE) before leaving. The
-exit status is 0 for a completed run, 1 for a failed or interrupted one, 130 after Ctrl-C.
+the comparison table with cost at the end (`--json`: the summary as JSON), then the report's
+URL. Ctrl-C cancels the run (DELETE) before leaving; a second Ctrl-C meanwhile is ignored. The
+exit status is 0 for a completed run, 1 for a failed or interrupted one (and for an error, said
+in one line), 2 for a mistake in the command, 130 after Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import orjson
@@ -30,7 +34,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from src.schemas.benchmarks import series_label
+from src.schemas.benchmarks import BenchmarkParameters, series_label
 from src.services.base.sse import ServerSentEvent, SSEDecoder
 from src.services.benchmarker.results.statistics import KNEE_GOODPUT
 
@@ -56,6 +60,7 @@ FORM_FIELDS = (
     "tpot_slo",
     "sweep",
     "sweep_values",
+    "label",
 )
 STEP_COLUMNS = ("conc", "rate\n/s", "req\n/s", "p50\ns", "p95\ns", "ttft\np95 s", "good\n/s", "SLO")
 
@@ -64,43 +69,127 @@ def main(argv: list[str] | None = None) -> int:
     # A launcher (`uv run`) may start us with SIGINT ignored, which Python then keeps: Ctrl-C
     # must reach us as a KeyboardInterrupt to cancel the run.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "benchmark":
+        _check_benchmark_args(parser, args)
     console = Console(stderr=True)
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
-    with httpx.Client(base_url=args.url, headers=headers, timeout=httpx.Timeout(30.0)) as http:
-        try:
+    try:
+        with httpx.Client(base_url=args.url, headers=headers, timeout=httpx.Timeout(30.0)) as http:
+            return _run(http, args, console)
+    except CliError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        console.print("Interrupted.")
+        return EXIT_CANCELLED
+
+
+def _check_benchmark_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot say in one line, said with the `make bench` variable to set."""
+    if not args.models.strip(", "):
+        parser.error("benchmark needs --models (MODELS=), e.g. emulator/small")
+    if args.file is None and args.dataset is None and args.prompt_tokens is None:
+        parser.error(
+            "benchmark needs prompts: --file (FILE=), --dataset (DATASET=) or --prompt-tokens "
+            "(PROMPT_TOKENS=)"
+        )
+
+
+def _run(http: httpx.Client, args: argparse.Namespace, console: Console) -> int:
+    """Submit (or find) the run, follow it to its end, print what it measured."""
+    try:
+        if args.command == "follow":
+            benchmark_id = _existing(http, args.benchmark_id)
+            said = f"Following [bold]{escape(benchmark_id)}[/bold]; Ctrl-C cancels it."
+        else:
             benchmark_id = _submit(http, args)
-        except CliError as exc:
-            console.print(f"[red]{exc}[/red]", soft_wrap=True)
-            return EXIT_FAILED
+            said = f"Benchmark [bold]{escape(benchmark_id)}[/bold] started; Ctrl-C cancels it."
         try:
-            console.print(
-                f"Benchmark [bold]{benchmark_id}[/bold] started; Ctrl-C cancels it.", soft_wrap=True
-            )
+            # Inside: a Ctrl-C as soon as the id is known still cancels the run.
+            console.print(said, soft_wrap=True)
             summary = _follow(http, benchmark_id, console)
+            code = EXIT_OK if summary.get("status") == "completed" else EXIT_FAILED
         except KeyboardInterrupt:
+            # A terminal's Ctrl-C reaches make and uv as well, and an impatient user presses it
+            # again: from here on it must not cut the cancellation or the table short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             console.print("Cancelling…")
             summary = _cancel(http, benchmark_id)
-            print_comparison(summary, Console())
-            print_steps(summary, Console())
-            return EXIT_CANCELLED
-    print_comparison(summary, Console())
-    print_steps(summary, Console())
-    return EXIT_OK if summary.get("status") == "completed" else EXIT_FAILED
+            code = EXIT_CANCELLED
+    except httpx.TransportError as exc:
+        raise CliError(_unreachable(args.url, exc)) from None
+    _print_result(summary, args, console)
+    return code
+
+
+def _print_result(summary: dict[str, Any], args: argparse.Namespace, console: Console) -> None:
+    """The table (or the summary as JSON with --json), then where the report is."""
+    report = f"Report: {args.url.rstrip('/')}/benchmarks/{summary.get('id')}/report"
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+        console.print(report, soft_wrap=True)  # stdout stays one JSON document
+        return
+    out = Console()
+    print_comparison(summary, out)
+    print_steps(summary, out)
+    out.print(report, soft_wrap=True)
+
+
+def _unreachable(url: str, error: httpx.TransportError) -> str:
+    reason = re.sub(r"^\[Errno -?\d+\] ", "", str(error)) or type(error).__name__
+    if isinstance(error, httpx.ConnectError):
+        return f"Cannot reach the service at {url}: is it running (make run)? {reason}"
+    return f"The service at {url} stopped answering ({type(error).__name__}): {reason}"
 
 
 class CliError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """A mistake in the command is one line naming it, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (--help lists the options)\n")
+
+
+def _service_default(name: str) -> object:
+    """What the service applies when the option is left out (its form's own default)."""
+    return BenchmarkParameters.model_fields[name].default
+
+
+def _with_default(text: str, name: str) -> str:
+    return f"{text} (default: {_service_default(name)})"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m src.cli")
-    commands = parser.add_subparsers(dest="command", required=True)
-    bench = commands.add_parser("benchmark", help="Run a benchmark on a running service")
-    default_url = f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-    bench.add_argument("--url", default=default_url, help="The service (default %(default)s)")
-    bench.add_argument("--key", default=os.environ.get("GATEWAY_KEY"), help="Inbound API key")
-    source = bench.add_mutually_exclusive_group(required=True)
+    parser = _Parser(prog="python -m src.cli")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _Parser(add_help=False)
+    host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
+    default_url = os.environ.get("GATEWAY_URL") or f"http://{host}:{port}"
+    common.add_argument(
+        "--url", default=default_url, help="The service, or GATEWAY_URL (default: %(default)s)"
+    )
+    common.add_argument(
+        "--key", default=os.environ.get("GATEWAY_KEY"), help="Inbound API key (GATEWAY_KEY)"
+    )
+    common.add_argument("--json", action="store_true", help="Print the summary as JSON")
+    bench = commands.add_parser(
+        "benchmark", parents=[common], help="Run a benchmark on a running service"
+    )
+    follow = commands.add_parser(
+        "follow", parents=[common], help="Follow a run already started, to its table"
+    )
+    follow.add_argument("benchmark_id", metavar="ID", help="The run's id")
+    _benchmark_options(bench)
+    return parser
+
+
+def _benchmark_options(bench: argparse.ArgumentParser) -> None:
+    source = bench.add_mutually_exclusive_group()
     source.add_argument("--file", type=Path, help="Prompts, one per line")
     source.add_argument(
         "--dataset", type=Path, help="JSONL: chat requests or ShareGPT conversations"
@@ -109,15 +198,17 @@ def _parser() -> argparse.ArgumentParser:
         "--prompt-tokens", dest="prompt_tokens", type=int, help="Synthetic prompts of this length"
     )
     bench.add_argument("--prompt-tokens-stdev", dest="prompt_tokens_stdev", type=float)
-    bench.add_argument("--prompts", type=int, help="Distinct synthetic prompts (default 10)")
+    bench.add_argument("--prompts", type=int, help="Distinct synthetic prompts (default: 10)")
     bench.add_argument(
         "--output-tokens", dest="output_tokens", type=int, help="max_tokens of each request"
     )
     bench.add_argument("--output-tokens-stdev", dest="output_tokens_stdev", type=float)
-    bench.add_argument("--turns", type=int, help="Turns sent per dataset conversation")
+    bench.add_argument(
+        "--turns", type=int, help=_with_default("Turns sent per dataset conversation", "turns")
+    )
     bench.add_argument(
         "--models",
-        required=True,
+        default="",
         help="Comma-separated model ids, e.g. emulator/small,emulator/large",
     )
     bench.add_argument(
@@ -128,15 +219,30 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--provider-sort", dest="provider_sort", choices=("price", "throughput", "latency")
     )
-    bench.add_argument("--runs", type=int)
-    bench.add_argument("--concurrency", type=int)
-    bench.add_argument("--max-tokens", dest="max_tokens", type=int)
+    bench.add_argument(
+        "--runs", type=int, help=_with_default("Requests per prompt and series", "runs")
+    )
+    bench.add_argument(
+        "--concurrency", type=int, help=_with_default("Requests in flight at most", "concurrency")
+    )
+    bench.add_argument(
+        "--max-tokens", dest="max_tokens", type=int, help=_with_default("Per request", "max_tokens")
+    )
     bench.add_argument("--rate", type=float, help="Requests per second (open loop)")
-    bench.add_argument("--arrival", choices=("constant", "poisson"))
-    bench.add_argument("--seed", type=int)
-    bench.add_argument("--warmup", type=int)
+    bench.add_argument(
+        "--arrival",
+        choices=("constant", "poisson"),
+        help=_with_default("With a rate: how requests are spaced", "arrival"),
+    )
+    bench.add_argument(
+        "--seed", type=int, help=_with_default("Of Poisson arrivals, synthetic prompts", "seed")
+    )
+    bench.add_argument(
+        "--warmup", type=int, help=_with_default("Requests left out of the figures", "warmup")
+    )
     bench.add_argument("--duration", type=float, help="Seconds to send for, instead of runs")
     bench.add_argument("--no-stream", action="store_true", help="Plain requests: no ttft")
+    bench.add_argument("--label", help="A name for the run, shown with it")
     bench.add_argument("--ttft-slo", dest="ttft_slo", type=float, help="Seconds")
     bench.add_argument("--latency-slo", dest="latency_slo", type=float, help="Seconds")
     bench.add_argument("--tpot-slo", dest="tpot_slo", type=float, help="Seconds per token")
@@ -144,7 +250,6 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--sweep-values", dest="sweep_values", help="Ascending, e.g. 1,2,4,8 (auto: a count)"
     )
-    return parser
 
 
 def _submit(http: httpx.Client, args: argparse.Namespace) -> str:
@@ -165,6 +270,16 @@ def _submit(http: httpx.Client, args: argparse.Namespace) -> str:
             f"The service refused the benchmark ({response.status_code}): {_detail(response)}"
         )
     return str(response.json()["id"])
+
+
+def _existing(http: httpx.Client, benchmark_id: str) -> str:
+    """The id of a run the service knows (and shows this key), before following it."""
+    response = http.get(f"/benchmarks/{benchmark_id}")
+    if response.status_code != 200:
+        raise CliError(
+            f"Cannot follow {benchmark_id} ({response.status_code}): {_detail(response)}"
+        )
+    return benchmark_id
 
 
 def _upload(args: argparse.Namespace) -> dict[str, tuple[str, bytes, str]]:
@@ -242,7 +357,10 @@ def _events(http: httpx.Client, benchmark_id: str) -> Iterator[ServerSentEvent]:
     timeout = httpx.Timeout(30.0, read=None)  # a run may stay quiet between two events
     with http.stream("GET", f"/benchmarks/{benchmark_id}/events", timeout=timeout) as response:
         if response.status_code != 200:
-            raise CliError(f"No events for {benchmark_id} ({response.status_code})")
+            response.read()
+            raise CliError(
+                f"Cannot follow {benchmark_id} ({response.status_code}): {_detail(response)}"
+            )
         for chunk in response.iter_bytes():
             yield from decoder.feed(chunk)
 
@@ -374,7 +492,16 @@ def _detail(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:300]
     detail = body.get("detail") if isinstance(body, dict) else body
+    if isinstance(detail, list):  # a form the service's validation refused: field by field
+        return "; ".join(_field_error(item) for item in detail)[:300]
     return detail if isinstance(detail, str) else orjson.dumps(detail).decode()[:300]
+
+
+def _field_error(item: object) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    place = [str(part) for part in item.get("loc", ()) if part not in ("body", "query")]
+    return f"{'.'.join(place) or 'request'}: {item.get('msg', '')}"
 
 
 if __name__ == "__main__":

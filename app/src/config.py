@@ -18,6 +18,10 @@ TransportKind = Literal["wire", "httpx"]
 # BENCHMARKS_KEEP_DAYS when it is unset and JOBS_BACKEND=redis.
 REDIS_KEEP_DAYS = 30.0
 
+# Where prometheus-client's multiprocess mode keeps each process's values; read when it is
+# first imported, so serve.py sets it before any worker imports the app.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 # The bounded-number settings; Field() returns Any so that each fits its annotation.
 def _at_least(minimum: int, *, default: float | None) -> Any:
@@ -130,6 +134,11 @@ class Settings(BaseSettings):
     runner_concurrency: int = _between(1, 64, default=4)
     # A runner that has not shown it is alive for this long is dead: its runs end failed.
     runner_heartbeat_timeout_seconds: float = _between(1, 60, default=5.0)
+
+    # GET /metrics for Prometheus, and the counting behind it on every request.
+    metrics_enabled: bool = True
+    # /metrics without an inbound key, for a scraper on a private network.
+    metrics_public: bool = False
 
     # Inbound authentication: empty means the proxy is open (the default for a laptop).
     proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

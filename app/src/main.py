@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from src.api.benchmarks import benchmark_form_schema, upload_router
 from src.api.benchmarks import router as benchmarks_router
 from src.api.docs import ASSETS_PATH, DOCS_PATH, REDOC_PATH, add_offline_docs, exact_openapi
-from src.api.endpoints import public_router, router
+from src.api.endpoints import metrics_router, public_router, router
 from src.api.errors.exception_handlers import register_exception_handlers
 from src.api.errors.openai_errors import by_path, openai_error_response
 from src.api.gate.auth import InboundKeyMiddleware
@@ -29,6 +29,7 @@ from src.api.pages.routes import router as pages_router
 from src.api.plumbing.deps import AppState
 from src.config import Settings, get_settings
 from src.logger import setup_logging_from
+from src.metrics import METRICS_PATH, flushing, forget_this_process
 from src.redaction import Redactor
 from src.schemas.prompts import ErrorResponse, ValidationErrorResponse
 from src.services.base.proxies import ProxyRules
@@ -59,6 +60,12 @@ def create_app(
         async with AsyncExitStack() as stack:
             logging_handle = setup_logging_from(active)
             stack.callback(logging_handle.stop)
+            # The last line of a shutdown: uvicorn's "Application shutdown complete." comes
+            # after the log has stopped.
+            stack.callback(logger.info, "Service stopped")
+            stack.callback(forget_this_process)
+            if active.metrics_enabled:
+                await stack.enter_async_context(flushing())
             target = UpstreamTarget(active.openrouter_base_url, active.openrouter_api_key)
             if active.uses_emulator:
                 # Imported here: with a key set, nothing of the emulator is loaded.
@@ -131,8 +138,10 @@ def create_app(
         app.include_router(protected, responses=documented)
     app.include_router(pages_router)
     app.mount(STATIC_PATH, static_files(), name="ui")
-    add_offline_docs(app)
     active = settings or get_settings()
+    if active.metrics_enabled:
+        app.include_router(metrics_router, responses=documented)
+    add_offline_docs(app)
     document_contract(app, active)
     add_body_limit(app, active)
     add_inbound_keys(app, active)
@@ -181,7 +190,12 @@ def add_inbound_keys(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         InboundKeyMiddleware,
         keys=inbound_callers(settings),
-        open_paths={*PUBLIC_PATHS, DOCS_PATH, REDOC_PATH, *(path for path in docs if path)},
+        open_paths={
+            *public_paths(settings),
+            DOCS_PATH,
+            REDOC_PATH,
+            *(path for path in docs if path),
+        },
         open_prefixes=(ASSETS_PATH + "/", STATIC_PATH + "/"),
         keyless_pages=PAGE_PATHS,
         # The OpenAI face answers in OpenAI's error shape, its refusals included.
@@ -207,8 +221,15 @@ def document_contract(app: FastAPI, settings: Settings) -> None:
         },
         bodies={("/benchmark", "multipart/form-data"): benchmark_form_schema()},
         keyed=settings.inbound_keys_on,
-        open_paths=PUBLIC_PATHS,
+        open_paths=public_paths(settings),
     )
+
+
+def public_paths(settings: Settings) -> tuple[str, ...]:
+    """The routes open to every caller, inbound keys or not."""
+    if settings.metrics_enabled and settings.metrics_public:
+        return (*PUBLIC_PATHS, METRICS_PATH)
+    return PUBLIC_PATHS
 
 
 def inbound_callers(settings: Settings) -> list[tuple[SecretStr, Caller]]:
@@ -233,7 +254,7 @@ def add_edge_middleware(app: FastAPI, settings: Settings) -> None:
         )
     # Installed with "*" too: two Host headers are refused whatever the hosts allowed.
     app.add_middleware(TrustedHosts, allowed_hosts=settings.allowed_hosts)
-    app.add_middleware(RequestLoggingMiddleware)
+    app.add_middleware(RequestLoggingMiddleware, metrics=settings.metrics_enabled)
 
 
 app = create_app(get_settings())

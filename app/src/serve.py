@@ -2,12 +2,18 @@
 
 import importlib
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
 
 from src.api.gate.descriptors import descriptor_budget, raise_descriptor_limit
-from src.config import REPO_ROOT, get_settings
+from src.config import MULTIPROC_ENV, REPO_ROOT, Settings, get_settings
 from src.heap import settle_startup_heap
 
 
@@ -18,7 +24,37 @@ def main() -> None:
         raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None
     raise_descriptor_limit(settings)
     budget = descriptor_budget(settings)  # the lifespan logs it when lowered
-    # Imported ahead of uvicorn, which finds it loaded, so that it is settled with the rest.
+    with metrics_files(settings):
+        serve(settings, budget.connections, budget.backlog)
+
+
+@contextmanager
+def metrics_files(settings: Settings) -> Iterator[Path | None]:
+    """Where every worker writes its metrics, so that /metrics adds them
+    up: PROMETHEUS_MULTIPROC_DIR when set, emptied first (values of an earlier start would be
+    counted again), else a new directory removed at exit."""
+    if not settings.metrics_enabled:
+        yield None
+        return
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        yield directory
+        return
+    directory = Path(tempfile.mkdtemp(prefix="llm-gateway-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def serve(settings: Settings, connections: int, backlog: int) -> None:
+    # Imported ahead of uvicorn, which finds it loaded, so that it is settled with the rest;
+    # after metrics_files, which prometheus-client reads when the app imports it.
     importlib.import_module("src.main")
     settle_startup_heap()
     uvicorn.run(
@@ -33,8 +69,8 @@ def main() -> None:
         loop="uvloop",
         # An import path, so that worker processes load it too.
         http="src.api.gate.http_limits:LimitedHttpToolsProtocol",
-        limit_concurrency=budget.connections,
-        backlog=budget.backlog,
+        limit_concurrency=connections,
+        backlog=backlog,
     )
 
 

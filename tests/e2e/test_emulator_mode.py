@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from tests.helpers.e2e import MODEL, generate_body, wait_for_log
 from tests.helpers.launcher import StartApp
@@ -43,3 +44,28 @@ def test_without_a_key_the_app_serves_the_embedded_emulator_and_warns(
     # Written to the log file, at WARNING, before the app served anything.
     log = wait_for_log(app, r" - WARNING - OPENROUTER_API_KEY is not set")
     assert log.index("OPENROUTER_API_KEY is not set") < log.index(" | GET /health | ")
+
+
+# uvicorn's own lines about the service's server, each said once: the embedded emulator's
+# server says the same words, which read as the service's said twice.
+SERVER_LINES = (
+    " - INFO - Application startup complete.",
+    " - INFO - Shutting down",
+    " - INFO - Waiting for application shutdown.",
+)
+
+
+@pytest.mark.parametrize("key", ["", "sk-or-v1-e2e"], ids=["embedded-emulator", "with-a-key"])
+def test_startup_and_shutdown_lines_are_logged_once_each(
+    start_app: StartApp, emulator: ServiceProcess, key: str
+) -> None:
+    upstream = None if not key else emulator
+    app = start_app(f"app-lines-{len(key)}", upstream=upstream, OPENROUTER_API_KEY=key)
+    wait_for_log(app, r"Uvicorn running on")
+
+    app.stop()  # SIGTERM, as a terminal or Docker stops it
+    log = app.log_text()
+    for line in (*SERVER_LINES, " - INFO - Service started;", " - INFO - Service stopped"):
+        assert log.count(line) == 1, f"{line!r} logged {log.count(line)} times:\n{log}"
+    assert log.index(SERVER_LINES[0]) < log.index("Uvicorn running on")
+    assert log.rstrip().endswith("Service stopped")

@@ -31,9 +31,18 @@ STOP_SECONDS = 10.0
 START_ATTEMPTS = 3
 # Variables a Python process needs to run at all; nothing else of ours is inherited.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
-# Read by the process from its environment, though not settings: proxies and trusted CAs.
+# Read by the process from its environment, though not settings: proxies, trusted CAs, and
+# where prometheus-client keeps each process's values.
 _PROCESS_ENV = frozenset(
-    {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+    {
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "PROMETHEUS_MULTIPROC_DIR",
+    }
 )
 _TCP_LISTEN = "0A"
 TCP_ESTABLISHED = "01"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from src.api.gate.request_log import note_upstream_call
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.api.plumbing.parsing import json_body_doc, parse_json_body, read_body
 from src.api.plumbing.sse import sse_from_stream, sse_response
+from src.metrics import CONTENT_TYPE, METRICS_PATH, exposition
+from src.metrics import flush as flush_metrics
 from src.schemas.models import (
     HealthResponse,
     JobsHealth,
@@ -28,6 +32,8 @@ from src.services.openrouter.catalog import is_free, listed_pricing
 # /health stays open for load balancers and container health checks; the rest may need a key.
 public_router = APIRouter()
 router = APIRouter()
+# Added only with METRICS_ENABLED; open without a key only with METRICS_PUBLIC.
+metrics_router = APIRouter()
 
 
 @public_router.get("/health")
@@ -46,6 +52,20 @@ async def health(request: Request) -> HealthResponse:
         proxy=state["upstream_proxy"],
         jobs=jobs,
     )
+
+
+@metrics_router.get(
+    METRICS_PATH,
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus' text format"}},
+)
+async def get_metrics() -> Response:
+    """The gateway's metrics for Prometheus: requests, latencies, retries, upstream errors,
+    benchmarks; every worker's added up."""
+    flush_metrics()  # this process's own requests so far; the other workers' are flushed by them
+    # Every worker's values are read from their files: not on the event loop.
+    body = await asyncio.to_thread(exposition)
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 @router.get("/models")
@@ -113,10 +133,13 @@ async def generate(
     state = lifespan_state(request)
     settings, client = state["settings"], state["openrouter"]
     body = parse_json_body(GenerateRequest, await read_body(request))
+    call = note_upstream_call(request.scope, body.model)
     if stream or body.stream:
         # Until the first byte the handler waits on the upstream; after it, the streaming
         # response itself stops when the caller leaves.
-        items = await cancel_on_disconnect(request, open_generation_stream(settings, client, body))
-        return sse_response(sse_from_stream(items, request))
-    result = await cancel_on_disconnect(request, generate_text(settings, client, body))
+        opened = open_generation_stream(settings, client, body, call.timing)
+        items = await cancel_on_disconnect(request, opened)
+        return sse_response(sse_from_stream(items, request, call))
+    result = await cancel_on_disconnect(request, generate_text(settings, client, body, call.timing))
+    call.provider = result.provider
     return Response(result.model_dump_json(), media_type="application/json")

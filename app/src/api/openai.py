@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from src.api.errors.openai_errors import OpenAIErrorRoute, stream_error_event
+from src.api.gate.request_log import note_upstream_call
 from src.api.plumbing.deps import CatalogDep, lifespan_state
 from src.api.plumbing.disconnect import cancel_on_disconnect
 from src.api.plumbing.parsing import (
@@ -33,8 +34,10 @@ from src.schemas.openai import (
 )
 from src.services.base.exceptions import ServiceError, UnknownModelError
 from src.services.base.sse import DONE_EVENT
+from src.services.base.timing import UpstreamCall
 from src.services.generation.relay import Relay
 from src.services.openrouter.catalog import listed_pricing
+from src.services.openrouter.client import provider_in
 from src.services.openrouter.schemas import UpstreamModel
 
 router = APIRouter(
@@ -90,13 +93,15 @@ async def chat_completions(request: Request) -> Response:
     raw = await read_body(request)
     body = parse_json_body(ChatCompletionRequest, raw)
     refuse_duplicate_keys(raw, _CHECKED_KEYS)
-    relay = Relay(state["settings"], state["openrouter"], state["catalog"], body, raw)
+    call = note_upstream_call(request.scope, body.model)
+    relay = Relay(state["settings"], state["openrouter"], state["catalog"], body, raw, call.timing)
     if body.stream:
         # Until the first events the handler waits on the upstream; after them, the
         # streaming response itself stops when the caller leaves.
         chunks = await cancel_on_disconnect(request, relay.open_stream())
-        return sse_response(_events(chunks, request))
+        return sse_response(_events(chunks, request, call))
     answer = await cancel_on_disconnect(request, relay.completion())
+    call.provider = provider_in(answer)
     return Response(answer, media_type="application/json")
 
 
@@ -128,12 +133,20 @@ async def retrieve_model(model_id: str, catalog: CatalogDep) -> ModelObject:
     raise UnknownModelError(f"The model '{shown}' does not exist. GET /v1/models lists them.")
 
 
-async def _events(chunks: AsyncGenerator[bytes], request: Request) -> AsyncIterator[bytes]:
-    """The relayed events, then `data: [DONE]`; a failure becomes OpenAI's error event."""
+async def _events(
+    chunks: AsyncGenerator[bytes], request: Request, call: UpstreamCall
+) -> AsyncIterator[bytes]:
+    """The relayed events, then `data: [DONE]`; a failure becomes OpenAI's error event.
+    `call` learns the provider from the first events (OpenRouter names it in each), or the
+    failure."""
+    first = True
     try:
         async for chunk in chunks:
+            if first:  # looked for once: a stream that names none costs nothing more
+                call.provider, first = provider_in(chunk), False
             yield chunk
     except ServiceError as exc:
+        call.failure = exc
         # The 200 status is already sent: the error travels as the stream's last event.
         yield stream_error_event(request, exc)
     finally:

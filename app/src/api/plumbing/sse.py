@@ -14,6 +14,7 @@ from src.api.errors.payload import error_body
 from src.services.base.error_status import status_for
 from src.services.base.exceptions import ServiceError
 from src.services.base.sse import encode_event
+from src.services.base.timing import UpstreamCall
 from src.services.openrouter.client import StreamDelta, StreamItem
 
 # Proxies (nginx) would otherwise buffer the stream, or a cache keep it.
@@ -29,15 +30,20 @@ def sse_event(event: str, data: object) -> bytes:
 
 
 async def sse_from_stream(
-    items: AsyncGenerator[StreamItem], request: Request
+    items: AsyncGenerator[StreamItem], request: Request, call: UpstreamCall | None = None
 ) -> AsyncIterator[bytes]:
+    """`call`, when given, learns the provider from the stream's end, or its failure."""
     try:
         async for item in items:
             if isinstance(item, StreamDelta):
                 yield sse_event("token", {"text": item.text})
             else:
+                if call is not None:
+                    call.provider = item.provider
                 yield sse_event("done", item.model_dump(exclude={"text"}))
     except ServiceError as exc:
+        if call is not None:
+            call.failure = exc
         # The 200 status is already sent: the error travels as the stream's last event.
         # Redacted like any error response: an upstream message can echo the key back.
         detail = public_detail(request, exc)

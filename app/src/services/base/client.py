@@ -24,6 +24,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from src.config import Settings, TransportKind
+from src.metrics import record_retry
 from src.services.base.exceptions import (
     UpstreamCertificateError,
     UpstreamConnectionError,
@@ -299,6 +300,7 @@ class BaseClient:
     def _log_retry(self, label: str, state: RetryCallState) -> None:
         error = _error_of(state)
         status = getattr(error, "status_code", type(error).__name__)
+        record_retry(str(status), state.upcoming_sleep)
         logger.warning(
             "RETRY | %s | status=%s | attempt=%d/%d | wait=%.2fs",
             label,

@@ -43,3 +43,15 @@ class Timing:
     def total(self) -> float:
         """The whole call: every attempt and every wait between them."""
         return max(self.ended - self.began, 0.0)
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """What a request's route learned of its upstream call, for its log line and metrics: the
+    route fills it in as it goes, the request log reads it once the answer is sent."""
+
+    model: str
+    timing: Timing = field(default_factory=Timing)
+    provider: str | None = None
+    # An upstream failure after the answer's status was sent (a stream that broke mid-way).
+    failure: BaseException | None = None

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Final
 
 import uvicorn
@@ -67,7 +68,8 @@ async def serve_embedded_emulator(
     server_config.load()
     server.lifespan = server_config.lifespan_class(server_config)
     try:
-        await server.startup(sockets=[sock])
+        with _quiet_server_lines():
+            await server.startup(sockets=[sock])
     except BaseException:
         sock.close()
         raise
@@ -80,4 +82,20 @@ async def serve_embedded_emulator(
         # Cancelled rather than awaited for its next 0.1 s tick; it holds nothing to clean up.
         main_loop.cancel()
         await asyncio.wait({main_loop})
-        await server.shutdown(sockets=[sock])
+        with _quiet_server_lines():
+            await server.shutdown(sockets=[sock])
+
+
+@contextlib.contextmanager
+def _quiet_server_lines() -> Iterator[None]:
+    """Without uvicorn's INFO lines ("Application startup complete.", "Shutting down"): they
+    are the service's own server's words too, and would read as the service's said twice.
+    The service's server logs nothing meanwhile: it is waiting on its lifespan, which this
+    runs in."""
+    server_log = logging.getLogger("uvicorn.error")
+    level = server_log.level
+    server_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        server_log.setLevel(level)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from src.config import Settings
 from src.schemas.openai import ChatCompletionRequest
@@ -35,18 +35,20 @@ class Relay:
     catalog: ModelCatalog
     request: ChatCompletionRequest
     raw: bytes
+    # Filled in by the client: the route reads it for its log line and metrics.
+    timing: Timing = field(default_factory=Timing)
 
     async def completion(self) -> bytes:
         """The upstream's JSON answer."""
         _check(self.settings, self.request)
         async with self._naming_unknown_model():
-            return await self.client.relay(self.raw, Timing())
+            return await self.client.relay(self.raw, self.timing)
 
     async def open_stream(self) -> AsyncGenerator[bytes]:
         """The upstream's events, once the first has come (see `started`)."""
         _check(self.settings, self.request)
         async with self._naming_unknown_model():
-            return await started(self.client.relay_stream(self.raw, Timing()))
+            return await started(self.client.relay_stream(self.raw, self.timing))
 
     @asynccontextmanager
     async def _naming_unknown_model(self) -> AsyncIterator[None]:

@@ -35,11 +35,15 @@ def check_max_tokens(settings: Settings, max_tokens: int, name: str = "max_token
 
 
 async def generate(
-    settings: Settings, client: OpenRouterClient, request: GenerateRequest
+    settings: Settings,
+    client: OpenRouterClient,
+    request: GenerateRequest,
+    timing: Timing | None = None,
 ) -> GenerationResult:
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    result = await client.complete(ChatCall(request.model, request.prompt, request), Timing())
+    call = ChatCall(request.model, request.prompt, request)
+    result = await client.complete(call, timing or Timing())
     if request.generation_stats and result.generation_id is not None:
         deadline = now() + settings.generation_stats_wait_seconds
         result = with_stats(result, await fetch_stats(client, result.generation_id, deadline))
@@ -47,9 +51,13 @@ async def generate(
 
 
 async def open_generation_stream(
-    settings: Settings, client: OpenRouterClient, request: GenerateRequest
+    settings: Settings,
+    client: OpenRouterClient,
+    request: GenerateRequest,
+    timing: Timing | None = None,
 ) -> AsyncGenerator[StreamItem]:
     """Start the upstream stream and wait for its first item (see `started`)."""
     ensure_model_reachable(settings, request.model)
     check_max_tokens(settings, request.max_tokens)
-    return await started(client.stream(ChatCall(request.model, request.prompt, request), Timing()))
+    call = ChatCall(request.model, request.prompt, request)
+    return await started(client.stream(call, timing or Timing()))

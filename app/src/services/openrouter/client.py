@@ -6,6 +6,7 @@ transport, and JSON or pydantic work starts only after the clock has been read.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ NOT_FOUND = 404
 DONE = b"[DONE]"
 # A quoted key only: the same word inside a JSON string value is escaped (\"error\").
 _ERROR_KEY = b'"error"'
+# OpenRouter's name for who served an answer; the first one in the answer (its top level, which
+# it writes before the choices), read without parsing what is relayed as it is.
+_PROVIDER = re.compile(rb'"provider"\s*:\s*"([^"\\]{1,100})"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +198,12 @@ class OpenRouterClient(BaseClient):
             await body.aclose()
         if not saw_data:
             raise UpstreamInvalidResponseError("Upstream stream ended without any data")
+
+
+def provider_in(answer: bytes) -> str | None:
+    """The provider named by a relayed answer or stream chunk, if it names one."""
+    found = _PROVIDER.search(answer)
+    return found.group(1).decode("utf-8", "replace") if found else None
 
 
 def parsed(model: type[M], data: bytes, failure: str) -> M:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from src.schemas.benchmarks import CostSource, RequestRecord
@@ -122,6 +122,8 @@ class RequestContext:
     client: OpenRouterClient
     plan: BenchmarkPlan
     redact: Callable[[str], str]
+    # The series (model, pinned provider) whose first request has started.
+    started_series: set[tuple[str, str | None]] = field(default_factory=set)
 
 
 def sends_turns(job: BenchmarkJob, turns: int) -> bool:
@@ -156,6 +158,15 @@ async def execute_conversation(
     raise AssertionError("a conversation has at least one turn")
 
 
+def _log_start(context: RequestContext, job: BenchmarkJob) -> None:
+    """At INFO for a series' first request, at DEBUG for the others: a line per request would
+    flood a long run's log."""
+    series = (job.model, job.provider)
+    level = logging.DEBUG if series in context.started_series else logging.INFO
+    context.started_series.add(series)
+    logger.log(level, "STARTED SINGLE PROMPT IN BENCHMARK MODEL: %s, RUN: %d", job.model, job.run)
+
+
 async def execute_request(
     context: RequestContext,
     job: BenchmarkJob,
@@ -170,7 +181,7 @@ async def execute_request(
 
     Its numbers are the client's wire timings; nothing here reads the clock.
     """
-    logger.info("STARTED SINGLE PROMPT IN BENCHMARK MODEL: %s, RUN: %d", job.model, job.run)
+    _log_start(context, job)
     run_parameters = context.plan.parameters
     parameters = _sampling(run_parameters, job)
     prompt = _prompt(job) if messages is None else messages

@@ -24,7 +24,8 @@ import tempfile
 from datetime import UTC, datetime
 from functools import partial
 
-from src.config import REPO_ROOT, Settings
+from src import metrics
+from src.config import MULTIPROC_ENV, REPO_ROOT, Settings
 from src.schemas.benchmarks import BenchmarkState, BenchmarkStatus, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
 from src.services.benchmarker.load.plan import BenchmarkPlan
@@ -94,6 +95,8 @@ class BenchmarkLauncher:
             await enqueue_run(settings, state, PlanRecord.of(plan))
             return state  # a runner process takes it from the queue
         await asyncio.to_thread(self._store.admit, state, RunCaps.of(settings), self.live())
+        metrics.BENCHMARKS_ADMITTED.inc()
+        metrics.BENCHMARKS_RUNNING.inc()
         run = asyncio.create_task(self._host(benchmark_id, plan), name=f"benchmark {benchmark_id}")
         self._runs[benchmark_id] = run
         self._live[benchmark_id] = plan.parameters.peak_concurrency
@@ -102,7 +105,8 @@ class BenchmarkLauncher:
 
     def _forget(self, benchmark_id: str) -> None:
         self._runs.pop(benchmark_id, None)
-        self._live.pop(benchmark_id, None)
+        if self._live.pop(benchmark_id, None) is not None:
+            metrics.BENCHMARKS_RUNNING.dec()
 
     async def wait(self, benchmark_id: str) -> BenchmarkSummary:
         """The summary once the run ends. Cancelling the caller interrupts the run, and returns
@@ -264,8 +268,15 @@ async def _spawn_runner() -> asyncio.subprocess.Process:
         "src.services.benchmarker.runs.runner_process",
         stdin=asyncio.subprocess.PIPE,
         cwd=APP_DIR,
-        env={**os.environ, "PYTHONPATH": str(APP_DIR)},
+        env=_runner_env(),
     )
+
+
+def _runner_env() -> dict[str, str]:
+    """The service's environment, less the metrics directory: a run measures its requests in
+    its own files, and a process per run would leave a metrics file per run behind."""
+    env = {name: value for name, value in os.environ.items() if name != MULTIPROC_ENV}
+    return {**env, "PYTHONPATH": str(APP_DIR)}
 
 
 async def _discard(spare: asyncio.subprocess.Process) -> None:

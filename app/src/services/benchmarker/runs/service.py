@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal, TypeGuard
 
+from src import metrics
 from src.config import Settings
 from src.schemas.benchmarks import (
     FINISHED,
@@ -24,7 +25,9 @@ from src.schemas.benchmarks import (
     RequestRecord,
 )
 from src.services.base.exceptions import (
+    CapacityError,
     ConflictError,
+    InsufficientStorageError,
     InvalidInputError,
     JobsBackendUnavailableError,
     LimitExceededError,
@@ -259,16 +262,20 @@ async def start_benchmark(
     """Validate, admit and start a run, the caller's; it goes on in the background."""
     # A request that could never run is refused as such (422), never as "no room now" (429).
     plan = await validate_benchmark(settings, upload, parameters, dataset)
-    # Refused when there is no room before the model list is fetched for it.
-    await asyncio.to_thread(
-        run_store(settings).check_capacity,
-        parameters.peak_concurrency,
-        RunCaps.of(settings),
-        launcher.live(),
-    )
-    plan = await with_prices(plan, catalog, settings)
-    plan = dataclasses.replace(plan, owner=caller.owner)
-    return await launcher.start(plan)  # the caps again, atomically with recording the run
+    try:
+        # Refused when there is no room before the model list is fetched for it.
+        await asyncio.to_thread(
+            run_store(settings).check_capacity,
+            parameters.peak_concurrency,
+            RunCaps.of(settings),
+            launcher.live(),
+        )
+        plan = await with_prices(plan, catalog, settings)
+        plan = dataclasses.replace(plan, owner=caller.owner)
+        return await launcher.start(plan)  # the caps again, atomically with recording the run
+    except (CapacityError, InsufficientStorageError) as refusal:
+        metrics.BENCHMARKS_REFUSED.labels(type(refusal).__name__).inc()
+        raise
 
 
 async def get_benchmark(settings: Settings, benchmark_id: str, caller: Caller) -> RunView:
