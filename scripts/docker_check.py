@@ -17,10 +17,13 @@ Each check prints one line; the script exits 1 if any failed. Ports 8001 and 800
 (the compose file publishes them); the service's own port is taken from a free one via PORT.
 DOCKER_CHECK_COMPOSE=v1 or v2 checks only that Compose.
 
-4. With Compose v2, the `scale` profile (`python scripts/docker_check.py scale` runs only this
-   after the build): Redis, two API replicas behind the balancer on SCALE_PORT, four runners;
-   a run posted, followed to its summary and served through the one port, then again with
-   one replica stopped.
+4. The `scale` profile (`python scripts/docker_check.py scale` runs only this after the build):
+   Redis, two API replicas behind the balancer on SCALE_PORT, four runners; a run posted,
+   followed to its summary and served through the one port, then again with one replica
+   stopped.
+5. The `observability` profile (`... docker_check.py observability`): Prometheus scrapes the
+   service, and every query of the Grafana dashboard answers with data after some traffic;
+   Grafana starts only where its image can be had.
 """
 
 from __future__ import annotations
@@ -163,7 +166,9 @@ def check_api(report: Report, base_url: str, label: str, upstream: str) -> dict[
         health = http.get("/health")
         report.require(
             f"{label} GET /health",
-            health.status_code == 200 and health.json() == {"status": "ok", "upstream": upstream},
+            health.status_code == 200
+            and health.json().get("status") == "ok"
+            and health.json().get("upstream") == upstream,
             f"{health.status_code} {health.text}",
         )
         models = http.get("/models")
@@ -478,6 +483,113 @@ def scale_run(report: Report, compose: Compose, base_url: str) -> None:
         report.check("its CSV from Redis", csv.status_code == 200 and csv.text.count("\n") == 5)
 
 
+def check_observability(report: Report, label: str, command: list[str]) -> None:
+    """`--profile observability up`: Prometheus scrapes the service on the compose network, and
+    every query of the Grafana dashboard answers with data after some traffic. Grafana itself
+    starts only where its image can be had (it is pulled from Docker Hub)."""
+    version = output_of([*command, "version", "--short"])
+    with tempfile.TemporaryDirectory(prefix="docker-check-observability-") as tmp:
+        project_dir = Path(tmp)
+        shutil.copy(REPO_ROOT / "docker-compose.yml", project_dir)
+        shutil.copytree(REPO_ROOT / "deploy", project_dir / "deploy")
+        port = free_port()
+        env = {**os.environ, "PORT": str(port)}
+        for name in ("OPENROUTER_API_KEY", "PROXY_API_KEYS", "PROXY_ADMIN_KEYS"):
+            env.pop(name, None)
+        compose = Compose(f"{label}-observability", command, project_dir, env)
+        grafana_image = _compose_image(project_dir, "grafana")
+        has_grafana = run(["docker", "image", "inspect", grafana_image]).returncode == 0
+        services = ["app", "prometheus", *(["grafana"] if has_grafana else [])]
+        try:
+            report.section(f"Compose {version}: --profile observability up")
+            report.check(
+                "Grafana's image is here", has_grafana, f"{grafana_image}: not started without it"
+            )
+            compose.must("--profile", "observability", "up", "-d", "--no-build", *services)
+            app = compose.must("--profile", "observability", "ps", "-q", "app").strip()
+            report.check("app healthy", True, f"after {wait_healthy(app):.1f} s")
+            dashboard_queries_answer(report, f"http://127.0.0.1:{port}")
+        finally:
+            compose("--profile", "observability", "down", "-v", "--remove-orphans")
+
+
+def _compose_image(project_dir: Path, service: str) -> str:
+    text = (project_dir / "docker-compose.yml").read_text()
+    match = re.search(rf"\n  {service}:\n(?:    .*\n)*?    image: (\S+)", text)
+    if match is None:
+        raise CheckFailed(f"no image for {service} in docker-compose.yml")
+    return match.group(1)
+
+
+def dashboard_queries_answer(report: Report, base_url: str) -> None:
+    with httpx.Client(base_url=base_url, timeout=60.0, trust_env=False) as http:
+        for number in range(20):
+            http.post("/generate", json={"model": MODEL, "prompt": f"hi {number}", "max_tokens": 4})
+            http.post(
+                "/generate",
+                json={"model": MODEL, "prompt": "stream", "max_tokens": 4, "stream": True},
+            )
+        http.post("/generate", json={"model": "nobody/none", "prompt": "x"})  # a 404
+        # A retry that succeeds, and an upstream that keeps failing (a 502 after its retries).
+        for directive in ("[[emulator:rate_limit_once]]", "[[emulator:server_error]]"):
+            http.post("/generate", json={"model": MODEL, "prompt": f"{directive} hi"})
+        http.post(
+            "/benchmark",
+            data={"model": MODEL, "runs": "1", "max_tokens": "4"},
+            files={"prompt_file": ("prompts.txt", PROMPTS, "text/plain")},
+        )
+        # More slow runs at once than MAX_RUNNING_BENCHMARKS (4) admits: the last is refused.
+        slow = b"[[emulator:delay=20]] wait\n"
+        for _ in range(5):
+            http.post(
+                "/benchmark",
+                params={"background": "true"},
+                data={"model": MODEL, "runs": "1", "max_tokens": "4"},
+                files={"prompt_file": ("slow.txt", slow, "text/plain")},
+            )
+    dashboard = json.loads((REPO_ROOT / "deploy/grafana/dashboards/gateway.json").read_text())
+    queries = [
+        (panel["title"], target["expr"].replace("$__rate_interval", "2m"))
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+    prometheus = _published_prometheus()
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=prometheus, timeout=10.0, trust_env=False) as http:
+        empty = [expr for _, expr in queries]
+        while empty and time.monotonic() < deadline:
+            empty = [expr for expr in empty if not _has_data(http, expr)]
+            if empty:
+                time.sleep(2)
+        up = http.get("/api/v1/query", params={"query": "up"}).json()["data"]["result"]
+    report.check(
+        "Prometheus scrapes the service", [r["value"][1] for r in up] == ["1"], str(up)[:200]
+    )
+    answered = len(queries) - len(empty)
+    report.check(
+        "every dashboard query answers with data",
+        not empty,
+        f"{answered} of {len(queries)}; empty: {empty[:3]}",
+    )
+
+
+def _published_prometheus() -> str:
+    names = run(["docker", "ps", "--format", "{{.Names}} {{.Ports}}"]).stdout.splitlines()
+    for line in names:
+        if "observability" in line and "prometheus" in line:
+            found = re.search(r":(\d+)->9090", line)
+            if found:
+                return f"http://127.0.0.1:{found.group(1)}"
+    raise CheckFailed("Prometheus' published port not found")
+
+
+def _has_data(http: httpx.Client, expr: str) -> bool:
+    answer = http.get("/api/v1/query", params={"query": expr})
+    if answer.status_code != 200:
+        raise CheckFailed(f"Prometheus refused {expr}: {answer.text[:200]}")
+    return bool(answer.json()["data"]["result"])
+
+
 def _timestamp(stamp: str) -> float:
     """Seconds since the epoch from Docker's RFC 3339 times, whose nanoseconds fromisoformat
     does not read."""
@@ -521,14 +633,18 @@ def main() -> int:
     started = time.monotonic()
     guarded(report, partial(check_build, report))
     if not report.failures:
-        only_scale = "scale" in sys.argv[1:]
-        if not only_scale:
+        # `scale` or `observability` runs only that profile's check, after the build.
+        only = set(sys.argv[1:]) & {"scale", "observability"}
+        if not only:
             guarded(report, partial(check_run, report))
         for label, command in composes:
-            if not only_scale:
+            if not only:
                 guarded(report, partial(check_compose, report, label, command))
-            if label == "v2":  # `--scale` and `deploy.replicas` as Compose v2 reads them
+            # Compose v1.29 reads profiles and --scale too (it ignores deploy.replicas).
+            if not only or "scale" in only:
                 guarded(report, partial(check_compose_scale, report, label, command))
+            if not only or "observability" in only:
+                guarded(report, partial(check_observability, report, label, command))
     failed = len(report.failures)
     print(f"\n{report.count} checks, {failed} failed, {time.monotonic() - started:.0f} s")
     for name in report.failures:
