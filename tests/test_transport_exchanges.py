@@ -65,6 +65,7 @@ async def test_an_early_hints_answer_in_the_same_read_is_skipped() -> None:
             await wire.aclose()
 
     assert (response.status_code, body) == (200, b"c1r1")
+    assert response.extensions["http_version"] == b"HTTP/1.1"  # the final answer's own
     assert "link" not in response.headers  # a 1xx's headers are not the answer's
     assert next_body == b"c1r2"  # the same connection, kept, with the next answer
 
@@ -108,7 +109,10 @@ async def test_a_101_answer_never_asked_for_is_an_invalid_answer() -> None:
     async with raw_upstream(serve) as up:
         wire = WireTransport()
         try:
-            with pytest.raises(UpstreamInvalidResponseError, match="101"):
+            with pytest.raises(
+                UpstreamInvalidResponseError,
+                match=r"^Upstream switched protocols \(101\) though no upgrade was asked for$",
+            ):
                 await exchange(wire, "GET", f"{up.url}/")
             assert wire.stats().open == 0
         finally:
@@ -267,8 +271,10 @@ async def test_a_streamed_request_body_is_sent_with_chunked_framing() -> None:
             await wire.aclose()
 
     first, second = up.requests
+    assert first.lower().count(b"transfer-encoding") == 1  # httpx's own, not a second one
     assert b"transfer-encoding: chunked\r\n" in first.lower()
     assert first.endswith(b"\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n")
+    assert second.lower().count(b"transfer-encoding") == 1
     assert b"transfer-encoding: chunked\r\n" in second.lower()
     assert second.endswith(b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
 

@@ -1,0 +1,326 @@
+"""The wire transport at its edges: the exact head limit, the ports a URL leaves out, a request
+the peer takes slowly, streamed bodies that carry their length, and what its errors say."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import struct
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from src.services.base.exceptions import UpstreamConnectionError, UpstreamInvalidResponseError
+from src.services.base.transport import MAX_HEAD_BYTES, WireBody, WireTransport
+from tests.helpers.raw_upstream import OK, RawUpstream, raw_upstream
+
+pytestmark = pytest.mark.anyio
+
+LONG = 60.0
+TIMEOUTS = {"connect": LONG, "read": LONG, "write": LONG, "pool": LONG}
+BOUND = 20.0  # every exchange here ends well within this on a loaded machine
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    content: bytes | AsyncIterator[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+    timeouts: dict[str, float] | None = None,
+) -> httpx.Request:
+    extensions = {"timeout": {**TIMEOUTS, **(timeouts or {})}}
+    return httpx.Request(method, url, content=content, headers=headers, extensions=extensions)
+
+
+async def exchange(wire: WireTransport, sent: httpx.Request) -> tuple[httpx.Response, bytes]:
+    async def run() -> tuple[httpx.Response, bytes]:
+        response = await wire.handle_async_request(sent)
+        assert isinstance(response.stream, WireBody)
+        try:
+            return response, await response.stream.read()
+        finally:
+            await response.stream.aclose()
+
+    return await asyncio.wait_for(run(), BOUND)
+
+
+def head_of(size: int) -> bytes:
+    """An answer's status line and headers, exactly `size` bytes, announcing a 2-byte body."""
+    start = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pad: "
+    end = b"\r\n\r\n"
+    return start + b"p" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize(
+    ("size", "accepted"), [(MAX_HEAD_BYTES, True), (MAX_HEAD_BYTES + 1, False)]
+)
+async def test_a_head_of_max_head_bytes_is_accepted_and_one_byte_more_is_refused(
+    size: int, accepted: bool
+) -> None:
+    head = head_of(size)
+
+    async def serve(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        # The head in two reads, the second with the body: the read that completes the head
+        # then carries more than the head, and only the head's own size may count.
+        writer.write(head[:4096])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(head[4096:] + b"ok")
+        await reader.read()
+
+    async with raw_upstream(serve) as up:
+        wire = WireTransport()
+        try:
+            if accepted:
+                response, body = await exchange(wire, request("GET", f"{up.url}/"))
+                assert (response.status_code, body) == (200, b"ok")
+            else:
+                with pytest.raises(UpstreamInvalidResponseError) as refused:
+                    await exchange(wire, request("GET", f"{up.url}/"))
+                assert refused.value.detail == (
+                    f"Upstream answer's headers are larger than {MAX_HEAD_BYTES} bytes"
+                )
+        finally:
+            await wire.aclose()
+
+
+async def test_a_streamed_body_with_a_content_length_is_sent_as_it_is() -> None:
+    async def answers(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            await up.read_request(reader)
+            writer.write(OK)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"hello "
+        yield b"world"
+
+    async with raw_upstream(answers) as up:
+        wire = WireTransport()
+        try:
+            sent = request("POST", f"{up.url}/", content=pieces(), headers={"Content-Length": "11"})
+            _, body = await exchange(wire, sent)
+        finally:
+            await wire.aclose()
+
+    [received] = up.requests
+    assert body == b"ok"
+    assert received.endswith(b"\r\n\r\nhello world")
+    assert b"content-length: 11\r\n" in received.lower()
+    assert b"transfer-encoding" not in received.lower()
+
+
+async def test_a_request_the_peer_takes_slowly_is_sent_whole_and_answered() -> None:
+    """The socket takes a large body in many pieces: the write timeout covers only the writing,
+    and once it is written the answer has the read timeout, however long it takes."""
+    body = b"x" * (8 * 1024 * 1024)  # more than the socket buffers hold: writing pauses
+
+    async def slow_answer(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        await asyncio.sleep(2.0)  # longer than the write timeout, far shorter than the read one
+        writer.write(OK)
+        await reader.read()
+
+    async with raw_upstream(slow_answer) as up:
+        wire = WireTransport()
+        try:
+            sent = request("POST", f"{up.url}/", content=body, timeouts={"write": 1.5})
+            response, answer = await exchange(wire, sent)
+        finally:
+            await wire.aclose()
+
+    assert (response.status_code, answer) == (200, b"ok")
+    [received] = up.requests
+    assert received.endswith(b"\r\n\r\n" + body)
+
+
+@contextlib.asynccontextmanager
+async def refusing_socks5_proxy(destinations: list[bytes]) -> AsyncIterator[int]:
+    """A SOCKS5 proxy that records each CONNECT's destination (name and port bytes) and answers
+    "connection refused": the request goes no further, and the port it was for is known."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            _, count = await reader.readexactly(2)
+            await reader.readexactly(count)
+            writer.write(b"\x05\x00")  # no authentication
+            _, _, _, kind = await reader.readexactly(4)
+            length = (await reader.readexactly(1))[0] if kind == 3 else {1: 4, 4: 16}[kind]
+            destinations.append(await reader.readexactly(length + 2))
+            writer.write(b"\x05\x05\x00\x01" + bytes(6))
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(("scheme", "port"), [("http", 80), ("https", 443)])
+async def test_a_url_without_a_port_goes_to_its_schemes_default_port(
+    scheme: str, port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    destinations: list[bytes] = []
+    async with refusing_socks5_proxy(destinations) as proxy_port:
+        monkeypatch.setenv("ALL_PROXY", f"socks5h://127.0.0.1:{proxy_port}")
+        wire = WireTransport()
+        try:
+            with pytest.raises(UpstreamConnectionError) as refused:
+                await exchange(wire, request("GET", f"{scheme}://upstream.test/api/v1/models"))
+        finally:
+            await wire.aclose()
+
+    assert destinations == [b"upstream.test" + port.to_bytes(2, "big")]
+    assert refused.value.detail == (
+        f"Upstream connection failed: SOCKS proxy socks5h://127.0.0.1:{proxy_port} refused "
+        f"upstream.test:{port}: connection refused"
+    )
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "proxied"),
+    [
+        # NO_PROXY with a port matches that port only; a URL's default port is no port at all,
+        # as httpx compares them.
+        ("openrouter.ai:8443", "https://openrouter.ai:8443/api/v1", False),
+        ("openrouter.ai:8443", "https://openrouter.ai/api/v1", True),
+        ("openrouter.ai:80", "https://openrouter.ai/api/v1", True),
+        ("openrouter.ai:80", "http://openrouter.ai/api/v1", True),
+    ],
+)
+def test_the_proxy_named_for_a_url_follows_its_port(
+    no_proxy: str, url: str, proxied: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    proxy = WireTransport().proxy_for(httpx.URL(url))
+
+    assert (proxy.label if proxy else None) == ("http://proxy.corp:3128" if proxied else None)
+
+
+async def test_a_refused_connection_names_the_upstream_and_the_reason() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = sock.getsockname()[1]
+        wire = WireTransport()
+        try:
+            with pytest.raises(UpstreamConnectionError) as refused:
+                await exchange(wire, request("GET", f"http://127.0.0.1:{port}/x"))
+        finally:
+            await wire.aclose()
+
+    cause = refused.value.__cause__
+    assert isinstance(cause, ConnectionRefusedError)
+    assert refused.value.detail == (
+        f"Upstream connection failed: cannot reach http://127.0.0.1:{port} "
+        f"(ConnectionRefusedError: {cause.strerror})"
+    )
+    assert refused.value.before_answer is True
+    assert refused.value.written is False
+
+
+def hang_up(writer: asyncio.StreamWriter, reset: bool) -> None:
+    """Close the connection: a plain close (the client reads EOF), or a reset (RST)."""
+    if reset:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+    else:
+        writer.close()
+
+
+RESET = r" \(ConnectionResetError: .+\)"
+
+
+@pytest.mark.parametrize(("reset", "reason"), [(False, ""), (True, RESET)])
+async def test_a_connection_lost_before_the_answer_says_the_request_was_sent(
+    reset: bool, reason: str
+) -> None:
+    async def read_then_hang_up(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        hang_up(writer, reset)
+
+    async with raw_upstream(read_then_hang_up) as up:
+        wire = WireTransport()
+        try:
+            with pytest.raises(UpstreamConnectionError) as lost:
+                await exchange(wire, request("POST", f"{up.url}/", content=b"{}"))
+        finally:
+            await wire.aclose()
+
+    assert re.fullmatch(
+        f"Upstream connection failed: closed before answering{reason}; the request was sent, "
+        "so it is not sent again",
+        lost.value.detail,
+    ), lost.value.detail
+    assert (lost.value.before_answer, lost.value.written) == (True, True)
+    assert len(up.requests) == 1
+
+
+@pytest.mark.parametrize(("reset", "reason"), [(False, ""), (True, RESET)])
+async def test_a_chunked_answer_cut_short_is_an_error_not_a_short_body(
+    reset: bool, reason: str
+) -> None:
+    async def cut_short(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the head and the first chunk are read before the end
+        hang_up(writer, reset)
+
+    async with raw_upstream(cut_short) as up:
+        wire = WireTransport()
+        try:
+            with pytest.raises(UpstreamConnectionError) as lost:
+                await exchange(wire, request("GET", f"{up.url}/"))
+            assert wire.stats().open == 0
+        finally:
+            await wire.aclose()
+
+    assert re.fullmatch(f"Upstream connection broke mid-answer{reason}", lost.value.detail), (
+        lost.value.detail
+    )
+
+
+async def test_a_large_body_read_after_it_arrived_is_read_whole() -> None:
+    """Reading from the socket pauses while a body waits for its reader, and resumes as the
+    reader takes it."""
+    body = bytes(range(256)) * (16 * 1024)  # 4 MiB: reading pauses more than once
+
+    async def large(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        await reader.read()
+
+    async with raw_upstream(large) as up:
+        wire = WireTransport()
+        try:
+            sent = request("GET", f"{up.url}/", timeouts={"read": 5.0})
+            response = await asyncio.wait_for(wire.handle_async_request(sent), BOUND)
+            await asyncio.sleep(0.5)  # the body piles up unread meanwhile
+            assert isinstance(response.stream, WireBody)
+            received = await asyncio.wait_for(response.stream.read(), BOUND)
+            await response.stream.aclose()
+        finally:
+            await wire.aclose()
+
+    assert received == body
