@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import re
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from src.services.base.exceptions import UpstreamConnectionError, UpstreamInvalidResponseError
 from src.services.base.transport import MAX_HEAD_BYTES, WireBody, WireTransport
@@ -324,3 +327,65 @@ async def test_a_large_body_read_after_it_arrived_is_read_whole() -> None:
             await wire.aclose()
 
     assert received == body
+
+
+async def test_an_answer_read_through_httpx_streams_is_the_whole_body() -> None:
+    async def chunked(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"3\r\ntwo\r\n0\r\n\r\n")
+        await reader.read()
+
+    async with raw_upstream(chunked) as up:
+        wire = WireTransport()
+        try:
+            response = await asyncio.wait_for(
+                wire.handle_async_request(request("GET", f"{up.url}/")), BOUND
+            )
+            body = await asyncio.wait_for(response.aread(), BOUND)  # httpx iterates the stream
+            await response.aclose()
+        finally:
+            await wire.aclose()
+
+    assert body == b"onetwo"
+
+
+async def test_an_https_upstream_is_spoken_to_over_tls_checked_against_its_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            while True:
+                requests.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(OK)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1/models"
+    wire = WireTransport()
+    try:
+        first = await exchange(wire, request("GET", url))
+        second = await exchange(wire, request("GET", url))
+    finally:
+        await wire.aclose()
+        server.close()
+        await server.wait_closed()
+
+    assert [(response.status_code, body) for response, body in (first, second)] == [
+        (200, b"ok"),
+        (200, b"ok"),
+    ]
+    assert [sent.split(b"\r\n")[0] for sent in requests] == [b"GET /api/v1/models HTTP/1.1"] * 2
