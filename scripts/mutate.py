@@ -113,10 +113,19 @@ MODULES: tuple[Module, ...] = (
             "tests/test_transport_headers.py",
             "tests/test_transport_resend.py",
             "tests/test_transport_timeouts.py",
+            "tests/test_transport_edges.py",
         ),
     ),
-    Module("connect", "app/src/services/base/connect.py", ("tests/test_connect.py",)),
-    Module("proxies", "app/src/services/base/proxies.py", ("tests/test_proxies.py",)),
+    Module(
+        "connect",
+        "app/src/services/base/connect.py",
+        ("tests/test_connect.py", "tests/test_connect_tunnels.py", "tests/test_tls.py"),
+    ),
+    Module(
+        "proxies",
+        "app/src/services/base/proxies.py",
+        ("tests/test_proxy_rules.py", "tests/test_proxies.py"),
+    ),
 )
 
 # mutmut's exit codes, as its `stats.status_by_exit_code` reads them.
