@@ -410,3 +410,26 @@ async def test_a_socks5_proxy_that_hangs_up_mid_handshake_is_a_retryable_error(
         f"Upstream connection failed: proxy {label} closed the connection while opening the tunnel"
     )
     assert (error.before_answer, error.written) == (True, False)
+
+
+def padded_refusal(size: int) -> bytes:
+    """A 403 answer to CONNECT, exactly `size` bytes long."""
+    start, end = b"HTTP/1.1 403 Forbidden\r\nx-pad: ", b"\r\n\r\n"
+    return start + b"p" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize(
+    ("size", "why"),
+    [
+        (64 * 1024, "refused CONNECT upstream.test:8443: 403 (403 Forbidden)"),
+        (64 * 1024 + 1, "sent an over-long answer to CONNECT upstream.test:8443"),
+    ],
+)
+async def test_an_answer_to_connect_may_take_64_kib_and_no_more(
+    size: int, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with scripted_proxy(answering(padded_refusal(size))) as proxy:
+        label = connect_proxy(monkeypatch, proxy.port)
+        error = await refused("https://upstream.test:8443/")
+
+    assert error.detail == f"Upstream connection failed: proxy {label} {why}"

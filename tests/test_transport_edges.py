@@ -275,15 +275,20 @@ async def test_a_connection_lost_before_the_answer_says_the_request_was_sent(
     assert len(up.requests) == 1
 
 
-@pytest.mark.parametrize(("reset", "reason"), [(False, ""), (True, RESET)])
-async def test_a_chunked_answer_cut_short_is_an_error_not_a_short_body(
-    reset: bool, reason: str
+CHUNKED_START = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
+LENGTH_START = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello"
+
+
+@pytest.mark.parametrize("start", [CHUNKED_START, LENGTH_START], ids=["chunked", "length"])
+@pytest.mark.parametrize(("reset", "reason"), [(False, ""), (True, RESET)], ids=["eof", "rst"])
+async def test_an_answer_cut_short_is_an_error_not_a_short_body(
+    start: bytes, reset: bool, reason: str
 ) -> None:
     async def cut_short(
         up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await up.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        writer.write(start)
         await writer.drain()
         await asyncio.sleep(0.2)  # the head and the first chunk are read before the end
         hang_up(writer, reset)
@@ -389,3 +394,26 @@ async def test_an_https_upstream_is_spoken_to_over_tls_checked_against_its_ca(
         (200, b"ok"),
     ]
     assert [sent.split(b"\r\n")[0] for sent in requests] == [b"GET /api/v1/models HTTP/1.1"] * 2
+
+
+async def test_an_answer_without_a_length_ends_when_the_upstream_closes() -> None:
+    async def until_close(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nhello ")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"world")
+        await writer.drain()
+        writer.close()
+
+    async with raw_upstream(until_close) as up:
+        wire = WireTransport()
+        try:
+            response, body = await exchange(wire, request("GET", f"{up.url}/"))
+            assert wire.stats().open == 0  # its end was the connection's
+        finally:
+            await wire.aclose()
+
+    assert (response.status_code, body) == (200, b"hello world")
