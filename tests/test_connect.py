@@ -42,6 +42,14 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
 @contextlib.contextmanager
 def black_hole() -> Iterator[tuple[str, int]]:
     """An address whose connects hang: a listener whose accept queue is already full."""
+    with full_listener() as listener:
+        yield listener.getsockname()
+
+
+@contextlib.contextmanager
+def full_listener() -> Iterator[socket.socket]:
+    """A listener on 127.0.0.2 whose accept queue is full: the SYNs of new connects are
+    dropped (and sent again later by the client's kernel) until it accepts."""
     listener = socket.socket()
     parked: list[socket.socket] = []
     try:
@@ -60,24 +68,25 @@ def black_hole() -> Iterator[tuple[str, int]]:
         _, writable, _ = select.select([], [probe], [], 0.5)
         if writable and probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
             pytest.skip("this kernel completes connects to a full accept queue")
-        yield address
+        yield listener
     finally:
         for sock in parked:
             sock.close()
         listener.close()
 
 
+async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers `ok` to every request on the connection."""
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+    writer.close()
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, int]]:
     """A plain HTTP/1.1 upstream on 127.0.0.1 that answers `ok` to every request."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        writer.close()
-
     listening = await asyncio.start_server(answer, "127.0.0.1", 0)
     try:
         yield listening.sockets[0].getsockname()[:2]
@@ -141,11 +150,114 @@ async def test_a_refused_address_hands_over_to_the_next_one(server: tuple[str, i
     assert response.status_code == 200
 
 
+async def test_an_address_that_connects_only_after_the_delay_is_still_waited_for() -> None:
+    """The last address gets the whole connect timeout, not the delay between attempts: here
+    its first SYN is dropped and the one sent again a second later is answered."""
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)  # the connections parked in its queue get one too
+        with contextlib.suppress(asyncio.CancelledError):
+            await answer(reader, writer)
+        writer.close()
+
+    with socket.socket() as refusing, full_listener() as late:
+        refusing.bind(("127.0.0.1", 0))  # bound, not listening: refused at once
+        transport = WireTransport(resolver=resolving_to(refusing.getsockname(), late.getsockname()))
+        try:
+            fetching = asyncio.ensure_future(get(transport, 8080))
+            await asyncio.sleep(0.5)  # both attempts are under way; the second one waits
+            opened = await asyncio.start_server(serve, sock=late)  # its queue has room now
+            try:
+                response = await asyncio.wait_for(fetching, 20)
+            finally:
+                opened.close()
+                for task in handlers:
+                    task.cancel()
+                await asyncio.gather(*handlers, return_exceptions=True)
+        finally:
+            await transport.aclose()
+    assert (response.status_code, response.content) == (200, b"ok")
+
+
+async def test_the_next_address_is_not_tried_when_the_first_one_connects(
+    server: tuple[str, int],
+) -> None:
+    spare_connections = 0
+
+    async def spare(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal spare_connections
+        spare_connections += 1
+        writer.close()
+
+    listening = await asyncio.start_server(spare, "127.0.0.1", 0)
+    transport = WireTransport(resolver=resolving_to(server, listening.sockets[0].getsockname()))
+    try:
+        response = await get(transport, server[1])
+        await asyncio.sleep(0.2)  # a connection made to the spare would be accepted by now
+    finally:
+        await transport.aclose()
+        listening.close()
+    assert response.status_code == 200
+    assert spare_connections == 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_an_ip_address_is_connected_to_without_asking_the_resolver(host: str) -> None:
+    asked: list[str] = []
+
+    async def resolver(name: str, port: int) -> Sequence[Address]:
+        asked.append(name)
+        return []
+
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        await answer(reader, writer)
+
+    listening = await asyncio.start_server(serve, host, 0)
+    port = listening.sockets[0].getsockname()[1]
+    transport = WireTransport(resolver=resolver)
+    try:
+        shown = f"[{host}]" if ":" in host else host
+        request = httpx.Request("GET", f"http://{shown}:{port}/", extensions={"timeout": TIMEOUTS})
+        response = await transport.handle_async_request(request)
+        await response.aread()
+    finally:
+        await transport.aclose()
+        listening.close()
+        await asyncio.wait_for(asyncio.gather(*handlers), 10)  # they end at the client's close
+    assert (response.status_code, response.content) == (200, b"ok")
+    assert asked == []
+
+
+async def test_a_name_with_no_address_is_a_clear_connection_error() -> None:
+    async def nothing(host: str, port: int) -> Sequence[Address]:
+        return []
+
+    transport = WireTransport(resolver=nothing)
+    try:
+        with pytest.raises(UpstreamConnectionError) as failed:
+            await get(transport, 443)
+    finally:
+        await transport.aclose()
+    assert failed.value.detail == (
+        "Upstream connection failed: cannot resolve upstream.test (no address)"
+    )
+    assert (failed.value.before_answer, failed.value.written) == (True, False)
+
+
 async def test_when_every_address_fails_the_error_names_the_upstream() -> None:
     with socket.socket() as first, socket.socket() as second:
         first.bind(("127.0.0.1", 0))
         second.bind(("127.0.0.1", 0))
         resolver = resolving_to(first.getsockname(), second.getsockname())
+        ports = [first.getsockname()[1], second.getsockname()[1]]
         transport = WireTransport(resolver=resolver)
         try:
             with pytest.raises(UpstreamConnectionError) as failed:
@@ -153,7 +265,10 @@ async def test_when_every_address_fails_the_error_names_the_upstream() -> None:
         finally:
             await transport.aclose()
     assert "cannot reach http://upstream.test:8080" in failed.value.detail
-    assert "ConnectionRefusedError" in failed.value.detail
+    # The first address's failure, the one tried first.
+    assert f"(ConnectionRefusedError: Connect call failed ('127.0.0.1', {ports[0]}))" in (
+        failed.value.detail
+    )
     assert failed.value.before_answer
 
 
@@ -170,6 +285,7 @@ async def test_an_unresolvable_name_is_a_clear_connection_error() -> None:
     assert failed.value.detail == (
         "Upstream connection failed: cannot resolve upstream.test (Name or service not known)"
     )
+    assert (failed.value.before_answer, failed.value.written) == (True, False)  # tried again
 
 
 @pytest.mark.parametrize(
