@@ -16,9 +16,13 @@ import httpx
 import pytest
 import trustme
 
-from src.services.base.exceptions import UpstreamConnectionError, UpstreamInvalidResponseError
+from src.services.base.exceptions import (
+    UpstreamConnectionError,
+    UpstreamInvalidResponseError,
+    UpstreamTimeoutError,
+)
 from src.services.base.transport import MAX_HEAD_BYTES, WireBody, WireTransport
-from tests.helpers.raw_upstream import OK, RawUpstream, raw_upstream
+from tests.helpers.raw_upstream import OK, Handler, RawUpstream, eventually, raw_upstream
 
 pytestmark = pytest.mark.anyio
 
@@ -417,3 +421,233 @@ async def test_an_answer_without_a_length_ends_when_the_upstream_closes() -> Non
             await wire.aclose()
 
     assert (response.status_code, body) == (200, b"hello world")
+    assert isinstance(response.stream, WireBody)
+    timing = response.stream.timing
+    assert 0 < timing.sent <= timing.head <= timing.end  # the end stamped at the close
+
+
+def one_answer(*pieces: bytes, gap: float = 0.2) -> Handler:
+    """Reads a request, then writes `pieces` `gap` seconds apart, and waits for the close."""
+
+    async def serve(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        for index, piece in enumerate(pieces):
+            if index:
+                await asyncio.sleep(gap)
+            writer.write(piece)
+            await writer.drain()
+        await reader.read()
+
+    return serve
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.0", b"HTTP/1.1"])
+@pytest.mark.parametrize("first", [4, 12], ids=["partial-version", "whole-version"])
+async def test_the_answers_http_version_is_reported_however_its_first_bytes_arrive(
+    version: bytes, first: int
+) -> None:
+    answer = version + b" 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    async with raw_upstream(one_answer(answer[:first], answer[first:])) as up:
+        wire = WireTransport()
+        try:
+            response, body = await exchange(wire, request("GET", f"{up.url}/"))
+        finally:
+            await wire.aclose()
+
+    assert (response.extensions["http_version"], body) == (version, b"ok")
+
+
+async def test_a_body_nobody_reads_stops_being_read_from_the_upstream() -> None:
+    """An answer held unread takes about a megabyte of the service's memory, not the whole
+    body: past it, reading stops and the upstream's writes wait."""
+    total = 64 * 1024 * 1024
+    written = 0
+    stalled = asyncio.Event()
+
+    async def flood(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        nonlocal written
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % total)
+        piece = b"x" * (1024 * 1024)
+        while written < total:
+            writer.write(piece)
+            try:
+                await asyncio.wait_for(writer.drain(), 1.0)
+            except TimeoutError:
+                stalled.set()  # the client stopped reading: its buffers and ours are full
+                await reader.read()
+                return
+            written += len(piece)
+
+    async with raw_upstream(flood) as up:
+        wire = WireTransport()
+        try:
+            response = await asyncio.wait_for(
+                wire.handle_async_request(request("GET", f"{up.url}/")), BOUND
+            )
+            held = await eventually(lambda: stalled.is_set() or written >= total, BOUND)
+            await response.aclose()
+        finally:
+            await wire.aclose()
+
+    assert held
+    assert stalled.is_set(), f"the whole {written} bytes were taken in with nobody reading"
+
+
+@pytest.mark.parametrize(("size", "refused"), [(10_000, False), (10_001, True)])
+async def test_an_answer_of_max_body_bytes_is_read_and_one_byte_more_is_refused_in_any_pieces(
+    size: int, refused: bool
+) -> None:
+    pieces = b"".join(b"64\r\n" + b"b" * 100 + b"\r\n" for _ in range(size // 100))
+    if size % 100:
+        pieces += b"%x\r\n" % (size % 100) + b"b" * (size % 100) + b"\r\n"
+    answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + pieces + b"0\r\n\r\n"
+    async with raw_upstream(one_answer(answer)) as up:
+        wire = WireTransport(max_body_bytes=10_000)
+        try:
+            if refused:
+                with pytest.raises(UpstreamInvalidResponseError, match="=10000 bytes"):
+                    await exchange(wire, request("GET", f"{up.url}/"))
+            else:
+                _, body = await exchange(wire, request("GET", f"{up.url}/"))
+                assert body == b"b" * size
+        finally:
+            await wire.aclose()
+
+
+async def test_an_answer_without_a_length_over_the_cap_is_refused_even_when_read_late() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n"
+    async with raw_upstream(one_answer(head, b"x" * 30_000, gap=0.05)) as up:
+        wire = WireTransport(max_body_bytes=10_000)
+        try:
+            response = await asyncio.wait_for(
+                wire.handle_async_request(request("GET", f"{up.url}/")), BOUND
+            )
+            await asyncio.sleep(0.3)  # the refusal and the close happen before anyone reads
+            assert isinstance(response.stream, WireBody)
+            with pytest.raises(UpstreamInvalidResponseError, match="=10000 bytes"):
+                await asyncio.wait_for(response.stream.read(), BOUND)
+            await response.stream.aclose()
+        finally:
+            await wire.aclose()
+
+
+async def test_closing_a_body_twice_gives_its_connection_back_once() -> None:
+    async def answers(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            await up.read_request(reader)
+            writer.write(OK)
+
+    async with raw_upstream(answers) as up:
+        wire = WireTransport(max_connections=1)
+        try:
+            response = await asyncio.wait_for(
+                wire.handle_async_request(request("GET", f"{up.url}/")), BOUND
+            )
+            await response.aread()
+            await response.aclose()
+            await response.stream.aclose()  # type: ignore[union-attr]
+            in_use = wire.stats().in_use
+            held = await asyncio.wait_for(
+                wire.handle_async_request(request("GET", f"{up.url}/")), BOUND
+            )
+            # The one connection is lent out: a third request must wait for it.
+            with pytest.raises(UpstreamTimeoutError, match="No free upstream connection"):
+                await wire.handle_async_request(
+                    request("GET", f"{up.url}/", timeouts={"pool": 0.2})
+                )
+            await held.aclose()
+        finally:
+            await wire.aclose()
+
+    assert in_use == 0
+
+
+async def test_a_connection_closed_while_its_answer_is_held_is_not_reused() -> None:
+    async def answer_then_close(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        writer.write(OK)  # keep-alive promised...
+        await writer.drain()
+        writer.close()  # ...and the connection closed right after
+
+    async with raw_upstream(answer_then_close) as up:
+        wire = WireTransport()
+        try:
+            response = await asyncio.wait_for(
+                wire.handle_async_request(request("GET", f"{up.url}/")), BOUND
+            )
+            assert isinstance(response.stream, WireBody)
+            assert await response.stream.read() == b"ok"
+            await asyncio.sleep(0.3)  # the close arrives while the answer is still held
+            await response.stream.aclose()
+            _, body = await exchange(wire, request("GET", f"{up.url}/", timeouts={"read": 5.0}))
+        finally:
+            await wire.aclose()
+
+    assert body == b"ok"
+    assert up.connections == 2
+
+
+async def test_a_large_body_read_late_ends_at_the_deadline() -> None:
+    body = b"x" * (4 * 1024 * 1024)
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+    async with raw_upstream(one_answer(answer)) as up:
+        wire = WireTransport()
+        try:
+            sent = request("GET", f"{up.url}/")
+            sent.extensions["deadline"] = 0.3
+            response = await asyncio.wait_for(wire.handle_async_request(sent), BOUND)
+            await asyncio.sleep(0.6)  # past the deadline, with reading paused meanwhile
+            assert isinstance(response.stream, WireBody)
+            with pytest.raises(UpstreamTimeoutError, match="UPSTREAM_DEADLINE_SECONDS=0.3 s"):
+                await asyncio.wait_for(response.stream.read(), BOUND)
+            await response.stream.aclose()
+        finally:
+            await wire.aclose()
+
+
+async def test_a_head_that_never_ends_is_refused_past_max_head_bytes() -> None:
+    async def endless_head(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for index in range(MAX_HEAD_BYTES // 1000 + 10):
+            writer.write(b"x-%d: %s\r\n" % (index, b"v" * 990))
+            await writer.drain()
+        await reader.read()
+
+    async with raw_upstream(endless_head) as up:
+        wire = WireTransport()
+        try:
+            with pytest.raises(UpstreamInvalidResponseError) as refused:
+                await exchange(wire, request("GET", f"{up.url}/"))
+        finally:
+            await wire.aclose()
+
+    assert (
+        refused.value.detail == f"Upstream answer's headers are larger than {MAX_HEAD_BYTES} bytes"
+    )
+
+
+async def test_an_early_hints_answer_does_not_count_against_the_final_heads_limit() -> None:
+    hints = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"
+    head = head_of(MAX_HEAD_BYTES)
+    # The first reads end exactly at MAX_HEAD_BYTES bytes, inside the final head.
+    cut = MAX_HEAD_BYTES - len(hints)
+    async with raw_upstream(one_answer(hints + head[:cut], head[cut:] + b"ok")) as up:
+        wire = WireTransport()
+        try:
+            response, body = await exchange(wire, request("GET", f"{up.url}/"))
+        finally:
+            await wire.aclose()
+
+    assert (response.status_code, body) == (200, b"ok")
