@@ -12,14 +12,17 @@ import contextlib
 import logging
 import select
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
-from src.services.base.connect import Address, Resolver, _interleave
-from src.services.base.exceptions import UpstreamConnectionError
+from src.services.base.connect import Address, Resolver, _interleave, system_resolver
+from src.services.base.exceptions import UpstreamCertificateError, UpstreamConnectionError
 from src.services.base.transport import WireTransport
 
 pytestmark = pytest.mark.anyio
@@ -152,7 +155,8 @@ async def test_a_refused_address_hands_over_to_the_next_one(server: tuple[str, i
 
 async def test_an_address_that_connects_only_after_the_delay_is_still_waited_for() -> None:
     """The last address gets the whole connect timeout, not the delay between attempts: here
-    its first SYN is dropped and the one sent again a second later is answered."""
+    its first SYN is dropped and the one sent again a second later is answered, while the
+    first address never answers at all."""
     handlers: set[asyncio.Task[None]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -163,9 +167,9 @@ async def test_an_address_that_connects_only_after_the_delay_is_still_waited_for
             await answer(reader, writer)
         writer.close()
 
-    with socket.socket() as refusing, full_listener() as late:
-        refusing.bind(("127.0.0.1", 0))  # bound, not listening: refused at once
-        transport = WireTransport(resolver=resolving_to(refusing.getsockname(), late.getsockname()))
+    with black_hole() as dead, full_listener() as late:
+        # The first never answers: the race waits for whichever finishes first, not for both.
+        transport = WireTransport(resolver=resolving_to(dead, late.getsockname()))
         try:
             fetching = asyncio.ensure_future(get(transport, 8080))
             await asyncio.sleep(0.5)  # both attempts are under way; the second one waits
@@ -202,6 +206,48 @@ async def test_the_next_address_is_not_tried_when_the_first_one_connects(
         listening.close()
     assert response.status_code == 200
     assert spare_connections == 0
+
+
+async def test_a_name_is_resolved_to_the_addresses_the_system_gives_it() -> None:
+    expected = [
+        (family, address)
+        for family, _, _, _, address in socket.getaddrinfo(
+            "localhost", 8080, type=socket.SOCK_STREAM
+        )
+    ]
+    assert await system_resolver("localhost", 8080) == expected
+
+
+async def test_a_certificate_for_another_name_is_refused_naming_the_upstream_and_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("other.test").configure_cert(tls)
+
+    async def handshake_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    listening = await asyncio.start_server(handshake_only, "127.0.0.1", 0, ssl=tls)
+    port = listening.sockets[0].getsockname()[1]
+    transport = WireTransport()
+    try:
+        with pytest.raises(UpstreamCertificateError) as refused:
+            await transport.handle_async_request(
+                httpx.Request("GET", f"https://127.0.0.1:{port}/", extensions={"timeout": TIMEOUTS})
+            )
+    finally:
+        await transport.aclose()
+        listening.close()
+    assert refused.value.detail == (
+        f"Upstream certificate check failed for 127.0.0.1:{port}: certificate verify failed: "
+        "IP address mismatch, certificate is not valid for '127.0.0.1'. If the upstream (or a "
+        "proxy that inspects TLS) uses a private CA, set SSL_CERT_FILE (a PEM bundle) or "
+        "SSL_CERT_DIR to certificates that include it"
+    )
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

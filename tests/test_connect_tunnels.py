@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
+from src.services.base.connect import Address
 from src.services.base.exceptions import UpstreamConnectionError
 from src.services.base.transport import WireBody, WireTransport
 
@@ -433,3 +435,46 @@ async def test_an_answer_to_connect_may_take_64_kib_and_no_more(
         error = await refused("https://upstream.test:8443/")
 
     assert error.detail == f"Upstream connection failed: proxy {label} {why}"
+
+
+async def test_an_http_upstream_goes_to_an_http_proxy_as_an_absolute_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def forward(
+        proxy: ScriptedProxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await proxy.read_head(reader)
+        writer.write(ANSWER)
+        await writer.drain()
+        await reader.read()
+
+    async with scripted_proxy(forward) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        response, body = await fetch("http://upstream.test:8080/api/v1/models")
+
+    assert (response.status_code, body) == (200, b"ok")
+    [head] = proxy.received
+    assert head.startswith(b"GET http://upstream.test:8080/api/v1/models HTTP/1.1\r\n")
+
+
+async def test_a_proxy_given_by_name_is_found_through_the_resolver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+    async with scripted_proxy(answering(b"HTTP/1.1 403 Forbidden\r\n\r\n")) as proxy:
+
+        async def resolver(host: str, port: int) -> Sequence[Address]:
+            asked.append(f"{host}:{port}")
+            return [(socket.AF_INET, ("127.0.0.1", proxy.port))]
+
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+        wire = WireTransport(resolver=resolver)
+        try:
+            sent = httpx.Request("GET", "https://upstream.test/", extensions={"timeout": TIMEOUTS})
+            with pytest.raises(UpstreamConnectionError) as refused:
+                await asyncio.wait_for(wire.handle_async_request(sent), BOUND)
+        finally:
+            await wire.aclose()
+
+    assert asked == ["proxy.test:3128"]  # the proxy's name, never the upstream's
+    assert refused.value.detail.endswith("refused CONNECT upstream.test:443: 403 (403 Forbidden)")
