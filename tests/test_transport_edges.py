@@ -21,7 +21,7 @@ from src.services.base.exceptions import (
     UpstreamInvalidResponseError,
     UpstreamTimeoutError,
 )
-from src.services.base.transport import MAX_HEAD_BYTES, WireBody, WireTransport
+from src.services.base.transport import MAX_HEAD_BYTES, WireBody, WireTransport, _Connection
 from tests.helpers.raw_upstream import OK, Handler, RawUpstream, eventually, raw_upstream
 
 pytestmark = pytest.mark.anyio
@@ -651,3 +651,17 @@ async def test_an_early_hints_answer_does_not_count_against_the_final_heads_limi
             await wire.aclose()
 
     assert (response.status_code, body) == (200, b"ok")
+
+
+async def test_a_connection_lost_before_its_request_is_written_refuses_it_as_unsent() -> None:
+    """The connection can be lost in the loop turn between its checkout and the write, which
+    no upstream can arrange on purpose: the request is then refused as never sent, so the
+    client may send it again."""
+    connection = _Connection(("http", "upstream.test", 80), asyncio.get_running_loop())
+    connection.connection_lost(None)
+
+    with pytest.raises(UpstreamConnectionError) as refused:
+        connection.send(b"GET / HTTP/1.1\r\n\r\n", None, None, False)
+
+    assert refused.value.detail == "Upstream connection failed: closed before the request was sent"
+    assert (refused.value.before_answer, refused.value.written) == (True, False)
