@@ -459,9 +459,10 @@ async def test_the_answers_http_version_is_reported_however_its_first_bytes_arri
     assert (response.extensions["http_version"], body) == (version, b"ok")
 
 
-async def test_a_body_nobody_reads_stops_being_read_from_the_upstream() -> None:
+@pytest.mark.parametrize("read_first", [0, 3 * 1024 * 1024], ids=["unread", "read-then-held"])
+async def test_a_body_nobody_reads_stops_being_read_from_the_upstream(read_first: int) -> None:
     """An answer held unread takes about a megabyte of the service's memory, not the whole
-    body: past it, reading stops and the upstream's writes wait."""
+    body: past it, reading stops and the upstream's writes wait; also once some was read."""
     total = 64 * 1024 * 1024
     written = 0
     stalled = asyncio.Event()
@@ -489,6 +490,12 @@ async def test_a_body_nobody_reads_stops_being_read_from_the_upstream() -> None:
             response = await asyncio.wait_for(
                 wire.handle_async_request(request("GET", f"{up.url}/")), BOUND
             )
+            assert isinstance(response.stream, WireBody)
+            taken = 0
+            while taken < read_first:
+                piece = await asyncio.wait_for(response.stream.next(), BOUND)
+                assert piece is not None
+                taken += len(piece[0])
             held = await eventually(lambda: stalled.is_set() or written >= total, BOUND)
             await response.aclose()
         finally:
@@ -665,3 +672,20 @@ async def test_a_connection_lost_before_its_request_is_written_refuses_it_as_uns
 
     assert refused.value.detail == "Upstream connection failed: closed before the request was sent"
     assert (refused.value.before_answer, refused.value.written) == (True, False)
+
+
+async def test_an_answer_that_arrived_within_the_deadline_may_be_read_after_it() -> None:
+    async with raw_upstream(one_answer(OK)) as up:
+        wire = WireTransport()
+        try:
+            sent = request("GET", f"{up.url}/")
+            sent.extensions["deadline"] = 0.3
+            response = await asyncio.wait_for(wire.handle_async_request(sent), BOUND)
+            await asyncio.sleep(0.5)  # read past the deadline: the answer was whole before it
+            assert isinstance(response.stream, WireBody)
+            body = await asyncio.wait_for(response.stream.read(), BOUND)
+            await response.stream.aclose()
+        finally:
+            await wire.aclose()
+
+    assert body == b"ok"
