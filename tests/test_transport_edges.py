@@ -689,3 +689,26 @@ async def test_an_answer_that_arrived_within_the_deadline_may_be_read_after_it()
             await wire.aclose()
 
     assert body == b"ok"
+
+
+async def test_an_answer_released_after_the_pool_closed_closes_its_connection() -> None:
+    async def answers(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            await up.read_request(reader)
+            writer.write(OK)
+
+    async with raw_upstream(answers) as up:
+        wire = WireTransport()
+        response = await asyncio.wait_for(
+            wire.handle_async_request(request("GET", f"{up.url}/")), BOUND
+        )
+        assert isinstance(response.stream, WireBody)
+        assert await response.stream.read() == b"ok"  # read whole, and still held
+        await wire.aclose()  # the service shutting down meanwhile
+        await response.stream.aclose()
+        closed = await eventually(lambda: up.closed == 1)
+
+    assert closed, "the connection went back to a pool that was closed"
+    assert wire.stats().open == 0
