@@ -140,6 +140,8 @@ def connect_proxy(monkeypatch: pytest.MonkeyPatch, port: int, credentials: str =
         ),
         ("", [b"HTTP/1.1 502 Bad Gateway\r\nvia: p\r\n\r\n"], "502 (502 Bad Gateway)", True),
         ("", [b"HTTP/1.1 503 Service Unavailable\r\n\r\n"], "503 (503 Service Unavailable)", True),
+        ("", [b"HTTP/1.1 500 Internal Error\r\n\r\n"], "500 (500 Internal Error)", True),
+        ("", [b"HTTP/1.1 499 Client Closed\r\n\r\n"], "499 (499 Client Closed)", False),
         ("", [b"HTTP/1.1 403\r\n\r\n"], "403 (403)", False),
         ("", [b"HTTP/1.1 40", b"3 Forbidden\r\n", b"\r\n"], "403 (403 Forbidden)", False),
         ("", [b"HTTP/1.1 300 Multiple Choices\r\n\r\n"], "300 (300 Multiple Choices)", False),
@@ -478,3 +480,90 @@ async def test_a_proxy_given_by_name_is_found_through_the_resolver(
 
     assert asked == ["proxy.test:3128"]  # the proxy's name, never the upstream's
     assert refused.value.detail.endswith("refused CONNECT upstream.test:443: 403 (403 Forbidden)")
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"\x05",  # half of its answer to the greeting
+        b"\x05\x00\x05\x00\x00\x03",  # its reply, up to the length of the bound name
+        b"\x05\x00\x05\x00\x00\x03\x09prox",  # ... and part of that name
+    ],
+)
+async def test_a_socks5_proxy_that_hangs_up_anywhere_in_the_handshake_is_a_retryable_error(
+    sent: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def hangs_up(
+        proxy: ScriptedProxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await proxy.read(reader, 3)
+        writer.write(sent)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the client reads what came, then the end
+
+    async with scripted_proxy(hangs_up) as proxy:
+        label = socks_proxy(monkeypatch, proxy.port)
+        error = await refused("https://upstream.test:8443/")
+
+    assert error.detail == (
+        f"Upstream connection failed: proxy {label} closed the connection while opening the tunnel"
+    )
+    assert (error.before_answer, error.written) == (True, False)
+
+
+async def test_a_socks5_proxy_answering_a_byte_at_a_time_is_understood(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def trickles(
+        proxy: ScriptedProxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await proxy.read(reader, 3)
+        replies = b"\x05\x00" + b"\x05\x00\x00\x03\x09proxy.lan\x04\x38"
+        for index, byte in enumerate(replies):
+            if index == 2:
+                await proxy.read(reader, len(NAME_REQUEST))
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        await proxy.read_head(reader)
+        writer.write(ANSWER)
+        await writer.drain()
+        await reader.read()
+
+    async with scripted_proxy(trickles) as proxy:
+        socks_proxy(monkeypatch, proxy.port)
+        response, body = await fetch("http://upstream.test:8443/")
+
+    assert (response.status_code, body) == (200, b"ok")
+
+
+@pytest.mark.parametrize(
+    ("variable", "proxy_url", "detail", "transient"),
+    [
+        (
+            "HTTPS_PROXY",
+            "https://user:pw@127.0.0.1:3129",
+            "Proxy https://127.0.0.1:3129 is not supported: the upstream transport speaks to "
+            "http:// and socks5:// proxies only (check HTTPS_PROXY, HTTP_PROXY, ALL_PROXY)",
+            False,
+        ),
+        (
+            "ALL_PROXY",
+            "socks5://user:pw@127.0.0.1:{port}",
+            "Upstream connection failed: cannot reach proxy socks5://127.0.0.1:{port} "
+            "(ConnectionRefusedError: Connect call failed ('127.0.0.1', {port}))",
+            True,
+        ),
+    ],
+)
+async def test_a_proxy_that_cannot_be_used_is_named_never_with_its_password(
+    variable: str, proxy_url: str, detail: str, transient: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connects are refused
+        port = closed.getsockname()[1]
+        monkeypatch.setenv(variable, proxy_url.format(port=port))
+        error = await refused("https://upstream.test:8443/")
+
+    assert error.detail == detail.format(port=port)
+    assert (error.before_answer, error.written) == (transient, False)
