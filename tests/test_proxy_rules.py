@@ -92,6 +92,20 @@ def test_a_proxy_without_credentials_sends_no_authorization() -> None:
         ({"ALL_PROXY": "http://all:1", "NO_PROXY": "all://*.x.ai"}, "http://a.x.ai/", None),
         ({"ALL_PROXY": "http://all:1", "NO_PROXY": "x.ai"}, "http://a.b.x.ai/", None),
         ({"ALL_PROXY": "http://all:1", "NO_PROXY": "x.ai"}, "http://ax.ai/", "http://all:1"),
+        # An IP address (or a range written with its prefix) is that address, not a suffix.
+        (
+            {"ALL_PROXY": "http://all:1", "NO_PROXY": "10.0.0.1"},
+            "http://a.10.0.0.1/",
+            "http://all:1",
+        ),
+        (
+            {"ALL_PROXY": "http://all:1", "NO_PROXY": "10.0.0.1/32"},
+            "http://a.10.0.0.1/",
+            "http://all:1",
+        ),
+        ({"ALL_PROXY": "http://all:1", "NO_PROXY": "10.0.0.1/32"}, "http://10.0.0.1/", None),
+        # Entries are separated by commas, with or without spaces.
+        ({"ALL_PROXY": "http://all:1", "NO_PROXY": "x.ai,y.ai"}, "http://y.ai/", None),
         # Blank NO_PROXY entries are skipped, not read as a rule for every host.
         ({"ALL_PROXY": "http://all:1", "NO_PROXY": " , ,"}, "http://x.ai/", "http://all:1"),
     ],
@@ -142,6 +156,12 @@ def test_no_proxy_variables_means_every_origin_is_reached_directly(
             "http://, https://, socks5:// or socks5h://host:port)",
         ),
         (
+            "HTTPS_PROXY",
+            "http://u:S3c@ret@proxy.corp:notaport",
+            "HTTPS_PROXY: 'http://proxy.corp:notaport' is not a usable proxy setting (a proxy URL "
+            "is http://, https://, socks5:// or socks5h://host:port)",
+        ),
+        (
             "ALL_PROXY",
             "http://u:S3cret@proxy.corp:notaport",
             "ALL_PROXY: 'http://proxy.corp:notaport' is not a usable proxy setting (a proxy URL "
@@ -172,6 +192,7 @@ def test_an_unusable_setting_is_refused_naming_its_variable_never_a_password(
         ({"HTTPS_PROXY": "http://u:S3cret%2Fpw@p:1"}, ["S3cret%2Fpw", "S3cret/pw"]),
         ({"HTTP_PROXY": "u:plain@p:1"}, ["plain"]),
         ({"ALL_PROXY": "socks5://u:pw@p:1", "HTTP_PROXY": "http://u:pw@q:1"}, ["pw"]),
+        ({"ALL_PROXY": "socks5://u:pw1@p:1", "HTTP_PROXY": "http://u:pw2@q:1"}, ["pw1", "pw2"]),
         ({"HTTPS_PROXY": "http://user@p:1", "NO_PROXY": "u:x@y"}, []),
         ({"HTTPS_PROXY": "http://u:pw@[::1:1"}, []),
     ],
