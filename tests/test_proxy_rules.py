@@ -104,6 +104,9 @@ def test_a_proxy_without_credentials_sends_no_authorization() -> None:
             "http://all:1",
         ),
         ({"ALL_PROXY": "http://all:1", "NO_PROXY": "10.0.0.1/32"}, "http://10.0.0.1/", None),
+        # A pattern for any host of a scheme turns that scheme's proxy off for all of them.
+        ({"ALL_PROXY": "http://all:1", "NO_PROXY": "http://*"}, "http://x.ai/", None),
+        ({"ALL_PROXY": "http://all:1", "NO_PROXY": "http://*"}, "https://x.ai/", "http://all:1"),
         # Entries are separated by commas, with or without spaces.
         ({"ALL_PROXY": "http://all:1", "NO_PROXY": "x.ai,y.ai"}, "http://y.ai/", None),
         # Blank NO_PROXY entries are skipped, not read as a rule for every host.
@@ -131,7 +134,7 @@ def test_the_proxy_for_a_url_reads_its_default_port_as_no_port(
     url: str, proxied: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     found = rules(
-        monkeypatch, ALL_PROXY="http://all:1", NO_PROXY="openrouter.ai:8443"
+        monkeypatch, ALL_PROXY="http://all:1", NO_PROXY="openrouter.ai:8443, openrouter.ai:80"
     ).proxy_for_url(httpx.URL(url))
 
     assert label(found) == ("http://all:1" if proxied else None)
