@@ -567,3 +567,37 @@ async def test_a_proxy_that_cannot_be_used_is_named_never_with_its_password(
 
     assert error.detail == detail.format(port=port)
     assert (error.before_answer, error.written) == (transient, False)
+
+
+async def test_a_socks5_refusal_of_an_ipv6_upstream_puts_its_address_in_brackets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with scripted_proxy(socks(reply=b"\x05\x05\x00\x01" + bytes(6))) as proxy:
+        label = socks_proxy(monkeypatch, proxy.port)
+        error = await refused("https://[::1]:8443/")
+
+    assert error.detail == (
+        f"Upstream connection failed: SOCKS proxy {label} refused [::1]:8443: connection refused"
+    )
+
+
+async def test_a_socks5_proxy_that_hangs_up_instead_of_answering_the_password_is_retryable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def hangs_up(
+        proxy: ScriptedProxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await proxy.read(reader, 4)  # the greeting, offering a password
+        writer.write(b"\x05\x02")
+        _, user_length = await proxy.read(reader, 2)
+        await proxy.read(reader, user_length)
+        (password_length,) = await proxy.read(reader, 1)
+        await proxy.read(reader, password_length)
+
+    async with scripted_proxy(hangs_up) as proxy:
+        label = socks_proxy(monkeypatch, proxy.port, "user:pw@")
+        error = await refused("https://upstream.test:8443/")
+
+    assert error.detail == (
+        f"Upstream connection failed: proxy {label} closed the connection while opening the tunnel"
+    )
