@@ -114,6 +114,8 @@ MODULES: tuple[Module, ...] = (
             "tests/test_transport_resend.py",
             "tests/test_transport_timeouts.py",
             "tests/test_transport_edges.py",
+            # The resolver the pool is given reaches the connection setup.
+            "tests/test_connect.py",
         ),
     ),
     Module(

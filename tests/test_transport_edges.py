@@ -712,3 +712,101 @@ async def test_an_answer_released_after_the_pool_closed_closes_its_connection() 
 
     assert closed, "the connection went back to a pool that was closed"
     assert wire.stats().open == 0
+
+
+async def answering_ok(
+    up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while True:
+        await up.read_request(reader)
+        writer.write(OK)
+
+
+async def test_a_request_without_extensions_is_sent_with_no_limits_and_kept_on_its_answer() -> None:
+    async with raw_upstream(answering_ok) as up:
+        wire = WireTransport()
+        try:
+            sent = httpx.Request("GET", f"{up.url}/")  # no timeout, no cap, no deadline
+            response = await asyncio.wait_for(wire.handle_async_request(sent), BOUND)
+            body = await asyncio.wait_for(response.aread(), BOUND)
+        finally:
+            await wire.aclose()
+
+    assert (response.status_code, body) == (200, b"ok")
+    assert response.request is sent
+
+
+async def test_a_requests_own_body_cap_wins_over_the_pools() -> None:
+    async with raw_upstream(answering_ok) as up:
+        wire = WireTransport()  # no cap of its own
+        try:
+            sent = request("GET", f"{up.url}/")
+            sent.extensions["max_body_bytes"] = 1
+            with pytest.raises(UpstreamInvalidResponseError, match="=1 bytes"):
+                await exchange(wire, sent)
+        finally:
+            await wire.aclose()
+
+
+async def test_an_answer_without_a_reason_phrase_has_an_empty_one() -> None:
+    async with raw_upstream(one_answer(b"HTTP/1.1 204\r\n\r\n")) as up:
+        wire = WireTransport()
+        try:
+            response, body = await exchange(wire, request("GET", f"{up.url}/"))
+        finally:
+            await wire.aclose()
+
+    assert (response.status_code, response.extensions["reason_phrase"], body) == (204, b"", b"")
+
+
+async def test_an_idle_connection_past_its_keepalive_is_not_reused() -> None:
+    async with raw_upstream(answering_ok) as up:
+        wire = WireTransport(keepalive_seconds=0.2)
+        try:
+            await exchange(wire, request("GET", f"{up.url}/"))
+            await asyncio.sleep(0.5)
+            await exchange(wire, request("GET", f"{up.url}/"))
+            assert wire.stats().open == 1
+        finally:
+            await wire.aclose()
+
+    assert up.connections == 2
+
+
+async def test_requests_in_flight_are_counted_and_a_cancelled_connect_gives_its_place_back() -> (
+    None
+):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        parked = [socket.socket() for _ in range(3)]
+        for sock in parked:
+            sock.setblocking(False)
+            sock.connect_ex(listener.getsockname())
+        async with raw_upstream(answering_ok) as up:
+            wire = WireTransport(max_connections=3)
+            try:
+                held = [
+                    await asyncio.wait_for(
+                        wire.handle_async_request(request("GET", f"{up.url}/")), BOUND
+                    )
+                    for _ in range(2)
+                ]
+                in_use_when_held = wire.stats().in_use
+                port = listener.getsockname()[1]
+                connecting = asyncio.ensure_future(
+                    wire.handle_async_request(request("GET", f"http://127.0.0.1:{port}/"))
+                )
+                await asyncio.sleep(0.3)  # its SYN is dropped: it is still connecting
+                connecting.cancel()
+                await asyncio.gather(connecting, return_exceptions=True)
+                after_cancel = (wire.stats().open, wire.stats().in_use)
+                for response in held:
+                    await response.aclose()
+            finally:
+                await wire.aclose()
+                for sock in parked:
+                    sock.close()
+
+    assert in_use_when_held == 2
+    assert after_cancel == (2, 2)  # the two held, and nothing of the cancelled one
