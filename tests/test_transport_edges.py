@@ -810,3 +810,26 @@ async def test_requests_in_flight_are_counted_and_a_cancelled_connect_gives_its_
 
     assert in_use_when_held == 2
     assert after_cancel == (2, 2)  # the two held, and nothing of the cancelled one
+
+
+@pytest.mark.parametrize("read_timeout", [LONG, None])
+async def test_a_body_still_unfinished_when_read_after_its_deadline_ends_there(
+    read_timeout: float | None,
+) -> None:
+    start = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf."
+    async with raw_upstream(one_answer(start)) as up:
+        wire = WireTransport()
+        try:
+            sent = httpx.Request(
+                "GET",
+                f"{up.url}/",
+                extensions={"timeout": {"read": read_timeout}, "deadline": 0.3},
+            )
+            response = await asyncio.wait_for(wire.handle_async_request(sent), BOUND)
+            await asyncio.sleep(0.5)
+            assert isinstance(response.stream, WireBody)
+            with pytest.raises(UpstreamTimeoutError, match="UPSTREAM_DEADLINE_SECONDS=0.3 s"):
+                await asyncio.wait_for(response.stream.read(), BOUND)
+            await response.stream.aclose()
+        finally:
+            await wire.aclose()
