@@ -601,3 +601,23 @@ async def test_a_socks5_proxy_that_hangs_up_instead_of_answering_the_password_is
     assert error.detail == (
         f"Upstream connection failed: proxy {label} closed the connection while opening the tunnel"
     )
+
+
+async def test_after_a_200_to_connect_tls_begins_inside_the_tunnel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def agrees(
+        proxy: ScriptedProxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await proxy.read_head(reader)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await proxy.read(reader, 1)  # the first byte of what comes through the tunnel
+
+    async with scripted_proxy(agrees) as proxy:
+        connect_proxy(monkeypatch, proxy.port)
+        with pytest.raises(UpstreamConnectionError) as failed:
+            await fetch("https://upstream.test:8443/")
+
+    assert proxy.received[1] == b"\x16"  # a TLS handshake record: the client's hello
+    assert "refused CONNECT" not in failed.value.detail
