@@ -113,10 +113,24 @@ MODULES: tuple[Module, ...] = (
             "tests/test_transport_headers.py",
             "tests/test_transport_resend.py",
             "tests/test_transport_timeouts.py",
+            "tests/test_transport_edges.py",
+            # The resolver the pool is given reaches the connection setup; requests to a proxy.
+            "tests/test_connect.py",
+            "tests/test_connect_tunnels.py",
+            "tests/test_proxies.py::test_a_forward_proxy_receives_the_absolute_url_and_the_credentials",
+            "tests/test_proxies.py::test_the_proxy_variables_are_read_when_the_transport_is_built",
         ),
     ),
-    Module("connect", "app/src/services/base/connect.py", ("tests/test_connect.py",)),
-    Module("proxies", "app/src/services/base/proxies.py", ("tests/test_proxies.py",)),
+    Module(
+        "connect",
+        "app/src/services/base/connect.py",
+        ("tests/test_connect.py", "tests/test_connect_tunnels.py", "tests/test_tls.py"),
+    ),
+    Module(
+        "proxies",
+        "app/src/services/base/proxies.py",
+        ("tests/test_proxy_rules.py", "tests/test_proxies.py"),
+    ),
 )
 
 # mutmut's exit codes, as its `stats.status_by_exit_code` reads them.

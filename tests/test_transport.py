@@ -150,6 +150,7 @@ async def test_sequential_requests_reuse_one_connection(
 
     assert len(upstream.peers) == 1
     assert transport.stats().most_open == 1
+    assert transport.stats().requests == 5
 
 
 async def test_the_end_is_stamped_when_the_last_byte_arrives(

@@ -28,18 +28,19 @@ async def answers(
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("name", "value", "shown"),
     [
-        (b"authorization", b"Bearer " + SECRET.encode() + b"\r\nx-injected: 1"),
-        (b"x-title", b"a\nb"),
-        (b"x-title", b"a\rb"),
-        (b"x-title", b"a\x00b"),
-        (b"x-bad\r\nx-injected", b"1"),
-        (b"x-bad\x00", b"1"),
+        (b"authorization", b"Bearer " + SECRET.encode() + b"\r\nx-injected: 1", "'authorization'"),
+        (b"x-title", b"a\nb", "'x-title'"),
+        (b"x-title", b"a\rb", "'x-title'"),
+        (b"x-title", b"a\x00b", "'x-title'"),
+        (b"x-bad\r\nx-injected", b"1", "'x-bad\\r\\nx-injected'"),
+        (b"x-bad\x00", b"1", "'x-bad\\x00'"),
+        (b"x-b\xe9\n", b"1", "'x-b\\\\xe9\\n'"),
     ],
 )
 async def test_a_header_with_cr_lf_or_nul_is_refused_and_never_written(
-    name: bytes, value: bytes
+    name: bytes, value: bytes, shown: str
 ) -> None:
     async with raw_upstream(answers) as up:
         wire = WireTransport()
@@ -53,7 +54,26 @@ async def test_a_header_with_cr_lf_or_nul_is_refused_and_never_written(
 
     assert up.requests == []
     assert SECRET not in caught.value.detail
-    assert "CR, LF or NUL" in caught.value.detail
+    assert caught.value.detail == (
+        f"Refused to send a request whose header {shown} contains CR, LF or NUL"
+    )
+
+
+@pytest.mark.parametrize("method", ["GET\r\nX-Injected: 1", "GET\x00"])
+async def test_a_request_line_with_cr_lf_or_nul_is_refused_and_never_written(method: str) -> None:
+    async with raw_upstream(answers) as up:
+        wire = WireTransport()
+        try:
+            sent = httpx.Request(method, f"{up.url}/", extensions={"timeout": TIMEOUTS})
+            with pytest.raises(UnsafeHeaderError) as caught:
+                await asyncio.wait_for(wire.handle_async_request(sent), 10)
+        finally:
+            await wire.aclose()
+
+    assert up.requests == []
+    assert caught.value.detail == (
+        "Refused to send a request whose request line contains CR, LF or NUL"
+    )
 
 
 @pytest.mark.parametrize(
