@@ -102,7 +102,7 @@ MODULES: tuple[Module, ...] = (
     Module(
         "client",
         "app/src/services/base/client.py",
-        ("tests/test_retries.py", "tests/test_measurement.py"),
+        ("tests/test_base_client.py", "tests/test_retries.py", "tests/test_measurement.py"),
     ),
     Module(
         "transport",
