@@ -114,9 +114,14 @@ async def test_a_read_sends_the_method_url_and_fixed_headers_once() -> None:
 
 
 @pytest.mark.parametrize(
-    "base_url", ["http://upstream.test/api/v1", "http://upstream.test/api/v1/"]
+    ("base_url", "base"),
+    [
+        ("http://upstream.test/api/v1", "http://upstream.test/api/v1"),
+        ("http://upstream.test/api/v1/", "http://upstream.test/api/v1"),
+        ("http://upstream.test/v1X", "http://upstream.test/v1X"),
+    ],
 )
-async def test_paths_join_the_base_url_with_or_without_its_slash(base_url: str) -> None:
+async def test_paths_join_the_base_url_with_or_without_its_slash(base_url: str, base: str) -> None:
     upstream = Upstream(httpx.Response(200))
     client = client_for(upstream, base_url=base_url)
 
@@ -124,10 +129,10 @@ async def test_paths_join_the_base_url_with_or_without_its_slash(base_url: str) 
         await client.read("GET", path, Timing())
 
     assert [str(request.url) for request in upstream.requests] == [
-        "http://upstream.test/api/v1/models",
-        "http://upstream.test/api/v1/models",
-        "http://upstream.test/api/v1/generation?id=gen-1",
-        "http://upstream.test/api/v1/models/a/b/endpoints",
+        f"{base}/models",
+        f"{base}/models",
+        f"{base}/generation?id=gen-1",
+        f"{base}/models/a/b/endpoints",
     ]
 
 
@@ -453,6 +458,7 @@ async def test_without_a_sleep_of_its_own_the_client_waits_with_retry_sleep(
 
     assert waits == [2.0]
     assert client.retry_policy == RetryPolicy()
+    assert "authorization" not in upstream.requests[0].headers  # no key unless given
 
 
 # --- another transport's answer, held to the deadline --------------------------------------
