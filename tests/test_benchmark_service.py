@@ -28,7 +28,7 @@ from src.services.benchmarker.runs import service
 from src.services.benchmarker.runs.file_store import FileRunStore
 from src.services.benchmarker.runs.owners import EVERYONE, Caller
 from tests.helpers.app import make_settings
-from tests.test_file_store import run_id, state, summary_of
+from tests.helpers.runs import run_id, state, summary_of
 
 pytestmark = pytest.mark.anyio
 
