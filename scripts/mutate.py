@@ -77,12 +77,17 @@ MODULES: tuple[Module, ...] = (
         "app/src/api/gate/guards.py",
         ("tests/test_guards.py", "tests/test_hardening.py", "tests/test_security_edges.py"),
     ),
-    Module("http_limits", "app/src/api/gate/http_limits.py", ("tests/test_http_limits.py",)),
+    Module(
+        "http_limits",
+        "app/src/api/gate/http_limits.py",
+        ("tests/test_http_limits.py", "tests/test_http_limits_bodies.py"),
+    ),
     Module("relay", "app/src/services/generation/relay.py", ("tests/test_openai.py",)),
     Module(
         "openrouter_client",
         "app/src/services/openrouter/client.py",
         (
+            "tests/test_openrouter_client.py",
             "tests/test_openai.py",
             "tests/test_models.py",
             "tests/test_generate.py",

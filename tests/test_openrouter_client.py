@@ -31,6 +31,7 @@ from src.services.openrouter.client import (
     connect_openrouter,
 )
 from tests.helpers.app import make_settings
+from tests.helpers.raw_upstream import RawUpstream, raw_upstream
 
 pytestmark = pytest.mark.anyio
 
@@ -629,3 +630,149 @@ async def test_only_the_real_upstream_goes_through_the_proxy_variables(
         assert (proxy is not None) is proxied
     finally:
         await client.aclose()
+
+
+# --- what the first review of the survivors asked for -----------------------------------------
+
+
+async def test_a_stream_whose_chunks_name_nothing_keeps_the_asked_model_and_no_more() -> None:
+    bare = {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    answer, _ = streamed(sse(bare))
+
+    texts, result = await collect(Upstream(answer).client().stream(MODEL, "Hi", SAMPLING, Timing()))
+
+    assert texts == ["hi"]
+    assert result.model == MODEL
+    assert (result.provider, result.generation_id, result.finish_reason) == (None, None, None)
+
+
+async def test_a_completion_retried_reports_every_attempt() -> None:
+    async def no_wait(_: float) -> None:
+        return None
+
+    upstream = Upstream(
+        json_answer({"error": {"message": "busy"}}, status=503),
+        json_answer({"choices": [{"message": {"content": "ok"}}]}),
+    )
+    client = OpenRouterClient(
+        httpx.MockTransport(upstream),
+        base_url="https://openrouter.test/api/v1",
+        retry_policy=RetryPolicy(attempts=3),
+        sleep=no_wait,
+    )
+
+    result = await client.complete(MODEL, "Why?", SAMPLING, Timing())
+
+    assert result.text == "ok"
+    assert result.attempts == 2
+    assert len(upstream.requests) == 2
+
+
+async def test_a_relayed_stream_sends_every_event_before_an_error_in_one_piece() -> None:
+    first, second = orjson.dumps(chunk("a")), orjson.dumps(chunk("b"))
+    error = orjson.dumps({"error": {"message": "gone"}})
+    answer, _ = streamed(
+        [b"data: " + first + b"\n\ndata: " + second + b"\n\ndata: " + error + b"\n\n"]
+    )
+    relayed: list[bytes] = []
+
+    with pytest.raises(UpstreamStreamError, match="gone"):
+        async for piece in Upstream(answer).client().relay_stream(b"{}", Timing()):
+            relayed.append(piece)
+
+    assert relayed == [b"data: " + first + b"\n\ndata: " + second + b"\n\n"]
+
+
+async def test_a_streams_end_is_the_arrival_of_its_last_byte_not_its_closing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from src.services.openrouter import client as openrouter_client
+
+    closing_time = 10.0**9
+    monkeypatch.setattr(openrouter_client, "now", lambda: closing_time)
+    answer, _ = streamed(sse(chunk("a")))
+    timing = Timing()
+
+    await collect(Upstream(answer).client().stream(MODEL, "Hi", SAMPLING, timing))
+
+    assert 0 < timing.ended < closing_time
+    assert timing.first_content is not None and timing.ended >= timing.first_content
+
+
+async def test_what_follows_done_is_read_so_the_connection_is_used_again() -> None:
+    done = b"data: " + orjson.dumps(chunk("a")) + b"\n\ndata: [DONE]\n\n"
+
+    async def answer(
+        up: RawUpstream, _: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            try:
+                await up.read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n" % (len(done), done)
+            )
+            await writer.drain()
+            await asyncio.sleep(0.05)  # what follows [DONE] comes in a later read
+            trailing = b": the end\n\n"
+            writer.write(b"%x\r\n%s\r\n" % (len(trailing), trailing))
+            await writer.drain()
+            await asyncio.sleep(0.05)  # and the body's end in a later one still
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_upstream(answer) as up:
+        client = OpenRouterClient(
+            WireTransport(trust_env=False), base_url=up.url, retry_policy=RetryPolicy(attempts=1)
+        )
+        try:
+            for _ in range(2):
+                texts, _result = await asyncio.wait_for(
+                    collect(client.stream(MODEL, "Hi", SAMPLING, Timing())), 15
+                )
+                assert texts == ["a"]
+        finally:
+            await client.aclose()
+
+    assert len(up.requests) == 2
+    assert up.connections == 1
+
+
+async def test_the_transport_settings_reach_the_process_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from src.services.openrouter import client as openrouter_client
+
+    built: list[dict[str, object]] = []
+
+    def build(kind: str, **options: object) -> httpx.AsyncBaseTransport:
+        built.append({"kind": kind, **options})
+        return httpx.MockTransport(Upstream(httpx.Response(200)))
+
+    monkeypatch.setattr(openrouter_client, "build_transport", build)
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("cert")
+    key.write_text("key")
+    settings = make_settings(
+        tmp_path,
+        upstream_transport="httpx",
+        upstream_http2=True,
+        upstream_client_cert=cert,
+        upstream_client_key=key,
+        upstream_max_connections=3,
+    )
+
+    connect_openrouter(settings, UpstreamTarget("https://openrouter.test/", SecretStr("k")))
+
+    assert built == [
+        {
+            "kind": "httpx",
+            "max_connections": 3,
+            "http2": True,
+            "client_cert": cert,
+            "client_key": key,
+            "trust_env": True,
+        }
+    ]
