@@ -269,16 +269,64 @@ async def test_timeouts_of_one_sweep_are_reported_as_one_count(
             *(exchange(port, b"GET / HTTP/1.1\r\n") for _ in range(3)),
             exchange(port, b""),
         )
+        # The server still serves, and still times out, after a sweep that left nothing to wait.
+        after = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        late = await exchange(port, b"GET / HTTP/1.1\r\n")
 
     assert [parse(answer)[0] for answer in answers[:3]] == ["HTTP/1.1 408 Request Timeout"] * 3
     assert answers[3] == b""
+    assert after.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert parse(late)[0] == "HTTP/1.1 408 Request Timeout"
+    assert not any(message.startswith("REFUSED") for message in caplog.messages)
     counts = [
         message
         for message in caplog.messages
         if message.startswith("Closed") and "HEADER_TIMEOUT_SECONDS" in message
     ]
-    assert sum(int(message.split()[1]) for message in counts) == 4
-    assert len(counts) < 4
+    assert sum(int(message.split()[1]) for message in counts) == 5
+    assert len(counts) < 5
+
+
+async def test_a_connection_still_waiting_after_a_sweep_is_timed_out_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(tmp_path, monkeypatch, App(), header_timeout_seconds=0.5) as port:
+        first = asyncio.create_task(exchange(port, b"GET / HTTP/1.1\r\n"))
+        await asyncio.sleep(0.3)
+        second = asyncio.create_task(exchange(port, b"GET / HTTP/1.1\r\n"))
+        answers = await asyncio.wait_for(asyncio.gather(first, second), WAIT_SECONDS)
+
+    assert [parse(answer)[0] for answer in answers] == ["HTTP/1.1 408 Request Timeout"] * 2
+
+
+async def test_making_room_twice_within_a_second_is_reported_by_the_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(
+        tmp_path, monkeypatch, App(), max_connections=2, header_timeout_seconds=30
+    ) as port:
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        try:
+            # Each newcomer closes the oldest idle connection; the second within the second.
+            newcomers = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            closed = [await asyncio.wait_for(reader.read(), WAIT_SECONDS) for reader, _ in idle]
+            newcomers[1][1].write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            served = await asyncio.wait_for(newcomers[1][0].read(), WAIT_SECONDS)
+
+            def made_room() -> int:
+                return sum(
+                    int(message.split()[1])
+                    for message in caplog.messages
+                    if "to make room for new ones" in message
+                )
+
+            await until(lambda: made_room() == 2, "both closes to be reported")
+        finally:
+            for _, writer in [*idle, *newcomers]:
+                writer.close()
+
+    assert closed == [b"", b""]
+    assert served.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 @pytest.fixture(autouse=True)
