@@ -47,7 +47,10 @@ bench: sync-runtime ## Benchmark on the running service (FILE, DATASET or PROMPT
 		$(if $(TURNS),--turns $(TURNS)) $(if $(WARMUP),--warmup $(WARMUP)) \
 		$(if $(PROVIDERS),--providers "$(PROVIDERS)") $(if $(PROVIDER_SORT),--provider-sort $(PROVIDER_SORT)) \
 		$(if $(RUNS),--runs $(RUNS)) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) \
-		$(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
+		$(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION)) \
+		$(if $(SWEEP),--sweep $(SWEEP)) $(if $(SWEEP_VALUES),--sweep-values $(SWEEP_VALUES)) \
+		$(if $(TTFT_SLO),--ttft-slo $(TTFT_SLO)) $(if $(LATENCY_SLO),--latency-slo $(LATENCY_SLO)) \
+		$(if $(TPOT_SLO),--tpot-slo $(TPOT_SLO))
 
 lint: sync ## ruff check and ruff format --check
 	$(RUN) ruff check .

@@ -24,6 +24,11 @@ Goals:
 9. The two upstream transports, reported and not judged: a second service with
    UPSTREAM_TRANSPORT=httpx against the default (wire), on the 200-in-flight and one-connection
    loads and on the benchmark truth goal. `python scripts/perf.py transports` runs only this.
+10. The open-loop rate the runner holds: one rate sweep (PERF_RATES, PERF_RATE_SECONDS per
+   step) against an emulator answering after 0.1 s; the highest rate whose step kept send lag
+   p50 <= 5 ms and p99 <= 50 ms, reported latency p50 within 3% of 0.1 s and no failure.
+   (aiperf's figure beside it is not measured yet.)
+   `python scripts/perf.py rates` runs only this.
 
 Proxy comparisons run in interleaved rounds (direct, proxy, service, OpenAI face, direct, ...),
 and the median of the rounds counts, so that a noisy neighbour on the machine hits every
@@ -62,6 +67,9 @@ API_KEY = "perf-upstream-key-0123456789"
 WRK_SECONDS = int(os.environ.get("PERF_SECONDS", "8"))
 ROUNDS = int(os.environ.get("PERF_ROUNDS", "3"))
 TRUE_LATENCY = 0.5
+RATES = [float(rate) for rate in os.environ.get("PERF_RATES", "100,200,400,800,1600").split(",")]
+RATE_SECONDS = float(os.environ.get("PERF_RATE_SECONDS", "3"))
+RATE_TRUE_LATENCY = 0.1
 
 
 @dataclass
@@ -578,48 +586,142 @@ async def _stream_all(
 
 
 def stream_goals(lab: Lab) -> list[Row]:
+    """500 streams at once, direct and through both faces of the service, in interleaved
+    rounds (medians): the relay's side of high load."""
     prompt = "[[emulator:delay=0.5,tps=50]] Stream me a long answer please"
-    direct_payload = {
+    chat = {
         "model": MODEL,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": 64,
         "stream": True,
     }
-    proxy_payload = {"model": MODEL, "prompt": prompt, "max_tokens": 64, "stream": True}
-    direct_ok, direct_time = asyncio.run(
-        _stream_all(f"{lab.emulator}/api/v1/chat/completions", direct_payload, 500, b"[DONE]")
-    )
+    generate = {"model": MODEL, "prompt": prompt, "max_tokens": 64, "stream": True}
+    contenders = {
+        "direct": (f"{lab.emulator}/api/v1/chat/completions", chat, b"[DONE]"),
+        "/generate": (f"{lab.service}/generate", generate, b"event: done"),
+        "/v1": (f"{lab.service}/v1/chat/completions", chat, b"[DONE]"),
+    }
+    completed: dict[str, list[int]] = {name: [] for name in contenders}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     rss_before = rss_kib(lab.service_pid)
-    proxy_ok, proxy_time = asyncio.run(
-        _stream_all(f"{lab.service}/generate", proxy_payload, 500, b"event: done")
-    )
+    for _ in range(ROUNDS):
+        for name, (url, payload, marker) in contenders.items():
+            ok, seconds = asyncio.run(_stream_all(url, payload, 500, marker))
+            completed[name].append(ok)
+            times[name].append(seconds)
     rss_after = rss_kib(lab.service_pid)
-    growth = (rss_after - rss_before) / 1024
+    print(f"  500 streams: completed {completed}, seconds {times}")
+    direct_time = statistics.median(times["direct"])
     g4 = "4: 500 concurrent streams"
     memory = f"reported ({rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB)"
+    rows: list[Row] = []
+    for face in ("/generate", "/v1"):
+        ok = min(completed[face])
+        face_time = statistics.median(times[face])
+        rows.append(Row(g4, f"{face} completed", "direct", 500, ok, ok / 500, "all 500", ok == 500))
+        rows.append(
+            Row(
+                g4,
+                f"{face} time for all (s)",
+                "direct",
+                direct_time,
+                face_time,
+                face_time / direct_time,
+                "<= 1.2x direct",
+                face_time <= 1.2 * direct_time,
+            )
+        )
+    growth = (rss_after - rss_before) / 1024
+    rows.append(Row(g4, "app RSS growth (MiB)", "none", 0.0, growth, 0.0, memory, True))
+    return rows
+
+
+# --- the open-loop rate the runner holds -------------------------------------------------------
+
+
+def rate_goals(lab: Lab) -> list[Row]:
+    """Goal 10: a rate sweep on a service of its own whose caps let the highest rate through."""
+    port = free_port()
+    caps = {
+        "MAX_CONCURRENCY": "2000",
+        "MAX_INFLIGHT_TOTAL": "2000",
+        "MAX_BENCHMARK_REQUESTS": "1000000",
+        "UPSTREAM_MAX_CONNECTIONS": "2000",
+    }
+    workdir = lab.workdir / "rates"
+    workdir.mkdir(exist_ok=True)
+    service = start_service(port, lab.emulator, workdir, **caps)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", service)
+        steps = _rate_sweep(f"http://127.0.0.1:{port}")
+    finally:
+        stop(service)
+    held = [step.rate for step in steps if step.held()]
+    best = max(held, default=0.0)
+    aiperf = shutil.which("aiperf")
+    note = "aiperf not installed" if aiperf is None else "aiperf installed, not measured yet"
     return [
         Row(
-            g4,
-            "completed",
-            "direct",
-            direct_ok,
-            proxy_ok,
-            proxy_ok / 500,
-            "all 500",
-            proxy_ok == 500,
-        ),
-        Row(
-            g4,
-            "time for all (s)",
-            "direct",
-            direct_time,
-            proxy_time,
-            proxy_time / direct_time,
-            "reported",
-            True,
-        ),
-        Row(g4, "app RSS growth (MiB)", "none", 0.0, growth, 0.0, memory, True),
+            "10: open-loop rate held, upstream 0.1 s",
+            "highest rate held (req/s)",
+            note,
+            float("nan"),
+            best,
+            best / RATES[-1],
+            "lag p50<=5 ms, p99<=50 ms, p50 within 3%",
+            best > 0,
+        )
     ]
+
+
+@dataclass
+class RateStep:
+    rate: float
+    achieved: float | None
+    lag_p50: float | None
+    lag_p99: float | None
+    p50: float | None
+    failed: int
+
+    def held(self) -> bool:
+        if self.lag_p50 is None or self.lag_p99 is None or self.p50 is None or self.failed:
+            return False
+        error = abs(self.p50 - RATE_TRUE_LATENCY) / RATE_TRUE_LATENCY
+        return self.lag_p50 <= 0.005 and self.lag_p99 <= 0.05 and error <= 0.03
+
+
+def _rate_sweep(service: str) -> list[RateStep]:
+    prompts = "\n".join(f"[[emulator:delay={RATE_TRUE_LATENCY}]] rate {i}" for i in range(50))
+    response = httpx.post(
+        f"{service}/benchmark",
+        files={"prompt_file": ("prompts.txt", prompts.encode() + b"\n", "text/plain")},
+        data={
+            "model": MODEL,
+            "sweep": "rate",
+            "sweep_values": ",".join(f"{rate:g}" for rate in RATES),
+            "duration": str(RATE_SECONDS),
+            "concurrency": "2000",
+            "max_tokens": "16",
+            "stream": "false",
+            "warmup": "20",
+        },
+        timeout=RATE_SECONDS * len(RATES) * 3 + 60,
+    )
+    response.raise_for_status()
+    steps = []
+    for step in response.json()["steps"]:
+        stats, schedule = step["models"][0], step["schedule"]
+        figures = RateStep(
+            rate=float(step["rate"]),
+            achieved=schedule["achieved_rate"],
+            lag_p50=schedule["lag_p50"],
+            lag_p99=schedule["lag_p99"],
+            p50=stats["latency"]["p50"],
+            failed=int(stats["failed"]),
+        )
+        print(f"  rate step: {figures}")
+        steps.append(figures)
+    return steps
 
 
 # --- the two transports ------------------------------------------------------------------------
@@ -744,13 +846,17 @@ def main() -> int:
         wait_ready(f"{proxy_url}/docs", proxy)
         lab = Lab(workdir, emulator_url, service_url, proxy_url, service.pid)
         rows: list[Row] = []
-        if sys.argv[1:] != ["transports"]:
+        only = sys.argv[1:]
+        if not only:
             rows += proxy_goals(lab)
             truth, quiet_plain, quiet_stream = truth_goals(lab)
             rows += truth
             rows += isolation_goals(lab, quiet_plain, quiet_stream)
             rows += stream_goals(lab)
-        rows += transport_goals(lab)
+        if not only or only == ["rates"]:
+            rows += rate_goals(lab)
+        if not only or only == ["transports"]:
+            rows += transport_goals(lab)
     finally:
         for process in processes:
             stop(process)

@@ -43,6 +43,8 @@ FORM_DEFAULTS: dict[str, object] = {
     "duration": None,
     "ttft_slo": None,
     "latency_slo": None,
+    "tpot_slo": None,
+    "sweep": None,
     "prompt_tokens": None,
     "prompt_tokens_stdev": 0,
     "prompts": None,
@@ -108,7 +110,17 @@ def test_the_benchmark_form_is_flat_with_a_file_picker_and_every_field() -> None
         assert properties[repeated]["type"] == "array"
         assert properties[repeated]["items"]["type"] == "string"
     assert not {"models", "providers"} & set(properties)
-    assert set(properties) == {"prompt_file", "dataset_file", "model", "provider", *FORM_DEFAULTS}
+    # A sweep's values: the field repeated, or one comma-separated field.
+    assert properties["sweep_values"]["type"] == "array"
+    assert properties["sweep_values"]["items"]["type"] == "number"
+    assert set(properties) == {
+        "prompt_file",
+        "dataset_file",
+        "model",
+        "provider",
+        "sweep_values",
+        *FORM_DEFAULTS,
+    }
     for name, default in FORM_DEFAULTS.items():
         field = properties[name]
         assert not {"allOf", "anyOf", "oneOf", "example", "examples"} & set(field), name
@@ -117,6 +129,7 @@ def test_the_benchmark_form_is_flat_with_a_file_picker_and_every_field() -> None
         assert "default" in field and field["default"] == default, name
     assert properties["arrival"]["enum"] == ["constant", "poisson"]
     assert properties["provider_sort"]["enum"] == ["price", "throughput", "latency"]
+    assert properties["sweep"]["enum"] == ["concurrency", "rate", "auto"]
 
 
 def test_the_bounds_of_the_document_are_the_settings() -> None:

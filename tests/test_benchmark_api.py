@@ -122,6 +122,9 @@ async def test_benchmark_returns_statistics_and_names_its_files(
         "output_tokens": None,
         "output_tokens_stdev": 0.0,
         "turns": 1,
+        "tpot_slo": None,
+        "sweep": None,
+        "sweep_values": [],
     }
     [stats] = body["models"]
     assert (stats["model"], stats["count"], stats["ok"], stats["failed"]) == (GPT, 6, 6, 0)

@@ -181,6 +181,7 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
         "cost_source": "",
         "error": "",
         "turn": "1",
+        "step": "",
     }
     assert rows[2][4] == "502"
     assert rows[2][6] == ""
@@ -188,7 +189,7 @@ async def test_csv_writer_writes_the_header_and_every_row(tmp_path: Path) -> Non
 
 
 def test_csv_columns_keep_the_older_positions_for_readers_by_position() -> None:
-    # The first columns never move; providers' columns come just before `error`; `turn` last.
+    # The first columns never move; providers' columns come before `error`; then `turn`, `step`.
     assert CSV_COLUMNS[:4] == ("model", "prompt_index", "prompt", "run")
     assert CSV_COLUMNS[CSV_COLUMNS.index("cost_source") + 1 :] == (
         "pinned_provider",
@@ -202,6 +203,7 @@ def test_csv_columns_keep_the_older_positions_for_readers_by_position() -> None:
         "generation_cost",
         "error",
         "turn",
+        "step",
     )
 
 

@@ -450,6 +450,7 @@ async def test_a_failed_request_is_a_complete_record_of_nothing_but_its_error(
         "generation_id": None,
         "generation": None,
         "generation_record": None,
+        "step": None,
     }
     assert "overloaded ***" in timings["error"] and "s3cr3t" not in timings["error"]
     assert timings["send_lag_seconds"] >= 1.0

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from src.cli import _follow, print_comparison
+from src.cli import _follow, print_comparison, print_steps
 
 SUMMARY: dict[str, Any] = {
     "id": "20261127T164418Z_emulator-small+anthropic-claude-3.5-sonnet_d3aa3ef4",
@@ -120,3 +120,63 @@ def test_series_with_providers_and_turns_fit_a_standard_terminal() -> None:
         line = next(line for line in after.splitlines() if f"@ {provider}:" in line)
         assert "(target 128); 3 ended before max_tokens" in line
     assert after.count("ttft p50 s by turn: 1: 0.301, 2: 0.602") == 2
+
+
+def progress_event(done: int, step: int, step_done: int) -> str:
+    progress = {"done": done, "total": 8, "ok": done, "failed": 0, "elapsed_seconds": 1.0,
+                "eta_seconds": None, "step": step, "steps": 2, "step_done": step_done,
+                "step_total": 4}  # fmt: skip
+    return "event: progress\ndata: " + json.dumps({"progress": progress}) + "\n\n"
+
+
+def step_stats(step: int, concurrency: int, goodput: float) -> dict[str, Any]:
+    stats = {"model": "emulator/small", "requests_per_second": 2.5 * step, "goodput": goodput,
+             "goodput_per_second": 2.5 * step * goodput, "latency": {"p50": 0.5, "p95": 0.61},
+             "ttft": {"p95": 0.3}}  # fmt: skip
+    return {"step": step, "concurrency": concurrency, "rate": None, "models": [stats]}
+
+
+SWEEP_SUMMARY: dict[str, Any] = {
+    **SUMMARY,
+    "finished_requests": 8,
+    "warmup_requests": 0,
+    "progress": {
+        "done": 8,
+        "total": 8,
+        "ok": 8,
+        "failed": 0,
+        "elapsed_seconds": 4.0,
+        "eta_seconds": None,
+    },
+    "steps": [step_stats(1, 1, 1.0), step_stats(2, 4, 0.5)],
+    "knee": [{"model": "emulator/small", "step": 1}],
+}
+
+
+def test_a_sweep_shows_a_bar_per_step_then_its_step_table() -> None:
+    events = (
+        progress_event(2, 1, 2)
+        + progress_event(4, 1, 4)
+        + progress_event(6, 2, 2)
+        + "event: summary\ndata: "
+        + json.dumps(SWEEP_SUMMARY)
+        + "\n\n"
+    )
+    transport = httpx.MockTransport(
+        lambda _request: httpx.Response(
+            200, text=events, headers={"content-type": "text/event-stream"}
+        )
+    )
+    out = io.StringIO()
+    with httpx.Client(transport=transport, base_url="http://service.test") as http:
+        summary = _follow(http, "r", Console(file=out, width=100, color_system=None))
+    print_steps(summary, Console(file=out, width=100, color_system=None))
+
+    text = out.getvalue()
+    assert "step 1/2" in text and "step 2/2" in text
+    assert "8/8" in text  # the whole run
+    rows = [line.split() for line in text.splitlines() if "emulator/small" in line]
+    assert rows == [
+        ["1", "emulator/small", "1", "—", "2.50", "0.500", "0.610", "0.300", "2.50", "met", "knee"],
+        ["2", "emulator/small", "4", "—", "5.00", "0.500", "0.610", "0.300", "2.50", "missed"],
+    ]

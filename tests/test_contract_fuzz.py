@@ -33,6 +33,9 @@ SERVED_MODEL = "emulator/small"
 # Every emulated model is served by Alpha.
 SERVED_PROVIDER = "alpha"
 PROMPTS = b"Why is the sky blue?\nSay hi.\n"
+# Sends per second at which MAX_BENCHMARK_REQUESTS (Poisson arrivals included) fit well within
+# MAX_RUN_SECONDS.
+SERVED_MIN_RATE = 100
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -88,7 +91,16 @@ def use_served_inputs(case: schemathesis.Case[Any]) -> None:
             # A spread may draw a max_tokens past MAX_TOKENS_LIMIT: refused, and rightly so.
             body.pop("output_tokens_stdev", None)
             if body.get("stream") is False:
-                body.pop("ttft_slo", None)  # refused without a stream: nothing to measure it on
+                # Refused without a stream: nothing to measure them on.
+                body.pop("ttft_slo", None)
+                body.pop("tpot_slo", None)
+            # A sweep's values must fit its kind, and its steps multiply the requests past this
+            # run's small caps: refusals the document cannot state.
+            body.pop("sweep", None)
+            body.pop("sweep_values", None)
+            # A slow rate's schedule outlasts MAX_RUN_SECONDS (its last send is due after it).
+            if isinstance(body.get("rate"), int | float) and body["rate"] < SERVED_MIN_RATE:
+                body.pop("rate")
             body["prompt_file"] = PROMPTS
             if body.get("provider"):
                 # A generated slug is a provider no model has: a 422 the document cannot state.

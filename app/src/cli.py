@@ -20,11 +20,19 @@ import orjson
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from src.schemas.benchmarks import series_label
 from src.services.base.sse import ServerSentEvent, SSEDecoder
+from src.services.benchmarker.results.statistics import KNEE_GOODPUT
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
 FORM_FIELDS = (
@@ -43,7 +51,13 @@ FORM_FIELDS = (
     "output_tokens_stdev",
     "turns",
     "provider_sort",
+    "ttft_slo",
+    "latency_slo",
+    "tpot_slo",
+    "sweep",
+    "sweep_values",
 )
+STEP_COLUMNS = ("conc", "rate\n/s", "req\n/s", "p50\ns", "p95\ns", "ttft\np95 s", "good\n/s", "SLO")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             console.print("Cancelling…")
             summary = _cancel(http, benchmark_id)
             print_comparison(summary, Console())
+            print_steps(summary, Console())
             return EXIT_CANCELLED
     print_comparison(summary, Console())
+    print_steps(summary, Console())
     return EXIT_OK if summary.get("status") == "completed" else EXIT_FAILED
 
 
@@ -121,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int)
     bench.add_argument("--duration", type=float, help="Seconds to send for, instead of runs")
     bench.add_argument("--no-stream", action="store_true", help="Plain requests: no ttft")
+    bench.add_argument("--ttft-slo", dest="ttft_slo", type=float, help="Seconds")
+    bench.add_argument("--latency-slo", dest="latency_slo", type=float, help="Seconds")
+    bench.add_argument("--tpot-slo", dest="tpot_slo", type=float, help="Seconds per token")
+    bench.add_argument("--sweep", choices=("concurrency", "rate", "auto"))
+    bench.add_argument(
+        "--sweep-values", dest="sweep_values", help="Ascending, e.g. 1,2,4,8 (auto: a count)"
+    )
     return parser
 
 
@@ -169,11 +192,14 @@ def _follow(http: httpx.Client, benchmark_id: str, console: Console) -> dict[str
     )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("requests", total=None, detail="")
+        steps: dict[int, TaskID] = {}
         for event in _events(http, benchmark_id):
             data: dict[str, Any] = orjson.loads(event.data)
             if event.event == "summary":
                 done = _requests_done(data)
                 bar.update(task, completed=done, total=done, detail=data["status"])
+                for step_task in steps.values():
+                    _complete(bar, step_task)
                 return data
             progress = data["progress"]
             eta = progress.get("eta_seconds")
@@ -184,7 +210,26 @@ def _follow(http: httpx.Client, benchmark_id: str, console: Console) -> dict[str
                 detail=f"{progress['ok']} ok, {progress['failed']} failed"
                 + (f", ETA {eta:.0f}s" if eta is not None else ""),
             )
+            _step_bars(bar, steps, progress)
     raise CliError("The events stream ended without a summary.")
+
+
+def _step_bars(bar: Progress, steps: dict[int, TaskID], progress: dict[str, Any]) -> None:
+    """With a sweep: one bar per step, each earlier one filled once a later one has begun."""
+    step = progress.get("step")
+    if not step:
+        return
+    if step not in steps:
+        for earlier in steps.values():
+            _complete(bar, earlier)
+        description = f"step {step}/{progress.get('steps') or '?'}"
+        steps[step] = bar.add_task(description, total=progress.get("step_total"), detail="")
+    bar.update(steps[step], completed=progress.get("step_done") or 0)
+
+
+def _complete(bar: Progress, task: TaskID) -> None:
+    done = bar.tasks[bar.task_ids.index(task)].completed
+    bar.update(task, total=done, completed=done)
 
 
 def _requests_done(ended: dict[str, Any]) -> int:
@@ -277,6 +322,46 @@ def _series(row: dict[str, Any]) -> str:
     label = series_label(str(row["model"]), row.get("provider"))
     answered = row.get("providers_answered") or 0
     return label if row.get("provider") or answered < 2 else f"{label} (mixed: {answered})"
+
+
+def print_steps(summary: dict[str, Any], console: Console) -> None:
+    """A sweep's steps, per series: the load, what it achieved, and whether it met the SLOs."""
+    steps = summary.get("steps")
+    if not steps:
+        return
+    knees = {
+        (point["model"], point.get("provider")): point["step"]
+        for point in summary.get("knee") or []
+    }
+    table = Table(title="Sweep", box=box.SIMPLE_HEAVY, collapse_padding=True)
+    table.add_column("step", justify="right")
+    table.add_column("model @ provider", overflow="fold", min_width=14)
+    for title in STEP_COLUMNS:
+        table.add_column(title, justify="right", no_wrap=True)
+    for step in steps:
+        for stats in step["models"]:
+            met = _met(stats.get("goodput"))
+            if knees.get((stats["model"], stats.get("provider"))) == step["step"]:
+                met += " knee"
+            table.add_row(
+                str(step["step"]),
+                series_label(str(stats["model"]), stats.get("provider")),
+                str(step["concurrency"]),
+                _number(step.get("rate"), 2),
+                _number(stats.get("requests_per_second"), 2),
+                _number(stats["latency"].get("p50"), 3),
+                _number(stats["latency"].get("p95"), 3),
+                _number(stats["ttft"].get("p95"), 3),
+                _number(stats.get("goodput_per_second"), 2),
+                met,
+            )
+    console.print(table)
+
+
+def _met(goodput: object) -> str:
+    if not isinstance(goodput, int | float):
+        return "—"
+    return "met" if goodput >= KNEE_GOODPUT else "missed"
 
 
 def _number(value: object, digits: int) -> str:

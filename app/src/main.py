@@ -81,6 +81,7 @@ def create_app(
             stack.push_async_callback(client.aclose)
             catalog = ModelCatalog(client, active.models_cache_ttl_seconds)
             launcher = BenchmarkLauncher(active, client, target)
+            await launcher.open()
             # Runs before the client closes: an interrupted run saves its summary first.
             stack.push_async_callback(launcher.close, active.shutdown_timeout_seconds)
             proxy = upstream_proxy(active, client.transport, target)

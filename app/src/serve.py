@@ -1,5 +1,6 @@
 """`make run`: uvicorn with the service's own settings (host, port, workers, shutdown, limits)."""
 
+import importlib
 import math
 
 import uvicorn
@@ -7,6 +8,7 @@ from pydantic import ValidationError
 
 from src.api.gate.descriptors import descriptor_budget, raise_descriptor_limit
 from src.config import REPO_ROOT, get_settings
+from src.heap import settle_startup_heap
 
 
 def main() -> None:
@@ -16,6 +18,9 @@ def main() -> None:
         raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None
     raise_descriptor_limit(settings)
     budget = descriptor_budget(settings)  # the lifespan logs it when lowered
+    # Imported ahead of uvicorn, which finds it loaded, so that it is settled with the rest.
+    importlib.import_module("src.main")
+    settle_startup_heap()
     uvicorn.run(
         "src.main:app",
         app_dir=str(REPO_ROOT / "app"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -354,6 +355,26 @@ async def test_idle_connection_closed_by_the_upstream_is_not_reused(case: Case) 
     assert await case.upstream.closed(0)
     # The loop has had time to see the close before the next request goes.
     await asyncio.sleep(PAUSE)
+    await next_is_served(case, on_connection=1)
+    assert case.upstream.received("models") == 1
+    assert await case.close() == []
+
+
+async def test_idle_close_that_arrived_while_the_loop_was_busy_is_seen_before_reuse(
+    case: Case,
+) -> None:
+    """The upstream's close is in the socket but the loop has not run since: the pool must
+    look at the socket itself, as httpcore does, or the next request is written into a closed
+    connection and, being possibly received, cannot be sent again."""
+
+    async def answer_then_idle_timeout(connection: Connection, _: Received) -> None:
+        await connection.send(ok(b"first"))
+        await connection.close()
+
+    case.upstream.script = first_then_next(answer_then_idle_timeout)
+    assert await case.get() == b"first"
+    assert await case.upstream.closed(0)
+    time.sleep(PAUSE)  # blocks the loop on purpose: the close arrives, unseen by callbacks
     await next_is_served(case, on_connection=1)
     assert case.upstream.received("models") == 1
     assert await case.close() == []

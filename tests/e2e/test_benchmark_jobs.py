@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from src.services.benchmarker.load.schedule import arrival_offsets
+from src.services.benchmarker.runs.runner_process import RUNNER_NAME
 from tests.helpers.e2e import INBOUND_KEY, MODEL, unique
 from tests.helpers.launcher import StartApp
 from tests.helpers.processes import APP_DIR, ServiceProcess, wait_until
@@ -125,8 +126,7 @@ def test_a_run_started_by_one_replica_is_cancelled_through_another(
     assert accepted.status_code == 202, accepted.text
     benchmark_id = accepted.json()["id"]
     assert b.get(f"/benchmarks/{benchmark_id}").json()["status"] == "running"
-    runners = runner_processes(first)
-    assert len(runners) == 1
+    assert wait_until(lambda: len(runner_processes(first)) == 1, 10.0), "no runner holds the run"
 
     cancelled = b.delete(f"/benchmarks/{benchmark_id}")
 
@@ -163,14 +163,24 @@ def test_with_two_workers_any_of_them_follows_and_cancels_a_run(
 
 
 def runner_processes(app: ServiceProcess) -> list[int]:
-    """The benchmark runner processes that are children of the app (or of its workers)."""
+    """The benchmark runner processes holding a run that are children of the app (or of its
+    workers); the warm spare waiting for the next run is not one of them."""
     parents = {app.pid, *children(app.pid)}
     return [
         pid
         for parent in parents
         for pid in children(parent)
         if "src.services.benchmarker.runs.runner_process" in cmdline(pid)
+        and process_name(pid) == RUNNER_NAME
     ]
+
+
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as file:
+            return file.read().strip()
+    except OSError:
+        return ""
 
 
 def children(pid: int) -> list[int]:

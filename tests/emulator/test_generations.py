@@ -1,4 +1,5 @@
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -150,3 +151,17 @@ def test_the_store_hides_a_record_until_its_delay_has_passed() -> None:
 
     assert store.get("gen-1", now=11.9) is None
     assert store.get("gen-1", now=12.0) is not None
+
+
+def test_a_full_store_leaves_the_collector_nothing_to_walk() -> None:
+    """A full collection walks every tracked object; a store of objects would be a pause
+    inside the answers in flight, which the emulator promises to time exactly."""
+    store = GenerationStore(delay_seconds=0.0, max_records=5_000)
+    gc.collect()
+    before = len(gc.get_objects())
+    for number in range(5_000):
+        store.add(_record_with(f"gen-{number}"), ended=0.0)
+    gc.collect()
+
+    assert len(gc.get_objects()) - before < 1_000
+    assert store.get("gen-4999", now=1.0) == _record_with("gen-4999")

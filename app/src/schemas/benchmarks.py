@@ -37,6 +37,23 @@ ProviderSlug = Annotated[
     BeforeValidator(check_model_id),
 ]
 CostSource = Literal["generation", "upstream", "pricing"]
+Sweep = Literal["concurrency", "rate", "auto"]
+MAX_SWEEP_STEPS = 32
+# With sweep=auto and no sweep_values: the rates tried between the synchronous and the
+# maximum-throughput steps.
+AUTO_SWEEP_RATES = 4
+
+
+def _comma_separated(value: object) -> object:
+    """A form sends `1,2,4` as one field (or the field repeated): either way, a list."""
+    parts = value if isinstance(value, list) else [value]
+    out: list[object] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.extend(item.strip() for item in part.split(",") if item.strip())
+        else:
+            out.append(part)
+    return out
 
 
 class BenchmarkParameters(SamplingParams):
@@ -93,6 +110,23 @@ class BenchmarkParameters(SamplingParams):
     latency_slo: float | None = Field(
         default=None, gt=0, description="Seconds; with ttft_slo, defines goodput"
     )
+    tpot_slo: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds per output token after the first; with the others, defines goodput",
+    )
+    sweep: Sweep | None = Field(
+        default=None,
+        description="Step through `sweep_values` as concurrencies or rates, each step with "
+        "`runs` (or `duration`) of its own; `auto`: a synchronous step, a maximum-throughput "
+        "step at `concurrency`, then evenly spaced rates between",
+    )
+    sweep_values: Annotated[list[float], BeforeValidator(_comma_separated)] = Field(
+        default_factory=list,
+        max_length=MAX_SWEEP_STEPS,
+        description="Ascending: the field repeated, or one comma-separated `1,2,4,8`; with "
+        f"`auto`, how many rates (default {AUTO_SWEEP_RATES})",
+    )
 
     prompt_tokens: int | None = Field(
         default=None,
@@ -126,6 +160,8 @@ class BenchmarkParameters(SamplingParams):
     def _ttft_needs_a_stream(self) -> "BenchmarkParameters":
         if self.ttft_slo is not None and not self.stream:
             raise ValueError("ttft_slo needs stream=true: without a stream there is no ttft")
+        if self.tpot_slo is not None and not self.stream:
+            raise ValueError("tpot_slo needs stream=true: without a stream there is no ttft")
         return self
 
     @model_validator(mode="after")
@@ -135,6 +171,47 @@ class BenchmarkParameters(SamplingParams):
         if self.output_tokens is None and self.output_tokens_stdev:
             raise ValueError("output_tokens_stdev needs output_tokens")
         return self
+
+    @model_validator(mode="after")
+    def _sweep_values_fit_the_sweep(self) -> "BenchmarkParameters":
+        values = self.sweep_values
+        if self.sweep is None:
+            if values:
+                raise ValueError("sweep_values needs a sweep (concurrency, rate or auto)")
+            return self
+        if any(value <= 0 for value in values):
+            raise ValueError("sweep_values must be above 0")
+        if self.sweep == "auto":
+            if len(values) > 1 or (values and not values[0].is_integer()):
+                raise ValueError("with sweep=auto, sweep_values is one count of rates")
+            if values and values[0] + 2 > MAX_SWEEP_STEPS:
+                raise ValueError(f"a sweep has at most {MAX_SWEEP_STEPS} steps")
+            return self
+        if not values:
+            raise ValueError(f"sweep={self.sweep} needs sweep_values, such as 1,2,4,8")
+        if any(later <= earlier for earlier, later in zip(values, values[1:], strict=False)):
+            raise ValueError("sweep_values must be ascending")
+        if self.sweep == "concurrency" and not all(value.is_integer() for value in values):
+            raise ValueError("concurrency sweep_values must be whole numbers")
+        if self.sweep == "rate" and max(values) > 10_000:
+            raise ValueError("rate sweep_values must be at most 10000 requests per second")
+        return self
+
+    @property
+    def peak_concurrency(self) -> int:
+        """The most requests the run holds in flight: what the caps count."""
+        if self.sweep == "concurrency":
+            return int(max(self.sweep_values))
+        return self.concurrency
+
+    @property
+    def sweep_steps(self) -> int:
+        """How many steps the run has: 1 without a sweep."""
+        if self.sweep is None:
+            return 1
+        if self.sweep == "auto":
+            return 2 + (int(self.sweep_values[0]) if self.sweep_values else AUTO_SWEEP_RATES)
+        return len(self.sweep_values)
 
 
 class SavedParameters(BenchmarkParameters):
@@ -173,6 +250,7 @@ class RequestRecord(GenerationResult):
     cost_source: CostSource | None = Field(
         default=None, description="Where `cost` came from; null when it is unknown"
     )
+    step: int | None = Field(default=None, description="With a sweep: the 1-based step")
 
     @property
     def ok(self) -> bool:
@@ -237,7 +315,13 @@ class RequestStats(BaseModel):
         description="Completion tokens after the first / (latency - ttft), averaged; streamed only"
     )
     goodput: float | None = Field(
-        description="Share of requests that succeeded within ttft_slo and latency_slo"
+        description="Share of requests that succeeded within every SLO set (ttft_slo, "
+        "latency_slo, tpot_slo)"
+    )
+    goodput_per_second: float | None = Field(
+        default=None,
+        description="Requests that succeeded within every SLO set, per second of wall time "
+        "(vLLM's goodput)",
     )
     cost: float | None = Field(
         description="USD over the successful requests whose cost is known; null when none is"
@@ -378,6 +462,14 @@ class Progress(BaseModel):
     warmup_requests: int = Field(default=0, description="Warm-up requests finished")
     elapsed_seconds: float
     eta_seconds: float | None
+    step: int | None = Field(
+        default=None, description="With a sweep: the step of the latest finished request"
+    )
+    steps: int | None = Field(default=None, description="With a sweep: steps planned")
+    step_done: int | None = Field(default=None, description="Requests finished in `step`")
+    step_total: int | None = Field(
+        default=None, description="Requests per step; null when a duration decides"
+    )
 
 
 class Schedule(BaseModel):
@@ -386,6 +478,7 @@ class Schedule(BaseModel):
     target_rate: float
     achieved_rate: float | None = Field(description="Sends per second from first to last send")
     lag_p50: float | None = Field(description="Seconds from scheduled to actual send")
+    lag_p99: float | None = None
     lag_max: float | None
 
 
@@ -426,6 +519,31 @@ class BenchmarkState(BaseModel):
     error: str | None = Field(default=None, description="Why a failed run failed")
 
 
+class StepStats(BaseModel):
+    """One step of a sweep: what it sent, and the full statistics of its requests."""
+
+    step: int = Field(description="1-based")
+    concurrency: int
+    rate: float | None = Field(description="Requests per second; null: closed loop")
+    wall_seconds: float
+    requests_per_second: float
+    schedule: Schedule | None = Field(
+        default=None, description="With a rate: how well this step's sends kept to it"
+    )
+    models: list[ModelStats] = Field(description="Per series, as the run's `models`")
+
+
+class KneePoint(_ModelKey):
+    """Per series (model, and the provider it pinned): the highest step of a sweep that met
+    the SLOs; null fields when none did."""
+
+    step: int | None
+    concurrency: int | None
+    rate: float | None
+    requests_per_second: float | None = Field(description="Achieved at that step")
+    goodput_per_second: float | None
+
+
 class BenchmarkSummary(BaseModel):
     id: str
     status: BenchmarkStatus
@@ -449,6 +567,13 @@ class BenchmarkSummary(BaseModel):
     progress: Progress = Field(description="The same counts as the run's state record")
     models: list[ModelStats]
     comparison: list[ComparisonRow]
+    steps: list[StepStats] | None = Field(
+        default=None, description="With a sweep: each step's statistics (`models` is all steps)"
+    )
+    knee: list[KneePoint] | None = Field(
+        default=None,
+        description="With a sweep and an SLO: per series, the highest step that met it",
+    )
     files: BenchmarkFiles
     error: str | None = Field(default=None, description="Why a failed run failed")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -312,6 +313,21 @@ class _Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         return self.complete and not self.closed and self.keep_alive
 
+    def has_unread_input(self) -> bool:
+        """Whether the socket holds bytes or a close that the loop has not delivered yet.
+
+        An idle connection has nothing to read unless the upstream closed it or sent what no
+        one asked for; a busy loop may not have run our callbacks since. Asking the socket
+        itself, as httpcore does, keeps a request from being written into a closed connection,
+        where it could not be sent again.
+        """
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -587,7 +603,11 @@ class WireTransport(httpx.AsyncBaseTransport):
         while idle:
             connection, _ = idle.popitem()
             connection.on_idle_lost = None
-            if not connection.closed and connection.idle_since > expiry:
+            if (
+                not connection.closed
+                and connection.idle_since > expiry
+                and not connection.has_unread_input()
+            ):
                 return connection
             self._drop(connection)
         return None

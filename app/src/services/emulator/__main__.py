@@ -7,8 +7,9 @@ import sys
 import uvicorn
 
 from src.config import get_settings
+from src.heap import settle_startup_heap
 from src.services.emulator.app import API_PREFIX, create_emulator_app
-from src.services.emulator.config import EmulatorConfig
+from src.services.emulator.config import KEEP_ALIVE_SECONDS, EmulatorConfig
 
 
 def main() -> None:
@@ -17,8 +18,10 @@ def main() -> None:
     url_host = f"[{host}]" if ":" in host else host
     sys.stdout.write(f"OpenRouter emulator: http://{url_host}:{port}{API_PREFIX}\n")
     sys.stdout.flush()
+    app = create_emulator_app(EmulatorConfig.from_settings(settings))
+    settle_startup_heap()
     uvicorn.run(
-        create_emulator_app(EmulatorConfig.from_settings(settings)),
+        app,
         host=host,
         port=port,
         ws="none",
@@ -26,6 +29,7 @@ def main() -> None:
         interface="asgi3",
         access_log=False,
         proxy_headers=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

@@ -7,8 +7,10 @@ the id is a 404. The emulator keeps the newest `MAX_RECORDS` and forgets older o
 from __future__ import annotations
 
 import datetime
+import operator
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Final
 
 import orjson
@@ -73,6 +75,15 @@ class GenerationRecord:
         )
 
 
+# A record is kept as a plain tuple of its fields: a tuple of strings and numbers drops out of
+# the collector's walk, an object does not, and a full store walked by every full collection
+# is a pause that lands on the answers in flight, which the emulator promises to time exactly.
+_RecordFields = tuple[str, str, str, float, bool, float, float, int, int, float, str]
+_as_fields: Callable[[GenerationRecord], _RecordFields] = operator.attrgetter(
+    *(field.name for field in fields(GenerationRecord))
+)
+
+
 class GenerationStore:
     """Finished generations by id, each readable from `delay_seconds` after it ended."""
 
@@ -82,11 +93,11 @@ class GenerationStore:
         # Insertion-ordered: the first key is the oldest record.
         # An OrderedDict forgets its oldest in O(1); a dict's first key is found by skipping
         # every slot deleted before it, so a full store would slow each answer down.
-        self._records: OrderedDict[str, tuple[float, GenerationRecord]] = OrderedDict()
+        self._records: OrderedDict[str, tuple[float, _RecordFields]] = OrderedDict()
 
     def add(self, record: GenerationRecord, ended: float) -> None:
         """`ended` is on the event loop's clock, as `get`'s `now` must be."""
-        self._records[record.id] = (ended + self._delay, record)
+        self._records[record.id] = (ended + self._delay, _as_fields(record))
         if len(self._records) > self._max:
             self._records.popitem(last=False)
 
@@ -94,4 +105,4 @@ class GenerationStore:
         entry = self._records.get(generation_id)
         if entry is None or now < entry[0]:
             return None
-        return entry[1]
+        return GenerationRecord(*entry[1])

@@ -15,7 +15,7 @@ from typing import Final
 import uvicorn
 
 from src.services.emulator.app import API_PREFIX, create_emulator_app
-from src.services.emulator.config import EmulatorConfig
+from src.services.emulator.config import KEEP_ALIVE_SECONDS, EmulatorConfig
 
 # Streams still open at exit get this long before their tasks are cancelled.
 _GRACEFUL_SHUTDOWN_SECONDS: Final = 3
@@ -51,6 +51,7 @@ async def serve_embedded_emulator(
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     server = uvicorn.Server(server_config)
     # What `Server._serve` does before `startup`; `serve` itself is what we must avoid.

@@ -89,6 +89,11 @@ class BenchmarkPlan:
         """Measured requests planned; None when a duration decides how many."""
         if self.parameters.duration is not None:
             return None
+        return self.step_requests * self.parameters.sweep_steps
+
+    @property
+    def step_requests(self) -> int:
+        """Measured requests of one step of a sweep (of the whole run without a sweep)."""
         return len(self.series()) * self._turns() * self.parameters.runs
 
     def series(self) -> list[Series]:
@@ -104,15 +109,27 @@ class BenchmarkPlan:
         with a rate the offset of the last send (Poisson offsets are seeded, so known up front).
         None for a closed loop of runs, whose length only the upstream decides.
         """
-        if self.parameters.duration is not None:
-            return self.parameters.duration
-        rate = self.parameters.rate
-        if rate is None:
-            return None
+        parameters = self.parameters
+        if parameters.duration is not None:
+            return parameters.duration * parameters.sweep_steps
+        match parameters.sweep:
+            case None:
+                rates = [parameters.rate]
+            case "concurrency":
+                rates = [parameters.rate] * parameters.sweep_steps
+            case "rate":
+                rates = list(parameters.sweep_values)
+            case "auto":
+                return None  # its rates depend on its first steps
         # A conversation's later turns follow its answers, not the schedule: one send each.
-        sends = len(self.series()) * len(self.prompts) * self.parameters.runs
-        offsets = arrival_offsets(rate, self.parameters.arrival, self.parameters.seed)
-        return next(itertools.islice(offsets, sends - 1, None))
+        sends = len(self.series()) * len(self.prompts) * parameters.runs
+        seconds = 0.0
+        for rate in rates:
+            if rate is None:
+                return None
+            offsets = arrival_offsets(rate, parameters.arrival, parameters.seed)
+            seconds += next(itertools.islice(offsets, sends - 1, None))
+        return seconds
 
     def warmup_jobs(self) -> Iterator[BenchmarkJob]:
         """The warm-up requests: prompts and models in turn, left out of the statistics."""

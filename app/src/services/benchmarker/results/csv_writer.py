@@ -48,6 +48,7 @@ CSV_COLUMNS = (
     "generation_cost",
     "error",
     "turn",
+    "step",
 )
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -87,6 +88,7 @@ def csv_row(record: RequestRecord) -> list[str]:
         *_generation_cells(record),
         _error_cell(record),
         str(record.turn),
+        "" if record.step is None else str(record.step),
     ]
 
 
@@ -276,6 +278,7 @@ def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
         scheduled_latency_seconds=_number(row["scheduled_latency_seconds"]),
         itl=[] if itl_avg is None else [itl_avg] * max(chunks - 1, 0),
         cost_source=row["cost_source"] or None,
+        step=int(row["step"]) if row.get("step") else None,
     )
 
 

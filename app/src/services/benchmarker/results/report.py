@@ -20,6 +20,7 @@ from src.schemas.benchmarks import (
     SavedParameters,
     series_label,
 )
+from src.services.benchmarker.results.sweep_plot import sweep_section
 
 MISSING = "—"
 PROMPT_CELL_CHARS = 80
@@ -46,6 +47,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .status-completed { color: #2a7a2a; } .status-interrupted, .status-failed { color: #b3261e; }
 svg text { font-family: inherit; font-size: 12px; fill: #222; }
 svg .grid { stroke: #e5e5e5; } svg .axis { stroke: #444; }
+h3 { font-size: 1rem; word-break: break-all; }
 """.strip()
 
 
@@ -68,6 +70,7 @@ def render_report(summary: BenchmarkSummary) -> str:
         "<h2>By provider that answered</h2>",
         _by_provider_table(summary.models),
         _outside_upstream_table(summary.models),
+        *sweep_section(summary.steps or [], summary.knee, axis_ticks),
         "<h2>Per prompt</h2>",
         _per_prompt_table(summary.models),
         "<h2>Files</h2>",
@@ -151,7 +154,17 @@ def _parameters_table(params: SavedParameters) -> str:
         ("stream", "yes" if params.stream else "no"),
         ("temperature", shown(params.temperature)),
         ("top_p", shown(params.top_p)),
-        ("SLOs", f"ttft {shown(params.ttft_slo)} s, latency {shown(params.latency_slo)} s"),
+        (
+            "SLOs",
+            f"ttft {shown(params.ttft_slo)} s, latency {shown(params.latency_slo)} s, "
+            f"tpot {shown(params.tpot_slo)} s",
+        ),
+        (
+            "sweep",
+            MISSING
+            if params.sweep is None
+            else f"{params.sweep}: {', '.join(f'{v:g}' for v in params.sweep_values) or 'default'}",
+        ),
     ]
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     return f'<table id="parameters">{body}</table>'

@@ -9,16 +9,21 @@ from dataclasses import dataclass
 
 from src.schemas.benchmarks import (
     ComparisonRow,
+    KneePoint,
     LatencyStats,
     Lengths,
     LengthStats,
     Percentiles,
     RequestRecord,
     RequestStats,
+    StepStats,
     TurnStats,
 )
 
 DIGITS = 6  # microseconds: finer than any network timing we can measure
+# A step of a sweep met the SLOs when this share of its requests succeeded within all of them:
+# its p95 is within each SLO, and failures count against it.
+KNEE_GOODPUT = 0.95
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -150,15 +155,20 @@ class Slo:
 
     ttft: float | None = None
     latency: float | None = None
+    tpot: float | None = None
 
     @property
     def set(self) -> bool:
-        return self.ttft is not None or self.latency is not None
+        return self.ttft is not None or self.latency is not None or self.tpot is not None
 
     def met(self, record: RequestRecord) -> bool:
         if not record.ok:
             return False
         if self.latency is not None and record.latency_seconds > self.latency:
+            return False
+        # An answer of one token has no time per output token: nothing to miss.
+        tpot = record.tpot_seconds
+        if self.tpot is not None and tpot is not None and tpot > self.tpot:
             return False
         ttft = record.ttft_seconds
         return self.ttft is None or (ttft is not None and ttft <= self.ttft)
@@ -197,6 +207,7 @@ def request_stats(
         if record.scheduled_latency_seconds is not None
     ]
     completion_tokens = sum(record.completion_tokens for record in succeeded)
+    good = sum(1 for record in records if slo.met(record)) if slo.set else None
     return RequestStats(
         count=len(records),
         ok=len(succeeded),
@@ -218,10 +229,9 @@ def request_stats(
         decode_tokens_per_second=_mean_or_none(
             [rate for record in succeeded if (rate := decode_rate(record)) is not None]
         ),
-        goodput=(
-            _rounded(sum(1 for record in records if slo.met(record)) / len(records))
-            if slo.set and records
-            else None
+        goodput=_rounded(good / len(records)) if good is not None and records else None,
+        goodput_per_second=(
+            _rounded(good / wall_seconds) if good is not None and wall_seconds > 0 else None
         ),
         cost=total_cost(records),
         cost_unknown=unknown_costs(records),
@@ -258,3 +268,41 @@ def comparison_row(
             else None
         ),
     )
+
+
+def met_slos(stats: RequestStats) -> bool:
+    return stats.count > 0 and stats.goodput is not None and stats.goodput >= KNEE_GOODPUT
+
+
+def knee_points(
+    series: Sequence[tuple[str, str | None]], steps: Sequence[StepStats]
+) -> list[KneePoint]:
+    """Per series (model, pinned provider), the highest step of a sweep whose requests met the
+    SLOs (see KNEE_GOODPUT)."""
+    points = []
+    for model, provider in series:
+        point = KneePoint(
+            model=model,
+            provider=provider,
+            step=None,
+            concurrency=None,
+            rate=None,
+            requests_per_second=None,
+            goodput_per_second=None,
+        )
+        for step in steps:
+            stats = next(
+                (s for s in step.models if s.model == model and s.provider == provider), None
+            )
+            if stats is not None and met_slos(stats):
+                point = KneePoint(
+                    model=model,
+                    provider=provider,
+                    step=step.step,
+                    concurrency=step.concurrency,
+                    rate=step.rate,
+                    requests_per_second=stats.requests_per_second,
+                    goodput_per_second=stats.goodput_per_second,
+                )
+        points.append(point)
+    return points

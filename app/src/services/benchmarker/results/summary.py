@@ -21,13 +21,17 @@ from src.schemas.benchmarks import (
     ProviderStats,
     RequestRecord,
     Schedule,
+    StepStats,
 )
 from src.services.benchmarker.load.plan import BenchmarkPlan, Series
+from src.services.benchmarker.load.sweep import StepRun, first_steps
 from src.services.benchmarker.results.statistics import (
     DIGITS,
     Slo,
     comparison_row,
+    knee_points,
     lengths,
+    percentile,
     request_stats,
     total_cost,
     turn_stats,
@@ -46,10 +50,13 @@ class RunClock:
     wall_seconds: float
     # With a rate: the offset of the last send from the schedule's start.
     last_send_offset: float | None = None
+    # With a sweep: the steps that ran, in order.
+    steps: tuple[StepRun, ...] = ()
 
 
 def slo_of(plan: BenchmarkPlan) -> Slo:
-    return Slo(ttft=plan.parameters.ttft_slo, latency=plan.parameters.latency_slo)
+    parameters = plan.parameters
+    return Slo(ttft=parameters.ttft_slo, latency=parameters.latency_slo, tpot=parameters.tpot_slo)
 
 
 def build_summary(
@@ -72,6 +79,7 @@ def build_summary(
         for series, series_records in by_series.items()
     ]
     overall = request_stats(measured, clock.wall_seconds, slo)
+    steps = _steps(plan, measured, clock, slo) if plan.parameters.sweep is not None else None
     return BenchmarkSummary(
         id=benchmark_id,
         status=status,
@@ -82,7 +90,7 @@ def build_summary(
         finished_requests=progress.finished_requests,
         warmup_requests=progress.warmup_requests,
         requests_per_second=overall.requests_per_second,
-        schedule=_schedule(plan, measured, clock),
+        schedule=schedule_of(plan.parameters.rate, measured, clock.last_send_offset),
         cost=total_cost(measured),
         cost_unknown=unknown_costs(measured),
         parameters=plan.saved_parameters(),
@@ -92,6 +100,8 @@ def build_summary(
             comparison_row(stats.model, stats, stats.provider, len(stats.by_provider))
             for stats in models
         ],
+        steps=steps,
+        knee=knee_points(plan.series(), steps) if steps is not None and slo.set else None,
         files=files_of(benchmark_id),
         error=error,
     )
@@ -158,7 +168,23 @@ def progress_of(
         warmup_requests=done - measured,
         elapsed_seconds=round(clock.wall_seconds, 3),
         eta_seconds=_eta(records, clock, planned, schedule_left) if running else None,
+        **_step_progress(plan, records),
     )
+
+
+def _step_progress(plan: BenchmarkPlan, records: Sequence[RequestRecord]) -> dict[str, int | None]:
+    """With a sweep: the step of the latest finished request, and how far it has got."""
+    parameters = plan.parameters
+    if parameters.sweep is None:
+        return {}
+    measured = [record for record in records if not record.warmup]
+    step = max((record.step for record in measured if record.step is not None), default=None)
+    return {
+        "step": step,
+        "steps": parameters.sweep_steps,
+        "step_done": sum(1 for record in measured if record.step == step) if step else 0,
+        "step_total": None if parameters.duration is not None else plan.step_requests,
+    }
 
 
 def _eta(
@@ -265,22 +291,54 @@ def _provider_stats(records: Sequence[RequestRecord], wall_seconds: float) -> li
     return entries
 
 
-def _schedule(
-    plan: BenchmarkPlan, records: Sequence[RequestRecord], clock: RunClock
+def schedule_of(
+    rate: float | None, records: Sequence[RequestRecord], last_send_offset: float | None
 ) -> Schedule | None:
-    rate = plan.parameters.rate
     if rate is None:
         return None
     lags = sorted(r.send_lag_seconds for r in records if r.send_lag_seconds is not None)
     achieved = None
-    if clock.last_send_offset and len(records) > 1:
-        achieved = round((len(records) - 1) / clock.last_send_offset, DIGITS)
+    if last_send_offset and len(records) > 1:
+        achieved = round((len(records) - 1) / last_send_offset, DIGITS)
     return Schedule(
         target_rate=rate,
         achieved_rate=achieved,
         lag_p50=round(stdlib_statistics.median(lags), DIGITS) if lags else None,
+        lag_p99=round(percentile(lags, 99), DIGITS) if lags else None,
         lag_max=round(lags[-1], DIGITS) if lags else None,
     )
+
+
+def _steps(
+    plan: BenchmarkPlan, records: Sequence[RequestRecord], clock: RunClock, slo: Slo
+) -> list[StepStats]:
+    """Each step's statistics. A run summed up from its CSV after its runner died knows its
+    steps from the parameters (not auto's rates), and not how long each took."""
+    ran = list(clock.steps) or [StepRun(step, 0.0) for step in first_steps(plan.parameters)]
+    by_step: dict[int | None, list[RequestRecord]] = defaultdict(list)
+    for record in records:
+        by_step[record.step].append(record)
+    steps = []
+    for done in ran:
+        number = done.step.number
+        by_series = _by_series(plan, by_step[number])
+        wall = done.wall_seconds
+        stats = request_stats(by_step[number], wall, slo)
+        steps.append(
+            StepStats(
+                step=number,
+                concurrency=done.step.concurrency,
+                rate=done.step.rate,
+                wall_seconds=stats.wall_seconds,
+                requests_per_second=stats.requests_per_second,
+                schedule=schedule_of(done.step.rate, by_step[number], done.last_send_offset),
+                models=[
+                    _model_stats(series, plan, series_records, wall, slo)
+                    for series, series_records in by_series.items()
+                ],
+            )
+        )
+    return steps
 
 
 def _model_stats(

@@ -32,6 +32,7 @@ from src.services.base.exceptions import InsufficientStorageError
 from src.services.base.timing import now
 from src.services.benchmarker.load.plan import BenchmarkJob, BenchmarkPlan
 from src.services.benchmarker.load.run_utils import (
+    Executor,
     RequestContext,
     execute_conversation,
     execute_request,
@@ -42,6 +43,7 @@ from src.services.benchmarker.load.run_utils import (
 )
 from src.services.benchmarker.load.schedule import arrival_offsets
 from src.services.benchmarker.load.sources import calibrate, is_synthetic
+from src.services.benchmarker.load.sweep import Step, StepRun, auto_rate_steps, first_steps
 from src.services.benchmarker.results.csv_writer import (
     CsvResultWriter,
     replace_csv,
@@ -90,6 +92,9 @@ class Run:
     measured_from: float | None = None
     last_send_offset: float | None = None
     records: list[RequestRecord] = field(default_factory=list)
+    # With a sweep: the step sending now (its number goes on each record), and those done.
+    step: int | None = None
+    steps_run: list[StepRun] = field(default_factory=list)
     stop_reason: BenchmarkStatus | None = None  # set when the run was asked to stop
     # The records gained OpenRouter's own after the run: the CSV is written again with them.
     cross_checked: bool = False
@@ -102,7 +107,7 @@ class Run:
 
     def clock(self) -> RunClock:
         measured = 0.0 if self.measured_from is None else now() - self.measured_from
-        return RunClock(self.started_at, measured, self.last_send_offset)
+        return RunClock(self.started_at, measured, self.last_send_offset, tuple(self.steps_run))
 
 
 async def run_hosted(
@@ -230,6 +235,8 @@ async def _cross_check(run: Run, client: OpenRouterClient, wait_seconds: float) 
 
 def _recorder(run: Run, writer: CsvResultWriter) -> Callable[[RequestRecord], None]:
     def record(entry: RequestRecord) -> None:
+        if not entry.warmup:
+            entry.step = run.step
         run.records.append(entry)
         writer.put(entry)
 
@@ -267,23 +274,50 @@ async def _send_all(
         )
         _calibrate(run)
     run.measured_from = now()
-    if parameters.rate is not None:
-        run.last_send_offset = await run_open_loop(
+    if parameters.sweep is None:
+        run.last_send_offset = await _send_step(run, first_steps(parameters)[0], execute, record)
+        return
+    steps = first_steps(parameters)
+    while len(run.steps_run) < len(steps):
+        step = steps[len(run.steps_run)]
+        run.step = step.number
+        started = now()
+        last_send = await _send_step(run, step, execute, record)
+        run.steps_run.append(StepRun(step, now() - started, last_send))
+        if parameters.sweep == "auto" and len(run.steps_run) == 2:
+            synchronous, maximum = (_throughput(run, done) for done in run.steps_run)
+            steps.extend(auto_rate_steps(parameters, synchronous, maximum))
+
+
+async def _send_step(
+    run: Run, step: Step, execute: Executor, record: Callable[[RequestRecord], None]
+) -> float | None:
+    """One step's requests (the whole run's without a sweep): with a rate, on its schedule
+    (the offset of its last send is returned); else a closed loop."""
+    parameters = run.plan.parameters
+    if step.rate is not None:
+        return await run_open_loop(
             run.plan.jobs(),
-            arrival_offsets(parameters.rate, parameters.arrival, parameters.seed),
-            concurrency=parameters.concurrency,
+            arrival_offsets(step.rate, parameters.arrival, parameters.seed),
+            concurrency=step.concurrency,
             execute=execute,
             on_record=record,
             duration=parameters.duration,
         )
-        return
-    deadline = None if parameters.duration is None else run.measured_from + parameters.duration
+    deadline = None if parameters.duration is None else now() + parameters.duration
     await run_closed_loop(
         until(run.plan.jobs(), deadline),
-        concurrency=parameters.concurrency,
+        concurrency=step.concurrency,
         execute=execute,
         on_record=record,
     )
+    return None
+
+
+def _throughput(run: Run, done: StepRun) -> float:
+    """Successful requests per second that a finished step achieved."""
+    ok = sum(1 for record in run.records if record.step == done.step.number and record.ok)
+    return ok / done.wall_seconds if done.wall_seconds > 0 else 0.0
 
 
 def _calibrate(run: Run) -> None:

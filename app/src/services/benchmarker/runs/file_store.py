@@ -173,7 +173,7 @@ def check_capacity(
     folder does not free a place while the runner still sends.
     """
     running = {
-        state.id: state.parameters.concurrency
+        state.id: state.parameters.peak_concurrency
         for state in (_running_states(directory) if directory.is_dir() else ())
     }
     running.update(live or {})
@@ -211,7 +211,7 @@ def admit(
         if caps.keep_days is not None:
             prune(directory, caps.keep_days)
         _release_abandoned_reserves(directory, live or {})
-        check_capacity(directory, state.parameters.concurrency, caps, live)
+        check_capacity(directory, state.parameters.peak_concurrency, caps, live)
         paths = result_paths(directory, state.id)
         try:
             make_reserve(paths.reserve)

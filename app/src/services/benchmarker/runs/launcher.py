@@ -4,6 +4,9 @@ A run is admitted first (the caps on running benchmarks and on requests in fligh
 across every worker that shares BENCHMARKS_DIR), then hosted: in its own runner process by
 default, or in this event loop (BENCHMARK_ISOLATION=inline). Whoever started it, any worker can
 report on it or cancel it through its files.
+
+A runner process is always kept ready ahead of the next run (a warm spare, see
+runner_process.py), and replaced as soon as it is taken.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from src.services.openrouter.client import OpenRouterClient, UpstreamTarget
 logger = logging.getLogger(__name__)
 
 APP_DIR = REPO_ROOT / "app"
+# A spare still importing when told to go finishes that first; then it reads its closed stdin.
+SPARE_EXIT_SECONDS = 10.0
 
 
 class BenchmarkLauncher:
@@ -55,6 +60,18 @@ class BenchmarkLauncher:
         # Runs hosted here whose runner has not exited, with their concurrency: they count
         # under the caps whatever their files say (see RunStore.check_capacity).
         self._live: dict[str, int] = {}
+        self._spare: asyncio.subprocess.Process | None = None
+        self._refill: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Start the first warm runner, when runs are hosted in runner processes."""
+        if self._settings.benchmark_isolation != "process":
+            return
+        try:
+            self._spare = await _spawn_runner()
+        except OSError as exc:
+            # The service runs all the same; its first run starts its own runner.
+            logger.warning("No warm benchmark runner: %s", exc)
 
     def live(self) -> dict[str, int]:
         return dict(self._live)
@@ -67,7 +84,7 @@ class BenchmarkLauncher:
         await asyncio.to_thread(self._store.admit, state, RunCaps.of(settings), self.live())
         run = asyncio.create_task(self._host(benchmark_id, plan), name=f"benchmark {benchmark_id}")
         self._runs[benchmark_id] = run
-        self._live[benchmark_id] = plan.parameters.concurrency
+        self._live[benchmark_id] = plan.parameters.peak_concurrency
         run.add_done_callback(lambda _: self._forget(benchmark_id))
         return state
 
@@ -104,15 +121,18 @@ class BenchmarkLauncher:
 
     async def close(self, timeout_seconds: float) -> None:
         """At shutdown: every run still going is interrupted, and its summary saved in time."""
+        spare_gone = asyncio.create_task(self._close_spare())
         runs = set(self._runs.values())
-        if not runs:
-            return
-        logger.info("Interrupting %d running benchmark(s)", len(runs))
-        for benchmark_id in list(self._runs):
-            self.interrupt(benchmark_id)
-        _, late = await asyncio.wait(runs, timeout=timeout_seconds)
-        if late:
-            logger.warning("%d benchmark(s) did not save their summary before shutdown", len(late))
+        if runs:
+            logger.info("Interrupting %d running benchmark(s)", len(runs))
+            for benchmark_id in list(self._runs):
+                self.interrupt(benchmark_id)
+            _, late = await asyncio.wait(runs, timeout=timeout_seconds)
+            if late:
+                logger.warning(
+                    "%d benchmark(s) did not save their summary before shutdown", len(late)
+                )
+        await spare_gone
 
     async def _host(self, benchmark_id: str, plan: BenchmarkPlan) -> BenchmarkSummary | None:
         settings = self._settings
@@ -126,16 +146,38 @@ class BenchmarkLauncher:
             await asyncio.to_thread(record_lost_run, settings, benchmark_id, plan, cause)
             raise
 
+    async def _take_runner(self) -> asyncio.subprocess.Process:
+        """The warm spare when there is a live one (else a runner started now); a new spare
+        starts in the background either way."""
+        spare, self._spare = self._spare, None
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.create_task(self._replace_spare(), name="warm runner")
+        if spare is not None and spare.returncode is None:
+            return spare
+        return await _spawn_runner()
+
+    async def _replace_spare(self) -> None:
+        try:
+            process = await _spawn_runner()
+        except OSError as exc:
+            logger.warning("No warm benchmark runner: %s", exc)
+            return
+        if self._spare is None:
+            self._spare = process
+        else:
+            await _discard(process)
+
+    async def _close_spare(self) -> None:
+        if self._refill is not None:
+            self._refill.cancel()
+            await asyncio.gather(self._refill, return_exceptions=True)
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await _discard(spare)
+
     async def _in_process(self, benchmark_id: str, plan: BenchmarkPlan) -> None:
         job = RunnerJob.build(benchmark_id, plan, self._settings, self._target, os.getpid())
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "src.services.benchmarker.runs.runner_process",
-            stdin=asyncio.subprocess.PIPE,
-            cwd=APP_DIR,
-            env={**os.environ, "PYTHONPATH": str(APP_DIR)},
-        )
+        process = await self._take_runner()
         self._processes[benchmark_id] = process
         try:
             assert process.stdin is not None
@@ -153,6 +195,28 @@ class BenchmarkLauncher:
             await asyncio.to_thread(
                 record_lost_run, self._settings, benchmark_id, plan, _exit_cause(code)
             )
+
+
+async def _spawn_runner() -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "src.services.benchmarker.runs.runner_process",
+        stdin=asyncio.subprocess.PIPE,
+        cwd=APP_DIR,
+        env={**os.environ, "PYTHONPATH": str(APP_DIR)},
+    )
+
+
+async def _discard(spare: asyncio.subprocess.Process) -> None:
+    """A spare given no job: its closed stdin tells it to exit; killed if it does not soon."""
+    if spare.stdin is not None:
+        spare.stdin.close()
+    try:
+        await asyncio.wait_for(spare.wait(), SPARE_EXIT_SECONDS)
+    except TimeoutError:
+        spare.kill()
+        await spare.wait()
 
 
 def _exit_cause(code: int) -> str:

@@ -8,6 +8,10 @@ that the API's traffic does not move the benchmark's figures.
 
 The parent sends the job on stdin, the API key included: it never touches a file or the
 command line. SIGTERM or SIGINT interrupt the run; the summary is still written.
+
+A runner is started ahead, as a warm spare: its modules are imported while it waits for a job,
+so a run's first request leaves at once instead of after the interpreter's start-up. A spare
+whose stdin closes without a job (its service stopped or went away) exits quietly.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import uvloop
 from pydantic import BaseModel, SecretStr
 
 from src.config import Settings
+from src.heap import settle_startup_heap
 from src.logger import setup_logging
 from src.schemas.benchmarks import BenchmarkParameters
 from src.services.benchmarker.load.plan import BenchmarkPlan
@@ -31,6 +36,9 @@ from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
 EXIT_INTERRUPTED = 3
 EXIT_CRASHED = 4
+# Process names (as `ps -o comm` shows them), so a spare is told from a runner holding a run.
+WARM_RUNNER_NAME = "bench-spare"
+RUNNER_NAME = "bench-runner"
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +132,23 @@ async def run_job(job: RunnerJob) -> int:
         logging_handle.stop()
 
 
+def name_process(name: str) -> None:
+    """Linux only; elsewhere the process keeps the interpreter's name."""
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as comm:
+            comm.write(name)
+    except OSError:
+        pass
+
+
 def main() -> None:
-    job = RunnerJob.model_validate_json(sys.stdin.buffer.read())
+    name_process(WARM_RUNNER_NAME)
+    data = sys.stdin.buffer.read()
+    if not data:
+        return
+    name_process(RUNNER_NAME)
+    job = RunnerJob.model_validate_json(data)
+    settle_startup_heap()
     sys.exit(uvloop.run(run_job(job)))
 
 

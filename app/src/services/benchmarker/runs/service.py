@@ -95,7 +95,7 @@ async def validate_benchmark(
         update={"models": list(dict.fromkeys(parameters.models)), "providers": providers}
     )
     check_limit("runs", parameters.runs, "MAX_RUNS", settings.max_runs)
-    check_concurrency(settings, parameters.concurrency)
+    check_concurrency(settings, parameters.peak_concurrency)
     if parameters.output_tokens is None:
         check_max_tokens(settings, parameters.max_tokens)
     else:  # it replaces max_tokens in every request
@@ -184,9 +184,10 @@ def check_plan_size(plan: BenchmarkPlan, settings: Settings) -> None:
         parameters = plan.parameters
         series = len(plan.series())
         what = "requests per run and series" if parameters.turns > 1 else "prompts"
+        per_series = total // parameters.sweep_steps // parameters.runs // series
         raise LimitExceededError(
-            f"{total // parameters.runs // series} {what} x {parameters.runs} runs x {series} "
-            f"series (model x provider) = {total} requests exceeds "
+            f"{per_series} {what} x {parameters.runs} runs x {series} series (model x provider) "
+            f"{_times_steps(parameters.sweep_steps)}= {total} requests exceeds "
             f"MAX_BENCHMARK_REQUESTS={settings.max_benchmark_requests}."
         )
     check_schedule(plan, settings.max_run_seconds)
@@ -205,6 +206,10 @@ async def with_prices(
     return plan
 
 
+def _times_steps(steps: int) -> str:
+    return f"x {steps} sweep steps " if steps > 1 else ""
+
+
 def check_schedule(plan: BenchmarkPlan, max_run_seconds: float) -> None:
     """A run whose schedule alone outlasts MAX_RUN_SECONDS would only be stopped part-way."""
     seconds = plan.schedule_seconds()
@@ -212,7 +217,10 @@ def check_schedule(plan: BenchmarkPlan, max_run_seconds: float) -> None:
         return
     parameters = plan.parameters
     if parameters.duration is not None:
-        asked = f"duration={parameters.duration:g}"
+        asked = f"duration={parameters.duration:g} " + _times_steps(parameters.sweep_steps)
+        asked = asked.rstrip()
+    elif parameters.sweep is not None:
+        asked = f"sweep={parameters.sweep} sends its last request after {seconds:.6g} s, which"
     else:
         asked = (
             f"rate={parameters.rate:g} ({parameters.arrival}) x {plan.total_requests} requests "
@@ -259,7 +267,7 @@ async def start_benchmark(
     # Refused when there is no room before the model list is fetched for it.
     await asyncio.to_thread(
         run_store(settings).check_capacity,
-        parameters.concurrency,
+        parameters.peak_concurrency,
         RunCaps.of(settings),
         launcher.live(),
     )
