@@ -518,3 +518,49 @@ async def test_a_quiet_run_gets_keepalives(
                 break
 
     assert kinds == ["progress", "keepalive", "keepalive", "keepalive"]
+
+
+# --- sweeps -----------------------------------------------------------------------------------
+
+
+async def test_a_concurrency_sweep_is_checked_at_its_highest_step(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_concurrency=8)
+
+    await validate(settings, params(sweep="concurrency", sweep_values=[1, 8]), prompts(1))
+    with pytest.raises(LimitExceededError, match="^concurrency=9 exceeds MAX_CONCURRENCY=8.$"):
+        await validate(settings, params(sweep="concurrency", sweep_values=[1, 9]), prompts(1))
+
+
+async def test_too_many_requests_of_a_sweep_count_its_steps(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_benchmark_requests=23)
+    parameters = params(runs=2, sweep="concurrency", sweep_values=[1, 2, 4])
+
+    with pytest.raises(LimitExceededError) as caught:
+        await validate(settings, parameters, prompts(4))
+
+    assert caught.value.detail == (
+        "4 prompts x 2 runs x 1 series (model x provider) x 3 sweep steps = 24 requests exceeds "
+        "MAX_BENCHMARK_REQUESTS=23."
+    )
+    await validate(make_settings(tmp_path, max_benchmark_requests=24), parameters, prompts(4))
+
+
+async def test_a_swept_duration_past_max_run_seconds_names_its_steps(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_run_seconds=10)
+
+    with pytest.raises(LimitExceededError) as caught:
+        await validate(
+            settings, params(duration=4, sweep="concurrency", sweep_values=[1, 2, 4]), prompts(1)
+        )
+
+    assert caught.value.detail == "duration=4 x 3 sweep steps exceeds MAX_RUN_SECONDS=10."
+
+
+async def test_a_rate_sweep_past_max_run_seconds_says_when_it_ends(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_run_seconds=10)
+
+    with pytest.raises(LimitExceededError) as caught:
+        await validate(settings, params(runs=8, sweep="rate", sweep_values=[1, 2]), prompts(1))
+
+    assert caught.value.detail.startswith("sweep=rate sends its last request after ")
+    assert caught.value.detail.endswith(" s, which exceeds MAX_RUN_SECONDS=10.")

@@ -500,3 +500,26 @@ def test_the_store_reads_and_writes_through_the_same_files(tmp_path: Path) -> No
     assert result_paths(tmp_path, benchmark_id).json.is_file()
     assert [item.id for item in runs.list_runs(5, ALICE)] == [benchmark_id]
     assert runs.list_runs(5, Caller(owner="bob")) == []
+
+
+def test_a_running_concurrency_sweep_holds_its_highest_step(tmp_path: Path) -> None:
+    benchmark_id = run_id()
+    run = state(benchmark_id, concurrency=1)
+    swept = run.parameters.model_copy(update={"sweep": "concurrency", "sweep_values": [1.0, 6.0]})
+    store.write_state(
+        result_paths(tmp_path, benchmark_id).state, run.model_copy(update={"parameters": swept})
+    )
+
+    store.check_capacity(tmp_path, 4, CAPS)  # 6 + 4 = 10: exactly the cap
+    with pytest.raises(CapacityError, match="hold 6 requests in flight; 5 more"):
+        store.check_capacity(tmp_path, 5, CAPS)
+    newcomer = state(run_id(tail="000000ff"))
+    newcomer = newcomer.model_copy(
+        update={
+            "parameters": newcomer.parameters.model_copy(
+                update={"sweep": "concurrency", "sweep_values": [1.0, 5.0]}
+            )
+        }
+    )
+    with pytest.raises(CapacityError, match="hold 6 requests in flight; 5 more"):
+        store.admit(tmp_path, newcomer, CAPS)
