@@ -564,3 +564,109 @@ async def test_a_rate_sweep_past_max_run_seconds_says_when_it_ends(tmp_path: Pat
 
     assert caught.value.detail.startswith("sweep=rate sends its last request after ")
     assert caught.value.detail.endswith(" s, which exceeds MAX_RUN_SECONDS=10.")
+
+
+# --- starting runs ----------------------------------------------------------------------------
+
+
+class Catalog:
+    """Knows every model (its price unknown) and pins the providers asked for; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def require(self, model_ids: list[str]) -> dict[str, object]:
+        self.calls += 1
+        return dict.fromkeys(model_ids)
+
+    async def require_providers(
+        self, model_ids: list[str], providers: list[str]
+    ) -> dict[str, tuple[str, ...]]:
+        self.calls += 1
+        return {model_id: ("alpha", "beta") for model_id in model_ids} if providers else {}
+
+
+class Launcher:
+    """Starts nothing: keeps the plan it was given, and says which runs it hosts."""
+
+    def __init__(self, live: dict[str, int] | None = None) -> None:
+        self.plans: list[BenchmarkPlan] = []
+        self._live = live or {}
+
+    def live(self) -> dict[str, int]:
+        return dict(self._live)
+
+    async def start(self, plan: BenchmarkPlan) -> BenchmarkState:
+        self.plans.append(plan)
+        return state(run_id())
+
+
+async def start(
+    settings: Settings, launcher: Launcher, catalog: Catalog, parameters: BenchmarkParameters
+) -> BenchmarkState:
+    return await service.start_benchmark(
+        settings,
+        launcher,  # type: ignore[arg-type]
+        catalog,  # type: ignore[arg-type]
+        prompts(2),
+        parameters,
+        Caller(owner="alice"),
+    )
+
+
+async def test_a_run_starts_with_its_owner_prices_and_providers(settings: Settings) -> None:
+    launcher, catalog = Launcher(), Catalog()
+
+    await start(settings, launcher, catalog, params(providers=["all"], runs=1))
+
+    [plan] = launcher.plans
+    assert plan.owner == "alice"
+    assert plan.prices == {MODEL: None}
+    assert plan.providers == {MODEL: ("alpha", "beta")}
+    assert plan.total_requests == 2 * 2  # two prompts x two providers, the providers expanded
+
+
+async def test_no_room_is_refused_before_the_catalog_is_asked(settings: Settings) -> None:
+    from src.services.base.exceptions import CapacityError
+
+    settings = settings.model_copy(update={"max_running_benchmarks": 1})
+    launcher, catalog = Launcher(live={run_id(): 1}), Catalog()
+
+    with pytest.raises(CapacityError, match="^1 benchmarks are running"):
+        await start(settings, launcher, catalog, params())
+
+    assert catalog.calls == 0 and launcher.plans == []
+
+
+async def test_a_run_that_could_never_start_is_refused_as_such_even_without_room(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"max_running_benchmarks": 1, "max_runs": 2})
+    launcher = Launcher(live={run_id(): 1})
+
+    with pytest.raises(LimitExceededError, match="^runs=3 exceeds MAX_RUNS=2.$"):
+        await start(settings, launcher, Catalog(), params(runs=3))
+
+
+async def test_too_many_requests_once_providers_are_expanded_is_refused(settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_benchmark_requests": 3})
+    launcher = Launcher()
+
+    with pytest.raises(LimitExceededError, match="= 4 requests exceeds MAX_BENCHMARK_REQUESTS=3"):
+        await start(settings, launcher, Catalog(), params(providers=["all"], runs=1))
+    assert launcher.plans == []
+
+
+async def test_a_prepared_benchmark_is_validated_and_priced(settings: Settings) -> None:
+    catalog = Catalog()
+
+    plan = await service.prepare_benchmark(
+        settings,
+        catalog,  # type: ignore[arg-type]
+        prompts(3),
+        params(models=[MODEL, MODEL], runs=1),
+    )
+
+    assert plan.prompts == ["prompt 0", "prompt 1", "prompt 2"]
+    assert plan.parameters.models == [MODEL]
+    assert plan.prices == {MODEL: None}
