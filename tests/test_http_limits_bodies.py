@@ -332,3 +332,95 @@ async def test_making_room_twice_within_a_second_is_reported_by_the_sweep(
 @pytest.fixture(autouse=True)
 def warnings_captured(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger=http_limits.__name__)
+
+
+async def test_a_head_sent_in_small_pieces_is_counted_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(tmp_path, monkeypatch, App(), max_header_bytes=1024) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            for _ in range(30):  # 30 headers of 50 bytes, each its own write
+                writer.write(b"X-Piece: " + b"p" * 39 + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.01)
+                if writer.is_closing() or reader.at_eof():
+                    break
+            answer = await asyncio.wait_for(reader.read(), WAIT_SECONDS)
+        except ConnectionResetError:
+            answer = b""
+        finally:
+            writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_a_body_larger_than_max_header_bytes_is_not_a_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = BodyApp()
+    head = b"POST /read HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5000\r\n\r\n"
+    async with serving(tmp_path, monkeypatch, app, max_header_bytes=1024) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head)
+            await writer.drain()
+            await until(lambda: app.reading.is_set(), "the app to wait for the body")
+            writer.write(b"b" * 5000)
+            answer = await asyncio.wait_for(reader.read(), WAIT_SECONDS)
+        finally:
+            writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert app.seen == ["body of 5000"]
+
+
+async def test_pipelined_requests_are_each_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with serving(tmp_path, monkeypatch, App()) as port:
+        answer = await exchange(
+            port, request + request + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 3
+
+
+async def test_a_request_while_a_gone_clients_request_still_runs_is_a_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App()  # /hold ignores its client leaving, and runs on until released
+    async with serving(tmp_path, monkeypatch, app, max_connections=1) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(app.held.wait(), WAIT_SECONDS)
+        writer.close()
+        await asyncio.wait_for(reader.read(), WAIT_SECONDS)
+        await asyncio.sleep(0.2)  # the server has seen the connection go
+        answer = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    status, _, body = parse(answer)
+    assert status == "HTTP/1.1 503 Service Unavailable"
+    assert body["error"] == "ServiceUnavailable"
+
+
+async def test_an_answer_given_before_the_body_ended_is_not_followed_by_a_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(
+        tmp_path, monkeypatch, App(), body_timeout_seconds=0.3, header_timeout_seconds=30
+    ) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            # App answers "/" at once, without reading the body it was promised.
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            answer = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), WAIT_SECONDS)
+            # Past the body timeout, nothing more comes: the answer ended the wait for the body.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.read(1), 1.0)
+        finally:
+            writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
