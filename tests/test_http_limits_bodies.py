@@ -15,7 +15,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from src.api.gate import http_limits
-from tests.test_http_limits import WAIT_SECONDS, App, exchange, parse, serving
+from tests.helpers.limits import WAIT_SECONDS, App, exchange, parse, serving
 
 pytestmark = pytest.mark.anyio
 
