@@ -97,12 +97,12 @@ MODULES: tuple[Module, ...] = (
     Module(
         "store",
         "app/src/services/benchmarker/runs/file_store.py",
-        ("tests/test_benchmark_jobs.py", "tests/test_benchmark_files.py"),
+        ("tests/test_file_store.py", "tests/test_benchmark_files.py"),
     ),
     Module(
         "service",
         "app/src/services/benchmarker/runs/service.py",
-        ("tests/test_benchmark_api.py", "tests/test_benchmark_jobs.py"),
+        ("tests/test_benchmark_service.py", "tests/test_benchmark_api.py"),
     ),
     Module(
         "client",

@@ -56,14 +56,14 @@ def test_a_runs_files_are_named_inside_the_directory_and_downloaded_by_url() -> 
 
 def test_a_summary_is_written_whole_once_and_never_replaced(tmp_path: Path) -> None:
     benchmark_id = run_id()
-    path = result_paths(tmp_path / "new", benchmark_id).json
+    path = result_paths(tmp_path / "new" / "benchmarks", benchmark_id).json
     summary = summary_of(state(benchmark_id))
 
     store.write_summary(path, summary)
     with pytest.raises(FileExistsError):
         store.write_summary(path, summary.model_copy(update={"wall_seconds": 99.0}))
 
-    assert store.load_summary(tmp_path / "new", benchmark_id) == summary
+    assert store.load_summary(tmp_path / "new" / "benchmarks", benchmark_id) == summary
     assert orjson.loads(path.read_bytes())["files"]["json"] == f"{benchmark_id}.json"
     assert path.read_text().startswith('{\n  "id"')  # indented for a person reading the file
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no partial left
@@ -200,7 +200,7 @@ def running(directory: Path, n: int, concurrency: int = 1) -> list[str]:
 
 
 def test_a_run_is_admitted_with_its_state_and_reserve(tmp_path: Path) -> None:
-    directory = tmp_path / "benchmarks"
+    directory = tmp_path / "new" / "benchmarks"
     benchmark_id = run_id()
 
     FileRunStore(directory).admit(state(benchmark_id, owner="alice"), CAPS)
@@ -408,6 +408,7 @@ def test_a_listing_shows_only_the_callers_runs_and_skips_unreadable_ones(
         assert [item.id for item in store.list_runs(tmp_path, 1, ALICE)] == [mine]
     assert [item.id for item in store.list_runs(tmp_path, 10)] == [theirs, mine]
     assert caplog.messages[0].startswith(f"Skipping unreadable benchmark record {broken}.state: ")
+    assert "Invalid JSON" in caplog.messages[0]  # and why
 
 
 def test_a_listing_of_no_directory_is_empty(tmp_path: Path) -> None:
@@ -523,3 +524,63 @@ def test_a_running_concurrency_sweep_holds_its_highest_step(tmp_path: Path) -> N
     )
     with pytest.raises(CapacityError, match="hold 6 requests in flight; 5 more"):
         store.admit(tmp_path, newcomer, CAPS)
+
+
+def test_admission_counts_the_live_runs_too(tmp_path: Path) -> None:
+    live = {"20260101T000000Z_gone_0000000f": 1}
+
+    with pytest.raises(CapacityError, match="^1 benchmarks are running: MAX_RUNNING_BENCHMARKS=1"):
+        FileRunStore(tmp_path).admit(state(run_id()), RunCaps(1, 10), live)
+    with pytest.raises(CapacityError, match="^1 benchmarks are running"):
+        store.admit(tmp_path, state(run_id()), RunCaps(1, 10), live)
+    assert not result_paths(tmp_path, run_id()).state.exists()
+
+
+def test_every_abandoned_reserve_is_given_back_whatever_the_listing_order(tmp_path: Path) -> None:
+    hosted = [run_id(tail=f"0000001{i}") for i in range(4)]
+    abandoned = [run_id(tail=f"0000002{i}") for i in range(4)]
+    for benchmark_id in [*hosted, *abandoned]:
+        result_paths(tmp_path, benchmark_id).reserve.write_bytes(b"r")
+
+    store.admit(tmp_path, state(run_id(tail="000000ff")), RunCaps(9, 90), dict.fromkeys(hosted, 1))
+
+    assert sorted(p.name for p in tmp_path.glob("*.reserve")) == sorted(
+        f"{benchmark_id}.reserve" for benchmark_id in [*hosted, run_id(tail="000000ff")]
+    )
+
+
+def test_only_unfinished_running_runs_are_counted_whatever_the_listing_order(
+    tmp_path: Path,
+) -> None:
+    for i in range(4):
+        done = run_id(tail=f"0000003{i}")
+        finished(tmp_path, done)
+        store.write_state(result_paths(tmp_path, done).state, state(done))  # says running
+    running(tmp_path, 3)
+
+    with pytest.raises(CapacityError, match="^3 benchmarks are running"):
+        store.check_capacity(tmp_path, 1, RunCaps(3, 100))
+    store.check_capacity(tmp_path, 1, RunCaps(4, 100))
+
+
+def test_pruning_counts_every_run_it_removed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for tail in ("0000000a", "0000000b"):
+        finished(tmp_path, run_id(NOW - timedelta(days=3), tail=tail))
+
+    with caplog.at_level(logging.INFO, logger=store.__name__):
+        assert store.prune(tmp_path, 1) == 2
+
+    assert caplog.messages == ["BENCHMARKS PRUNED | 2 runs older than 1 days"]
+
+
+def test_an_old_summary_without_counts_lists_none_finished(tmp_path: Path) -> None:
+    benchmark_id = run_id()
+    record = orjson.loads(summary_of(state(benchmark_id)).model_dump_json(by_alias=True))
+    del record["progress"], record["finished_requests"]
+    (tmp_path / f"{benchmark_id}.json").write_bytes(orjson.dumps(record))
+
+    [item] = store.list_runs(tmp_path, 10)
+
+    assert item.finished_requests == 0
