@@ -424,3 +424,45 @@ async def test_an_answer_given_before_the_body_ended_is_not_followed_by_a_408(
             writer.close()
 
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_a_head_a_little_over_the_limit_with_its_body_in_one_read_is_a_431(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = b"POST /read HTTP/1.1\r\nHost: x\r\nX-A: a\r\nX-B: b\r\nContent-Length: 5\r\nX-Pad: "
+    head = start + b"p" * (1030 - len(start) - 4) + b"\r\n\r\n"
+    assert len(head) == 1030
+    app = BodyApp()
+    async with serving(tmp_path, monkeypatch, app, max_header_bytes=1024) as port:
+        answer = await exchange(port, head + b"12345")
+
+    assert parse(answer)[0] == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert app.seen == []
+
+
+async def test_closes_to_make_room_within_a_second_are_reported_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(
+        tmp_path, monkeypatch, App(), max_connections=1, header_timeout_seconds=30
+    ) as port:
+        opened = [await asyncio.open_connection("127.0.0.1", port)]
+        try:
+            for _ in range(3):  # each newcomer closes the one before it
+                opened.append(await asyncio.open_connection("127.0.0.1", port))
+                await asyncio.wait_for(opened[-2][0].read(), WAIT_SECONDS)
+
+            def reported() -> list[int]:
+                return [
+                    int(message.split()[1])
+                    for message in caplog.messages
+                    if "to make room for new ones" in message
+                ]
+
+            await until(lambda: sum(reported()) == 3, "the three closes to be reported")
+        finally:
+            for _, writer in opened:
+                writer.close()
+
+    # The first at once; the next two, within the second, by the sweep in one line.
+    assert reported() == [1, 2]
