@@ -670,3 +670,70 @@ async def test_a_prepared_benchmark_is_validated_and_priced(settings: Settings) 
     assert plan.prompts == ["prompt 0", "prompt 1", "prompt 2"]
     assert plan.parameters.models == [MODEL]
     assert plan.prices == {MODEL: None}
+
+
+async def test_a_prepared_benchmark_reads_its_dataset(settings: Settings) -> None:
+    plan = await service.prepare_benchmark(
+        settings,
+        Catalog(),  # type: ignore[arg-type]
+        None,
+        params(runs=1),
+        dataset(conversation("a"), conversation("b")),
+    )
+
+    assert plan.conversations is not None and len(plan.conversations) == 2
+
+
+async def test_two_sweep_steps_are_named_in_the_refusal(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_benchmark_requests=3)
+
+    with pytest.raises(LimitExceededError, match=r"x 2 sweep steps = 4 requests exceeds"):
+        await validate(
+            settings, params(runs=1, sweep="concurrency", sweep_values=[1, 2]), prompts(2)
+        )
+
+
+async def test_a_listing_is_the_callers(settings: Settings) -> None:
+    write(settings, state(run_id(tail="0000000a"), owner="alice"))
+    write(settings, state(run_id(tail="0000000b"), owner="bob"))
+
+    listing = await service.list_benchmarks(settings, 10, Caller(owner="alice"))
+
+    assert [item.id for item in listing.benchmarks] == [run_id(tail="0000000a")]
+
+
+async def test_a_run_ended_without_a_summary_is_one_final_event(settings: Settings) -> None:
+    run = state(run_id(), status="cancelled")
+    write(settings, run)
+
+    seen = [item async for item in events(settings, run.id)]
+
+    assert seen == [("summary", run)]
+
+
+async def test_progress_is_sent_at_most_once_a_progress_interval_and_no_keepalive_sooner(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "EVENTS_POLL_SECONDS", 0.02)
+    monkeypatch.setattr(service, "PROGRESS_SECONDS", 100.0)
+    run = state(run_id(), done=0, total=4)
+    write(settings, run)
+    kinds: list[tuple[str, int | None]] = []
+
+    async def follow() -> None:
+        async for kind, view in events(settings, run.id):
+            done = (
+                view.progress.done if isinstance(view, BenchmarkState | BenchmarkSummary) else None
+            )
+            kinds.append((kind, done))
+
+    following = asyncio.create_task(follow())
+    async with asyncio.timeout(BOUND):
+        while not kinds:
+            await asyncio.sleep(0.02)
+        write(settings, state(run_id(), done=2, total=4))
+        await asyncio.sleep(0.3)  # many polls see it: none may send it within the interval
+        finish(settings, state(run_id(), done=4, total=4, status="completed"))
+        await following
+
+    assert kinds == [("progress", 0), ("summary", 4)]
