@@ -454,12 +454,18 @@ async def events(settings: Settings, benchmark_id: str) -> AsyncIterator[tuple[s
         yield kind, view
 
 
+async def all_events(settings: Settings, benchmark_id: str) -> list[tuple[str, object]]:
+    """Every event of a run that ends: a run followed past the bound fails the test."""
+    async with asyncio.timeout(BOUND):
+        return [item async for item in events(settings, benchmark_id)]
+
+
 async def test_the_events_of_a_finished_run_are_its_summary_alone(settings: Settings) -> None:
     run = state(run_id())
     write(settings, run)
     summary = finish(settings, run)
 
-    seen = [item async for item in events(settings, run.id)]
+    seen = await all_events(settings, run.id)
 
     assert seen == [("summary", summary)]
 
@@ -468,7 +474,7 @@ async def test_the_events_of_a_lost_run_are_its_interrupted_state(settings: Sett
     run = state(run_id(), updated_at=datetime.now(UTC) - timedelta(minutes=5))
     write(settings, run)
 
-    [(kind, view)] = [item async for item in events(settings, run.id)]
+    [(kind, view)] = await all_events(settings, run.id)
 
     assert kind == "summary"
     assert isinstance(view, BenchmarkState) and view.status == "interrupted"
@@ -706,7 +712,7 @@ async def test_a_run_ended_without_a_summary_is_one_final_event(settings: Settin
     run = state(run_id(), status="cancelled")
     write(settings, run)
 
-    seen = [item async for item in events(settings, run.id)]
+    seen = await all_events(settings, run.id)
 
     assert seen == [("summary", run)]
 
@@ -737,3 +743,46 @@ async def test_progress_is_sent_at_most_once_a_progress_interval_and_no_keepaliv
         await following
 
     assert kinds == [("progress", 0), ("summary", 4)]
+
+
+async def test_a_run_started_from_a_dataset_runs_its_conversations(settings: Settings) -> None:
+    launcher = Launcher()
+
+    await service.start_benchmark(
+        settings,
+        launcher,  # type: ignore[arg-type]
+        Catalog(),  # type: ignore[arg-type]
+        None,
+        params(runs=1),
+        EVERYONE,
+        dataset(conversation("a"), conversation("b"), conversation("c")),
+    )
+
+    [plan] = launcher.plans
+    assert plan.conversations is not None and len(plan.conversations) == 3
+
+
+async def test_two_runs_followed_at_once_each_get_their_own_events(
+    settings: Settings, quick: None
+) -> None:
+    first, second = state(run_id(tail="0000000a")), state(run_id(tail="0000000b"), done=1)
+    write(settings, first)
+    write(settings, second)
+    seen: dict[str, list[str]] = {first.id: [], second.id: []}
+
+    async def follow(benchmark_id: str) -> None:
+        async for _, view in events(settings, benchmark_id):
+            assert isinstance(view, BenchmarkState | BenchmarkSummary)
+            seen[benchmark_id].append(view.id)
+
+    async with asyncio.timeout(BOUND):
+        following = [asyncio.create_task(follow(run.id)) for run in (first, second)]
+        while not all(seen.values()):
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        finish(settings, first)
+        finish(settings, second)
+        await asyncio.gather(*following)
+
+    assert set(seen[first.id]) == {first.id}
+    assert set(seen[second.id]) == {second.id}
