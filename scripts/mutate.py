@@ -77,12 +77,17 @@ MODULES: tuple[Module, ...] = (
         "app/src/api/gate/guards.py",
         ("tests/test_guards.py", "tests/test_hardening.py", "tests/test_security_edges.py"),
     ),
-    Module("http_limits", "app/src/api/gate/http_limits.py", ("tests/test_http_limits.py",)),
+    Module(
+        "http_limits",
+        "app/src/api/gate/http_limits.py",
+        ("tests/test_http_limits.py", "tests/test_http_limits_bodies.py"),
+    ),
     Module("relay", "app/src/services/generation/relay.py", ("tests/test_openai.py",)),
     Module(
         "openrouter_client",
         "app/src/services/openrouter/client.py",
         (
+            "tests/test_openrouter_client.py",
             "tests/test_openai.py",
             "tests/test_models.py",
             "tests/test_generate.py",
@@ -92,17 +97,17 @@ MODULES: tuple[Module, ...] = (
     Module(
         "store",
         "app/src/services/benchmarker/runs/file_store.py",
-        ("tests/test_benchmark_jobs.py", "tests/test_benchmark_files.py"),
+        ("tests/test_file_store.py", "tests/test_benchmark_files.py"),
     ),
     Module(
         "service",
         "app/src/services/benchmarker/runs/service.py",
-        ("tests/test_benchmark_api.py", "tests/test_benchmark_jobs.py"),
+        ("tests/test_benchmark_service.py", "tests/test_benchmark_api.py"),
     ),
     Module(
         "client",
         "app/src/services/base/client.py",
-        ("tests/test_retries.py", "tests/test_measurement.py"),
+        ("tests/test_base_client.py", "tests/test_retries.py", "tests/test_measurement.py"),
     ),
     Module(
         "transport",

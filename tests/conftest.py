@@ -19,6 +19,20 @@ from tests.helpers.proxy_env import clear_proxy_env
 from tests.helpers.upstream_server import LoopbackUpstream
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reversed",
+        action="store_true",
+        help="run the collected tests last to first: a test that only passes after another "
+        "one (shared state, a leftover file) fails",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reversed"):
+        items.reverse()
+
+
 @pytest.fixture(autouse=True)
 def no_proxy_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's HTTPS_PROXY must not route the tests' loopback upstreams; tests about
