@@ -21,7 +21,7 @@ from src.config import Settings
 from src.runner import RunnerHost, runs_worker
 from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import CapacityError, JobsBackendUnavailableError
-from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.load.plan import BenchmarkPlan, PlanRecord
 from src.services.benchmarker.results.file_utils import new_benchmark_id
 from src.services.benchmarker.results.summary import RunClock, build_state
 from src.services.benchmarker.runs import execution
@@ -36,7 +36,6 @@ from src.services.benchmarker.runs.redis_runners import (
 )
 from src.services.benchmarker.runs.redis_store import (
     RUNNING,
-    PlanRecord,
     RedisRunStore,
     key,
 )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
 
 from src.schemas.benchmarks import BenchmarkParameters, SavedParameters
 from src.services.benchmarker.load.schedule import arrival_offsets
@@ -16,6 +19,9 @@ from src.services.benchmarker.load.sources import (
     synthetic_conversations,
 )
 from src.services.openrouter.catalog import TokenPrices
+
+if TYPE_CHECKING:
+    from src.config import Settings
 
 # What a series measures: a model, through one pinned provider or (None) as OpenRouter routes.
 Series = tuple[str, str | None]
@@ -170,3 +176,38 @@ class BenchmarkPlan:
 
     def saved_parameters(self) -> SavedParameters:
         return SavedParameters(**{**self.parameters.model_dump(), "prompts": len(self.prompts)})
+
+
+class PlanRecord(BaseModel):
+    """A plan as it crosses to a runner (its stdin, or the run store of JOBS_BACKEND=redis):
+    the plan, never a key or a setting, which the runner's own settings complete."""
+
+    parameters: BenchmarkParameters
+    prompts: list[str]
+    conversations: list[Conversation] | None = None
+    prices: dict[str, TokenPrices | None]
+    providers: dict[str, tuple[str, ...]] = {}
+    owner: str | None = None
+
+    @classmethod
+    def of(cls, plan: BenchmarkPlan) -> PlanRecord:
+        return cls(
+            parameters=plan.parameters,
+            prompts=plan.prompts,
+            conversations=plan.conversations,
+            prices=dict(plan.prices),
+            providers=dict(plan.providers),
+            owner=plan.owner,
+        )
+
+    def plan(self, settings: Settings) -> BenchmarkPlan:
+        return BenchmarkPlan(
+            self.parameters,
+            self.prompts,
+            self.prices,
+            providers=self.providers,
+            request_cap=settings.max_benchmark_requests,
+            owner=self.owner,
+            max_seconds=settings.max_run_seconds,
+            conversations=self.conversations,
+        )

@@ -28,7 +28,7 @@ from src import metrics
 from src.config import MULTIPROC_ENV, REPO_ROOT, Settings
 from src.schemas.benchmarks import BenchmarkState, BenchmarkStatus, BenchmarkSummary
 from src.services.base.exceptions import RunnerFailedError
-from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.load.plan import BenchmarkPlan, PlanRecord
 from src.services.benchmarker.results.file_utils import new_benchmark_id, result_paths
 from src.services.benchmarker.results.summary import (
     RunClock,
@@ -40,7 +40,6 @@ from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import release_reserve, storage_error
 from src.services.benchmarker.runs.execution import run_hosted
 from src.services.benchmarker.runs.redis_runners import enqueue_run
-from src.services.benchmarker.runs.redis_store import PlanRecord
 from src.services.benchmarker.runs.runner_process import EXIT_INTERRUPTED, RunnerJob
 from src.services.benchmarker.runs.shards import shard_count
 from src.services.benchmarker.runs.store import RunCaps, RunStore

@@ -33,10 +33,10 @@ from saq.queue.redis import RedisQueue
 from src.config import Settings
 from src.schemas.benchmarks import BenchmarkState, BenchmarkStatus
 from src.services.base.timing import now
+from src.services.benchmarker.load.plan import PlanRecord
 from src.services.benchmarker.runs.redis_store import (
     RETRIES,
     RUNNING,
-    PlanRecord,
     RedisRunStore,
     answering,
     channel,

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 import redis
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -32,7 +32,6 @@ from src.config import Settings
 from src.schemas.benchmarks import (
     FINISHED,
     BenchmarkListItem,
-    BenchmarkParameters,
     BenchmarkState,
     BenchmarkSummary,
     RequestRecord,
@@ -42,8 +41,7 @@ from src.services.base.exceptions import (
     JobsBackendUnavailableError,
     NotFoundError,
 )
-from src.services.benchmarker.load.plan import BenchmarkPlan
-from src.services.benchmarker.load.sources import Conversation
+from src.services.benchmarker.load.plan import PlanRecord
 from src.services.benchmarker.results.csv_writer import encode_records, parse_records
 from src.services.benchmarker.results.file_utils import result_paths
 from src.services.benchmarker.runs.disk import StoreUnreachableError
@@ -55,7 +53,6 @@ from src.services.benchmarker.runs.file_store import (
 )
 from src.services.benchmarker.runs.owners import EVERYONE, Caller
 from src.services.benchmarker.runs.store import RunCaps
-from src.services.openrouter.catalog import TokenPrices
 
 logger = logging.getLogger(__name__)
 
@@ -117,40 +114,6 @@ _RUN_PARTS = (
     "alive",
     "reaping",
 )
-
-
-class PlanRecord(BaseModel):
-    """What a runner needs to run an admitted run: its plan, never a key or a setting."""
-
-    parameters: BenchmarkParameters
-    prompts: list[str]
-    conversations: list[Conversation] | None = None
-    prices: dict[str, TokenPrices | None]
-    providers: dict[str, tuple[str, ...]] = {}
-    owner: str | None = None
-
-    @classmethod
-    def of(cls, plan: BenchmarkPlan) -> PlanRecord:
-        return cls(
-            parameters=plan.parameters,
-            prompts=plan.prompts,
-            conversations=plan.conversations,
-            prices=dict(plan.prices),
-            providers=dict(plan.providers),
-            owner=plan.owner,
-        )
-
-    def plan(self, settings: Settings) -> BenchmarkPlan:
-        return BenchmarkPlan(
-            self.parameters,
-            self.prompts,
-            self.prices,
-            providers=self.providers,
-            request_cap=settings.max_benchmark_requests,
-            owner=self.owner,
-            max_seconds=settings.max_run_seconds,
-            conversations=self.conversations,
-        )
 
 
 @lru_cache(maxsize=8)

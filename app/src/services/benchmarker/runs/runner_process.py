@@ -22,19 +22,16 @@ import signal
 import sys
 
 import uvloop
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
 from src.config import Settings
 from src.heap import settle_startup_heap
 from src.logger import setup_logging_from
 from src.redaction import Redactor
-from src.schemas.benchmarks import BenchmarkParameters
-from src.services.benchmarker.load.plan import BenchmarkPlan
+from src.services.benchmarker.load.plan import BenchmarkPlan, PlanRecord
 from src.services.benchmarker.load.run_utils import RequestContext
-from src.services.benchmarker.load.sources import Conversation
 from src.services.benchmarker.runs.execution import run_hosted
 from src.services.benchmarker.runs.shards import ShardHub, serve_shard
-from src.services.openrouter.catalog import TokenPrices
 from src.services.openrouter.client import UpstreamTarget, connect_openrouter
 
 EXIT_INTERRUPTED = 3
@@ -46,20 +43,14 @@ RUNNER_NAME = "bench-runner"
 logger = logging.getLogger(__name__)
 
 
-class RunnerJob(BaseModel):
+class RunnerJob(PlanRecord):
     """Everything a runner needs, sent through its stdin (never written anywhere)."""
 
     benchmark_id: str
-    parameters: BenchmarkParameters
-    prompts: list[str]
-    conversations: list[Conversation] | None = None
-    prices: dict[str, TokenPrices | None]
-    providers: dict[str, tuple[str, ...]] = {}
     settings: dict[str, object]
     upstream_url: str
     upstream_key: str
     parent_pid: int
-    owner: str | None = None
     # With RUNNER_PROCESSES > 1: which share of the open loops this runner sends (0: the lead,
     # which hosts the run), of how many, and the lead's socket (see shards.py).
     shard: int = 0
@@ -84,32 +75,15 @@ class RunnerJob(BaseModel):
         values["proxy_api_keys"] = [key.get_secret_value() for key in settings.proxy_api_keys]
         values["proxy_admin_keys"] = [key.get_secret_value() for key in settings.proxy_admin_keys]
         return cls(
+            **dict(PlanRecord.of(plan)),
             benchmark_id=benchmark_id,
-            parameters=plan.parameters,
-            prompts=plan.prompts,
-            conversations=plan.conversations,
-            prices=dict(plan.prices),
-            providers=dict(plan.providers),
             settings=values,
             upstream_url=target.base_url,
             upstream_key=target.api_key.get_secret_value(),
             parent_pid=parent_pid,
-            owner=plan.owner,
             shard=shard,
             shards=shards,
             socket=socket,
-        )
-
-    def plan(self, settings: Settings) -> BenchmarkPlan:
-        return BenchmarkPlan(
-            self.parameters,
-            self.prompts,
-            self.prices,
-            providers=self.providers,
-            request_cap=settings.max_benchmark_requests,
-            owner=self.owner,
-            max_seconds=settings.max_run_seconds,
-            conversations=self.conversations,
         )
 
 
