@@ -145,6 +145,7 @@ async def test_health_names_the_upstream_host(
         "upstream": f"127.0.0.1:{upstream_server.port}",
         "transport": "wire",
         "proxy": None,
+        "jobs": {"backend": "files"},
     }
 
 

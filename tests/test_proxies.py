@@ -282,6 +282,7 @@ async def test_the_embedded_emulator_is_reached_directly_whatever_the_proxy_vari
         "upstream": "emulator",
         "transport": "wire",
         "proxy": None,
+        "jobs": {"backend": "files"},
     }
 
 

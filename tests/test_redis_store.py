@@ -230,7 +230,7 @@ async def test_an_unreachable_redis_is_a_503_on_new_runs_and_in_health(tmp_path:
     assert answer.json()["error"] == "JobsBackendUnavailableError"
     assert "Redis" in answer.json()["detail"]
     assert answer.headers["retry-after"] == "5"
-    assert health.json()["jobs"] == {"backend": "redis", "redis": "unreachable", "runners": None}
+    assert health.json()["jobs"] == {"backend": "redis", "redis": "unreachable"}
 
 
 def test_redis_mode_keeps_runs_thirty_days_unless_told(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ def test_health_is_open_and_names_the_upstream(
         "upstream": f"{LOOPBACK}:{emulator.port}",
         "transport": "wire",
         "proxy": None,
+        "jobs": {"backend": "files"},
     }
     assert response.headers["x-request-id"]
 

@@ -32,6 +32,7 @@ def test_without_a_key_the_app_serves_the_embedded_emulator_and_warns(
         "upstream": "emulator",
         "transport": "wire",
         "proxy": None,
+        "jobs": {"backend": "files"},
     }
     assert models.status_code == 200
     ids = [model["id"] for model in models.json()["models"]]

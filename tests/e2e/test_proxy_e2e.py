@@ -100,6 +100,7 @@ def test_an_https_upstream_through_a_connect_tunnel(
         "upstream": f"127.0.0.1:{tls_upstream.port}",
         "transport": "wire",
         "proxy": label,
+        "jobs": {"backend": "files"},
     }
     assert f"proxy: {label}" in app.log_text()
     app.stop()  # proxy.py logs a tunnel once it closes

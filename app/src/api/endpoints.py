@@ -41,7 +41,7 @@ async def health(request: Request) -> HealthResponse:
     """Liveness, which upstream this instance talks to, through which transport and proxy."""
     state = lifespan_state(request)
     settings = state["settings"]
-    jobs = None
+    jobs = JobsHealth(backend="files")
     if settings.jobs_backend == "redis":
         reachable, runners = await redis_health(settings)
         jobs = JobsHealth(backend="redis", redis=reachable, runners=runners)

@@ -34,13 +34,22 @@ class ModelProviders(BaseModel):
 
 
 class JobsHealth(BaseModel):
-    """JOBS_BACKEND=redis: where runs are kept and who runs them."""
+    """Where runs are kept and who runs them: JOBS_BACKEND, and with redis its reachability
+    and live runners."""
 
     backend: str = Field(examples=["redis"])
-    redis: str = Field(description="ok, or unreachable", examples=["ok"])
+    redis: str | None = Field(
+        default=None,
+        description="JOBS_BACKEND=redis: ok, or unreachable",
+        examples=["ok"],
+        exclude_if=lambda value: value is None,
+    )
     runners: int | None = Field(
-        description="Runner processes that showed they are alive (null if Redis is unreachable)",
+        default=None,
+        description="JOBS_BACKEND=redis: runner processes that showed they are alive "
+        "(absent while Redis is unreachable)",
         examples=[2],
+        exclude_if=lambda value: value is None,
     )
 
 
@@ -53,5 +62,4 @@ class HealthResponse(BaseModel):
         description="The proxy upstream requests go through (without credentials), or null",
         examples=["http://proxy.corp:3128"],
     )
-    # Only with JOBS_BACKEND=redis: the files backend's answer stays as it always was.
-    jobs: JobsHealth | None = Field(default=None, exclude_if=lambda value: value is None)
+    jobs: JobsHealth
