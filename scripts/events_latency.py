@@ -40,7 +40,7 @@ REQUEST_SECONDS = 1.3
 MODEL = "emulator/small"
 KEY = "events-latency-key"
 STARTED = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - INFO - STARTED SINGLE PROMPT", re.MULTILINE
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - (?:INFO|DEBUG) - STARTED SINGLE PROMPT", re.MULTILINE
 )
 
 
@@ -57,6 +57,8 @@ def start(module: str, workdir: Path, env: dict[str, str]) -> subprocess.Popen[b
         "HOME": os.environ.get("HOME", "/tmp"),
         "PYTHONPATH": str(REPO_ROOT / "app"),
         "LOG_DIR": str(workdir / "logs"),
+        # Every request's start line: at INFO only the first of each series is logged.
+        "LOG_LEVEL": "DEBUG",
         "BENCHMARKS_DIR": str(workdir / "benchmarks"),
         **env,
     }
