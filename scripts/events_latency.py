@@ -40,7 +40,8 @@ REQUEST_SECONDS = 1.3
 MODEL = "emulator/small"
 KEY = "events-latency-key"
 STARTED = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - (?:INFO|DEBUG) - STARTED SINGLE PROMPT", re.MULTILINE
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - (?:INFO|DEBUG) - STARTED SINGLE PROMPT",
+    re.MULTILINE,
 )
 
 
