@@ -34,7 +34,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from src.schemas.benchmarks import BenchmarkParameters, series_label
+from src.schemas.benchmarks import WORKLOAD_FIELDS, BenchmarkParameters, series_label
 from src.services.base.sse import ServerSentEvent, SSEDecoder
 from src.services.benchmarker.results.statistics import KNEE_GOODPUT
 
@@ -48,12 +48,7 @@ FORM_FIELDS = (
     "seed",
     "warmup",
     "duration",
-    "prompt_tokens",
-    "prompt_tokens_stdev",
-    "prompts",
-    "output_tokens",
-    "output_tokens_stdev",
-    "turns",
+    *WORKLOAD_FIELDS,
     "provider_sort",
     "ttft_slo",
     "latency_slo",

@@ -302,6 +302,18 @@ class RequestRecord(GenerationResult):
         return max(self.latency_seconds - self.ttft_seconds, 0.0) / (self.completion_tokens - 1)
 
 
+# The fields that shape a workload instead of a prompt file (synthetic prompts, and a dataset's
+# turns), in the order the form and the command line show them.
+WORKLOAD_FIELDS = (
+    "prompt_tokens",
+    "prompt_tokens_stdev",
+    "prompts",
+    "output_tokens",
+    "output_tokens_stdev",
+    "turns",
+)
+
+
 class LatencyStats(BaseModel):
     """Seconds, over successful requests only; every field is null when none succeeded."""
 

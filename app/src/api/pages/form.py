@@ -11,23 +11,16 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
+from src.schemas.benchmarks import WORKLOAD_FIELDS
+
 # Fields shown together, in this order; any other field of the document goes in the last group.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Run", ("label", "notes")),
     ("Models", ("model", "provider", "provider_sort")),
     (
         "Prompts: a file, a dataset, or synthetic",
-        (
-            "prompt_file",
-            "dataset_file",
-            "prompt_tokens",
-            "prompt_tokens_stdev",
-            "prompts",
-            "output_tokens",
-            "output_tokens_stdev",
-            "turns",
-        ),
-    ),  # fmt: skip
+        ("prompt_file", "dataset_file", *WORKLOAD_FIELDS),
+    ),
     ("Load", ("runs", "concurrency", "rate", "arrival", "duration", "warmup", "seed", "stream")),
     ("Sweep", ("sweep", "sweep_values")),
     ("Generation", ("max_tokens", "temperature", "top_p")),
