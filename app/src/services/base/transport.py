@@ -88,7 +88,6 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.counted = True  # in the pool's count of open connections until dropped
-        self.exchanges = 0
         self.idle_since = 0.0
         # Set by the pool while the connection waits in it, so that losing it leaves the pool.
         self.on_idle_lost: Callable[[_Connection], None] | None = None
@@ -269,7 +268,6 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         timing = WireTiming()
         self._begin_exchange(timing, max_body_bytes, deadline, head_request)
-        self.exchanges += 1
         timing.sent = now()  # before the send, so the upstream cannot have started earlier
         if deadline is not None:
             self.deadline_at = timing.sent + deadline
