@@ -9,6 +9,7 @@ import logging
 import logging.handlers
 import queue
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,9 +57,8 @@ def setup_logging(
     # What the logging HOWTO suggests for speed: no caller lookup (a stack walk per record),
     # no thread or process names, none of which our format shows.
     logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    for flag in ("logThreads", "logProcesses", "logMultiprocessing"):
+        setattr(logging, flag, False)
     records: queue.SimpleQueue[object] = queue.SimpleQueue()
     redactor = Redactor(secrets)
     file = _open_log_file(log_dir / LOG_FILE_NAME, max_bytes, backup_count, rotate)
@@ -111,12 +111,12 @@ def _open_log_file(
         return exc
 
 
+@dataclass(frozen=True)
 class LoggingHandle:
     """What setup_logging installed, so the lifespan can flush and remove it at shutdown."""
 
-    def __init__(self, sink: LogSink, queue_handler: logging.handlers.QueueHandler) -> None:
-        self.sink = sink
-        self.queue_handler = queue_handler
+    sink: LogSink
+    queue_handler: logging.handlers.QueueHandler
 
     def stop(self) -> None:
         logging.getLogger().removeHandler(self.queue_handler)
