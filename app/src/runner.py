@@ -15,12 +15,12 @@ import logging
 from contextlib import AsyncExitStack
 
 import uvloop
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from saq import Worker
 from saq.queue.redis import RedisQueue
 from saq.types import Context
 
-from src.config import Settings, get_settings
+from src.config import Settings, settings_or_exit
 from src.heap import settle_startup_heap
 from src.logger import setup_logging
 from src.services.benchmarker.runs.execution import run_hosted
@@ -127,10 +127,7 @@ async def _upstream(settings: Settings, stack: AsyncExitStack) -> UpstreamTarget
 
 
 def main() -> None:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None
+    settings = settings_or_exit()
     if settings.jobs_backend != "redis":
         raise SystemExit("python -m src.runner needs JOBS_BACKEND=redis (and REDIS_URL).")
     settle_startup_heap()
