@@ -33,6 +33,7 @@ from prometheus_client import (
 )
 
 from src.config import MULTIPROC_ENV
+from src.tasks import cancel_and_wait
 
 METRICS_PATH = "/metrics"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -207,7 +208,7 @@ async def flushing(seconds: float = FLUSH_SECONDS) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
+        await cancel_and_wait(task)
         flush()
 
 

@@ -32,6 +32,7 @@ from src.services.benchmarker.runs.redis_runners import (
 )
 from src.services.benchmarker.runs.redis_store import SOCKET_TIMEOUT_SECONDS, RedisRunStore, key
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget, connect_openrouter
+from src.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,7 @@ async def serve(settings: Settings) -> None:
         try:
             await worker.start()
         finally:
-            beating.cancel()
-            await asyncio.gather(beating, return_exceptions=True)
+            await cancel_and_wait(beating)
             await asyncio.to_thread(host.heartbeat.stop)
             logger.info("RUNNER STOPPED | id=%s", host.heartbeat.runner_id)
 
