@@ -65,17 +65,20 @@ REQUEST_SECONDS = Histogram(
     ["route"],
     buckets=_LATENCY_BUCKETS,
 )
-TTFT_SECONDS = Histogram(
+
+
+def _upstream_latency(name: str, documentation: str) -> Histogram:
+    """A histogram of upstream times, a series per model and provider."""
+    return Histogram(name, documentation, ["model", "provider"], buckets=_LATENCY_BUCKETS)
+
+
+TTFT_SECONDS = _upstream_latency(
     "llm_gateway_ttft_seconds",
     "Streamed requests: upstream time to first token (request sent to first content)",
-    ["model", "provider"],
-    buckets=_LATENCY_BUCKETS,
 )
-UPSTREAM_SECONDS = Histogram(
+UPSTREAM_SECONDS = _upstream_latency(
     "llm_gateway_upstream_latency_seconds",
     "The upstream's answer, final attempt: request sent to last byte received",
-    ["model", "provider"],
-    buckets=_LATENCY_BUCKETS,
 )
 IN_FLIGHT = Gauge(
     "llm_gateway_requests_in_flight",
