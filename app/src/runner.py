@@ -22,7 +22,7 @@ from saq.types import Context
 
 from src.config import Settings, settings_or_exit
 from src.heap import settle_startup_heap
-from src.logger import setup_logging
+from src.logger import setup_logging_from
 from src.services.benchmarker.runs.execution import run_hosted
 from src.services.benchmarker.runs.redis_runners import (
     JOB_FUNCTION,
@@ -69,12 +69,8 @@ class RunnerHost:
 
 
 async def serve(settings: Settings) -> None:
-    logging_handle = setup_logging(
-        settings.log_dir,
-        secrets=settings.secrets(),
-        level=settings.log_level,
-        rotate=False,  # an API process on the same LOG_DIR owns rotation; a runner appends
-    )
+    # An API process on the same LOG_DIR owns rotation; a runner appends.
+    logging_handle = setup_logging_from(settings, rotate=False)
     async with AsyncExitStack() as stack:
         stack.callback(logging_handle.stop)
         target = await _upstream(settings, stack)
