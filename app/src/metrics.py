@@ -227,6 +227,11 @@ def model_label(model: str | None, answered: bool) -> str:
     return OTHER
 
 
+def provider_label(provider: str | None) -> str:
+    """The provider as a label, cut short: the upstream names it, so its length is not ours."""
+    return (provider or NO_ROUTE)[:MAX_LABEL_CHARS]
+
+
 def record_request(
     route: str,
     method: str,
@@ -237,8 +242,7 @@ def record_request(
 ) -> None:
     answered = status < 400
     model_name = model_label(model, answered)
-    provider_name = (provider or NO_ROUTE)[:MAX_LABEL_CHARS]
-    _requests.inc(route, method, str(status), model_name, provider_name)
+    _requests.inc(route, method, str(status), model_name, provider_label(provider))
     _request_seconds.observe(seconds, route)
 
 
@@ -246,7 +250,7 @@ def record_upstream(
     model: str, provider: str | None, latency: float | None, ttft: float | None
 ) -> None:
     """One upstream call's final attempt, for a model the upstream answered for."""
-    labels = (model_label(model, True), (provider or NO_ROUTE)[:MAX_LABEL_CHARS])
+    labels = (model_label(model, True), provider_label(provider))
     if latency is not None:
         _upstream_seconds.observe(latency, *labels)
     if ttft is not None:
