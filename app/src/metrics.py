@@ -33,6 +33,7 @@ from prometheus_client import (
 )
 
 from src.config import MULTIPROC_ENV
+from src.services.base.timing import UpstreamCall
 from src.tasks import cancel_and_wait
 
 METRICS_PATH = "/metrics"
@@ -233,24 +234,19 @@ def provider_label(provider: str | None) -> str:
 
 
 def record_request(
-    route: str,
-    method: str,
-    status: int,
-    seconds: float,
-    model: str | None = None,
-    provider: str | None = None,
+    route: str, method: str, status: int, seconds: float, call: UpstreamCall | None
 ) -> None:
-    answered = status < 400
-    model_name = model_label(model, answered)
-    _requests.inc(route, method, str(status), model_name, provider_label(provider))
+    """One answered request, with the upstream call its route made, if it made one."""
+    model, provider = (call.model, call.provider) if call else (None, None)
+    labels = (model_label(model, status < 400), provider_label(provider))
+    _requests.inc(route, method, str(status), *labels)
     _request_seconds.observe(seconds, route)
 
 
-def record_upstream(
-    model: str, provider: str | None, latency: float | None, ttft: float | None
-) -> None:
-    """One upstream call's final attempt, for a model the upstream answered for."""
-    labels = (model_label(model, True), provider_label(provider))
+def record_upstream(call: UpstreamCall) -> None:
+    """An upstream call's final attempt, for a model the upstream answered for."""
+    labels = (model_label(call.model, True), provider_label(call.provider))
+    latency, ttft = call.timing.latency, call.timing.ttft
     if latency is not None:
         _upstream_seconds.observe(latency, *labels)
     if ttft is not None:
