@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from src.log_sink import LOG_FILE_NAME
-from src.logger import setup_logging
+from src.logger import setup_logging_from
+from tests.helpers.app import make_settings
 
 DEADLINE = 20.0
 
@@ -28,9 +29,10 @@ def wait_for_line(path: Path, text: str, log: logging.Logger) -> bool:
 
 @pytest.mark.parametrize("rotate", [True, False], ids=["api-process", "runner-process"])
 def test_the_log_file_is_reopened_when_its_folder_comes_back(tmp_path: Path, rotate: bool) -> None:
-    log_dir = tmp_path / "logs"
+    settings = make_settings(tmp_path, log_max_bytes=4096, log_backup_count=1)
+    log_dir = settings.log_dir
     log_file = log_dir / LOG_FILE_NAME
-    handle = setup_logging(log_dir, secrets=[], max_bytes=4096, backup_count=1, rotate=rotate)
+    handle = setup_logging_from(settings, rotate=rotate)
     log = logging.getLogger("tests.log_reopen")
     try:
         assert wait_for_line(log_file, "before the folder went", log)

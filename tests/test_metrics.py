@@ -117,6 +117,23 @@ async def test_metrics_count_retries_their_waits_and_the_upstream_error_that_end
     assert after.value(REQUESTS, **failed) - before.value(REQUESTS, **failed) == 1
 
 
+async def test_metrics_count_an_upstream_error_of_a_route_that_names_no_model(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, retry_waits: list[float]
+) -> None:
+    upstream.get("/models").respond(503, json=error_body(503, "busy"))
+    errors = "llm_gateway_upstream_errors_total"
+    failed = {"route": "/models", "status": "502", "model": "-", "provider": "-"}
+    before = await scrape(client)
+
+    response = await client.get("/models")
+    after = await scrape(client)
+
+    assert response.status_code == 502
+    status_errors = {"type": "UpstreamStatusError"}
+    assert after.value(errors, **status_errors) - before.value(errors, **status_errors) == 1
+    assert after.value(REQUESTS, **failed) - before.value(REQUESTS, **failed) == 1
+
+
 async def test_metrics_count_a_stream_that_fails_after_its_200_as_an_upstream_error(
     client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:

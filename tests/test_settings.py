@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from src.config import REPO_ROOT, Settings
+from src import runner, serve
+from src.config import REPO_ROOT, Settings, get_settings
 
 
 def test_relative_dirs_resolve_against_the_repo_root_whatever_the_cwd(
@@ -52,6 +54,24 @@ def test_without_a_key_the_emulator_is_the_upstream(monkeypatch: pytest.MonkeyPa
 
     assert settings.uses_emulator
     assert settings.upstream_label == "emulator"
+
+
+@pytest.mark.parametrize("command", [serve.main, runner.main], ids=["serve", "runner"])
+def test_a_refused_setting_ends_a_command_with_one_message_that_names_it(
+    command: Callable[[], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_TOKENS_LIMIT", "sk-not-a-number")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as ended:
+            command()
+    finally:
+        get_settings.cache_clear()
+
+    message = str(ended.value)
+    assert message.startswith("Invalid settings (environment or .env): ")
+    assert "max_tokens_limit" in message
+    assert "sk-not-a-number" not in message
 
 
 def test_example_env_documents_every_setting() -> None:

@@ -20,6 +20,8 @@ import signal
 
 import uvloop
 
+from src.tasks import cancel_and_wait
+
 logger = logging.getLogger("balancer")
 
 CONNECT_SECONDS = 2.0
@@ -67,9 +69,7 @@ class Balancer:
             try:
                 await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for copy in copies:
-                    copy.cancel()
-                await asyncio.gather(*copies, return_exceptions=True)
+                await cancel_and_wait(*copies)
         finally:
             for side in sides:
                 side.close()

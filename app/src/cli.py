@@ -198,9 +198,7 @@ def _benchmark_options(bench: argparse.ArgumentParser) -> None:
         "--output-tokens", dest="output_tokens", type=int, help="max_tokens of each request"
     )
     bench.add_argument("--output-tokens-stdev", dest="output_tokens_stdev", type=float)
-    bench.add_argument(
-        "--turns", type=int, help=_with_default("Turns sent per dataset conversation", "turns")
-    )
+    _defaulted_count(bench, "--turns", "Turns sent per dataset conversation")
     bench.add_argument(
         "--models",
         default="",
@@ -214,27 +212,17 @@ def _benchmark_options(bench: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--provider-sort", dest="provider_sort", choices=("price", "throughput", "latency")
     )
-    bench.add_argument(
-        "--runs", type=int, help=_with_default("Requests per prompt and series", "runs")
-    )
-    bench.add_argument(
-        "--concurrency", type=int, help=_with_default("Requests in flight at most", "concurrency")
-    )
-    bench.add_argument(
-        "--max-tokens", dest="max_tokens", type=int, help=_with_default("Per request", "max_tokens")
-    )
+    _defaulted_count(bench, "--runs", "Requests per prompt and series")
+    _defaulted_count(bench, "--concurrency", "Requests in flight at most")
+    _defaulted_count(bench, "--max-tokens", "Per request")
     bench.add_argument("--rate", type=float, help="Requests per second (open loop)")
     bench.add_argument(
         "--arrival",
         choices=("constant", "poisson"),
         help=_with_default("With a rate: how requests are spaced", "arrival"),
     )
-    bench.add_argument(
-        "--seed", type=int, help=_with_default("Of Poisson arrivals, synthetic prompts", "seed")
-    )
-    bench.add_argument(
-        "--warmup", type=int, help=_with_default("Requests left out of the figures", "warmup")
-    )
+    _defaulted_count(bench, "--seed", "Of Poisson arrivals, synthetic prompts")
+    _defaulted_count(bench, "--warmup", "Requests left out of the figures")
     bench.add_argument("--duration", type=float, help="Seconds to send for, instead of runs")
     bench.add_argument("--no-stream", action="store_true", help="Plain requests: no ttft")
     bench.add_argument("--label", help="A name for the run, shown with it")
@@ -245,6 +233,12 @@ def _benchmark_options(bench: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--sweep-values", dest="sweep_values", help="Ascending, e.g. 1,2,4,8 (auto: a count)"
     )
+
+
+def _defaulted_count(bench: argparse.ArgumentParser, flag: str, text: str) -> None:
+    """An integer option whose help shows what the service takes without it."""
+    name = flag.removeprefix("--").replace("-", "_")
+    bench.add_argument(flag, dest=name, type=int, help=_with_default(text, name))
 
 
 def _submit(http: httpx.Client, args: argparse.Namespace) -> str:

@@ -5,7 +5,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from src.services.base.proxies import environment_proxy_secrets
@@ -278,3 +285,12 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_or_exit() -> Settings:
+    """The settings a command starts with: a refused value ends it with one message (which
+    names the setting, never its value) instead of a traceback."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -47,6 +48,7 @@ def escape_line(text: str) -> str:
     )
 
 
+@dataclass(eq=False)
 class RotatingFile:
     """Appends lines to a file; past `max_bytes` it is renamed to .1 (.1 to .2, ...).
 
@@ -58,14 +60,15 @@ class RotatingFile:
     can be created again. A failed write or rotation closes the file; later writes reopen it.
     """
 
-    def __init__(self, path: Path, max_bytes: int, backup_count: int, rotate: bool) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.backup_count = backup_count
-        self.rotate = rotate
-        self._file: TextIO | None = None
-        self._size = 0
-        self._checked_at = 0.0
+    path: Path
+    max_bytes: int
+    backup_count: int
+    rotate: bool
+    _file: TextIO | None = field(default=None, init=False)
+    _size: int = field(default=0, init=False)
+    _checked_at: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
         self._open()
 
     def write(self, lines: list[str]) -> None:
@@ -146,25 +149,24 @@ class RotatingFile:
         return file
 
 
+@dataclass(eq=False)
 class LogSink:
     """The consumer side of the log queue (see module docstring)."""
 
-    def __init__(
-        self,
-        records: queue.SimpleQueue[object],
-        redact: Callable[[str], str],
-        file: RotatingFile | None,
-        stream: TextIO | None = None,
-    ) -> None:
-        self._records = records
-        self._redact = redact
-        self._file = file
-        self._stream = stream or sys.stdout
-        self._formatter = logging.Formatter(LOG_FORMAT)
-        self._stopping = threading.Event()
-        self._file_failing = False
-        self._second = -1
-        self._stamp = ""
+    records: queue.SimpleQueue[object]
+    redact: Callable[[str], str]
+    file: RotatingFile | None
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    _formatter: logging.Formatter = field(
+        default_factory=lambda: logging.Formatter(LOG_FORMAT), init=False
+    )
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
+    _file_failing: bool = field(default=False, init=False)
+    _second: int = field(default=-1, init=False)
+    _stamp: str = field(default="", init=False)
+    _thread: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._run, name="log-sink", daemon=True)
 
     def start(self) -> None:
@@ -174,8 +176,8 @@ class LogSink:
         """Write every record queued so far, then end the thread and close the file."""
         self._stopping.set()
         self._thread.join()
-        if self._file is not None:
-            self._file.close()
+        if self.file is not None:
+            self.file.close()
 
     def line(self, record: logging.LogRecord) -> str:
         """LOG_FORMAT, with the time text made once per second, redacted and escaped."""
@@ -188,7 +190,7 @@ class LogSink:
             record.exc_text = self._formatter.formatException(record.exc_info)
         if record.exc_text:
             text += "\n" + record.exc_text
-        return escape_line(self._redact(text))
+        return escape_line(self.redact(text))
 
     def _run(self) -> None:
         while True:
@@ -196,7 +198,7 @@ class LogSink:
             lines = []
             while True:
                 try:
-                    record = self._records.get_nowait()
+                    record = self.records.get_nowait()
                 except queue.Empty:
                     break
                 if isinstance(record, logging.LogRecord):
@@ -214,14 +216,14 @@ class LogSink:
 
     def _write(self, lines: list[str]) -> None:
         try:
-            self._stream.write("".join(lines))
-            self._stream.flush()
+            self.stream.write("".join(lines))
+            self.stream.flush()
         except (OSError, ValueError):
             pass  # stdout closed (a detached process): the file still gets the lines
-        if self._file is None:
+        if self.file is None:
             return
         try:
-            self._file.write(lines)
+            self.file.write(lines)
         except OSError as exc:
             if not self._file_failing:
                 self._file_failing = True
@@ -238,10 +240,10 @@ class LogSink:
         """A line about the log itself, on stdout (and in the file once it is back)."""
         line = escape_line(f"{time.strftime('%Y-%m-%d %H:%M:%S')} - WARNING - {text}") + "\n"
         try:
-            self._stream.write(line)
-            self._stream.flush()
+            self.stream.write(line)
+            self.stream.flush()
         except (OSError, ValueError):
             pass
-        if self._file is not None and not self._file_failing:
+        if self.file is not None and not self._file_failing:
             with contextlib.suppress(OSError):  # reported at the next batch
-                self._file.write([line])
+                self.file.write([line])

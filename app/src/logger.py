@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import queue
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,32 +39,39 @@ class _UnformattedQueueHandler(logging.handlers.QueueHandler):
         return False
 
 
-def setup_logging(
-    log_dir: Path,
-    *,
-    secrets: Iterable[str],
-    level: str = "INFO",
-    max_bytes: int = 10 * 1024 * 1024,
-    backup_count: int = 5,
-    rotate: bool = True,
-) -> LoggingHandle:
+def setup_logging_from(settings: Settings, *, rotate: bool = True) -> LoggingHandle:
     """Route every log record through a queue to the sink thread (log_sink.py), so that
-    formatting, redaction and file writes never run on the event loop.
+    formatting, redaction and file writes never run on the event loop: LOG_DIR, LOG_LEVEL,
+    LOG_MAX_BYTES and LOG_BACKUP_COUNT as the settings say, the file rotated if `rotate`.
 
-    The caller (the lifespan) must stop the returned handle at shutdown.
+    The caller (the lifespan, a runner) must stop the returned handle at shutdown.
     """
     # What the logging HOWTO suggests for speed: no caller lookup (a stack walk per record),
     # no thread or process names, none of which our format shows.
     logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    for flag in ("logThreads", "logProcesses", "logMultiprocessing"):
+        setattr(logging, flag, False)
     records: queue.SimpleQueue[object] = queue.SimpleQueue()
-    redactor = Redactor(secrets)
-    file = _open_log_file(log_dir / LOG_FILE_NAME, max_bytes, backup_count, rotate)
-    sink = LogSink(records, redactor, None if isinstance(file, OSError) else file)
+    path = settings.log_dir / LOG_FILE_NAME
+    file = _open_log_file(path, settings.log_max_bytes, settings.log_backup_count, rotate)
+    sink = LogSink(
+        records, Redactor(settings.secrets()), None if isinstance(file, OSError) else file
+    )
     queue_handler = _UnformattedQueueHandler(records)
+    _route_records_to(queue_handler, settings.log_level)
+    sink.start()
+    if isinstance(file, OSError):
+        logger.warning(
+            "File log is off: cannot write %s (%s: %s). Logging to stdout only; "
+            "make LOG_DIR writable by this process to keep a log file.",
+            path,
+            type(file).__name__,
+            file.strerror or file,
+        )
+    return LoggingHandle(sink, queue_handler)
 
+
+def _route_records_to(queue_handler: logging.handlers.QueueHandler, level: str) -> None:
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, logging.handlers.QueueHandler)]:
         root.removeHandler(old)  # a previous app instance in the same process (tests)
@@ -75,28 +82,6 @@ def setup_logging(
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    sink.start()
-    if isinstance(file, OSError):
-        logger.warning(
-            "File log is off: cannot write %s (%s: %s). Logging to stdout only; "
-            "make LOG_DIR writable by this process to keep a log file.",
-            log_dir / LOG_FILE_NAME,
-            type(file).__name__,
-            file.strerror or file,
-        )
-    return LoggingHandle(sink, queue_handler)
-
-
-def setup_logging_from(settings: Settings, *, rotate: bool = True) -> LoggingHandle:
-    """`setup_logging` as LOG_DIR, LOG_LEVEL, LOG_MAX_BYTES and LOG_BACKUP_COUNT say."""
-    return setup_logging(
-        settings.log_dir,
-        secrets=settings.secrets(),
-        level=settings.log_level,
-        max_bytes=settings.log_max_bytes,
-        backup_count=settings.log_backup_count,
-        rotate=rotate,
-    )
 
 
 def _open_log_file(
@@ -111,12 +96,12 @@ def _open_log_file(
         return exc
 
 
+@dataclass(frozen=True)
 class LoggingHandle:
-    """What setup_logging installed, so the lifespan can flush and remove it at shutdown."""
+    """What setup_logging_from installed, so the lifespan can flush and remove it at shutdown."""
 
-    def __init__(self, sink: LogSink, queue_handler: logging.handlers.QueueHandler) -> None:
-        self.sink = sink
-        self.queue_handler = queue_handler
+    sink: LogSink
+    queue_handler: logging.handlers.QueueHandler
 
     def stop(self) -> None:
         logging.getLogger().removeHandler(self.queue_handler)

@@ -33,6 +33,8 @@ from prometheus_client import (
 )
 
 from src.config import MULTIPROC_ENV
+from src.services.base.timing import UpstreamCall
+from src.tasks import cancel_and_wait
 
 METRICS_PATH = "/metrics"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -64,17 +66,20 @@ REQUEST_SECONDS = Histogram(
     ["route"],
     buckets=_LATENCY_BUCKETS,
 )
-TTFT_SECONDS = Histogram(
+
+
+def _upstream_latency(name: str, documentation: str) -> Histogram:
+    """A histogram of upstream times, a series per model and provider."""
+    return Histogram(name, documentation, ["model", "provider"], buckets=_LATENCY_BUCKETS)
+
+
+TTFT_SECONDS = _upstream_latency(
     "llm_gateway_ttft_seconds",
     "Streamed requests: upstream time to first token (request sent to first content)",
-    ["model", "provider"],
-    buckets=_LATENCY_BUCKETS,
 )
-UPSTREAM_SECONDS = Histogram(
+UPSTREAM_SECONDS = _upstream_latency(
     "llm_gateway_upstream_latency_seconds",
     "The upstream's answer, final attempt: request sent to last byte received",
-    ["model", "provider"],
-    buckets=_LATENCY_BUCKETS,
 )
 IN_FLIGHT = Gauge(
     "llm_gateway_requests_in_flight",
@@ -207,7 +212,7 @@ async def flushing(seconds: float = FLUSH_SECONDS) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
+        await cancel_and_wait(task)
         flush()
 
 
@@ -223,26 +228,25 @@ def model_label(model: str | None, answered: bool) -> str:
     return OTHER
 
 
+def provider_label(provider: str | None) -> str:
+    """The provider as a label, cut short: the upstream names it, so its length is not ours."""
+    return (provider or NO_ROUTE)[:MAX_LABEL_CHARS]
+
+
 def record_request(
-    route: str,
-    method: str,
-    status: int,
-    seconds: float,
-    model: str | None = None,
-    provider: str | None = None,
+    route: str, method: str, status: int, seconds: float, call: UpstreamCall | None
 ) -> None:
-    answered = status < 400
-    model_name = model_label(model, answered)
-    provider_name = (provider or NO_ROUTE)[:MAX_LABEL_CHARS]
-    _requests.inc(route, method, str(status), model_name, provider_name)
+    """One answered request, with the upstream call its route made, if it made one."""
+    model, provider = (call.model, call.provider) if call else (None, None)
+    labels = (model_label(model, status < 400), provider_label(provider))
+    _requests.inc(route, method, str(status), *labels)
     _request_seconds.observe(seconds, route)
 
 
-def record_upstream(
-    model: str, provider: str | None, latency: float | None, ttft: float | None
-) -> None:
-    """One upstream call's final attempt, for a model the upstream answered for."""
-    labels = (model_label(model, True), (provider or NO_ROUTE)[:MAX_LABEL_CHARS])
+def record_upstream(call: UpstreamCall) -> None:
+    """An upstream call's final attempt, for a model the upstream answered for."""
+    labels = (model_label(call.model, True), provider_label(call.provider))
+    latency, ttft = call.timing.latency, call.timing.ttft
     if latency is not None:
         _upstream_seconds.observe(latency, *labels)
     if ttft is not None:

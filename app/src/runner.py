@@ -15,14 +15,14 @@ import logging
 from contextlib import AsyncExitStack
 
 import uvloop
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from saq import Worker
 from saq.queue.redis import RedisQueue
 from saq.types import Context
 
-from src.config import Settings, get_settings
+from src.config import Settings, settings_or_exit
 from src.heap import settle_startup_heap
-from src.logger import setup_logging
+from src.logger import setup_logging_from
 from src.services.benchmarker.runs.execution import run_hosted
 from src.services.benchmarker.runs.redis_runners import (
     JOB_FUNCTION,
@@ -32,6 +32,7 @@ from src.services.benchmarker.runs.redis_runners import (
 )
 from src.services.benchmarker.runs.redis_store import SOCKET_TIMEOUT_SECONDS, RedisRunStore, key
 from src.services.openrouter.client import OpenRouterClient, UpstreamTarget, connect_openrouter
+from src.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +69,8 @@ class RunnerHost:
 
 
 async def serve(settings: Settings) -> None:
-    logging_handle = setup_logging(
-        settings.log_dir,
-        secrets=settings.secrets(),
-        level=settings.log_level,
-        rotate=False,  # an API process on the same LOG_DIR owns rotation; a runner appends
-    )
+    # An API process on the same LOG_DIR owns rotation; a runner appends.
+    logging_handle = setup_logging_from(settings, rotate=False)
     async with AsyncExitStack() as stack:
         stack.callback(logging_handle.stop)
         target = await _upstream(settings, stack)
@@ -94,8 +91,7 @@ async def serve(settings: Settings) -> None:
         try:
             await worker.start()
         finally:
-            beating.cancel()
-            await asyncio.gather(beating, return_exceptions=True)
+            await cancel_and_wait(beating)
             await asyncio.to_thread(host.heartbeat.stop)
             logger.info("RUNNER STOPPED | id=%s", host.heartbeat.runner_id)
 
@@ -127,10 +123,7 @@ async def _upstream(settings: Settings, stack: AsyncExitStack) -> UpstreamTarget
 
 
 def main() -> None:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None
+    settings = settings_or_exit()
     if settings.jobs_backend != "redis":
         raise SystemExit("python -m src.runner needs JOBS_BACKEND=redis (and REDIS_URL).")
     settle_startup_heap()

@@ -10,18 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
-from pydantic import ValidationError
 
 from src.api.gate.descriptors import descriptor_budget, raise_descriptor_limit
-from src.config import MULTIPROC_ENV, REPO_ROOT, Settings, get_settings
+from src.config import MULTIPROC_ENV, REPO_ROOT, Settings, settings_or_exit
 from src.heap import settle_startup_heap
 
 
 def main() -> None:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise SystemExit(f"Invalid settings (environment or .env): {exc}") from None
+    settings = settings_or_exit()
     raise_descriptor_limit(settings)
     budget = descriptor_budget(settings)  # the lifespan logs it when lowered
     with metrics_files(settings):

@@ -20,7 +20,6 @@ from src.schemas.models import (
     ModelInfo,
     ModelProviders,
     ModelsResponse,
-    Pricing,
     ProviderInfo,
 )
 from src.schemas.prompts import ErrorResponse, GenerateRequest, GenerationResult
@@ -105,11 +104,7 @@ async def get_model_providers(
             name=endpoint.provider_name,
             context_length=endpoint.context_length,
             quantization=endpoint.quantization,
-            pricing=(
-                None
-                if endpoint.pricing is None
-                else Pricing(prompt=endpoint.pricing.prompt, completion=endpoint.pricing.completion)
-            ),
+            pricing=listed_pricing(endpoint),
         )
         for endpoint in await catalog.endpoints(model_id)
     ]

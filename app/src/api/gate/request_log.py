@@ -85,23 +85,15 @@ def note_upstream_call(scope: Scope, model: str) -> UpstreamCall:
 
 
 def _count_request(scope: Scope, elapsed: float, status_code: int, error: Any) -> None:
-    route = scope.get("route")
-    route_path = getattr(route, "path", metrics.NO_ROUTE)
+    route_path = getattr(scope.get("route"), "path", metrics.NO_ROUTE)
     call = scope["state"].get(UPSTREAM_CALL_KEY)
-    if not isinstance(call, UpstreamCall):
-        metrics.record_request(route_path, scope["method"], status_code, elapsed)
-        if isinstance(error, UpstreamError):
-            metrics.record_upstream_error(error)
-        return
-    metrics.record_request(
-        route_path, scope["method"], status_code, elapsed, call.model, call.provider
-    )
-    failure = error if isinstance(error, UpstreamError) else call.failure
+    call = call if isinstance(call, UpstreamCall) else None
+    metrics.record_request(route_path, scope["method"], status_code, elapsed, call)
+    failure = error if isinstance(error, UpstreamError) or call is None else call.failure
     if isinstance(failure, UpstreamError):
         metrics.record_upstream_error(failure)
-    timing = call.timing
-    if timing.sent and status_code < 400:
-        metrics.record_upstream(call.model, call.provider, timing.latency, timing.ttft)
+    if call is not None and call.timing.sent and status_code < 400:
+        metrics.record_upstream(call)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

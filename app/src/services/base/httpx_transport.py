@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -134,39 +134,33 @@ class HttpxTransport(httpx.AsyncBaseTransport):
         return _exchange_error(exc, timeouts.get("read"), head_done=False)
 
 
+@dataclass(eq=False)
 class _MappedBody(httpx.AsyncByteStream):
     """The answer's body as httpx reads it, with its failures and its size limit ours."""
 
-    def __init__(
-        self,
-        pool: HttpxTransport,
-        answer: httpx.Response,
-        max_body_bytes: int | None,
-        read_timeout: float | None,
-    ) -> None:
-        self._pool = pool
-        self._answer = answer
-        self._max_body_bytes = max_body_bytes
-        self._read_timeout = read_timeout
-        self._released = False
+    pool: HttpxTransport
+    answer: httpx.Response
+    max_body_bytes: int | None
+    read_timeout: float | None
+    _released: bool = field(default=False, init=False)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         size = 0
-        chunks = self._answer.aiter_raw()
+        chunks = self.answer.aiter_raw()
         while True:
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 return
             except httpx.HTTPError as exc:
-                raise _exchange_error(exc, self._read_timeout, head_done=True) from exc
+                raise _exchange_error(exc, self.read_timeout, head_done=True) from exc
             size += len(chunk)
-            if self._max_body_bytes is not None and size > self._max_body_bytes:
+            if self.max_body_bytes is not None and size > self.max_body_bytes:
                 # Closed unread: the connection is dropped, and the upstream stops sending.
                 await self.aclose()
                 raise UpstreamInvalidResponseError(
                     f"Upstream answer is larger than MAX_UPSTREAM_RESPONSE_BYTES="
-                    f"{self._max_body_bytes} bytes"
+                    f"{self.max_body_bytes} bytes"
                 )
             yield chunk
 
@@ -174,9 +168,9 @@ class _MappedBody(httpx.AsyncByteStream):
         if not self._released:
             self._released = True
             try:
-                await self._answer.aclose()
+                await self.answer.aclose()
             finally:
-                self._pool.release()
+                self.pool.release()
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

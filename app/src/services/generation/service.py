@@ -34,16 +34,20 @@ def check_max_tokens(settings: Settings, max_tokens: int, name: str = "max_token
         )
 
 
+def _allowed_call(settings: Settings, request: GenerateRequest) -> ChatCall:
+    """The upstream call `request` asks for, once our own rules let it go."""
+    ensure_model_reachable(settings, request.model)
+    check_max_tokens(settings, request.max_tokens)
+    return ChatCall(request.model, request.prompt, request)
+
+
 async def generate(
     settings: Settings,
     client: OpenRouterClient,
     request: GenerateRequest,
     timing: Timing | None = None,
 ) -> GenerationResult:
-    ensure_model_reachable(settings, request.model)
-    check_max_tokens(settings, request.max_tokens)
-    call = ChatCall(request.model, request.prompt, request)
-    result = await client.complete(call, timing or Timing())
+    result = await client.complete(_allowed_call(settings, request), timing or Timing())
     if request.generation_stats and result.generation_id is not None:
         deadline = now() + settings.generation_stats_wait_seconds
         result = with_stats(result, await fetch_stats(client, result.generation_id, deadline))
@@ -57,7 +61,4 @@ async def open_generation_stream(
     timing: Timing | None = None,
 ) -> AsyncGenerator[StreamItem]:
     """Start the upstream stream and wait for its first item (see `started`)."""
-    ensure_model_reachable(settings, request.model)
-    check_max_tokens(settings, request.max_tokens)
-    call = ChatCall(request.model, request.prompt, request)
-    return await started(client.stream(call, timing or Timing()))
+    return await started(client.stream(_allowed_call(settings, request), timing or Timing()))

@@ -60,11 +60,12 @@ def is_free(model: UpstreamModel) -> bool:
     return token_prices(model) == FREE
 
 
-def listed_pricing(model: UpstreamModel) -> Pricing | None:
-    """The prices as the upstream lists them (decimal strings); None when it lists none."""
-    if model.pricing is None:
+def listed_pricing(listed: UpstreamModel | UpstreamEndpoint) -> Pricing | None:
+    """The prices of a model or of one provider's endpoint, as the upstream lists them
+    (decimal strings); None when it lists none."""
+    if listed.pricing is None:
         return None
-    return Pricing(prompt=model.pricing.prompt, completion=model.pricing.completion)
+    return Pricing(prompt=listed.pricing.prompt, completion=listed.pricing.completion)
 
 
 class ModelCatalog:

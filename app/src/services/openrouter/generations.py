@@ -31,15 +31,17 @@ MS = 1000.0
 
 def stats_of(record: UpstreamGeneration) -> GenerationStats:
     return GenerationStats(
-        latency_seconds=None if record.latency is None else record.latency / MS,
-        generation_seconds=(
-            None if record.generation_time is None else record.generation_time / MS
-        ),
+        latency_seconds=_seconds(record.latency),
+        generation_seconds=_seconds(record.generation_time),
         native_prompt_tokens=record.native_tokens_prompt,
         native_completion_tokens=record.native_tokens_completion,
         cost=record.total_cost,
         provider=record.provider_name,
     )
+
+
+def _seconds(milliseconds: float | None) -> float | None:
+    return None if milliseconds is None else milliseconds / MS
 
 
 async def fetch_stats(
