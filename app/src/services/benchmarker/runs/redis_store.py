@@ -37,7 +37,6 @@ from src.schemas.benchmarks import (
     RequestRecord,
 )
 from src.services.base.exceptions import (
-    CapacityError,
     JobsBackendUnavailableError,
     NotFoundError,
 )
@@ -46,9 +45,9 @@ from src.services.benchmarker.results.csv_writer import encode_records, parse_re
 from src.services.benchmarker.results.file_utils import result_paths
 from src.services.benchmarker.runs.disk import StoreUnreachableError
 from src.services.benchmarker.runs.file_store import (
-    CAPACITY_RETRY_AFTER_SECONDS,
     _item,
     _Listed,
+    check_room,
     write_summary,
 )
 from src.services.benchmarker.runs.owners import EVERYONE, Caller
@@ -224,7 +223,9 @@ class RedisRunStore:
                 started,
                 b"" if plan is None else plan.model_dump_json().encode(),
             )
-        _refuse(int(refused), int(count), int(in_flight), state.parameters.peak_concurrency, caps)
+        if int(refused):
+            # The script refused by the same rule, on the counts it answers with.
+            check_room(int(count), int(in_flight), state.parameters.peak_concurrency, caps)
 
     def check_capacity(
         self,
@@ -234,11 +235,7 @@ class RedisRunStore:
     ) -> None:
         with answering("counting the running runs"):
             running = self.redis.hvals(RUNNING)
-        in_flight = sum(int(value) for value in running)
-        refused = 1 if len(running) >= caps.max_running else 0
-        if not refused and in_flight + concurrency > caps.max_in_flight:
-            refused = 2
-        _refuse(refused, len(running), in_flight, concurrency, caps)
+        check_room(len(running), sum(int(value) for value in running), concurrency, caps)
 
     def prune(self, keep_days: float) -> int:
         """Forget finished runs that started more than `keep_days` days ago (their keys expire
@@ -435,18 +432,3 @@ def _listed(raw: bytes | None) -> _Listed | None:
         return None
     listed.updated_at = None  # no staleness rule in Redis (see current_view)
     return listed
-
-
-def _refuse(refused: int, count: int, in_flight: int, concurrency: int, caps: RunCaps) -> None:
-    if refused == 1:
-        raise CapacityError(
-            f"{count} benchmarks are running: MAX_RUNNING_BENCHMARKS={caps.max_running}. "
-            "Try again when one has finished.",
-            retry_after=CAPACITY_RETRY_AFTER_SECONDS,
-        )
-    if refused == 2:
-        raise CapacityError(
-            f"Running benchmarks hold {in_flight} requests in flight; {concurrency} more would "
-            f"pass MAX_INFLIGHT_TOTAL={caps.max_in_flight}. Lower concurrency or try again later.",
-            retry_after=CAPACITY_RETRY_AFTER_SECONDS,
-        )
