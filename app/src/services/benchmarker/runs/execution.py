@@ -423,13 +423,9 @@ async def _save_progress(run: Run, saved: _Saved) -> None:
         saved.comparison,
         schedule_left=_schedule_left(run),
     )
-    try:
-        await asyncio.to_thread(run.store.write_state, run.benchmark_id, state)
-    except OSError as exc:
-        run.health.failed(STATE_RECORD, exc)  # raises once it has failed for too long
-        return
-    run.health.succeeded(STATE_RECORD)
-    saved.at, saved.done = moment, done
+    write = partial(run.store.write_state, run.benchmark_id, state)
+    if await run.health.try_write(STATE_RECORD, write):
+        saved.at, saved.done = moment, done
 
 
 async def _save_rows(run: Run, saved: _Saved) -> None:
@@ -438,13 +434,8 @@ async def _save_rows(run: Run, saved: _Saved) -> None:
     new = run.records[first:]
     if not new:
         return
-    try:
-        await asyncio.to_thread(run.store.add_rows, run.benchmark_id, first, new)
-    except OSError as exc:
-        run.health.failed(ROWS, exc)  # raises once it has failed for too long
-        return
-    run.health.succeeded(ROWS)
-    saved.rows = first + len(new)
+    if await run.health.try_write(ROWS, partial(run.store.add_rows, run.benchmark_id, first, new)):
+        saved.rows = first + len(new)
 
 
 def _compare(run: Run, saved: _Saved, moment: float) -> None:
