@@ -15,7 +15,6 @@ from src.schemas.benchmarks import (
     ComparisonRow,
     ModelStats,
     OutsideUpstream,
-    Percentiles,
     Progress,
     PromptStats,
     ProviderStats,
@@ -28,6 +27,7 @@ from src.services.benchmarker.load.sweep import StepRun, first_steps
 from src.services.benchmarker.results.statistics import (
     DIGITS,
     Slo,
+    as_percentiles,
     comparison_row,
     knee_points,
     lengths,
@@ -280,9 +280,7 @@ def _provider_stats(records: Sequence[RequestRecord], wall_seconds: float) -> li
                 provider=provider,
                 count=stats.count,
                 ok=stats.ok,
-                latency=Percentiles(
-                    **stats.latency.model_dump(include=set(Percentiles.model_fields))
-                ),
+                latency=as_percentiles(stats.latency),
                 ttft=stats.ttft,
                 output_tokens_per_second=stats.output_tokens_per_second,
                 cost=stats.cost,
