@@ -38,11 +38,9 @@ from src.services.benchmarker.load.run_utils import (
     execute_conversation,
     execute_request,
     run_closed_loop,
-    run_open_loop,
     sends_turns,
     until,
 )
-from src.services.benchmarker.load.schedule import arrival_offsets
 from src.services.benchmarker.load.sources import calibrate, is_synthetic
 from src.services.benchmarker.load.sweep import Step, StepRun, auto_rate_steps, first_steps
 from src.services.benchmarker.results.csv_writer import (
@@ -61,7 +59,7 @@ from src.services.benchmarker.results.summary import (
 from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
 from src.services.benchmarker.runs.file_store import FileRunStore
-from src.services.benchmarker.runs.shards import Go, ShardHub
+from src.services.benchmarker.runs.shards import Go, ShardHub, send_share
 from src.services.benchmarker.runs.store import RunStore
 from src.services.openrouter.client import OpenRouterClient
 from src.services.openrouter.generations import cross_check
@@ -312,23 +310,16 @@ async def _send_step(
     """One step's requests (the whole run's without a sweep): with a rate, on its schedule
     (the offset of its last send is returned); else a closed loop."""
     parameters = run.plan.parameters
-    if step.rate is not None and run.shards is not None:
+    if step.rate is not None:
         go = Go(
             start=now(),
             rate=step.rate,
             concurrency=step.concurrency,
             calibration=dict(run.plan.calibration),
         )
-        return await run.shards.open_loop(run.plan, go, execute, record)
-    if step.rate is not None:
-        return await run_open_loop(
-            run.plan.jobs(),
-            arrival_offsets(step.rate, parameters.arrival, parameters.seed),
-            concurrency=step.concurrency,
-            execute=execute,
-            on_record=record,
-            duration=parameters.duration,
-        )
+        if run.shards is not None:
+            return await run.shards.open_loop(run.plan, go, execute, record)
+        return await send_share(run.plan, go, 0, 1, execute, record)  # the one share: all of it
     deadline = None if parameters.duration is None else now() + parameters.duration
     await run_closed_loop(
         until(run.plan.jobs(), deadline),
