@@ -51,10 +51,10 @@ from src.services.benchmarker.results.csv_writer import (
 from src.services.benchmarker.results.file_utils import ResultPaths, result_paths
 from src.services.benchmarker.results.summary import (
     RunClock,
+    RunRecords,
     build_state,
-    build_summary,
     comparison_so_far,
-    progress_of,
+    final_records,
 )
 from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
@@ -405,15 +405,8 @@ async def _save_progress(run: Run, saved: _Saved) -> None:
     await _save_rows(run, saved)
     if done != saved.compared:
         _compare(run, saved, moment)
-    state = build_state(
-        run.benchmark_id,
-        "running",
-        run.plan,
-        run.records,
-        _progress_clock(run),
-        saved.comparison,
-        schedule_left=_schedule_left(run),
-    )
+    counted = RunRecords(run.benchmark_id, "running", run.plan, run.records, _progress_clock(run))
+    state = build_state(counted, saved.comparison, schedule_left=_schedule_left(run))
     write = partial(run.store.write_state, run.benchmark_id, state)
     if await run.health.try_write(STATE_RECORD, write):
         saved.at, saved.done = moment, done
@@ -490,21 +483,8 @@ async def _finish(
         logger.error("BENCHMARK FAILED | id=%s | %s", run.benchmark_id, run.error)
     # The reserve makes room for the records below, even on a full disk.
     await asyncio.to_thread(release_reserve, run.paths.reserve)
-    progress = progress_of(status, run.plan, kept, _progress_clock(run))
-    summary = build_summary(
-        run.benchmark_id, status, run.plan, kept, run.clock(), run.error, progress
-    )
-    state = build_state(
-        run.benchmark_id,
-        status,
-        run.plan,
-        kept,
-        _progress_clock(run),
-        summary.comparison,
-        summary.finished_at,
-        error=run.error,
-        progress=progress,
-    )
+    counted = RunRecords(run.benchmark_id, status, run.plan, kept, _progress_clock(run))
+    summary, state = final_records(counted, run.error, run.clock())
     # The summary first: a reader that sees the run ended then finds its figures too. The disk
     # reserve, given back above, makes room for both.
     await _final_write(run, ROWS, partial(run.store.set_rows, run.benchmark_id, kept))
