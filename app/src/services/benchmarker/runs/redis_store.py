@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -54,6 +54,8 @@ from src.services.benchmarker.runs.owners import EVERYONE, Caller
 from src.services.benchmarker.runs.store import RunCaps
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 PREFIX = "llm-gateway"
 RUNNING = f"{PREFIX}:running"  # hash: id -> concurrency, the runs admission counts
@@ -167,13 +169,21 @@ def _dump_state(state: BenchmarkState) -> bytes:
     return orjson.dumps(record)
 
 
-def _load_state(raw: bytes | None) -> BenchmarkState | None:
+def _parsed(model: type[M], raw: bytes | None, unreadable: str | None = None) -> M | None:
+    """The record in `raw`; None when there is none or it does not parse (then logged as
+    `unreadable`, when given)."""
     if raw is None:
         return None
     try:
-        return BenchmarkState.model_validate_json(raw)
-    except ValidationError:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if unreadable is not None:
+            logger.warning("%s: %s", unreadable, exc)
         return None
+
+
+def _load_state(raw: bytes | None) -> BenchmarkState | None:
+    return _parsed(BenchmarkState, raw)
 
 
 class RedisRunStore:
@@ -423,12 +433,7 @@ def _refused_only_as_seen(answers: list[Any]) -> None:
 
 
 def _listed(raw: bytes | None) -> _Listed | None:
-    if raw is None:
-        return None
-    try:
-        listed = _Listed.model_validate_json(raw)
-    except ValidationError as exc:
-        logger.warning("Skipping an unreadable benchmark record: %s", exc)
-        return None
-    listed.updated_at = None  # no staleness rule in Redis (see current_view)
+    listed = _parsed(_Listed, raw, "Skipping an unreadable benchmark record")
+    if listed is not None:
+        listed.updated_at = None  # no staleness rule in Redis (see current_view)
     return listed
