@@ -11,11 +11,13 @@ from src.services.benchmarker.results.statistics import (
     comparison_row,
     knee_points,
     latency_stats,
+    lengths,
     mean,
     percentile,
     percentiles,
     request_stats,
     sample_std_dev,
+    turn_stats,
 )
 from tests.helpers.results import request_result as result
 
@@ -442,5 +444,63 @@ def test_the_knee_is_the_highest_step_each_series_met_the_slos_at() -> None:
             "rate": None,
             "requests_per_second": None,
             "goodput_per_second": None,
+        },
+    ]
+
+
+def test_lengths_count_the_tokens_of_the_successes_against_their_targets() -> None:
+    records = [
+        result(prompt_tokens=10, completion=4, finish_reason="length"),
+        result(prompt_tokens=40, completion=2, finish_reason="stop"),
+        result(prompt_tokens=20, completion=8, finish_reason="length"),
+        result(prompt_tokens=999, completion=999, error_type="UpstreamStatusError"),
+    ]
+
+    assert lengths(records, 25, 6).model_dump() == {
+        "input": {"target": 25, "mean": 23.333333, "p50": 20.0, "p90": 36.0, "stdev": 15.275252},
+        "output": {"target": 6, "mean": 4.666667, "p50": 4.0, "p90": 7.2, "stdev": 3.05505},
+        "early_finishes": 1,
+    }
+
+
+def test_lengths_of_no_successes_keep_only_their_targets() -> None:
+    nothing = {"mean": None, "p50": None, "p90": None, "stdev": None}
+
+    assert lengths([result(error_type="UpstreamStatusError")], None, 7).model_dump() == {
+        "input": {"target": None, **nothing},
+        "output": {"target": 7, **nothing},
+        "early_finishes": 0,
+    }
+
+
+def test_turn_stats_group_the_requests_by_their_turn_of_the_conversation() -> None:
+    records = [
+        result(ttft=0.2, prompt_tokens=500, turn=2),
+        result(ttft=0.4, prompt_tokens=100, turn=1),
+        result(prompt_tokens=500, turn=2),  # not streamed: no ttft
+        result(ttft=0.6, prompt_tokens=300, turn=1),
+        result(ttft=0.1, prompt_tokens=900, turn=1, error_type="UpstreamStatusError"),
+    ]
+
+    assert [turn.model_dump() for turn in turn_stats(records)] == [
+        {
+            "turn": 1,
+            "count": 3,
+            "ok": 2,
+            "ttft": {"avg": 0.5, "p50": 0.5, "p90": 0.58, "p95": 0.59, "p99": 0.598},
+            "input": {
+                "target": None,
+                "mean": 200.0,
+                "p50": 200.0,
+                "p90": 280.0,
+                "stdev": 141.421356,
+            },
+        },
+        {
+            "turn": 2,
+            "count": 2,
+            "ok": 2,
+            "ttft": {"avg": 0.2, "p50": 0.2, "p90": 0.2, "p95": 0.2, "p99": 0.2},
+            "input": {"target": None, "mean": 500.0, "p50": 500.0, "p90": 500.0, "stdev": 0.0},
         },
     ]
