@@ -22,7 +22,7 @@ import respx
 
 from src.config import Settings
 from src.services.benchmarker.results.csv_writer import CSV_COLUMNS, CsvResultWriter
-from src.services.benchmarker.results.summary import RunClock, build_state
+from src.services.benchmarker.results.summary import RunClock, RunRecords, build_state
 from src.services.benchmarker.runs import file_store as store
 from tests.helpers.app import Serve, make_settings, read_log
 from tests.helpers.benchmarks import post_benchmark
@@ -478,7 +478,8 @@ async def test_the_disk_reserve_of_a_run_that_died_with_its_server_is_given_back
     directory.mkdir(parents=True)
     lost_id = "20260101T000000Z_m-x_0123abcd"
     plan = plan_of(["m/x"], ["p"])
-    lost = build_state(lost_id, "running", plan, [], RunClock(datetime.now(UTC), 0.0), [])
+    clock = RunClock(datetime.now(UTC), 0.0)
+    lost = build_state(RunRecords(lost_id, "running", plan, [], clock), [])
     old = datetime.now(UTC) - store.STALE_AFTER - timedelta(seconds=1)
     store.write_state(directory / f"{lost_id}.state", lost.model_copy(update={"updated_at": old}))
     (directory / f"{lost_id}.reserve").write_bytes(b"\0" * 65536)

@@ -24,7 +24,7 @@ from src.services.benchmarker.results.file_utils import (
     read_upload,
     result_paths,
 )
-from src.services.benchmarker.results.summary import RunClock, build_summary
+from src.services.benchmarker.results.summary import RunClock, RunRecords, build_summary
 from src.services.benchmarker.runs.disk import DiskHealth
 from src.services.benchmarker.runs.file_store import list_runs, write_summary
 from tests.helpers.results import plan_of, request_result
@@ -245,11 +245,7 @@ async def test_result_files_are_never_overwritten(tmp_path: Path) -> None:
 def summary(benchmark_id: str, started_at: datetime, directory: Path) -> BenchmarkSummary:
     plan = plan_of(["m/x"], ["p"], 1, concurrency=1, max_tokens=8, stream=False)
     return build_summary(
-        benchmark_id,
-        "completed",
-        plan,
-        [result(1)],
-        RunClock(started_at, 1.0),
+        RunRecords(benchmark_id, "completed", plan, [result(1)], RunClock(started_at, 1.0))
     )
 
 

@@ -23,7 +23,7 @@ from src.schemas.benchmarks import BenchmarkState, BenchmarkSummary
 from src.services.base.exceptions import CapacityError, JobsBackendUnavailableError
 from src.services.benchmarker.load.plan import BenchmarkPlan, PlanRecord
 from src.services.benchmarker.results.file_utils import new_benchmark_id
-from src.services.benchmarker.results.summary import RunClock, build_state
+from src.services.benchmarker.results.summary import RunClock, RunRecords, build_state
 from src.services.benchmarker.runs import execution
 from src.services.benchmarker.runs.owners import Caller
 from src.services.benchmarker.runs.redis_runners import (
@@ -55,7 +55,7 @@ def redis_settings(tmp_path: Path, url: str, **overrides: object) -> Settings:
 def new_run(plan: BenchmarkPlan, status: str = "running") -> BenchmarkState:
     benchmark_id = new_benchmark_id(datetime.now(UTC), plan.parameters.models)
     clock = RunClock(datetime.now(UTC), 0.0)
-    return build_state(benchmark_id, status, plan, [], clock, [])  # type: ignore[arg-type]
+    return build_state(RunRecords(benchmark_id, status, plan, [], clock), [])  # type: ignore[arg-type]
 
 
 def test_admission_is_atomic_for_concurrent_replicas(tmp_path: Path, redis_url: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from src.schemas.benchmarks import BenchmarkSummary, RequestRecord
 from src.services.benchmarker.results.report import axis_ticks, render_report
-from src.services.benchmarker.results.summary import RunClock, build_summary
+from src.services.benchmarker.results.summary import RunClock, RunRecords, build_summary
 from tests.helpers.html import parse
 from tests.helpers.results import plan_of, request_result
 
@@ -30,11 +30,13 @@ def outcome(model: str, latency: float, *, failed: bool = False) -> RequestRecor
 def summary_for(results: list[RequestRecord], models: list[str]) -> BenchmarkSummary:
     plan = plan_of(models, [HOSTILE_PROMPT], 3, concurrency=2, max_tokens=64, stream=True)
     return build_summary(
-        "20261126T101500Z_test_0123abcd",
-        "completed",
-        plan,
-        results,
-        RunClock(datetime(2026, 11, 26, 10, 15, tzinfo=UTC), 3.0),
+        RunRecords(
+            "20261126T101500Z_test_0123abcd",
+            "completed",
+            plan,
+            results,
+            RunClock(datetime(2026, 11, 26, 10, 15, tzinfo=UTC), 3.0),
+        )
     )
 
 

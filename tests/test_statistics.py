@@ -1,18 +1,23 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
+from src.schemas.benchmarks import ModelStats, RequestRecord, StepStats
 from src.services.benchmarker.results.statistics import (
     Slo,
     comparison_row,
+    knee_points,
     latency_stats,
+    lengths,
     mean,
     percentile,
     percentiles,
     request_stats,
     sample_std_dev,
+    turn_stats,
 )
 from tests.helpers.results import request_result as result
 
@@ -358,3 +363,144 @@ def test_comparison_row_carries_itl_goodput_and_cost() -> None:
     row = comparison_row("m/x", stats)
 
     assert (row.itl_p50, row.goodput, row.cost) == (0.2, 1.0, 0.5)
+
+
+def test_comparison_row_prices_a_thousand_output_tokens_and_names_its_series() -> None:
+    stats = request_stats([result(1.0, completion=3, cost=0.0001)], wall_seconds=1.0)
+
+    row = comparison_row("m/x", stats, "Beta", 2)
+
+    assert (row.model, row.provider, row.providers_answered) == ("m/x", "Beta", 2)
+    assert row.cost_per_1k_output_tokens == 0.0333333333  # 0.0001 / 3 * 1000, to 10 decimals
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [result(1.0, completion=3, cost=0.0001), result(1.0, completion=3)],  # a cost unknown
+        [result(1.0, completion=0, cost=0.0001)],  # no output tokens
+        [result(1.0, completion=3)],  # no cost known
+    ],
+)
+def test_comparison_row_has_no_price_per_output_token_it_cannot_work_out(
+    records: list[RequestRecord],
+) -> None:
+    row = comparison_row("m/x", request_stats(records, wall_seconds=1.0))
+
+    assert row.cost_per_1k_output_tokens is None
+
+
+def _step(number: int, concurrency: int, rate: float | None, *models: ModelStats) -> StepStats:
+    # Only what the knee reads: a step's full statistics are built in tests/test_sweeps.py.
+    fields: dict[str, Any] = {"concurrency": concurrency, "rate": rate, "models": list(models)}
+    return StepStats.model_construct(step=number, **fields)
+
+
+def _series(model: str, provider: str | None, goodput: float, rps: float) -> ModelStats:
+    fields: dict[str, Any] = {
+        "model": model,
+        "provider": provider,
+        "count": 10,
+        "goodput": goodput,
+        "requests_per_second": rps,
+        "goodput_per_second": round(goodput * rps, 6),
+    }
+    return ModelStats.model_construct(**fields)
+
+
+def test_the_knee_is_the_highest_step_each_series_met_the_slos_at() -> None:
+    steps = [
+        _step(1, 1, None, _series("m/x", None, 1.0, 1.0), _series("m/x", "Beta", 1.0, 1.0)),
+        _step(2, 4, 2.5, _series("m/x", None, 0.95, 2.0), _series("m/x", "Beta", 0.5, 2.0)),
+        _step(3, 8, 5.0, _series("m/x", None, 0.5, 4.0), _series("m/x", "Beta", 0.96, 4.0)),
+    ]
+
+    by_series = knee_points([("m/x", None), ("m/x", "Beta"), ("m/y", None)], steps)
+
+    assert [knee.model_dump() for knee in by_series] == [
+        {
+            "model": "m/x",
+            "provider": None,
+            "step": 2,
+            "concurrency": 4,
+            "rate": 2.5,
+            "requests_per_second": 2.0,
+            "goodput_per_second": 1.9,
+        },
+        {
+            "model": "m/x",
+            "provider": "Beta",
+            "step": 3,
+            "concurrency": 8,
+            "rate": 5.0,
+            "requests_per_second": 4.0,
+            "goodput_per_second": 3.84,
+        },
+        {
+            "model": "m/y",
+            "provider": None,
+            "step": None,
+            "concurrency": None,
+            "rate": None,
+            "requests_per_second": None,
+            "goodput_per_second": None,
+        },
+    ]
+
+
+def test_lengths_count_the_tokens_of_the_successes_against_their_targets() -> None:
+    records = [
+        result(prompt_tokens=10, completion=4, finish_reason="length"),
+        result(prompt_tokens=40, completion=2, finish_reason="stop"),
+        result(prompt_tokens=20, completion=8, finish_reason="length"),
+        result(prompt_tokens=999, completion=999, error_type="UpstreamStatusError"),
+    ]
+
+    assert lengths(records, 25, 6).model_dump() == {
+        "input": {"target": 25, "mean": 23.333333, "p50": 20.0, "p90": 36.0, "stdev": 15.275252},
+        "output": {"target": 6, "mean": 4.666667, "p50": 4.0, "p90": 7.2, "stdev": 3.05505},
+        "early_finishes": 1,
+    }
+
+
+def test_lengths_of_no_successes_keep_only_their_targets() -> None:
+    nothing = {"mean": None, "p50": None, "p90": None, "stdev": None}
+
+    assert lengths([result(error_type="UpstreamStatusError")], None, 7).model_dump() == {
+        "input": {"target": None, **nothing},
+        "output": {"target": 7, **nothing},
+        "early_finishes": 0,
+    }
+
+
+def test_turn_stats_group_the_requests_by_their_turn_of_the_conversation() -> None:
+    records = [
+        result(ttft=0.2, prompt_tokens=500, turn=2),
+        result(ttft=0.4, prompt_tokens=100, turn=1),
+        result(prompt_tokens=500, turn=2),  # not streamed: no ttft
+        result(ttft=0.6, prompt_tokens=300, turn=1),
+        result(ttft=0.1, prompt_tokens=900, turn=1, error_type="UpstreamStatusError"),
+    ]
+
+    assert [turn.model_dump() for turn in turn_stats(records)] == [
+        {
+            "turn": 1,
+            "count": 3,
+            "ok": 2,
+            "ttft": {"avg": 0.5, "p50": 0.5, "p90": 0.58, "p95": 0.59, "p99": 0.598},
+            "input": {
+                "target": None,
+                "mean": 200.0,
+                "p50": 200.0,
+                "p90": 280.0,
+                "stdev": 141.421356,
+            },
+        },
+        {
+            "turn": 2,
+            "count": 2,
+            "ok": 2,
+            "ttft": {"avg": 0.2, "p50": 0.2, "p90": 0.2, "p95": 0.2, "p99": 0.2},
+            "input": {"target": None, "mean": 500.0, "p50": 500.0, "p90": 500.0, "stdev": 0.0},
+        },
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -67,15 +67,7 @@ class EmulatorConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmulatorConfig:
+        """Every field from its setting of the same name with the `emulator_` prefix."""
         return cls(
-            ttft_seconds=settings.emulator_ttft_seconds,
-            tokens_per_second=settings.emulator_tokens_per_second,
-            rate_limit_probability=settings.emulator_rate_limit_probability,
-            server_error_probability=settings.emulator_server_error_probability,
-            stream_error_probability=settings.emulator_stream_error_probability,
-            retry_after_seconds=settings.emulator_retry_after_seconds,
-            seed=settings.emulator_seed,
-            failing_providers=frozenset(settings.emulator_failing_providers),
-            generation_delay_seconds=settings.emulator_generation_delay_seconds,
-            capacity=settings.emulator_capacity,
+            **{field.name: getattr(settings, f"emulator_{field.name}") for field in fields(cls)}
         )

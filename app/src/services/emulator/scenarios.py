@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -39,53 +40,52 @@ class Scenario:
 
 NO_SCENARIO: Final = Scenario()
 
+# The flags that answer with an error status instead of the completion.
+_STATUS_FLAGS: Final[dict[str, int]] = {
+    "rate_limit": 429,
+    "unauthorized": 401,
+    "payment_required": 402,
+    "forbidden": 403,
+    "request_timeout": 408,
+    "server_error": 500,
+    "bad_gateway": 502,
+    "unavailable": 503,
+    "gateway_timeout": 504,
+}
+# The flags that switch on the Scenario field of their own name.
+_SWITCHES: Final = ("timeout", "invalid_json", "truncated", "mid_stream_error")
 # Field updates per flag; `Any` because `dataclasses.replace` takes heterogeneous kwargs.
 _FLAGS: Final[dict[str, dict[str, Any]]] = {
-    "rate_limit": {"status": 429},
+    **{name: {"status": status} for name, status in _STATUS_FLAGS.items()},
+    **{name: {name: True} for name in _SWITCHES},
     "rate_limit_once": {"rate_limit_times": 1},
-    "unauthorized": {"status": 401},
-    "payment_required": {"status": 402},
-    "forbidden": {"status": 403},
-    "request_timeout": {"status": 408},
-    "server_error": {"status": 500},
-    "bad_gateway": {"status": 502},
-    "unavailable": {"status": 503},
-    "gateway_timeout": {"status": 504},
-    "timeout": {"timeout": True},
-    "invalid_json": {"invalid_json": True},
-    "truncated": {"truncated": True},
-    "mid_stream_error": {"mid_stream_error": True},
 }
 
 
-def _seconds(raw: str) -> float:
-    value = float(raw)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(raw)
-    return value
+def _within(
+    parse: Callable[[str], float], low: float, high: float = math.inf
+) -> Callable[[str], Any]:
+    """A parser of `name=value` that refuses a value outside [low, high] (NaN too: it fails
+    every comparison)."""
+
+    def parsed(raw: str) -> float:
+        value = parse(raw)
+        if not low <= value <= high:
+            raise ValueError(raw)
+        return value
+
+    return parsed
 
 
-def _count(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError(raw)
-    return value
-
-
-def _status(raw: str) -> int:
-    value = int(raw)
-    if not 400 <= value <= 599:
-        raise ValueError(raw)
-    return value
-
-
+# The largest float as the bound refuses infinity.
+_seconds = _within(float, 0, sys.float_info.max)
 _PARAMETERS: Final[dict[str, tuple[str, Callable[[str], Any]]]] = {
-    "rate_limit_times": ("rate_limit_times", _count),
+    "rate_limit_times": ("rate_limit_times", _within(int, 0)),
     "retry_after": ("retry_after_seconds", _seconds),
     "ttft": ("ttft_seconds", _seconds),
     "delay": ("ttft_seconds", _seconds),
     "tps": ("tokens_per_second", _seconds),
-    "status": ("status", _status),
+    "status": ("status", _within(int, 400, 599)),
 }
 
 

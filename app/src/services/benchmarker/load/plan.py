@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -191,23 +191,16 @@ class PlanRecord(BaseModel):
 
     @classmethod
     def of(cls, plan: BenchmarkPlan) -> PlanRecord:
-        return cls(
-            parameters=plan.parameters,
-            prompts=plan.prompts,
-            conversations=plan.conversations,
-            prices=dict(plan.prices),
-            providers=dict(plan.providers),
-            owner=plan.owner,
-        )
+        return cls.model_validate(_fields_of_a_record(plan))
 
     def plan(self, settings: Settings) -> BenchmarkPlan:
         return BenchmarkPlan(
-            self.parameters,
-            self.prompts,
-            self.prices,
-            providers=self.providers,
+            **_fields_of_a_record(self),
             request_cap=settings.max_benchmark_requests,
-            owner=self.owner,
             max_seconds=settings.max_run_seconds,
-            conversations=self.conversations,
         )
+
+
+def _fields_of_a_record(source: BenchmarkPlan | PlanRecord) -> dict[str, Any]:
+    """What a plan and its record both hold, under the same names."""
+    return {name: getattr(source, name) for name in PlanRecord.model_fields}

@@ -6,7 +6,7 @@ import asyncio
 import csv
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
@@ -251,6 +251,7 @@ def parse_records(lines: Iterable[str], prompts: list[str]) -> list[RequestRecor
 
 
 def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
+    """One row back into its record; a cell that does not read raises (the row is skipped)."""
     if None in row or any(value is None for value in row.values()):
         raise ValueError("not a whole row")
     chunks = int(row["chunks"]) if row["chunks"] else 0
@@ -266,24 +267,13 @@ def _record(row: dict[str, str], prompts: list[str]) -> RequestRecord:
         generation_record=row["generation_record"] or None,
         generation=_generation(row),
         finish_reason=_plain(row["finish_reason"]) or None,
-        prompt_tokens=int(row["prompt_tokens"]),
-        completion_tokens=int(row["completion_tokens"]),
-        tokens_used=int(row["tokens_used"]),
-        latency_seconds=float(row["latency_seconds"]),
-        ttft_seconds=_number(row["ttft_seconds"]),
-        attempts=int(row["attempts"]),
-        total_seconds=float(row["total_seconds"]),
-        cost=_number(row["cost"]),
+        **{name: read(row[name]) for name, read in _FIGURES.items()},
         prompt_index=index,
         prompt=prompts[index - 1],
-        run=int(row["run"]),
         turn=int(row.get("turn") or 1),
-        status=int(row["status"]),
         error_type=_plain(error_type) or None,
         error=error or None,
         warmup=row["warmup"] == "true",
-        send_lag_seconds=_number(row["send_lag_seconds"]),
-        scheduled_latency_seconds=_number(row["scheduled_latency_seconds"]),
         itl=[] if itl_avg is None else [itl_avg] * max(chunks - 1, 0),
         cost_source=row["cost_source"] or None,
         step=int(row["step"]) if row.get("step") else None,
@@ -317,3 +307,20 @@ def _plain(cell: str) -> str:
     if cell.startswith("'") and cell[1:].startswith(_FORMULA_PREFIXES):
         return cell[1:]
     return cell
+
+
+# The columns that hold a figure of the record under the same name, and how each is read.
+_FIGURES: dict[str, Callable[[str], float | None]] = {
+    "prompt_tokens": int,
+    "completion_tokens": int,
+    "tokens_used": int,
+    "latency_seconds": float,
+    "ttft_seconds": _number,
+    "attempts": int,
+    "total_seconds": float,
+    "cost": _number,
+    "run": int,
+    "status": int,
+    "send_lag_seconds": _number,
+    "scheduled_latency_seconds": _number,
+}

@@ -20,9 +20,16 @@ from src.schemas.benchmarks import (
     SavedParameters,
     series_label,
 )
+from src.services.benchmarker.results.cells import (
+    MISSING as MISSING,  # the browser pages (api/pages) show a missing figure so too
+)
+from src.services.benchmarker.results.cells import (
+    TIMING_HEADERS,
+    number,
+    timing_cells,
+)
 from src.services.benchmarker.results.sweep_plot import sweep_section
 
-MISSING = "—"
 PROMPT_CELL_CHARS = 80
 LABEL_CHARS = 40
 PROGRESS_REFRESH_SECONDS = 3
@@ -129,9 +136,9 @@ def _overview(summary: BenchmarkSummary) -> str:
         f'<p>Status: <strong class="status-{status}">{status}</strong> · '
         f"started {escape(summary.started_at.isoformat())} · "
         f"finished {escape(summary.finished_at.isoformat())} · "
-        f"wall {_number(summary.wall_seconds)} s · "
+        f"wall {number(summary.wall_seconds)} s · "
         f"{summary.finished_requests}/{summary.requests} requests · "
-        f"{_number(summary.requests_per_second, 2)} requests/s · "
+        f"{number(summary.requests_per_second, 2)} requests/s · "
         f"cost {_cost(summary.cost, summary.cost_unknown)}</p>" + _failure(summary.error)
     )
 
@@ -199,17 +206,17 @@ def _comparison_table(comparison: Sequence[ComparisonRow]) -> str:
             [
                 str(row.ok),
                 str(row.failed),
-                _number(row.latency_avg),
-                _number(row.latency_std_dev),
-                _number(row.latency_p50),
-                _number(row.latency_p95),
-                _number(row.ttft_p50),
-                _number(row.itl_p50, 4),
-                _number(row.tpot_p50, 4),
-                _number(row.output_tokens_per_second, 1),
-                _number(row.goodput, 3),
+                number(row.latency_avg),
+                number(row.latency_std_dev),
+                number(row.latency_p50),
+                number(row.latency_p95),
+                number(row.ttft_p50),
+                number(row.itl_p50, 4),
+                number(row.tpot_p50, 4),
+                number(row.output_tokens_per_second, 1),
+                number(row.goodput, 3),
                 _cost(row.cost),
-                _number(row.cost_per_1k_output_tokens, 6),
+                number(row.cost_per_1k_output_tokens, 6),
             ],
         )
         for row in comparison
@@ -250,7 +257,7 @@ def _ranking_table(comparison: Sequence[ComparisonRow]) -> str:
             for row in comparison
             if (value := getattr(row, field)) is not None
         )
-        columns.append([f"{escape(label)} ({_number(value, digits)})" for value, label in known])
+        columns.append([f"{escape(label)} ({number(value, digits)})" for value, label in known])
     depth = max((len(column) for column in columns), default=0)
     rows = [
         _row(
@@ -264,15 +271,7 @@ def _ranking_table(comparison: Sequence[ComparisonRow]) -> str:
 
 def _by_provider_table(models: Sequence[ModelStats]) -> str:
     header = _header_row(
-        "series",
-        "answered by",
-        "count",
-        "ok",
-        "p50",
-        "p95",
-        "ttft p50",
-        "output tokens/s",
-        "cost (USD)",
+        "series", "answered by", "count", "ok", *TIMING_HEADERS, "output tokens/s", "cost (USD)"
     )
     rows = [
         _row(
@@ -280,10 +279,8 @@ def _by_provider_table(models: Sequence[ModelStats]) -> str:
             [
                 str(entry.count),
                 str(entry.ok),
-                _number(entry.latency.p50),
-                _number(entry.latency.p95),
-                _number(entry.ttft.p50),
-                _number(entry.output_tokens_per_second, 1),
+                *timing_cells(entry.latency, entry.ttft),
+                number(entry.output_tokens_per_second, 1),
                 _cost(entry.cost),
             ],
         )
@@ -309,8 +306,8 @@ def _outside_upstream_table(models: Sequence[ModelStats]) -> str:
                 [
                     str(outside.count),
                     str(outside.missing),
-                    _number(outside.p50_seconds),
-                    _number(outside.p50_share),
+                    number(outside.p50_seconds),
+                    number(outside.p50_share),
                 ],
             )
         )
@@ -318,7 +315,7 @@ def _outside_upstream_table(models: Sequence[ModelStats]) -> str:
 
 
 def _per_prompt_table(models: Sequence[ModelStats]) -> str:
-    header = _header_row("series", "#", "prompt", "ok", "failed", "p50", "p95", "ttft p50")
+    header = _header_row("series", "#", "prompt", "ok", "failed", *TIMING_HEADERS)
     rows = [
         _row(
             [
@@ -329,9 +326,7 @@ def _per_prompt_table(models: Sequence[ModelStats]) -> str:
             [
                 str(item.ok),
                 str(item.failed),
-                _number(item.latency.p50),
-                _number(item.latency.p95),
-                _number(item.ttft.p50),
+                *timing_cells(item.latency, item.ttft),
             ],
         )
         for stats in models
@@ -348,17 +343,17 @@ def _lengths_table(models: Sequence[ModelStats]) -> str:
     rows = []
     for stats in models:
         lengths = stats.lengths
-        by_turn = ", ".join(f"{t.turn}: {_number(t.ttft.p50)}" for t in stats.per_turn)
+        by_turn = ", ".join(f"{t.turn}: {number(t.ttft.p50)}" for t in stats.per_turn)
         rows.append(
             _row(
                 [escape(series_label(stats.model, stats.provider))],
                 [
                     _target(lengths.input.target),
-                    _number(lengths.input.mean, 1),
-                    _number(lengths.input.p90, 1),
+                    number(lengths.input.mean, 1),
+                    number(lengths.input.p90, 1),
                     _target(lengths.output.target),
-                    _number(lengths.output.mean, 1),
-                    _number(lengths.output.p90, 1),
+                    number(lengths.output.mean, 1),
+                    number(lengths.output.p90, 1),
                     str(lengths.early_finishes),
                     escape(by_turn) or MISSING,
                 ],
@@ -402,10 +397,6 @@ def _cost(value: float | None, unknown: int = 0) -> str:
     if unknown and value is not None:
         shown += f" + {unknown} request{'s' if unknown > 1 else ''} of unknown cost"
     return shown
-
-
-def _number(value: float | None, digits: int = 3) -> str:
-    return MISSING if value is None else f"{value:.{digits}f}"
 
 
 def _shorten(text: str, limit: int = PROMPT_CELL_CHARS) -> str:
@@ -516,7 +507,7 @@ parameters_table = _parameters_table
 comparison_table = _comparison_table
 header_row = _header_row
 table_row = _row
-number_text = _number
+number_text = number
 cost_text = _cost
 shorten = _shorten
 series_text = _model_label

@@ -6,6 +6,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from src.schemas.benchmarks import (
     ComparisonRow,
@@ -87,17 +88,13 @@ def latency_stats(latencies: Sequence[float]) -> LatencyStats:
     )
 
 
+def as_percentiles(stats: LatencyStats) -> Percentiles:
+    """The figures of `stats` that a Percentiles has."""
+    return Percentiles(**stats.model_dump(include=set(Percentiles.model_fields)))
+
+
 def percentiles(values: Sequence[float]) -> Percentiles:
-    if not values:
-        return Percentiles()
-    ordered = sorted(values)
-    return Percentiles(
-        avg=_rounded(mean(ordered)),
-        p50=_rounded(percentile(ordered, 50)),
-        p90=_rounded(percentile(ordered, 90)),
-        p95=_rounded(percentile(ordered, 95)),
-        p99=_rounded(percentile(ordered, 99)),
-    )
+    return as_percentiles(latency_stats(values))
 
 
 def length_stats(values: Sequence[int], target: int | None) -> LengthStats:
@@ -241,6 +238,25 @@ def request_stats(
     )
 
 
+# Where each figure of a comparison row is read in its series' statistics.
+_COMPARED: dict[str, str] = {
+    "ok": "ok",
+    "failed": "failed",
+    "retried": "retried",
+    "latency_avg": "latency.avg",
+    "latency_std_dev": "latency.std_dev",
+    "latency_p50": "latency.p50",
+    "latency_p95": "latency.p95",
+    "ttft_p50": "ttft.p50",
+    "itl_p50": "itl.p50",
+    "tpot_p50": "tpot.p50",
+    "output_tokens_per_second": "output_tokens_per_second",
+    "goodput": "goodput",
+    "cost": "cost",
+    "cost_unknown": "cost_unknown",
+}
+
+
 def comparison_row(
     model: str, stats: RequestStats, provider: str | None = None, providers_answered: int = 0
 ) -> ComparisonRow:
@@ -248,26 +264,15 @@ def comparison_row(
         model=model,
         provider=provider,
         providers_answered=providers_answered,
-        ok=stats.ok,
-        failed=stats.failed,
-        retried=stats.retried,
-        latency_avg=stats.latency.avg,
-        latency_std_dev=stats.latency.std_dev,
-        latency_p50=stats.latency.p50,
-        latency_p95=stats.latency.p95,
-        ttft_p50=stats.ttft.p50,
-        itl_p50=stats.itl.p50,
-        tpot_p50=stats.tpot.p50,
-        output_tokens_per_second=stats.output_tokens_per_second,
-        goodput=stats.goodput,
-        cost=stats.cost,
-        cost_unknown=stats.cost_unknown,
-        cost_per_1k_output_tokens=(
-            round(stats.cost / stats.completion_tokens_total * 1000, 10)
-            if stats.cost is not None and stats.completion_tokens_total and not stats.cost_unknown
-            else None
-        ),
+        cost_per_1k_output_tokens=_cost_per_1k_output_tokens(stats),
+        **{name: attrgetter(path)(stats) for name, path in _COMPARED.items()},
     )
+
+
+def _cost_per_1k_output_tokens(stats: RequestStats) -> float | None:
+    if stats.cost is None or not stats.completion_tokens_total or stats.cost_unknown:
+        return None
+    return round(stats.cost / stats.completion_tokens_total * 1000, 10)
 
 
 def met_slos(stats: RequestStats) -> bool:
@@ -281,28 +286,22 @@ def knee_points(
     SLOs (see KNEE_GOODPUT)."""
     points = []
     for model, provider in series:
-        point = KneePoint(
-            model=model,
-            provider=provider,
-            step=None,
-            concurrency=None,
-            rate=None,
-            requests_per_second=None,
-            goodput_per_second=None,
-        )
+        knee: dict[str, object] = dict.fromkeys(_KNEE_FIGURES)
         for step in steps:
             stats = next(
                 (s for s in step.models if s.model == model and s.provider == provider), None
             )
             if stats is not None and met_slos(stats):
-                point = KneePoint(
-                    model=model,
-                    provider=provider,
-                    step=step.step,
-                    concurrency=step.concurrency,
-                    rate=step.rate,
-                    requests_per_second=stats.requests_per_second,
-                    goodput_per_second=stats.goodput_per_second,
-                )
-        points.append(point)
+                knee = {
+                    "step": step.step,
+                    "concurrency": step.concurrency,
+                    "rate": step.rate,
+                    "requests_per_second": stats.requests_per_second,
+                    "goodput_per_second": stats.goodput_per_second,
+                }
+        points.append(KneePoint.model_validate({"model": model, "provider": provider, **knee}))
     return points
+
+
+# What a knee point says of its step; all null when no step met the SLOs.
+_KNEE_FIGURES = ("step", "concurrency", "rate", "requests_per_second", "goodput_per_second")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics as stdlib_statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from src.schemas.benchmarks import (
     BenchmarkState,
@@ -15,7 +16,6 @@ from src.schemas.benchmarks import (
     ComparisonRow,
     ModelStats,
     OutsideUpstream,
-    Percentiles,
     Progress,
     PromptStats,
     ProviderStats,
@@ -28,6 +28,7 @@ from src.services.benchmarker.load.sweep import StepRun, first_steps
 from src.services.benchmarker.results.statistics import (
     DIGITS,
     Slo,
+    as_percentiles,
     comparison_row,
     knee_points,
     lengths,
@@ -54,36 +55,54 @@ class RunClock:
     steps: tuple[StepRun, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RunRecords:
+    """A run as it is summed up: which run, how it stands, its plan, its records so far (warm-up
+    included) and its clock."""
+
+    benchmark_id: str
+    status: BenchmarkStatus
+    plan: BenchmarkPlan
+    records: Sequence[RequestRecord]
+    clock: RunClock
+
+    def measured(self) -> list[RequestRecord]:
+        return [record for record in self.records if not record.warmup]
+
+    def said_by_both(self, measured: Sequence[RequestRecord]) -> dict[str, Any]:
+        """What the summary and the state record both say of the run."""
+        return {
+            "id": self.benchmark_id,
+            "status": self.status,
+            "started_at": self.clock.started_at,
+            "parameters": self.plan.saved_parameters(),
+            "cost": total_cost(measured),
+            "cost_unknown": unknown_costs(measured),
+            "files": files_of(self.benchmark_id),
+        }
+
+
 def slo_of(plan: BenchmarkPlan) -> Slo:
     parameters = plan.parameters
     return Slo(ttft=parameters.ttft_slo, latency=parameters.latency_slo, tpot=parameters.tpot_slo)
 
 
 def build_summary(
-    benchmark_id: str,
-    status: BenchmarkStatus,
-    plan: BenchmarkPlan,
-    records: Sequence[RequestRecord],
-    clock: RunClock,
-    error: str | None = None,
-    progress: Progress | None = None,
+    run: RunRecords, error: str | None = None, progress: Progress | None = None
 ) -> BenchmarkSummary:
     """`progress`: the one the run's final state record has; without it, counted here."""
-    measured = [record for record in records if not record.warmup]
+    plan, clock, measured = run.plan, run.clock, run.measured()
     if progress is None:
-        progress = progress_of(status, plan, records, clock)
+        progress = progress_of(run)
     slo = slo_of(plan)
-    by_series = _by_series(plan, measured)
     models = [
         _model_stats(series, plan, series_records, clock.wall_seconds, slo)
-        for series, series_records in by_series.items()
+        for series, series_records in _by_series(plan, measured).items()
     ]
     overall = request_stats(measured, clock.wall_seconds, slo)
     steps = _steps(plan, measured, clock, slo) if plan.parameters.sweep is not None else None
     return BenchmarkSummary(
-        id=benchmark_id,
-        status=status,
-        started_at=clock.started_at,
+        **run.said_by_both(measured),
         finished_at=datetime.now(UTC),
         wall_seconds=overall.wall_seconds,
         requests=progress.requests if progress.requests is not None else len(measured),
@@ -91,9 +110,6 @@ def build_summary(
         warmup_requests=progress.warmup_requests,
         requests_per_second=overall.requests_per_second,
         schedule=schedule_of(plan.parameters.rate, measured, clock.last_send_offset),
-        cost=total_cost(measured),
-        cost_unknown=unknown_costs(measured),
-        parameters=plan.saved_parameters(),
         progress=progress,
         models=models,
         comparison=[
@@ -102,17 +118,12 @@ def build_summary(
         ],
         steps=steps,
         knee=knee_points(plan.series(), steps) if steps is not None and slo.set else None,
-        files=files_of(benchmark_id),
         error=error,
     )
 
 
 def build_state(
-    benchmark_id: str,
-    status: BenchmarkStatus,
-    plan: BenchmarkPlan,
-    records: Sequence[RequestRecord],
-    clock: RunClock,
+    run: RunRecords,
     comparison: list[ComparisonRow],
     finished_at: datetime | None = None,
     schedule_left: float | None = None,
@@ -123,37 +134,40 @@ def build_state(
     `schedule_left`: with a rate or a duration, the seconds until its last send is due.
     `progress`: the one its summary has, when the run has ended; without it, counted here.
     """
-    measured = [record for record in records if not record.warmup]
     now = datetime.now(UTC)
     return BenchmarkState(
-        id=benchmark_id,
-        status=status,
-        started_at=clock.started_at,
+        **run.said_by_both(run.measured()),
         updated_at=now,
-        finished_at=None if status == "running" else (finished_at or now),
-        parameters=plan.saved_parameters(),
-        progress=progress or progress_of(status, plan, records, clock, schedule_left),
+        finished_at=None if run.status == "running" else (finished_at or now),
+        progress=progress or progress_of(run, schedule_left),
         comparison=comparison,
-        cost=total_cost(measured),
-        cost_unknown=unknown_costs(measured),
-        files=files_of(benchmark_id),
-        owner=plan.owner,
+        owner=run.plan.owner,
         error=error,
     )
 
 
-def progress_of(
-    status: BenchmarkStatus,
-    plan: BenchmarkPlan,
-    records: Sequence[RequestRecord],
-    clock: RunClock,
-    schedule_left: float | None = None,
-) -> Progress:
+def final_records(
+    run: RunRecords, error: str | None, summary_clock: RunClock | None = None
+) -> tuple[BenchmarkSummary, BenchmarkState]:
+    """The summary and the last state record of a run that has ended, with the same counts.
+    `summary_clock`: the summary's when it differs from the progress's (which counts from the
+    very start, warm-up included)."""
+    progress = progress_of(run)
+    timed = run if summary_clock is None else replace(run, clock=summary_clock)
+    summary = build_summary(timed, error, progress)
+    state = build_state(
+        run, summary.comparison, summary.finished_at, error=error, progress=progress
+    )
+    return summary, state
+
+
+def progress_of(run: RunRecords, schedule_left: float | None = None) -> Progress:
     """The counts of a run so far; once it has ended, a duration's run planned what it sent."""
+    plan, records = run.plan, run.records
     done = len(records)
     measured = sum(1 for record in records if not record.warmup)
     ok = sum(1 for record in records if record.ok)
-    running = status == "running"
+    running = run.status == "running"
     requests = plan.total_requests
     planned = None if requests is None else requests + plan.parameters.warmup
     if requests is None and not running:
@@ -166,8 +180,8 @@ def progress_of(
         requests=requests,
         finished_requests=measured,
         warmup_requests=done - measured,
-        elapsed_seconds=round(clock.wall_seconds, 3),
-        eta_seconds=_eta(records, clock, planned, schedule_left) if running else None,
+        elapsed_seconds=round(run.clock.wall_seconds, 3),
+        eta_seconds=_eta(records, run.clock, planned, schedule_left) if running else None,
         **_step_progress(plan, records),
     )
 
@@ -280,9 +294,7 @@ def _provider_stats(records: Sequence[RequestRecord], wall_seconds: float) -> li
                 provider=provider,
                 count=stats.count,
                 ok=stats.ok,
-                latency=Percentiles(
-                    **stats.latency.model_dump(include=set(Percentiles.model_fields))
-                ),
+                latency=as_percentiles(stats.latency),
                 ttft=stats.ttft,
                 output_tokens_per_second=stats.output_tokens_per_second,
                 cost=stats.cost,

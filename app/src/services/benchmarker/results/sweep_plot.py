@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from html import escape
 
 from src.schemas.benchmarks import KneePoint, ModelStats, StepStats, series_label
+from src.services.benchmarker.results.cells import MISSING, number, timing_cells
 from src.services.benchmarker.results.statistics import met_slos
 
-MISSING = "—"
 _WIDTH = 640
 _HEIGHT = 300
 _LEFT = 56
@@ -74,14 +74,12 @@ def _step_table(steps: Sequence[StepStats], knees: dict[Series, int | None]) -> 
                 str(step.step),
                 escape(series_label(*_series(stats))),
                 str(step.concurrency),
-                _number(step.rate, 2),
-                _number(stats.requests_per_second, 2),
-                _number(stats.latency.p50),
-                _number(stats.latency.p95),
-                _number(stats.ttft.p50),
-                _number(stats.ttft.p95),
-                _number(stats.goodput, 2),
-                _number(stats.goodput_per_second, 2),
+                number(step.rate, 2),
+                number(stats.requests_per_second, 2),
+                *timing_cells(stats.latency, stats.ttft),
+                number(stats.ttft.p95),
+                number(stats.goodput, 2),
+                number(stats.goodput_per_second, 2),
                 _met(stats, knees.get(_series(stats)) == step.step),
             ]
             rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
@@ -202,7 +200,3 @@ def _knee_mark(
         f'stroke-width="2"/><text x="{px + 12:.1f}" y="{py - 10:.1f}" fill="#b3261e">'
         f"knee (step {knee_step})</text></g>"
     ]
-
-
-def _number(value: float | None, digits: int = 3) -> str:
-    return MISSING if value is None else f"{value:.{digits}f}"

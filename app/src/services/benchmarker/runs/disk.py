@@ -137,6 +137,17 @@ class DiskHealth:
         if not self._failing_since:
             self.writable.set()
 
+    async def try_write(self, what: str, write: Callable[[], object]) -> bool:
+        """One try of `write` in a thread: False if it failed (the caller tries again later),
+        and raises once it has failed for too long."""
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            self.failed(what, exc)
+            return False
+        self.succeeded(what)
+        return True
+
     async def write(self, what: str, write: Callable[[], T]) -> T:
         """Run `write` in a thread until it succeeds, or raise once it has failed too long."""
         while True:

@@ -38,11 +38,9 @@ from src.services.benchmarker.load.run_utils import (
     execute_conversation,
     execute_request,
     run_closed_loop,
-    run_open_loop,
     sends_turns,
     until,
 )
-from src.services.benchmarker.load.schedule import arrival_offsets
 from src.services.benchmarker.load.sources import calibrate, is_synthetic
 from src.services.benchmarker.load.sweep import Step, StepRun, auto_rate_steps, first_steps
 from src.services.benchmarker.results.csv_writer import (
@@ -53,15 +51,15 @@ from src.services.benchmarker.results.csv_writer import (
 from src.services.benchmarker.results.file_utils import ResultPaths, result_paths
 from src.services.benchmarker.results.summary import (
     RunClock,
+    RunRecords,
     build_state,
-    build_summary,
     comparison_so_far,
-    progress_of,
+    final_records,
 )
 from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import DiskHealth, release_reserve
 from src.services.benchmarker.runs.file_store import FileRunStore
-from src.services.benchmarker.runs.shards import Go, ShardHub
+from src.services.benchmarker.runs.shards import Go, ShardHub, send_share
 from src.services.benchmarker.runs.store import RunStore
 from src.services.openrouter.client import OpenRouterClient
 from src.services.openrouter.generations import cross_check
@@ -312,23 +310,16 @@ async def _send_step(
     """One step's requests (the whole run's without a sweep): with a rate, on its schedule
     (the offset of its last send is returned); else a closed loop."""
     parameters = run.plan.parameters
-    if step.rate is not None and run.shards is not None:
+    if step.rate is not None:
         go = Go(
             start=now(),
             rate=step.rate,
             concurrency=step.concurrency,
             calibration=dict(run.plan.calibration),
         )
-        return await run.shards.open_loop(run.plan, go, execute, record)
-    if step.rate is not None:
-        return await run_open_loop(
-            run.plan.jobs(),
-            arrival_offsets(step.rate, parameters.arrival, parameters.seed),
-            concurrency=step.concurrency,
-            execute=execute,
-            on_record=record,
-            duration=parameters.duration,
-        )
+        if run.shards is not None:
+            return await run.shards.open_loop(run.plan, go, execute, record)
+        return await send_share(run.plan, go, 0, 1, execute, record)  # the one share: all of it
     deadline = None if parameters.duration is None else now() + parameters.duration
     await run_closed_loop(
         until(run.plan.jobs(), deadline),
@@ -414,22 +405,11 @@ async def _save_progress(run: Run, saved: _Saved) -> None:
     await _save_rows(run, saved)
     if done != saved.compared:
         _compare(run, saved, moment)
-    state = build_state(
-        run.benchmark_id,
-        "running",
-        run.plan,
-        run.records,
-        _progress_clock(run),
-        saved.comparison,
-        schedule_left=_schedule_left(run),
-    )
-    try:
-        await asyncio.to_thread(run.store.write_state, run.benchmark_id, state)
-    except OSError as exc:
-        run.health.failed(STATE_RECORD, exc)  # raises once it has failed for too long
-        return
-    run.health.succeeded(STATE_RECORD)
-    saved.at, saved.done = moment, done
+    counted = RunRecords(run.benchmark_id, "running", run.plan, run.records, _progress_clock(run))
+    state = build_state(counted, saved.comparison, schedule_left=_schedule_left(run))
+    write = partial(run.store.write_state, run.benchmark_id, state)
+    if await run.health.try_write(STATE_RECORD, write):
+        saved.at, saved.done = moment, done
 
 
 async def _save_rows(run: Run, saved: _Saved) -> None:
@@ -438,13 +418,8 @@ async def _save_rows(run: Run, saved: _Saved) -> None:
     new = run.records[first:]
     if not new:
         return
-    try:
-        await asyncio.to_thread(run.store.add_rows, run.benchmark_id, first, new)
-    except OSError as exc:
-        run.health.failed(ROWS, exc)  # raises once it has failed for too long
-        return
-    run.health.succeeded(ROWS)
-    saved.rows = first + len(new)
+    if await run.health.try_write(ROWS, partial(run.store.add_rows, run.benchmark_id, first, new)):
+        saved.rows = first + len(new)
 
 
 def _compare(run: Run, saved: _Saved, moment: float) -> None:
@@ -508,21 +483,8 @@ async def _finish(
         logger.error("BENCHMARK FAILED | id=%s | %s", run.benchmark_id, run.error)
     # The reserve makes room for the records below, even on a full disk.
     await asyncio.to_thread(release_reserve, run.paths.reserve)
-    progress = progress_of(status, run.plan, kept, _progress_clock(run))
-    summary = build_summary(
-        run.benchmark_id, status, run.plan, kept, run.clock(), run.error, progress
-    )
-    state = build_state(
-        run.benchmark_id,
-        status,
-        run.plan,
-        kept,
-        _progress_clock(run),
-        summary.comparison,
-        summary.finished_at,
-        error=run.error,
-        progress=progress,
-    )
+    counted = RunRecords(run.benchmark_id, status, run.plan, kept, _progress_clock(run))
+    summary, state = final_records(counted, run.error, run.clock())
     # The summary first: a reader that sees the run ended then finds its figures too. The disk
     # reserve, given back above, makes room for both.
     await _final_write(run, ROWS, partial(run.store.set_rows, run.benchmark_id, kept))

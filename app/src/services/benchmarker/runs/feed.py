@@ -13,32 +13,31 @@ import asyncio
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
+@dataclass(eq=False)
 class Feed(Generic[T]):
     """The latest look at one run, numbered, and a way to wait for the next one."""
 
-    def __init__(
-        self,
-        read: Callable[[], Awaitable[T]],
-        is_last: Callable[[T], bool],
-        poll: float,
-        ticks: Callable[[], AsyncGenerator[None]] | None = None,
-    ) -> None:
-        self._read = read
-        self._is_last = is_last
-        self._poll = poll
-        self._ticks = ticks
+    read: Callable[[], Awaitable[T]]
+    is_last: Callable[[T], bool]
+    poll: float
+    ticks: Callable[[], AsyncGenerator[None]] | None = None
+    version: int = field(default=0, init=False)
+    followers: int = field(default=0, init=False)
+    ended: bool = field(default=False, init=False)
+    _loop: asyncio.AbstractEventLoop = field(init=False)
+    _latest: T | BaseException | None = field(default=None, init=False)
+    _next: asyncio.Future[None] = field(init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._latest: T | BaseException | None = None
-        self._next: asyncio.Future[None] = self._loop.create_future()
-        self.version = 0
-        self.followers = 0
-        self.ended = False
-        self._task: asyncio.Task[None] | None = None
+        self._next = self._loop.create_future()
 
     def join(self) -> None:
         self.followers += 1
@@ -65,21 +64,21 @@ class Feed(Generic[T]):
 
     async def _every_poll(self) -> AsyncGenerator[None]:
         while True:
-            await asyncio.sleep(self._poll)
+            await asyncio.sleep(self.poll)
             yield
 
     async def _run(self) -> None:
-        ticks = self._every_poll() if self._ticks is None else self._ticks()
+        ticks = self._every_poll() if self.ticks is None else self.ticks()
         try:
             async with aclosing(ticks):
                 async for _ in ticks:
                     try:
-                        view = await self._read()
+                        view = await self.read()
                     except Exception as exc:  # every follower fails as a lone reader would have
                         self._publish(exc)
                         return
                     self._publish(view)
-                    if self._is_last(view):
+                    if self.is_last(view):
                         return
         finally:
             self.ended = True

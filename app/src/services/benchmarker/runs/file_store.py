@@ -180,13 +180,18 @@ def check_capacity(
         for state in (_running_states(directory) if directory.is_dir() else ())
     }
     running.update(live or {})
-    if len(running) >= caps.max_running:
+    check_room(len(running), sum(running.values()), concurrency, caps)
+
+
+def check_room(count: int, in_flight: int, concurrency: int, caps: RunCaps) -> None:
+    """Refuse one more run of `concurrency` beside `count` running ones holding `in_flight`
+    requests, when the caps leave it no room: every store refuses by this rule and says so."""
+    if count >= caps.max_running:
         raise CapacityError(
-            f"{len(running)} benchmarks are running: MAX_RUNNING_BENCHMARKS={caps.max_running}. "
+            f"{count} benchmarks are running: MAX_RUNNING_BENCHMARKS={caps.max_running}. "
             "Try again when one has finished.",
             retry_after=CAPACITY_RETRY_AFTER_SECONDS,
         )
-    in_flight = sum(running.values())
     if in_flight + concurrency > caps.max_in_flight:
         raise CapacityError(
             f"Running benchmarks hold {in_flight} requests in flight; {concurrency} more would "

@@ -32,9 +32,9 @@ from src.services.benchmarker.load.plan import BenchmarkPlan, PlanRecord
 from src.services.benchmarker.results.file_utils import new_benchmark_id, result_paths
 from src.services.benchmarker.results.summary import (
     RunClock,
+    RunRecords,
     build_state,
-    build_summary,
-    progress_of,
+    final_records,
 )
 from src.services.benchmarker.runs.backend import run_store
 from src.services.benchmarker.runs.disk import release_reserve, storage_error
@@ -89,7 +89,8 @@ class BenchmarkLauncher:
         """Admit and start a run; it goes on whether or not anyone waits for it."""
         settings = self._settings
         benchmark_id = new_benchmark_id(datetime.now(UTC), plan.parameters.models)
-        state = build_state(benchmark_id, "running", plan, [], RunClock(datetime.now(UTC), 0.0), [])
+        clock = RunClock(datetime.now(UTC), 0.0)
+        state = build_state(RunRecords(benchmark_id, "running", plan, [], clock), [])
         if settings.jobs_backend == "redis":
             await enqueue_run(settings, state, PlanRecord.of(plan))
             return state  # a runner process takes it from the queue
@@ -322,19 +323,7 @@ def record_lost_run(
         state.progress.elapsed_seconds if state else 0.0,
     )
     records = store.read_rows(benchmark_id, plan.prompts)
-    progress = progress_of(status, plan, records, clock)
-    summary = build_summary(benchmark_id, status, plan, records, clock, cause, progress)
-    ended = build_state(
-        benchmark_id,
-        status,
-        plan,
-        records,
-        clock,
-        summary.comparison,
-        summary.finished_at,
-        error=cause,
-        progress=progress,
-    )
+    summary, ended = final_records(RunRecords(benchmark_id, status, plan, records, clock), cause)
     if status == "failed":
         logger.error("BENCHMARK FAILED | id=%s | %s", benchmark_id, cause)
     else:

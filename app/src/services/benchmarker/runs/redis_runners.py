@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -181,40 +181,47 @@ class Reaper:
                 except Exception:
                     logger.exception("BENCHMARK REAPER ERROR | id=%s", benchmark_id)
 
+    def _running_ids(self) -> list[str]:
+        return [raw.decode() for raw in self.store.redis.hkeys(RUNNING)]
+
+    def _claimed_and(
+        self, ids: list[str], other: Callable[[str], str]
+    ) -> list[tuple[str, bool, bool]]:
+        """Per run: whether a runner claimed it and whether its `other` key exists, asked in
+        one round trip."""
+        pipe = self.store.redis.pipeline()
+        for benchmark_id in ids:
+            pipe.exists(key(benchmark_id, "claimed"))
+            pipe.exists(other(benchmark_id))
+        found = pipe.execute()
+        return list(zip(ids, found[::2], found[1::2], strict=True))
+
     def dead_runs(self) -> list[str]:
-        redis_ = self.store.redis
-        ids = [raw.decode() for raw in redis_.hkeys(RUNNING)]
+        ids = self._running_ids()
         moment = now()
         if self._connected_since is None:
             self._connected_since = moment
         if moment - self._connected_since < self.timeout or not ids:
             return []
-        pipe = redis_.pipeline()
-        for benchmark_id in ids:
-            pipe.exists(key(benchmark_id, "claimed"))
-            pipe.exists(key(benchmark_id, "alive"))
-        found = pipe.execute()
         return [
             benchmark_id
-            for benchmark_id, claimed, alive in zip(ids, found[::2], found[1::2], strict=True)
+            for benchmark_id, claimed, alive in self._claimed_and(
+                ids, lambda benchmark_id: key(benchmark_id, "alive")
+            )
             if claimed and not alive
         ]
 
     def unqueued_runs(self) -> list[str]:
         """Runs admitted more than a timeout ago that no runner took and the queue does not
         hold: the replica that admitted them stopped before it queued them."""
-        redis_ = self.store.redis
-        ids = [raw.decode() for raw in redis_.hkeys(RUNNING)]
+        ids = self._running_ids()
         if not ids:
             return []
-        pipe = redis_.pipeline()
-        for benchmark_id in ids:
-            pipe.exists(key(benchmark_id, "claimed"))
-            pipe.exists(f"{SAQ_JOB_PREFIX}{QUEUE_NAME}:{benchmark_id}")
-        found = pipe.execute()
         waiting = [
             benchmark_id
-            for benchmark_id, claimed, queued in zip(ids, found[::2], found[1::2], strict=True)
+            for benchmark_id, claimed, queued in self._claimed_and(
+                ids, lambda benchmark_id: f"{SAQ_JOB_PREFIX}{QUEUE_NAME}:{benchmark_id}"
+            )
             if not claimed and not queued
         ]
         cutoff = datetime.now(UTC) - timedelta(seconds=self.timeout)

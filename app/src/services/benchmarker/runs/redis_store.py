@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -37,7 +37,6 @@ from src.schemas.benchmarks import (
     RequestRecord,
 )
 from src.services.base.exceptions import (
-    CapacityError,
     JobsBackendUnavailableError,
     NotFoundError,
 )
@@ -46,15 +45,17 @@ from src.services.benchmarker.results.csv_writer import encode_records, parse_re
 from src.services.benchmarker.results.file_utils import result_paths
 from src.services.benchmarker.runs.disk import StoreUnreachableError
 from src.services.benchmarker.runs.file_store import (
-    CAPACITY_RETRY_AFTER_SECONDS,
     _item,
     _Listed,
+    check_room,
     write_summary,
 )
 from src.services.benchmarker.runs.owners import EVERYONE, Caller
 from src.services.benchmarker.runs.store import RunCaps
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 PREFIX = "llm-gateway"
 RUNNING = f"{PREFIX}:running"  # hash: id -> concurrency, the runs admission counts
@@ -168,13 +169,21 @@ def _dump_state(state: BenchmarkState) -> bytes:
     return orjson.dumps(record)
 
 
-def _load_state(raw: bytes | None) -> BenchmarkState | None:
+def _parsed(model: type[M], raw: bytes | None, unreadable: str | None = None) -> M | None:
+    """The record in `raw`; None when there is none or it does not parse (then logged as
+    `unreadable`, when given)."""
     if raw is None:
         return None
     try:
-        return BenchmarkState.model_validate_json(raw)
-    except ValidationError:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if unreadable is not None:
+            logger.warning("%s: %s", unreadable, exc)
         return None
+
+
+def _load_state(raw: bytes | None) -> BenchmarkState | None:
+    return _parsed(BenchmarkState, raw)
 
 
 class RedisRunStore:
@@ -224,7 +233,9 @@ class RedisRunStore:
                 started,
                 b"" if plan is None else plan.model_dump_json().encode(),
             )
-        _refuse(int(refused), int(count), int(in_flight), state.parameters.peak_concurrency, caps)
+        if int(refused):
+            # The script refused by the same rule, on the counts it answers with.
+            check_room(int(count), int(in_flight), state.parameters.peak_concurrency, caps)
 
     def check_capacity(
         self,
@@ -234,11 +245,7 @@ class RedisRunStore:
     ) -> None:
         with answering("counting the running runs"):
             running = self.redis.hvals(RUNNING)
-        in_flight = sum(int(value) for value in running)
-        refused = 1 if len(running) >= caps.max_running else 0
-        if not refused and in_flight + concurrency > caps.max_in_flight:
-            refused = 2
-        _refuse(refused, len(running), in_flight, concurrency, caps)
+        check_room(len(running), sum(int(value) for value in running), concurrency, caps)
 
     def prune(self, keep_days: float) -> int:
         """Forget finished runs that started more than `keep_days` days ago (their keys expire
@@ -426,27 +433,7 @@ def _refused_only_as_seen(answers: list[Any]) -> None:
 
 
 def _listed(raw: bytes | None) -> _Listed | None:
-    if raw is None:
-        return None
-    try:
-        listed = _Listed.model_validate_json(raw)
-    except ValidationError as exc:
-        logger.warning("Skipping an unreadable benchmark record: %s", exc)
-        return None
-    listed.updated_at = None  # no staleness rule in Redis (see current_view)
+    listed = _parsed(_Listed, raw, "Skipping an unreadable benchmark record")
+    if listed is not None:
+        listed.updated_at = None  # no staleness rule in Redis (see current_view)
     return listed
-
-
-def _refuse(refused: int, count: int, in_flight: int, concurrency: int, caps: RunCaps) -> None:
-    if refused == 1:
-        raise CapacityError(
-            f"{count} benchmarks are running: MAX_RUNNING_BENCHMARKS={caps.max_running}. "
-            "Try again when one has finished.",
-            retry_after=CAPACITY_RETRY_AFTER_SECONDS,
-        )
-    if refused == 2:
-        raise CapacityError(
-            f"Running benchmarks hold {in_flight} requests in flight; {concurrency} more would "
-            f"pass MAX_INFLIGHT_TOTAL={caps.max_in_flight}. Lower concurrency or try again later.",
-            retry_after=CAPACITY_RETRY_AFTER_SECONDS,
-        )

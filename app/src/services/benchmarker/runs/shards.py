@@ -117,18 +117,18 @@ class _Peer:
     writer: asyncio.StreamWriter
 
 
+@dataclasses.dataclass(eq=False)
 class ShardHub:
     """The lead's side: the socket the other shards connect to, and the open loops shared
     with them."""
 
-    def __init__(self, path: str, shards: int, benchmark_id: str) -> None:
-        self.path = path
-        self.shards = shards
-        self._benchmark_id = benchmark_id
-        self._peers: dict[int, _Peer] = {}
-        self._all_here = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._server: asyncio.Server | None = None
+    path: str
+    shards: int
+    benchmark_id: str
+    _peers: dict[int, _Peer] = dataclasses.field(default_factory=dict, init=False)
+    _all_here: asyncio.Event = dataclasses.field(default_factory=asyncio.Event, init=False)
+    _closing: asyncio.Event = dataclasses.field(default_factory=asyncio.Event, init=False)
+    _server: asyncio.Server | None = dataclasses.field(default=None, init=False)
 
     async def open(self) -> None:
         self._server = await asyncio.start_unix_server(self._accept, self.path, limit=LINE_LIMIT)
@@ -200,7 +200,7 @@ class ShardHub:
                 receiver.cancel()
             logger.info(
                 "BENCHMARK SHARDS | id=%s | sends=%s",
-                self._benchmark_id,
+                self.benchmark_id,
                 ",".join(str(count) for count in sends),
             )
         return max((last for last in lasts if last is not None), default=None)
