@@ -93,8 +93,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser: ## Install Debian's Chromium for the browser tests when it is missing
 	@test -x "$(CHROMIUM)" || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
+# Most tests wait on sockets, timers and child processes, so two workers share 2 cores well.
+# Each file runs whole on one worker; the files that compare measured times run one after the
+# other on a single worker (tests/conftest.py). TEST_WORKERS=0 runs the suite serially.
+TEST_WORKERS ?= 2
+
 test: lint typecheck browser redis-server ## Lint, type-check, then run the test suite (browser tests included)
-	CHROMIUM="$(CHROMIUM)" $(RUN) pytest
+	CHROMIUM="$(CHROMIUM)" $(RUN) pytest -n $(TEST_WORKERS) --dist loadfile
 
 # make mutate [MODULE=sse|app/src/services/base/sse.py]; `python scripts/mutate.py --list` names them.
 mutate: sync ## Mutation testing, one module at a time against its own tests: kill rates, survivors

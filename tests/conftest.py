@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import respx
+from xdist.scheduler import LoadFileScheduling  # type: ignore[import-untyped]
 
 from src.config import Settings
 from src.services.base import client as base_client
 from tests.helpers.app import Serve, make_settings
+from tests.helpers.e2e import E2E_REPORT
 from tests.helpers.openrouter import UPSTREAM
 from tests.helpers.proxy_env import clear_proxy_env
 from tests.helpers.upstream_server import LoopbackUpstream
@@ -31,6 +34,61 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--reversed"):
         items.reverse()
+
+
+# Files whose tests compare measured times with tight bounds (a median within 5 %, a send lag
+# under 10 ms), and the sustained load that keeps both cores busy: with parallel workers they
+# run one after the other on one worker, never beside each other.
+TIMING_FILES = frozenset(
+    {
+        "tests/e2e/test_benchmark_jobs.py",
+        "tests/e2e/test_load.py",
+        "tests/emulator/test_providers.py",
+        "tests/test_measurement.py",
+        "tests/test_providers.py",
+        "tests/test_sweeps.py",
+    }
+)
+TIMING_GROUP = "timing"
+
+
+class FileOrTimingScheduling(LoadFileScheduling):  # type: ignore[misc]
+    """`--dist loadfile`, with the files of TIMING_FILES as one unit of work."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        return TIMING_GROUP if path in TIMING_FILES else path
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") == "loadfile":
+        return FileOrTimingScheduling(config, log)
+    return None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a worker, hand the e2e figures to the controller, which prints them."""
+    workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["e2e_report"] = session.config.stash.get(E2E_REPORT, [])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    lines: list[str] = getattr(node, "workeroutput", {}).get("e2e_report", [])
+    node.config.stash.setdefault(E2E_REPORT, []).extend(lines)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Figures the e2e tests measured (load, disconnects), shown without `-s`."""
+    lines = config.stash.get(E2E_REPORT, [])
+    if lines:
+        terminalreporter.write_sep("-", "e2e figures")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

@@ -213,7 +213,9 @@ async def test_an_unknown_provider_is_a_422_listing_the_known_ones_before_any_re
     assert listed.json()["count"] == 0
 
 
-async def test_a_failing_pinned_provider_fails_its_own_series_only(tmp_path: Path) -> None:
+async def test_a_failing_pinned_provider_fails_its_own_series_only(
+    tmp_path: Path, retry_waits: list[float]
+) -> None:
     config = EmulatorConfig(failing_providers=frozenset({"beta"}))
     async for client in _service(tmp_path, config):
         answer = await post_benchmark(

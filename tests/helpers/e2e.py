@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers.processes import ServiceProcess, wait_until
 
@@ -16,6 +17,8 @@ INBOUND_KEY = "inbound-e2e-key"
 INBOUND_AUTH = {"Authorization": f"Bearer {INBOUND_KEY}"}
 # Every app of the e2e session makes this many attempts (the first included), waiting little.
 RETRY_ATTEMPTS = 5
+# Figures the e2e tests measured (load, disconnects, screenshots), printed when the run ends.
+E2E_REPORT = pytest.StashKey[list[str]]()
 
 
 def unique(prompt: str) -> str:

@@ -19,6 +19,7 @@ import redis
 from tests.helpers.processes import LOOPBACK, free_port, wait_until
 
 START_SECONDS = 10.0
+START_ATTEMPTS = 3
 STOP_SECONDS = 5.0
 
 
@@ -36,6 +37,17 @@ class RedisServer:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
     def start(self) -> None:
+        """Start on a free port; another on this machine (a parallel test worker) may take the
+        port between our check and redis binding it, and then redis exits: try another."""
+        for _ in range(START_ATTEMPTS):
+            self._launch()
+            wait_until(self._answers_or_exited, START_SECONDS, interval=0.05)
+            if self._answers():
+                return
+            self.stop()
+        raise AssertionError(f"redis never answered on {START_ATTEMPTS} ports")
+
+    def _launch(self) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None
         self.port = free_port()
@@ -52,11 +64,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = self.client()
-        try:
-            assert wait_until(self._answers, START_SECONDS, interval=0.05), "redis never answered"
-        finally:
-            client.close()
+
+    def _answers_or_exited(self) -> bool:
+        return (self.process is not None and self.process.poll() is not None) or self._answers()
 
     def _answers(self) -> bool:
         client = self.client()
