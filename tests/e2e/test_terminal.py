@@ -25,6 +25,16 @@ RUN_SECONDS = 120.0
 START_SECONDS = 120.0
 
 
+# A shell starts a foreground job with Ctrl-C at its default action, even when the shell itself
+# (a background job, a CI runner) ignores it; an ignored SIGINT would be inherited through exec.
+AS_FOREGROUND_JOB = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+]
+
+
 class Terminal:
     """A command in its own process group, as a terminal's foreground job is: a Ctrl-C there
     is a SIGINT to every process of the group (make, uv, python). Its output is read as it
@@ -32,7 +42,7 @@ class Terminal:
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            args,
+            [*AS_FOREGROUND_JOB, *args],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
