@@ -5,13 +5,30 @@ answered, byte for byte where it matters."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.limits import WAIT_SECONDS, App, exchange, parse, serving
+from src.api.gate import http_limits
+from tests.helpers.limits import (
+    WAIT_SECONDS,
+    App,
+    errors_logged,
+    exchange,
+    parse,
+    serving,
+)
 
 pytestmark = pytest.mark.anyio
+
+CLOSE = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    yield
+    assert errors_logged(caplog) == []
 
 
 async def test_a_head_over_max_header_bytes_is_a_431_in_our_error_shape(
@@ -79,7 +96,9 @@ async def test_a_request_past_max_connections_is_a_503_with_retry_after(
 ) -> None:
     app = App()
     async with serving(tmp_path, monkeypatch, app, max_connections=1) as port:
-        held = asyncio.create_task(exchange(port, b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n"))
+        held = asyncio.create_task(
+            exchange(port, b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        )
         await asyncio.wait_for(app.held.wait(), WAIT_SECONDS)
         answer = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         app.release.set()
@@ -120,3 +139,195 @@ async def test_a_connection_past_max_connections_closes_the_one_waiting_longest_
         "Closed 1 connections still waiting for their headers or body, to make room for new ones: "
         "MAX_CONNECTIONS reached" in caplog.messages
     )
+
+
+async def test_new_connections_arriving_steadily_do_not_postpone_a_header_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(
+        tmp_path, monkeypatch, App(), header_timeout_seconds=0.5, max_connections=1000
+    ) as port:
+        late = asyncio.create_task(exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n"))
+        opened = []
+        try:
+            # Each newcomer's deadline is later than the late one's, and they keep coming.
+            async with asyncio.timeout(WAIT_SECONDS):
+                while not late.done():
+                    opened.append(await asyncio.open_connection("127.0.0.1", port))
+                    await asyncio.sleep(0.05)
+        finally:
+            for _, writer in opened:
+                writer.close()
+        answer = await late
+
+    assert parse(answer)[0] == "HTTP/1.1 408 Request Timeout"
+
+
+async def test_a_header_timeout_in_exponent_notation_is_logged_as_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(tmp_path, monkeypatch, App(), header_timeout_seconds=1e-5) as port:
+        answer = await exchange(port, b"")
+
+    assert answer == b""
+    assert (
+        "Closed 1 connections: no complete request line and headers within "
+        "HEADER_TIMEOUT_SECONDS=1e-05" in caplog.messages
+    )
+
+
+async def test_a_kept_alive_connections_next_head_is_held_to_the_limit_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def head_of(size: int) -> bytes:
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: "
+        return head + b"a" * (size - len(head) - 4) + b"\r\n\r\n"
+
+    async def second_answer(port: int, request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), WAIT_SECONDS)
+            assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+            writer.write(request)
+            return await asyncio.wait_for(reader.read(), WAIT_SECONDS)
+        finally:
+            writer.close()
+
+    async with serving(tmp_path, monkeypatch, App(), max_header_bytes=1024) as port:
+        at_the_limit = await second_answer(port, head_of(1024))
+        over_it = await second_answer(port, head_of(2000))
+
+    assert at_the_limit.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert parse(over_it)[0] == "HTTP/1.1 431 Request Header Fields Too Large"
+
+
+async def test_pipelined_requests_at_max_connections_are_each_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only one connection, so nothing is over the limit: its queued requests wait their turn.
+    async with serving(tmp_path, monkeypatch, App(), max_connections=1) as port:
+        answer = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + CLOSE)
+
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert b"503" not in answer
+
+
+async def test_a_request_the_app_answers_after_the_header_timeout_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App()
+    async with serving(tmp_path, monkeypatch, app, header_timeout_seconds=0.3) as port:
+        alone = asyncio.create_task(
+            exchange(port, b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        )
+        await asyncio.wait_for(app.held.wait(), WAIT_SECONDS)
+        await asyncio.sleep(1.0)  # the app works past the header timeout
+        app.release.set()
+        answer = await asyncio.wait_for(alone, WAIT_SECONDS)
+
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_a_pipelined_request_the_app_answers_slowly_is_not_cut_by_the_header_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App()
+    async with serving(tmp_path, monkeypatch, app, header_timeout_seconds=0.3) as port:
+        pipelined = asyncio.create_task(
+            exchange(
+                port,
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+        )
+        await asyncio.wait_for(app.held.wait(), WAIT_SECONDS)
+        await asyncio.sleep(1.0)  # the second request runs past the header timeout
+        app.release.set()
+        answer = await asyncio.wait_for(pipelined, WAIT_SECONDS)
+
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2
+
+
+async def test_a_connection_its_client_closed_is_not_counted_as_timed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(tmp_path, monkeypatch, App(), header_timeout_seconds=0.5) as port:
+        _, gone = await asyncio.open_connection("127.0.0.1", port)
+        gone.write(b"GET / HTTP/1.1\r\n")
+        gone.close()
+        await gone.wait_closed()
+        answer = await exchange(port, b"GET / HTTP/1.1\r\n")
+
+    assert parse(answer)[0] == "HTTP/1.1 408 Request Timeout"
+    counts = [
+        int(message.split()[1])
+        for message in caplog.messages
+        if "HEADER_TIMEOUT_SECONDS" in message
+    ]
+    assert sum(counts) == 1
+
+
+async def test_refused_connections_give_their_place_back_after_the_linger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_limits, "LINGER_SECONDS", 0.2)
+    too_large = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000
+    async with serving(
+        tmp_path,
+        monkeypatch,
+        App(),
+        max_connections=1,
+        max_header_bytes=1024,
+        header_timeout_seconds=30,
+    ) as port:
+        left = await exchange(port, too_large)  # its client leaves as soon as it is answered
+        staying, staying_writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            staying_writer.write(too_large)
+            stayed = await asyncio.wait_for(staying.read(), WAIT_SECONDS)
+            # While the refused connection lingers it is one of MAX_CONNECTIONS; then it is closed.
+            served = b""
+            async with asyncio.timeout(WAIT_SECONDS):
+                while not served.startswith(b"HTTP/1.1 200 "):
+                    served = await exchange(port, CLOSE)
+            # With both refusals gone, one connection is the limit again: a second makes room.
+            idle, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+            newcomer, newcomer_writer = await asyncio.open_connection("127.0.0.1", port)
+            closed = await asyncio.wait_for(idle.read(), WAIT_SECONDS)
+            newcomer_writer.write(CLOSE)
+            kept = await asyncio.wait_for(newcomer.read(), WAIT_SECONDS)
+            idle_writer.close()
+            newcomer_writer.close()
+        finally:
+            staying_writer.close()
+
+    assert parse(left)[0] == parse(stayed)[0] == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert closed == b""
+    assert kept.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_a_refused_head_is_not_answered_again_at_its_header_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(http_limits, "LINGER_SECONDS", 3.0)
+    async with serving(
+        tmp_path, monkeypatch, App(), max_header_bytes=1024, header_timeout_seconds=0.3
+    ) as port:
+        refused, refused_writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            refused_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000)
+            answer = await asyncio.wait_for(refused.read(), WAIT_SECONDS)
+            # Its header deadline passes while it lingers; a later one times out as usual.
+            late = await exchange(port, b"GET / HTTP/1.1\r\n")
+        finally:
+            refused_writer.close()
+
+    assert parse(answer)[0] == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert parse(late)[0] == "HTTP/1.1 408 Request Timeout"
+    counts = [
+        int(message.split()[1])
+        for message in caplog.messages
+        if "HEADER_TIMEOUT_SECONDS" in message
+    ]
+    assert sum(counts) == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -66,6 +67,16 @@ async def serving(
         await asyncio.wait_for(task, WAIT_SECONDS)
 
 
+async def until(condition: Callable[[], object], what: str) -> None:
+    """Waits, within WAIT_SECONDS, for `condition` to hold (`what` names it in the failure)."""
+    try:
+        async with asyncio.timeout(WAIT_SECONDS):
+            while not condition():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"still waiting for {what} after {WAIT_SECONDS} s") from None
+
+
 async def exchange(port: int, request: bytes) -> bytes:
     """Sends `request`, then reads until the server closes the connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -86,3 +97,10 @@ def parse(answer: bytes) -> tuple[str, dict[str, str], dict[str, str]]:
         headers[name.lower()] = value
     assert int(headers["content-length"]) == len(body)
     return status, headers, json.loads(body)
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the test's server logged at ERROR or above: a limit's bookkeeping that fails inside
+    one of asyncio's callbacks shows only there, as "Exception in callback ..."."""
+    records = caplog.get_records("call")
+    return [record.getMessage() for record in records if record.levelno >= logging.ERROR]

@@ -290,8 +290,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         # Answered before its body ended (a 413, a 401): the rest of the body is not awaited.
         self._server.in_body.pop(self, None)
+        # uvicorn starts the next pipelined request here, taking it off the queue: only with
+        # none queued does the connection wait for a head.
+        queued = bool(self.pipeline)
         super().on_response_complete()
-        if not self.pipeline and not self.transport.is_closing():
+        if not queued and not self.transport.is_closing():
             self._server.wait(self)
 
     # --- limits ---------------------------------------------------------------------------------
