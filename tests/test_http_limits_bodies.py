@@ -146,6 +146,25 @@ async def test_after_an_answer_a_kept_alive_connection_has_the_header_timeout_ag
     assert rest == b""
 
 
+async def test_after_an_answer_a_next_head_not_finished_in_time_is_a_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvicorn's own keep-alive timeout ends with the first byte of the next request: from
+    # there, only the header timeout bounds it.
+    async with serving(tmp_path, monkeypatch, App(), header_timeout_seconds=0.5) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), WAIT_SECONDS)
+            writer.write(b"GET / HTTP/1.1\r\n")
+            rest = await asyncio.wait_for(reader.read(), WAIT_SECONDS)
+        finally:
+            writer.close()
+
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert parse(rest)[0] == "HTTP/1.1 408 Request Timeout"
+
+
 async def test_a_connection_past_max_connections_closes_the_one_waiting_longest_for_its_body(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
