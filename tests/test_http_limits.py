@@ -331,3 +331,28 @@ async def test_a_refused_head_is_not_answered_again_at_its_header_timeout(
         if "HEADER_TIMEOUT_SECONDS" in message
     ]
     assert sum(counts) == 1
+
+
+def head_of(
+    size: int, start: bytes = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+) -> bytes:
+    """A request line and headers of exactly `size` bytes, up to and with the blank line."""
+    head = start + b"X-Pad: "
+    return head + b"p" * (size - len(head) - 4) + b"\r\n\r\n"
+
+
+async def test_a_head_one_byte_over_max_header_bytes_is_a_431_however_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    post = b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n"
+    async with serving(tmp_path, monkeypatch, App(), max_header_bytes=1024) as port:
+        alone = await exchange(port, head_of(1025))
+        with_its_body = await exchange(port, head_of(1025, post) + b"12345")
+        at_the_limit = await exchange(port, head_of(1024, post) + b"12345")
+
+    assert [answer[:12] for answer in (alone, with_its_body, at_the_limit)] == [
+        b"HTTP/1.1 431",
+        b"HTTP/1.1 431",
+        b"HTTP/1.1 200",
+    ]
+    assert parse(alone)[2]["error"] == parse(with_its_body)[2]["error"] == "RequestHeadersTooLarge"
