@@ -5,10 +5,12 @@ answered, byte for byte where it matters."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from src.api.gate import http_limits
 from tests.helpers.limits import (
@@ -39,6 +41,16 @@ async def test_a_head_over_max_header_bytes_is_a_431_in_our_error_shape(
 
     status, headers, body = parse(answer)
     assert status == "HTTP/1.1 431 Request Header Fields Too Large"
+    # Header names as sent, in lowercase like uvicorn's own.
+    names = [line.partition(b":")[0] for line in answer.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]]
+    assert names == [
+        b"date",
+        b"server",
+        b"content-type",
+        b"content-length",
+        b"x-request-id",
+        b"connection",
+    ]
     assert headers["content-type"] == "application/json"
     assert headers["connection"] == "close"
     assert body == {
@@ -356,3 +368,30 @@ async def test_a_head_one_byte_over_max_header_bytes_is_a_431_however_it_arrives
         b"HTTP/1.1 200",
     ]
     assert parse(alone)[2]["error"] == parse(with_its_body)[2]["error"] == "RequestHeadersTooLarge"
+
+
+SERVERS_VARIABLE: contextvars.ContextVar[str] = contextvars.ContextVar("servers", default="unset")
+
+
+async def test_the_apps_context_follows_uvicorns_reset_contextvars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[bool, str] = {}
+
+    class ContextApp(App):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            seen[reset] = SERVERS_VARIABLE.get()
+            await super().__call__(scope, receive, send)
+
+    token = SERVERS_VARIABLE.set("set by the server's caller")
+    try:
+        for reset in (False, True):
+            async with serving(
+                tmp_path, monkeypatch, ContextApp(), reset_contextvars=reset
+            ) as port:
+                assert (await exchange(port, CLOSE)).startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        SERVERS_VARIABLE.reset(token)
+
+    # As in uvicorn: the app's task copies the server's context unless told to start afresh.
+    assert seen == {False: "set by the server's caller", True: "unset"}

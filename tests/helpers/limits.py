@@ -39,7 +39,12 @@ class App:
 
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app: App, **limits: float
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    app: App,
+    *,
+    reset_contextvars: bool = False,
+    **limits: float,
 ) -> AsyncIterator[int]:
     settings = Settings(_env_file=None, log_dir=tmp_path / "logs", **limits)  # type: ignore[arg-type]
     monkeypatch.setattr(http_limits, "get_settings", lambda: settings)
@@ -53,6 +58,7 @@ async def serving(
         log_config=None,
         access_log=False,
         limit_concurrency=int(limits.get("max_connections", 100)),
+        reset_contextvars=reset_contextvars,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
