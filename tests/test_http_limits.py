@@ -395,3 +395,28 @@ async def test_the_apps_context_follows_uvicorns_reset_contextvars(
 
     # As in uvicorn: the app's task copies the server's context unless told to start afresh.
     assert seen == {False: "set by the server's caller", True: "unset"}
+
+
+async def test_connections_closed_in_one_sweep_give_back_their_places(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(
+        tmp_path, monkeypatch, App(), max_connections=4, header_timeout_seconds=0.5
+    ) as port:
+        first = asyncio.create_task(exchange(port, b""))
+        await asyncio.sleep(0.1)
+        # Deadlines within a sweep's batch after the first one's: closed by the same sweep.
+        silent = await asyncio.wait_for(
+            asyncio.gather(first, *(exchange(port, b"") for _ in range(3))), WAIT_SECONDS
+        )
+        opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+        try:
+            for _, writer in opened:
+                writer.write(CLOSE)
+            answers = [await asyncio.wait_for(reader.read(), WAIT_SECONDS) for reader, _ in opened]
+        finally:
+            for _, writer in opened:
+                writer.close()
+
+    assert silent == [b""] * 4
+    assert [answer[:15] for answer in answers] == [b"HTTP/1.1 200 OK"] * 4
