@@ -8,14 +8,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from starlette.types import Receive, Scope, Send
 
 from src.api.gate import http_limits
-from tests.helpers.limits import WAIT_SECONDS, App, exchange, parse, serving
+from tests.helpers.limits import (
+    WAIT_SECONDS,
+    App,
+    errors_logged,
+    exchange,
+    parse,
+    serving,
+    until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -51,12 +59,6 @@ class BodyApp(App):
         if scope["path"] == "/read":
             await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(len(body)).encode()})
-
-
-async def until(condition: Callable[[], object], what: str) -> None:
-    async with asyncio.timeout(WAIT_SECONDS):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_a_body_not_finished_in_time_is_a_408_and_the_app_sees_the_client_gone(
@@ -142,6 +144,25 @@ async def test_after_an_answer_a_kept_alive_connection_has_the_header_timeout_ag
 
     assert first.startswith(b"HTTP/1.1 200 OK\r\n")
     assert rest == b""
+
+
+async def test_after_an_answer_a_next_head_not_finished_in_time_is_a_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvicorn's own keep-alive timeout ends with the first byte of the next request: from
+    # there, only the header timeout bounds it.
+    async with serving(tmp_path, monkeypatch, App(), header_timeout_seconds=0.5) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), WAIT_SECONDS)
+            writer.write(b"GET / HTTP/1.1\r\n")
+            rest = await asyncio.wait_for(reader.read(), WAIT_SECONDS)
+        finally:
+            writer.close()
+
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert parse(rest)[0] == "HTTP/1.1 408 Request Timeout"
 
 
 async def test_a_connection_past_max_connections_closes_the_one_waiting_longest_for_its_body(
@@ -330,8 +351,10 @@ async def test_making_room_twice_within_a_second_is_reported_by_the_sweep(
 
 
 @pytest.fixture(autouse=True)
-def warnings_captured(caplog: pytest.LogCaptureFixture) -> None:
+def warnings_captured(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.WARNING, logger=http_limits.__name__)
+    yield
+    assert errors_logged(caplog) == []
 
 
 async def test_a_head_sent_in_small_pieces_is_counted_whole(
@@ -466,3 +489,175 @@ async def test_closes_to_make_room_within_a_second_are_reported_together(
 
     # The first at once; the next two, within the second, by the sweep in one line.
     assert reported() == [1, 2]
+
+
+async def test_a_request_the_app_answers_after_the_body_timeout_is_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App()  # /hold answers once released, whatever the body
+    async with serving(tmp_path, monkeypatch, app, body_timeout_seconds=0.3) as port:
+        whole = asyncio.create_task(
+            exchange(
+                port,
+                b"POST /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Length: 3\r\n\r\nabc",
+            )
+        )
+        await asyncio.wait_for(app.held.wait(), WAIT_SECONDS)
+        await asyncio.sleep(1.0)  # the whole body came: the app may take its time
+        app.release.set()
+        answer = await asyncio.wait_for(whole, WAIT_SECONDS)
+
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_a_body_its_client_gave_up_on_is_not_counted_as_timed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = BodyApp()
+    async with serving(
+        tmp_path, monkeypatch, app, body_timeout_seconds=0.5, header_timeout_seconds=30
+    ) as port:
+        _, gone = await asyncio.open_connection("127.0.0.1", port)
+        gone.write(POST_HEAD + b"abc")
+        await until(lambda: app.reading.is_set(), "the app to wait for the body")
+        gone.close()
+        await gone.wait_closed()
+        await until(lambda: app.seen, "the app to see the client gone")
+        answer = await exchange(port, POST_HEAD + b"abc")
+
+    assert parse(answer)[0] == "HTTP/1.1 408 Request Timeout"
+    counts = [
+        int(message.split()[1]) for message in caplog.messages if "BODY_TIMEOUT_SECONDS" in message
+    ]
+    assert sum(counts) == 1
+
+
+async def test_at_a_body_timeout_the_app_sees_the_client_gone_before_the_connection_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The refused connection lingers far longer than the wait for the app below.
+    monkeypatch.setattr(http_limits, "LINGER_SECONDS", 3 * WAIT_SECONDS)
+    app = BodyApp()
+    async with serving(
+        tmp_path, monkeypatch, app, body_timeout_seconds=0.3, header_timeout_seconds=30
+    ) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(POST_HEAD + b"abc")
+            answer = await asyncio.wait_for(reader.read(), WAIT_SECONDS)  # up to the answer's end
+            await until(lambda: app.seen, "the app to see the client gone")
+        finally:
+            writer.close()
+
+    assert parse(answer)[0] == "HTTP/1.1 408 Request Timeout"
+    assert app.seen == ["disconnect"]
+
+
+class ParkApp(App):
+    """`/park` holds each request until its own release, ignoring its body and its client
+    leaving, as a slow upstream call would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parked: list[asyncio.Event] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] != "/park":
+            await super().__call__(scope, receive, send)
+            return
+        release = asyncio.Event()
+        self.parked.append(release)
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"parked"})
+
+
+async def test_a_request_closed_to_make_room_stops_counting_only_until_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = ParkApp()
+    get = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    async with serving(
+        tmp_path,
+        monkeypatch,
+        app,
+        max_connections=1,
+        header_timeout_seconds=30,
+        body_timeout_seconds=30,
+    ) as port:
+        # Waiting for its body while its request runs: the newcomer closes it.
+        parked, parked_writer = await asyncio.open_connection("127.0.0.1", port)
+        parked_writer.write(b"POST /park HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        await until(lambda: len(app.parked) == 1, "the first request to run")
+        newcomer, newcomer_writer = await asyncio.open_connection("127.0.0.1", port)
+        closed = await asyncio.wait_for(parked.read(), WAIT_SECONDS)
+        parked_writer.close()
+        # Its request still runs, yet no longer counts: the newcomer is served.
+        newcomer_writer.write(get)
+        served = await asyncio.wait_for(newcomer.read(), WAIT_SECONDS)
+        newcomer_writer.close()
+        app.parked[0].set()
+        # Once it has ended, a request whose client left counts until it ends, as usual.
+        _, gone = await asyncio.open_connection("127.0.0.1", port)
+        gone.write(b"GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: len(app.parked) == 2, "the second request to run")
+        gone.close()
+        await gone.wait_closed()
+        await asyncio.sleep(0.2)  # the server has seen the connection go
+        refused = await exchange(port, get)
+        app.parked[1].set()
+
+    assert closed == b""
+    assert served.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert parse(refused)[0] == "HTTP/1.1 503 Service Unavailable"
+
+
+async def test_timeouts_a_moment_apart_are_swept_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(tmp_path, monkeypatch, App(), header_timeout_seconds=0.5) as port:
+        late = []
+        for _ in range(10):  # deadlines 20 ms apart, all within a sweep's batch of each other
+            late.append(asyncio.create_task(exchange(port, b"GET / HTTP/1.1\r\n")))
+            await asyncio.sleep(0.02)
+        answers = await asyncio.wait_for(asyncio.gather(*late), WAIT_SECONDS)
+
+    assert [parse(answer)[0] for answer in answers] == ["HTTP/1.1 408 Request Timeout"] * 10
+    counts = [
+        int(message.split()[1])
+        for message in caplog.messages
+        if "HEADER_TIMEOUT_SECONDS" in message
+    ]
+    assert sum(counts) == 10
+    assert len(counts) <= 5  # a line per batch, not per connection
+
+
+async def test_closes_to_make_room_do_not_postpone_a_body_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = BodyApp()
+    async with serving(
+        tmp_path,
+        monkeypatch,
+        app,
+        max_connections=2,
+        body_timeout_seconds=0.5,
+        header_timeout_seconds=30,
+    ) as port:
+        late = asyncio.create_task(exchange(port, POST_HEAD + b"abc"))
+        await until(lambda: app.reading.is_set(), "the app to wait for the body")
+        opened = [await asyncio.open_connection("127.0.0.1", port)]
+        try:
+            # Each newcomer closes the idle one before it, for as long as the body is awaited.
+            async with asyncio.timeout(WAIT_SECONDS):
+                while not late.done():
+                    opened.append(await asyncio.open_connection("127.0.0.1", port))
+                    await opened[-2][0].read()
+                    await asyncio.sleep(0.05)
+        finally:
+            for _, writer in opened:
+                writer.close()
+        answer = await late
+
+    assert parse(answer)[0] == "HTTP/1.1 408 Request Timeout"

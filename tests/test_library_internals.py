@@ -55,8 +55,11 @@ def test_uvicorns_httptools_protocol_has_the_methods_http_limits_overrides(
 
 def test_uvicorns_protocol_keeps_the_state_http_limits_reads() -> None:
     init = inspect.getsource(HttpToolsProtocol.__init__)
-    for attribute in ("connections", "tasks", "pipeline", "cycle", "headers", "client", "loop"):
+    read = ("connections", "tasks", "pipeline", "cycle", "headers", "client", "loop", "parser")
+    for attribute in read:
         assert f"self.{attribute} = " in init or f"self.{attribute}: " in init, attribute
+    # The next pipelined request is taken off the queue when the previous answer completes.
+    assert "self.pipeline.pop()" in inspect.getsource(HttpToolsProtocol.on_response_complete)
     assert "self.limit_concurrency = config.limit_concurrency" in init
     assert {"url", "config", "server_state", "transport"} <= _assigned(HttpToolsProtocol)
     assert all(status in STATUS_LINE for status in (408, 431, 503))

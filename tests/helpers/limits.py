@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -38,7 +39,12 @@ class App:
 
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app: App, **limits: float
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    app: App,
+    *,
+    reset_contextvars: bool = False,
+    **limits: float,
 ) -> AsyncIterator[int]:
     settings = Settings(_env_file=None, log_dir=tmp_path / "logs", **limits)  # type: ignore[arg-type]
     monkeypatch.setattr(http_limits, "get_settings", lambda: settings)
@@ -52,6 +58,7 @@ async def serving(
         log_config=None,
         access_log=False,
         limit_concurrency=int(limits.get("max_connections", 100)),
+        reset_contextvars=reset_contextvars,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -64,6 +71,16 @@ async def serving(
         app.release.set()
         server.should_exit = True
         await asyncio.wait_for(task, WAIT_SECONDS)
+
+
+async def until(condition: Callable[[], object], what: str) -> None:
+    """Waits, within WAIT_SECONDS, for `condition` to hold (`what` names it in the failure)."""
+    try:
+        async with asyncio.timeout(WAIT_SECONDS):
+            while not condition():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"still waiting for {what} after {WAIT_SECONDS} s") from None
 
 
 async def exchange(port: int, request: bytes) -> bytes:
@@ -86,3 +103,10 @@ def parse(answer: bytes) -> tuple[str, dict[str, str], dict[str, str]]:
         headers[name.lower()] = value
     assert int(headers["content-length"]) == len(body)
     return status, headers, json.loads(body)
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the test's server logged at ERROR or above: a limit's bookkeeping that fails inside
+    one of asyncio's callbacks shows only there, as "Exception in callback ..."."""
+    records = caplog.get_records("call")
+    return [record.getMessage() for record in records if record.levelno >= logging.ERROR]

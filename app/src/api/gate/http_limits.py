@@ -290,8 +290,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         # Answered before its body ended (a 413, a 401): the rest of the body is not awaited.
         self._server.in_body.pop(self, None)
+        # uvicorn starts the next pipelined request here, taking it off the queue: only with
+        # none queued does the connection wait for a head.
+        queued = bool(self.pipeline)
         super().on_response_complete()
-        if not self.pipeline and not self.transport.is_closing():
+        if not queued and not self.transport.is_closing():
             self._server.wait(self)
 
     # --- limits ---------------------------------------------------------------------------------
@@ -345,8 +348,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         return self._open() > self.max_connections or busy >= self.max_connections
 
     def _head_size(self) -> int:
-        # The request line, and each header as "name: value\r\n".
-        return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        # "METHOD url HTTP/1.1\r\n", each header as "name: value\r\n", and the blank line.
+        line = len(self.parser.get_method()) + len(self.url) + 12
+        return line + sum(len(name) + len(value) + 4 for name, value in self.headers) + 2
 
     def _head_too_large(self) -> RequestHeadersTooLarge:
         limit = self._server.max_header_bytes
