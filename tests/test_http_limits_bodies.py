@@ -411,6 +411,37 @@ async def test_pipelined_requests_are_each_answered(
     assert answer.count(b"HTTP/1.1 200 OK\r\n") == 3
 
 
+async def test_a_pipelined_body_not_finished_in_time_once_its_turn_came_is_a_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body sent behind another request waits for its turn; from then on it is held to
+    BODY_TIMEOUT_SECONDS like any other, or one byte now and then would keep the connection
+    (and its place under MAX_CONNECTIONS) forever."""
+    app = BodyApp()
+    async with serving(
+        tmp_path,
+        monkeypatch,
+        app,
+        body_timeout_seconds=0.5,
+        header_timeout_seconds=30,
+    ) as port:
+        try:
+            answer = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + POST_HEAD + b"abc")
+        except TimeoutError:
+            answer = b"(no answer, the connection still open)"
+        await until(lambda: app.seen, "the app to see the client gone")
+
+    first, _, second = answer.partition(b"HTTP/1.1 408")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    status, headers, body = parse(b"HTTP/1.1 408" + second)
+    assert status == "HTTP/1.1 408 Request Timeout"
+    assert headers["connection"] == "close"
+    assert body["detail"] == (
+        "The request body did not arrive within BODY_TIMEOUT_SECONDS=0.5 of its headers."
+    )
+    assert app.seen == ["disconnect"]
+
+
 async def test_a_request_while_a_gone_clients_request_still_runs_is_a_503(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,8 +10,9 @@ take, and accepts connections until the process runs out of file descriptors. He
 - HEADER_TIMEOUT_SECONDS: a connection must send its request line and headers within this
   time of opening, or of its previous answer; else 408, or a silent close if it sent nothing.
   The deadline is not moved by the bytes that arrive: one byte every 2 s does not keep it.
-- BODY_TIMEOUT_SECONDS: the same for the body, counted from the end of the headers, for every
-  route: else 408 (the app sees the client gone), or a close if an answer has already begun.
+- BODY_TIMEOUT_SECONDS: the same for the body, counted from the end of the headers (for a
+  pipelined request, from when its turn comes), for every route: else 408 (the app sees the
+  client gone), or a close if an answer has already begun.
 - MAX_CONNECTIONS (uvicorn's `limit_concurrency`): a request arriving past it is answered
   503. A connection opened past it first closes the connection that has waited longest for
   its headers (or, when none is, for its body), so half-sent requests cannot crowd out real
@@ -209,6 +210,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._closing = False
         self._lost = False
         self._task: asyncio.Task[None] | None = None  # the app's task for the current request
+        self._task_cycle: RequestResponseCycle | None = None  # and its request
 
     # --- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -264,7 +266,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
         if idle:
-            # A queued pipelined request's body is not read until its turn: no deadline yet.
+            # A queued pipelined request's body is not read until its turn: its deadline starts then.
             self._server.wait_for_body(self)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
@@ -275,6 +277,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
         self._task = task
+        self._task_cycle = cycle
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -294,8 +297,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # none queued does the connection wait for a head.
         queued = bool(self.pipeline)
         super().on_response_complete()
-        if not queued and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if not queued:
             self._server.wait(self)
+        elif self._task_cycle is self.cycle and self.cycle.more_body:
+            # The request whose turn has come is still sending its body: from now on that is
+            # held to BODY_TIMEOUT_SECONDS, as if its headers had just ended.
+            self._server.wait_for_body(self)
 
     # --- limits ---------------------------------------------------------------------------------
 
