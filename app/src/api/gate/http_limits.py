@@ -266,7 +266,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
         if idle:
-            # A queued pipelined request's body is not read until its turn: its deadline starts then.
+            # A queued pipelined request's body is not read until its turn; timed from then.
             self._server.wait_for_body(self)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
