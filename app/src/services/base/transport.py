@@ -266,6 +266,8 @@ class _Connection(asyncio.Protocol):
                 written=False,
             )
         assert self.transport is not None
+        if self._paused:  # the last answer arrived whole but was put back unread
+            self.transport.resume_reading()
         timing = WireTiming()
         self._begin_exchange(timing, max_body_bytes, deadline, head_request)
         timing.sent = now()  # before the send, so the upstream cannot have started earlier
