@@ -121,6 +121,7 @@ MODULES: tuple[Module, ...] = (
             "tests/test_transport_resend.py",
             "tests/test_transport_timeouts.py",
             "tests/test_transport_edges.py",
+            "tests/test_transport_flow.py",
             # The resolver the pool is given reaches the connection setup; requests to a proxy.
             "tests/test_connect.py",
             "tests/test_connect_tunnels.py",

@@ -1,19 +1,194 @@
-"""The wire transport's flow control: reading pauses while a body waits for its reader."""
+"""The wire transport's connection at moments no upstream can aim at, on a fake socket: where
+reading pauses and resumes for a body read slowly, bytes that arrive before any request, a
+request in the loop turn between our close and the loss it causes; and a connect timeout
+through a proxy that never opens its tunnel."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from src.services.base.transport import WireBody, WireTransport
+from src.services.base.exceptions import UpstreamConnectionError, UpstreamTimeoutError
+from src.services.base.transport import PoolStats, WireBody, WireTransport, _Connection
 from tests.helpers.raw_upstream import OK, RawUpstream, answer, eventually, raw_upstream
 
 pytestmark = pytest.mark.anyio
 
+REQUEST = b"GET / HTTP/1.1\r\nhost: upstream.test\r\n\r\n"
 KIB = 1024
 BOUND = 20.0  # every wait here ends well within this on a loaded machine
+
+
+class FakeSocket(asyncio.Transport):
+    """Records what the connection asks of its socket instead of doing it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.reading: list[str] = []
+        self.aborted = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        self.reading.append("pause")
+
+    def resume_reading(self) -> None:
+        self.reading.append("resume")
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def connected() -> tuple[_Connection, FakeSocket]:
+    connection = _Connection(("http", "upstream.test", 80), asyncio.get_running_loop())
+    socket = FakeSocket()
+    connection.connection_made(socket)
+    return connection, socket
+
+
+async def read_piece(connection: _Connection) -> bytes:
+    item = await asyncio.wait_for(connection.next_chunk(BOUND), BOUND)
+    assert item is not None
+    return item[0]
+
+
+async def test_reading_pauses_past_a_mebibyte_waiting_and_resumes_below_half_of_it() -> None:
+    connection, socket = connected()
+    connection.send(REQUEST, None, None, False)
+    # Pieces that leave 768 KiB waiting once the first is read, exactly 512 KiB once the
+    # second is.
+    pieces = [
+        b"a" * (256 * KIB + 1),
+        b"b" * (256 * KIB),
+        b"c" * (256 * KIB),
+        b"d" * (256 * KIB - 2),
+    ]
+    total = sum(map(len, pieces)) + 2
+    connection.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % total)
+    for piece in pieces:
+        connection.data_received(piece)
+    connection.data_received(b"e")  # exactly 1 MiB waiting: not more than the mark
+    assert socket.reading == []
+    connection.data_received(b"f")  # one byte past it
+    assert socket.reading == ["pause"]
+
+    assert await read_piece(connection) == pieces[0]  # 768 KiB left: still paused
+    assert await read_piece(connection) == pieces[1]  # exactly 512 KiB left: not below half
+    assert socket.reading == ["pause"]
+    assert await read_piece(connection) == pieces[2]  # below half
+    assert socket.reading == ["pause", "resume"]
+
+    rest = [await read_piece(connection) for _ in range(3)]
+    assert rest == [pieces[3], b"e", b"f"]
+    assert await asyncio.wait_for(connection.next_chunk(BOUND), BOUND) is None
+    assert socket.reading == ["pause", "resume"]
+    assert connection.reusable
+
+
+async def test_reading_pauses_once_however_much_more_arrives_while_paused() -> None:
+    connection, socket = connected()
+    connection.send(REQUEST, None, None, False)
+    connection.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (3 * 1024 * KIB))
+    for _ in range(4):
+        connection.data_received(b"x" * (256 * KIB))
+    assert socket.reading == []
+    for _ in range(4):  # the socket may still hand over what it held
+        connection.data_received(b"x" * (256 * KIB))
+    assert socket.reading == ["pause"]
+
+
+async def test_bytes_before_the_first_request_close_the_connection_and_refuse_it() -> None:
+    """An answer nobody asked for must not be taken for the answer to the first request."""
+    connection, socket = connected()
+    connection.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi")
+
+    assert socket.aborted
+    with pytest.raises(UpstreamConnectionError) as refused:
+        connection.send(REQUEST, None, None, False)
+    assert refused.value.detail == "Upstream connection failed: closed before the request was sent"
+    assert (refused.value.before_answer, refused.value.written) == (True, False)
+    assert socket.written == []
+
+
+async def test_a_connection_we_closed_refuses_a_request_before_its_loss_is_reported() -> None:
+    """The loss our close causes is reported a loop turn later; a request in between must be
+    refused as unsent, not written into an aborted socket."""
+    connection, socket = connected()
+    connection.send(REQUEST, None, None, False)
+    connection.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    assert connection.reusable
+
+    connection.close()
+
+    assert socket.aborted
+    assert not connection.reusable
+    with pytest.raises(UpstreamConnectionError) as refused:
+        connection.send(REQUEST, None, None, False)
+    assert (refused.value.before_answer, refused.value.written) == (True, False)
+    assert socket.written == [REQUEST]
+
+
+@contextlib.asynccontextmanager
+async def silent_proxy() -> AsyncIterator[int]:
+    """A proxy that accepts connections and never answers a CONNECT."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    yield monkeypatch
+
+
+async def test_a_connect_timeout_through_a_proxy_names_the_proxy(
+    no_proxy_variables: pytest.MonkeyPatch,
+) -> None:
+    async with silent_proxy() as port:
+        no_proxy_variables.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        wire = WireTransport()
+        timeouts = {"connect": 0.5, "read": BOUND, "write": BOUND, "pool": BOUND}
+        sent = httpx.Request("GET", "https://upstream.test/", extensions={"timeout": timeouts})
+        try:
+            with pytest.raises(UpstreamTimeoutError) as timed_out:
+                await asyncio.wait_for(wire.handle_async_request(sent), BOUND)
+        finally:
+            await wire.aclose()
+
+    assert timed_out.value.detail == (
+        f"Upstream timed out: connecting to upstream.test:443 through proxy "
+        f"http://127.0.0.1:{port} took over 0.5 s"
+    )
+    assert wire.stats().open == 0
+
+
+def test_a_pool_that_opened_nothing_reports_nothing_open() -> None:
+    assert WireTransport(trust_env=False).stats() == PoolStats(
+        open=0, in_use=0, most_open=0, requests=0
+    )
 
 
 async def test_a_connection_put_back_with_its_answer_unread_while_paused_reads_the_next() -> None:
