@@ -101,9 +101,9 @@ TEST_WORKERS ?= 2
 test: lint typecheck browser redis-server ## Lint, type-check, then run the test suite (browser tests included)
 	CHROMIUM="$(CHROMIUM)" $(RUN) pytest -n $(TEST_WORKERS) --dist loadfile
 
-# make mutate [MODULE=sse|app/src/services/base/sse.py]; `python scripts/mutate.py --list` names them.
+# make mutate [MODULE=sse|app/src/services/base/sse.py] [CHILDREN=2]; `python scripts/mutate.py --list` names them.
 mutate: sync ## Mutation testing, one module at a time against its own tests: kill rates, survivors
-	nice -n 15 $(RUN) python scripts/mutate.py $(MODULE)
+	nice -n 15 $(RUN) python scripts/mutate.py --children $(or $(CHILDREN),1) $(MODULE)
 
 perf: sync ## Measure proxy overhead against direct calls to a loopback upstream
 	$(RUN) python scripts/perf.py

@@ -4,13 +4,15 @@
     python scripts/mutate.py sse             # one module, by name ...
     python scripts/mutate.py app/src/redaction.py   # ... or by path
     python scripts/mutate.py --list          # the modules and their tests
+    python scripts/mutate.py --children 2 transport   # two mutants at a time
 
 Each module runs in its own folder, `mutants/<name>/`, which links to the repository and holds
 mutmut's copy of the tree (`mutants/<name>/mutants/`): the modules never share mutmut's cache,
 and a run always starts afresh, so its figures are today's. mutmut runs in a child process per
-module (it keeps global state and imports the mutated `src` package) with one worker, so a
-2-core machine stays usable. Inside a module, mutmut maps every mutated function to the tests
-that call it and runs only those for each mutant.
+module (it keeps global state and imports the mutated `src` package) with one worker by
+default, so a 2-core machine stays usable; `--children N` runs N mutants at a time. Inside a
+module, mutmut maps every mutated function to the tests that call it and runs only those for
+each mutant.
 
 The table (module, mutants, killed, survived, timeout, kill rate, wall time) is printed at the
 end and kept in `mutants/summary.json`; every survivor is listed with its diff.
@@ -119,6 +121,7 @@ MODULES: tuple[Module, ...] = (
             "tests/test_transport_resend.py",
             "tests/test_transport_timeouts.py",
             "tests/test_transport_edges.py",
+            "tests/test_transport_flow.py",
             # The resolver the pool is given reaches the connection setup; requests to a proxy.
             "tests/test_connect.py",
             "tests/test_connect_tunnels.py",
@@ -202,12 +205,19 @@ def tally(module: Module, workdir: Path, seconds: float) -> Outcome:
     return outcome
 
 
-def run_module(module: Module, verbose: bool) -> Outcome:
+def run_module(module: Module, verbose: bool, children: int = 1) -> Outcome:
     print(f"=== {module.name}: {module.path} against {' '.join(module.tests)}", flush=True)
     workdir = prepare(module)
     started = time.monotonic()
     child = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", module.name],
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            module.name,
+            "--children",
+            str(children),
+        ],
         cwd=workdir,
         stdout=None if verbose else subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -260,7 +270,7 @@ def teach_mutmut_our_package_name() -> None:
     mutmut_main.set_mutant_under_test = set_mutant  # type: ignore[attr-defined]
 
 
-def child(name: str) -> None:
+def child(name: str, children: int) -> None:
     """Runs mutmut for one module in this process; the cwd is the module's folder."""
     from mutmut import configuration
     from mutmut.__main__ import _run
@@ -273,7 +283,7 @@ def child(name: str) -> None:
         only_mutate=[module.path],
         pytest_add_cli_args_test_selection=list(module.tests),
     )
-    _run((), max_children=1)
+    _run((), max_children=children)
     write_diffs(module)
 
 
@@ -303,6 +313,13 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -310,10 +327,17 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="module names or paths (default: all)")
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--verbose", action="store_true", help="show mutmut's own output")
+    parser.add_argument(
+        "--children",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="mutants run at a time, each in its own process (default: 1)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.children)
         return 0
     if args.list:
         for module in MODULES:
@@ -323,7 +347,7 @@ def main() -> int:
     os.environ.pop("MUTANT_UNDER_TEST", None)
     outcomes: list[Outcome] = []
     for module in chosen:
-        outcomes.append(run_module(module, args.verbose))
+        outcomes.append(run_module(module, args.verbose, args.children))
         # Kept after each module: a long run stopped halfway keeps what it measured.
         save(outcomes[-1])
         print(table(outcomes[-1:]), flush=True)

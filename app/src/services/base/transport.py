@@ -42,9 +42,10 @@ from src.services.base.exceptions import (
 from src.services.base.proxies import ProxyEndpoint, ProxyRules
 from src.services.base.timing import now
 
-DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-# Reading pauses while this much of a body waits for its consumer, and resumes below half.
+# Reading pauses while more than this much of a body waits for its consumer, and resumes
+# below half of it.
 _HIGH_WATER: Final = 1024 * 1024
+_LOW_WATER: Final = _HIGH_WATER // 2
 # An answer's status line and headers; httptools would otherwise buffer any amount of them.
 MAX_HEAD_BYTES: Final = 256 * 1024
 
@@ -78,42 +79,42 @@ class _Connection(asyncio.Protocol):
 
     `complete` is true whenever no exchange is in flight (before the first request too): bytes
     arriving then answer nothing we asked, so the connection is closed rather than let them
-    reach the next request.
+    reach the next request. The state of an exchange starts in `_begin_exchange`, when its
+    request is sent: of it, only `complete` is read before.
     """
+
+    # Set by `connection_made`, which the loop calls before the connection is handed to us.
+    transport: asyncio.Transport
+    idle_since: float  # set by the pool when it takes the connection back
+    # Set in `send` when the exchange has a deadline, and read only then.
+    deadline: float
 
     def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.origin = origin
         self.loop = loop
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.counted = True  # in the pool's count of open connections until dropped
-        self.idle_since = 0.0
         # Set by the pool while the connection waits in it, so that losing it leaves the pool.
         self.on_idle_lost: Callable[[_Connection], None] | None = None
         self.write_paused = False
-        self._begin_exchange(WireTiming(), None, None, False)
+        self._paused = False  # reading, while a body waits for its reader
         self.complete = True
 
     def _begin_exchange(
-        self,
-        timing: WireTiming,
-        max_body_bytes: int | None,
-        deadline: float | None,
-        head_request: bool,
+        self, timing: WireTiming, max_body_bytes: int | None, head_request: bool
     ) -> None:
+        # The status, the version, `keep_alive` and the arrival time are set from the answer
+        # before they are read (`reusable` asks `keep_alive` only once the answer is complete),
+        # so they start nowhere.
         self.timing = timing
         self.max_body_bytes = max_body_bytes
-        self.deadline = deadline or 0.0
         self.deadline_at: float | None = None
         self.head_request = head_request
-        self.status = 0
-        self.reason = b""
-        self.http_version = b"HTTP/1.1"
+        self.reason = b""  # an answer may leave its reason phrase out
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
         self.informational = False
-        self.keep_alive = False
         self.complete = False
         self.chunks: collections.deque[tuple[bytes, float]] = collections.deque()
         self.buffered = 0
@@ -122,8 +123,9 @@ class _Connection(asyncio.Protocol):
         self.failure: Exception | None = None
         self.callback_failure: Exception | None = None
         self.waiter: asyncio.Future[None] | None = None
-        self._arrived = 0.0
-        self._paused = False
+        if self._paused:  # the last answer arrived whole but was put back unread
+            self._paused = False
+            self.transport.resume_reading()
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -133,8 +135,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._arrived = now()
-        if self.complete:
-            self._discard()
+        if self.complete:  # bytes that answer no request in flight: they must reach none
+            self.close()
             return
         if not self.head_done:  # counted before parsing, so the read that ends the head is too
             if not self.head_bytes:  # the answer's first bytes: its status line starts here
@@ -144,7 +146,7 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except Exception as exc:
             if self.complete:  # stopped after the whole answer: what followed it is no one's
-                self._discard()
+                self.close()
                 return
             # What a callback raised arrives as it is or wrapped by httptools; the callback
             # left the reason here either way.
@@ -209,8 +211,8 @@ class _Connection(asyncio.Protocol):
         self.head_done = True
         if self.head_request:
             # A HEAD's answer has no body whatever its headers say, which httptools cannot be
-            # told: the answer ends here, and the connection with it.
-            self.keep_alive = False
+            # told: the answer ends here, and the connection with it (the `_Stop` lands in
+            # `data_received`, which closes a connection whose answer is complete).
             self.timing.end = self._arrived
             self._finish()
             raise _Stop
@@ -238,7 +240,7 @@ class _Connection(asyncio.Protocol):
             raise self.callback_failure  # stops the parser
         self.chunks.append((body, self._arrived))
         self.buffered += len(body)
-        if self.buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+        if self.buffered > _HIGH_WATER and not self._paused:
             self._paused = True
             self.transport.pause_reading()
         self._wake()
@@ -265,11 +267,11 @@ class _Connection(asyncio.Protocol):
                 before_answer=True,
                 written=False,
             )
-        assert self.transport is not None
         timing = WireTiming()
-        self._begin_exchange(timing, max_body_bytes, deadline, head_request)
+        self._begin_exchange(timing, max_body_bytes, head_request)
         timing.sent = now()  # before the send, so the upstream cannot have started earlier
         if deadline is not None:
+            self.deadline = deadline
             self.deadline_at = timing.sent + deadline
         self.transport.write(message)  # head and body at once: one syscall
         return timing
@@ -297,7 +299,7 @@ class _Connection(asyncio.Protocol):
             await self.wait(timeout)
         data, arrived = self.chunks.popleft()
         self.buffered -= len(data)
-        if self._paused and self.buffered < _HIGH_WATER // 2 and self.transport is not None:
+        if self._paused and self.buffered < _LOW_WATER:
             # A body that never runs dry never waits, so its deadline is checked here too.
             if self.deadline_at is not None and now() > self.deadline_at:
                 error = _past_deadline(self.deadline)
@@ -319,7 +321,7 @@ class _Connection(asyncio.Protocol):
         itself, as httpcore does, keeps a request from being written into a closed connection,
         where it could not be sent again.
         """
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        sock = self.transport.get_extra_info("socket")
         if sock is None:
             return False
         poller = select.poll()
@@ -328,8 +330,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -372,11 +373,6 @@ class _Connection(asyncio.Protocol):
             self.failure = error
         self.close()
         self._wake()
-
-    def _discard(self) -> None:
-        """Close on bytes that answer no request in flight: they must reach none."""
-        self.keep_alive = False
-        self.close()
 
     def _body_until_close(self) -> bool:
         names = {name.lower() for name, _ in self.headers}
@@ -527,7 +523,8 @@ class WireTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None] = extensions.get("timeout", {})
         read_timeout = timeouts.get("read")
         url = request.url
-        origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
+        # httpx leaves a URL's port out when it is its scheme's default.
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         route = self._routes.get(origin) or self._route(origin)
         stream = request.stream
         if isinstance(stream, httpx.ByteStream):  # a body already in memory: the common case
@@ -612,8 +609,7 @@ class WireTransport(httpx.AsyncBaseTransport):
 
     def proxy_for(self, url: httpx.URL) -> ProxyEndpoint | None:
         """The proxy that requests to `url` go through, or None."""
-        port = url.port or DEFAULT_PORTS.get(url.scheme, 80)
-        return self._route((url.scheme, url.host, port)).proxy
+        return self._proxies.proxy_for_url(url)
 
     def _route(self, origin: Origin) -> Route:
         """Decided once per origin, when it is first asked for."""
