@@ -9,6 +9,7 @@ import httpx
 import pytest
 import respx
 
+from src.config import Settings
 from src.services.base.client import RetryPolicy, retry_wait_seconds, should_retry
 from src.services.base.exceptions import (
     UpstreamConnectionError,
@@ -304,3 +305,12 @@ def test_the_retry_policy_is_read_from_the_retry_settings(tmp_path: Path) -> Non
     assert RetryPolicy.from_settings(settings) == RetryPolicy(
         attempts=7, multiplier=2.0, min_seconds=0.25, max_seconds=9.0
     )
+
+
+def test_a_client_given_no_policy_retries_as_the_retry_settings_default_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("RETRY_ATTEMPTS", "RETRY_MULTIPLIER", "RETRY_MIN_SECONDS", "RETRY_MAX_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+
+    assert RetryPolicy() == RetryPolicy.from_settings(Settings(_env_file=None))

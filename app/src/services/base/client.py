@@ -18,7 +18,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -47,12 +47,18 @@ Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
 
 
+def _setting_default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 5
-    multiplier: float = 1.0
-    min_seconds: float = 1.0
-    max_seconds: float = 30.0
+    """Built without values: the defaults of RETRY_ATTEMPTS and the others, from their one home."""
+
+    attempts: int = _setting_default("retry_attempts")
+    multiplier: float = _setting_default("retry_multiplier")
+    min_seconds: float = _setting_default("retry_min_seconds")
+    max_seconds: float = _setting_default("retry_max_seconds")
 
     @classmethod
     def from_settings(cls, s: Settings) -> RetryPolicy:
