@@ -279,3 +279,81 @@ async def test_an_allowed_host_gets_each_part_of_a_stream_as_it_is_sent() -> Non
     await guard(http_scope("GET", "/", {"Host": "service.test"}), Recorder(), sent)  # type: ignore[arg-type]
 
     assert seen == [1, 2, 3]
+
+
+async def _reached(app_guard: type, headers: list[tuple[bytes, bytes]], **options: object) -> bool:
+    """Whether a POST with exactly these headers, in this order, reaches the app."""
+    reached: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(True)
+
+    scope = http_scope("POST", "/generate")
+    scope["headers"] = headers
+    await app_guard(app, **options)(scope, Recorder(), Recorder())
+    return bool(reached)
+
+
+@pytest.mark.parametrize("allowed_hosts", [["service.test"], ["*"]])
+async def test_two_host_headers_are_refused_whatever_allowed_hosts_says(
+    allowed_hosts: list[str],
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("a request with two Host headers must not reach the app")
+
+    sent = Recorder()
+    scope = http_scope("GET", "/health")
+    scope["headers"] = [(b"host", b"service.test"), (b"host", b"evil.example")]
+    scope["state"] = {"request_id": "r-1"}
+
+    await TrustedHosts(app, allowed_hosts=allowed_hosts)(scope, Recorder(), sent)  # type: ignore[arg-type]
+
+    body = (
+        b'{"detail":"The request has more than one Host header; send one.",'
+        b'"error":"InvalidHostError","request_id":"r-1"}'
+    )
+    assert [message.get("status") for message in sent.messages] == [400, None]
+    assert sent.messages[1] == {"type": "http.response.body", "body": body}
+    assert await _reached(TrustedHosts, [(b"host", b"service.test")], allowed_hosts=allowed_hosts)
+
+
+async def test_a_page_is_compared_with_the_host_header_only() -> None:
+    own_page = [(b"origin", OWN.encode()), (b"host", b"service.test")]
+    # Without a Host header another header naming the host (one a proxy adds) is not taken.
+    forwarded = [(b"x-forwarded-host", b"service.test"), (b"origin", OWN.encode())]
+
+    assert await _reached(CrossSiteGuard, own_page)
+    assert not await _reached(CrossSiteGuard, [own_page[0], (b"host", b"other.test")])
+    assert not await _reached(CrossSiteGuard, forwarded)
+
+
+async def test_a_page_of_the_same_scheme_is_same_site_and_a_scope_without_one_is_http() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope.get("scheme"))
+
+    reached: list[object] = []
+    headers = {"Origin": "https://service.test", "Host": "service.test"}
+    https = {**http_scope("POST", "/generate", headers), "scheme": "https"}
+    http_page = http_scope("POST", "/generate", {**headers, "Origin": OWN})
+    without_scheme = {k: v for k, v in http_page.items() if k != "scheme"}
+    https_page_on_http = http_scope("POST", "/generate", headers)
+
+    for scope in (https, without_scheme, https_page_on_http):
+        await CrossSiteGuard(app)(scope, Recorder(), Recorder())  # type: ignore[arg-type]
+
+    assert reached == ["https", None]  # the https page on an http service is another site
+
+
+async def test_allowed_hosts_star_passes_the_request_body_on() -> None:
+    bodies: list[bytes] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        bodies.append((await receive())["body"])
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"the body", "more_body": False}
+
+    scope = http_scope("POST", "/generate", {"Host": "anything.example"})
+    await TrustedHosts(app, allowed_hosts=["*"])(scope, receive, Recorder())
+
+    assert bodies == [b"the body"]

@@ -504,7 +504,25 @@ async def test_a_token_limit_over_max_tokens_limit_is_refused_before_the_upstrea
 
     error = assert_openai_error(response, 422, "invalid_request_error", "LimitExceededError")
     assert "4097 exceeds MAX_TOKENS_LIMIT=4096" in error["message"]
+    assert error["param"] == field  # the field the caller sent, for the SDK to show
     assert route.call_count == 0
+
+
+async def test_more_choices_than_max_choices_are_refused_naming_n_and_as_many_are_relayed(
+    tmp_path: Path, serve: Serve, upstream: respx.MockRouter
+) -> None:
+    route = upstream.post("/chat/completions").respond(json=completion_body())
+
+    async with serve(make_settings(tmp_path, max_choices=2)) as client:
+        over = await client.post(CHAT, json=chat(n=3))
+        at_the_limit = await client.post(CHAT, json=chat(n=2))
+
+    error = assert_openai_error(over, 422, "invalid_request_error", "LimitExceededError")
+    assert error["message"] == "n=3 exceeds MAX_CHOICES=2."
+    assert error["param"] == "n"
+    assert at_the_limit.status_code == 200, at_the_limit.text
+    assert route.call_count == 1
+    assert json.loads(route.calls[0].request.content)["n"] == 2
 
 
 async def test_emulator_mode_refuses_a_real_model_in_openais_shape(
