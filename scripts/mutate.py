@@ -104,7 +104,15 @@ MODULES: tuple[Module, ...] = (
     Module(
         "service",
         "app/src/services/benchmarker/runs/service.py",
-        ("tests/test_benchmark_service.py", "tests/test_benchmark_api.py"),
+        (
+            "tests/test_benchmark_service.py",
+            "tests/test_benchmark_api.py",
+            # Events, result files, records and cancelling, through both run stores.
+            "tests/test_benchmark_events_fanout.py",
+            "tests/test_benchmark_files.py",
+            "tests/test_benchmark_jobs.py",
+            "tests/test_redis_store.py",
+        ),
     ),
     Module(
         "client",

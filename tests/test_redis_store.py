@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -409,3 +411,37 @@ def test_a_state_record_written_late_never_replaces_the_final_one(
 
     assert store.read_state(state.id).status == "completed"  # type: ignore[union-attr]
     assert [item.status for item in store.list_runs(10)] == ["completed"]
+
+
+@pytest.mark.anyio
+async def test_any_replica_serves_a_runs_files_from_redis_and_says_which_is_missing(
+    tmp_path: Path, redis_url: str, serve: Serve
+) -> None:
+    settings = redis_settings(tmp_path, redis_url)
+    store = RedisRunStore.of(settings)
+    plan = plan_of(["m/x"], ["p", "q"])
+    state = new_run(plan)
+    store.admit(state, RunCaps(4, 100))
+    store.add_rows(state.id, 0, [request_result(0.5, prompt="p"), request_result(0.7, prompt="q")])
+    other = new_run(plan)  # no such run in the store
+
+    async with serve(settings) as client:
+        rows = await client.get(f"/benchmarks/{state.id}/results.csv")
+        summary = await client.get(f"/benchmarks/{state.id}/summary.json")
+        unknown = await client.get(f"/benchmarks/{other.id}/results.csv")
+
+    assert rows.status_code == 200, rows.text
+    assert rows.headers["content-disposition"] == f'attachment; filename="{state.id}.csv"'
+    assert rows.headers["content-type"].startswith("text/csv")
+    assert rows.content == store.rows_csv(state.id)
+    read = list(csv.DictReader(io.StringIO(rows.text)))
+    assert [(r["prompt"], r["latency_seconds"]) for r in read] == [
+        ("p", "0.500000"),
+        ("q", "0.700000"),
+    ]
+    assert summary.status_code == 404
+    assert summary.json()["detail"] == (
+        f"No summary.json for '{state.id}' (yet): the run has not written it."
+    )
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == f"No benchmark with id '{other.id}'."
