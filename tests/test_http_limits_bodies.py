@@ -442,6 +442,25 @@ async def test_a_pipelined_body_not_finished_in_time_once_its_turn_came_is_a_408
     assert app.seen == ["disconnect"]
 
 
+async def test_a_pipelined_request_with_its_body_whole_is_not_timed_out_while_the_app_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = App()
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    held = b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    async with serving(
+        tmp_path, monkeypatch, app, body_timeout_seconds=0.3, header_timeout_seconds=30
+    ) as port:
+        answering = asyncio.create_task(exchange(port, get + held))
+        await asyncio.wait_for(app.held.wait(), WAIT_SECONDS)
+        await asyncio.sleep(1.0)  # past BODY_TIMEOUT_SECONDS: nothing of it is awaited
+        app.release.set()
+        answer = await answering
+
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2, answer
+    assert b"408" not in answer
+
+
 async def test_a_request_while_a_gone_clients_request_still_runs_is_a_503(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
