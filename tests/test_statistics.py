@@ -13,6 +13,7 @@ from src.services.benchmarker.results.statistics import (
     latency_stats,
     lengths,
     mean,
+    met_slos,
     percentile,
     percentiles,
     request_stats,
@@ -504,3 +505,32 @@ def test_turn_stats_group_the_requests_by_their_turn_of_the_conversation() -> No
             "input": {"target": None, "mean": 500.0, "p50": 500.0, "p90": 500.0, "stdev": 0.0},
         },
     ]
+
+
+def test_a_tpot_slo_misses_an_answer_slower_per_token_and_skips_one_without_that_time() -> None:
+    slo = Slo(tpot=0.05)
+
+    def answer(latency: float, completion: int) -> RequestRecord:
+        # Time per output token: (latency - ttft) / (tokens - 1).
+        return result(latency, ttft=0.5, completion=completion, total=completion)
+
+    assert answer(1.0, 11).tpot_seconds == 0.05
+    assert slo.met(answer(1.0, 11))  # at the threshold: met
+    assert not slo.met(answer(1.1, 11))
+    assert slo.met(answer(9.0, 1))  # one token: no time per token to miss
+    assert Slo(latency=2.0).met(answer(1.9, 2))  # no tpot threshold set
+
+
+def test_goodput_per_second_is_the_requests_that_met_the_slos_over_the_wall_time() -> None:
+    records = [result(0.5), result(0.5), result(3.0)]
+
+    assert request_stats(records, 2.0, Slo(latency=1.0)).goodput_per_second == 1.0
+    assert request_stats(records, 0.5, Slo(latency=1.0)).goodput_per_second == 4.0
+    assert request_stats(records, 0.0, Slo(latency=1.0)).goodput_per_second is None
+    assert request_stats(records, 2.0).goodput_per_second is None  # no SLO: nothing to meet
+
+
+def test_one_request_that_met_the_slos_is_a_step_that_met_them() -> None:
+    assert met_slos(request_stats([result(0.5)], 1.0, Slo(latency=1.0)))
+    assert not met_slos(request_stats([result(3.0)], 1.0, Slo(latency=1.0)))
+    assert not met_slos(request_stats([], 1.0, Slo(latency=1.0)))
