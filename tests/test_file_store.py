@@ -22,11 +22,13 @@ from src.services.base.exceptions import (
     InsufficientStorageError,
     NotFoundError,
 )
+from src.services.benchmarker.results.csv_writer import write_csv
 from src.services.benchmarker.results.file_utils import result_paths
 from src.services.benchmarker.runs import file_store as store
 from src.services.benchmarker.runs.file_store import FileRunStore
 from src.services.benchmarker.runs.owners import EVERYONE, NOBODY, Caller
 from src.services.benchmarker.runs.store import RunCaps
+from tests.helpers.results import request_result
 from tests.helpers.runs import NOW, run_id, state, summary_of
 
 CAPS = RunCaps(max_running=2, max_in_flight=10)
@@ -584,3 +586,40 @@ def test_an_old_summary_without_counts_lists_none_finished(tmp_path: Path) -> No
     [item] = store.list_runs(tmp_path, 10)
 
     assert item.finished_requests == 0
+
+
+def test_a_runs_rows_are_read_back_from_its_csv_in_order(tmp_path: Path) -> None:
+    runs = FileRunStore(tmp_path)
+    benchmark_id = run_id()
+    runs.write_state(benchmark_id, state(benchmark_id))
+    rows = [request_result(0.5, prompt="p"), request_result(0.7, prompt="q", prompt_index=2)]
+
+    write_csv(result_paths(tmp_path, benchmark_id).csv, rows)  # as the run writes them
+
+    read = runs.read_rows(benchmark_id, ["p", "q"])
+    assert [(r.prompt, r.latency_seconds) for r in read] == [("p", 0.5), ("q", 0.7)]
+
+
+def test_pruning_removes_every_old_finished_run_and_keeps_every_other(tmp_path: Path) -> None:
+    # Ten of each, so the order the directory lists them in cannot hide one left behind.
+    old = [run_id(NOW - timedelta(days=9), tail=f"0000a{i:03d}") for i in range(10)]
+    kept = [run_id(NOW - timedelta(hours=1), tail=f"0000b{i:03d}") for i in range(10)]
+    for benchmark_id in old + kept:
+        finished(tmp_path, benchmark_id)
+
+    assert store.prune(tmp_path, 2) == 10
+    assert {p.name.split(".")[0] for p in tmp_path.iterdir()} == set(kept)
+
+
+def test_a_listed_run_shows_its_label_and_providers(tmp_path: Path) -> None:
+    benchmark_id = run_id()
+    run = state(benchmark_id)
+    parameters = run.parameters.model_copy(update={"label": "night", "providers": ["a", "b"]})
+    store.write_state(
+        result_paths(tmp_path, benchmark_id).state,
+        run.model_copy(update={"parameters": parameters}),
+    )
+
+    [item] = store.list_runs(tmp_path, 10)
+
+    assert (item.label, item.providers) == ("night", ["a", "b"])
