@@ -29,6 +29,7 @@ from src.services.openrouter.client import (
     StreamItem,
     UpstreamTarget,
     connect_openrouter,
+    provider_in,
 )
 from src.services.openrouter.schemas import ChatCall
 from tests.helpers.app import make_settings
@@ -793,3 +794,9 @@ async def test_the_transport_settings_reach_the_process_client(
             "trust_env": True,
         }
     ]
+
+
+def test_the_provider_named_in_a_relayed_answer_is_read_from_its_bytes() -> None:
+    assert provider_in(b'{"id":"gen-1","provider": "Alpha","choices":[]}') == "Alpha"
+    assert provider_in(b'{"provider":"Caf\xe9"}') == "Caf\ufffd"  # not UTF-8: replaced, not fatal
+    assert provider_in(b'{"id":"gen-1","choices":[]}') is None
