@@ -62,6 +62,8 @@ MODULES: tuple[Module, ...] = (
             "tests/test_benchmark_runner.py",
             "tests/test_benchmark_jobs.py",
             "tests/test_benchmark_api.py",
+            # Synthetic prompts, datasets and multi-turn conversations.
+            "tests/test_workloads.py",
         ),
     ),
     Module(
