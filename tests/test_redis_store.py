@@ -47,6 +47,7 @@ from tests.helpers.benchmarks import post_benchmark
 from tests.helpers.openrouter import MODELS_BODY, completion_body
 from tests.helpers.processes import free_port, wait_until
 from tests.helpers.results import csv_rows, plan_of, request_result
+from tests.helpers.runs import summary_of
 from tests.helpers.upstream_server import LoopbackUpstream
 
 
@@ -445,3 +446,22 @@ async def test_any_replica_serves_a_runs_files_from_redis_and_says_which_is_miss
     )
     assert unknown.status_code == 404
     assert unknown.json()["detail"] == f"No benchmark with id '{other.id}'."
+
+
+@pytest.mark.anyio
+async def test_any_replica_serves_a_finished_runs_summary_from_redis(
+    tmp_path: Path, redis_url: str, serve: Serve
+) -> None:
+    settings = redis_settings(tmp_path, redis_url)
+    store = RedisRunStore.of(settings)
+    state = new_run(plan_of(["m/x"], ["p"]))
+    store.admit(state, RunCaps(4, 100))
+    store.save_summary(state.id, summary_of(state))
+
+    async with serve(settings) as client:
+        answer = await client.get(f"/benchmarks/{state.id}/summary.json")
+
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-disposition"] == f'attachment; filename="{state.id}.json"'
+    assert answer.content == store.summary_json(state.id)
+    assert answer.json()["id"] == state.id
