@@ -414,17 +414,22 @@ def test_a_state_record_written_late_never_replaces_the_final_one(
     assert [item.status for item in store.list_runs(10)] == ["completed"]
 
 
+def admitted_run(settings: Settings, prompts: list[str]) -> tuple[RedisRunStore, BenchmarkState]:
+    """A running run of `prompts`, admitted to the Redis store, and no runner."""
+    store = RedisRunStore.of(settings)
+    state = new_run(plan_of(["m/x"], prompts))
+    store.admit(state, RunCaps(4, 100))
+    return store, state
+
+
 @pytest.mark.anyio
 async def test_any_replica_serves_a_runs_files_from_redis_and_says_which_is_missing(
     tmp_path: Path, redis_url: str, serve: Serve
 ) -> None:
     settings = redis_settings(tmp_path, redis_url)
-    store = RedisRunStore.of(settings)
-    plan = plan_of(["m/x"], ["p", "q"])
-    state = new_run(plan)
-    store.admit(state, RunCaps(4, 100))
+    store, state = admitted_run(settings, ["p", "q"])
     store.add_rows(state.id, 0, [request_result(0.5, prompt="p"), request_result(0.7, prompt="q")])
-    other = new_run(plan)  # no such run in the store
+    other = new_run(plan_of(["m/x"], ["p"]))  # no such run in the store
 
     async with serve(settings) as client:
         rows = await client.get(f"/benchmarks/{state.id}/results.csv")
@@ -453,9 +458,7 @@ async def test_any_replica_serves_a_finished_runs_summary_from_redis(
     tmp_path: Path, redis_url: str, serve: Serve
 ) -> None:
     settings = redis_settings(tmp_path, redis_url)
-    store = RedisRunStore.of(settings)
-    state = new_run(plan_of(["m/x"], ["p"]))
-    store.admit(state, RunCaps(4, 100))
+    store, state = admitted_run(settings, ["p"])
     store.save_summary(state.id, summary_of(state))
 
     async with serve(settings) as client:
