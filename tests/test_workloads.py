@@ -249,6 +249,52 @@ async def test_each_turn_carries_the_history_and_the_models_real_previous_answer
     ]
 
 
+async def test_a_single_turn_dataset_sends_its_history_before_the_user_message(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
+) -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return answer("Fine.")
+
+    upstream.post("/chat/completions").mock(side_effect=reply)
+    line = {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Hi?"},
+        ]
+    }
+
+    response = await post_form(client, dataset(orjson.dumps(line)), runs=1)
+
+    assert response.status_code == 200, response.text
+    assert [body["messages"] for body in bodies] == [
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    ]
+
+
+async def test_only_a_conversations_first_turn_is_scheduled_the_next_follow_its_answers(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route, settings: Any
+) -> None:
+    upstream.post("/chat/completions").mock(side_effect=lambda _: answer("Fine."))
+    line = {
+        "conversations": [
+            {"from": "human", "value": "First?"},
+            {"from": "gpt", "value": "Recorded."},
+            {"from": "human", "value": "Second?"},
+        ]
+    }
+
+    response = await post_form(client, dataset(orjson.dumps(line)), turns=2, runs=1, rate=50)
+
+    assert response.status_code == 200, response.text
+    rows = run_rows(settings.benchmarks_dir, response.json())
+    lags = {row["turn"]: row["send_lag_seconds"] for row in rows}
+    assert lags["1"] != ""  # sent on the schedule: its lag is measured
+    assert lags["2"] == ""  # sent when the first answer ended: no schedule to lag behind
+
+
 async def test_output_tokens_sets_max_tokens_and_answers_ending_early_are_counted(
     client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
 ) -> None:
