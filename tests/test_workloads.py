@@ -295,6 +295,24 @@ async def test_only_a_conversations_first_turn_is_scheduled_the_next_follow_its_
     assert lags["2"] == ""  # sent when the first answer ended: no schedule to lag behind
 
 
+async def test_a_prompt_files_requests_carry_the_runs_max_tokens(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
+) -> None:
+    sent: list[object] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content)["max_tokens"])
+        return answer("Fine.")
+
+    upstream.post("/chat/completions").mock(side_effect=reply)
+    prompts = {"prompt_file": ("p.txt", PROMPTS, "text/plain")}
+
+    response = await post_form(client, prompts, runs=1, max_tokens=77)
+
+    assert response.status_code == 200, response.text
+    assert sent and set(sent) == {77}
+
+
 async def test_output_tokens_sets_max_tokens_and_answers_ending_early_are_counted(
     client: httpx.AsyncClient, upstream: respx.MockRouter, catalog_route: respx.Route
 ) -> None:
