@@ -480,6 +480,15 @@ async def test_the_events_of_a_lost_run_are_its_interrupted_state(settings: Sett
     assert isinstance(view, BenchmarkState) and view.status == "interrupted"
 
 
+async def follow_events(
+    settings: Settings, benchmark_id: str, seen: list[tuple[str, int | None]]
+) -> None:
+    """Each event of the run as (kind, requests done so far, or None for a keep-alive)."""
+    async for kind, view in events(settings, benchmark_id):
+        done = view.progress.done if isinstance(view, BenchmarkState | BenchmarkSummary) else None
+        seen.append((kind, done))
+
+
 async def test_the_events_follow_progress_then_end_with_the_summary(
     settings: Settings, quick: None
 ) -> None:
@@ -487,14 +496,7 @@ async def test_the_events_follow_progress_then_end_with_the_summary(
     write(settings, run)
     seen: list[tuple[str, int | None]] = []
 
-    async def follow() -> None:
-        async for kind, view in events(settings, run.id):
-            done = (
-                view.progress.done if isinstance(view, BenchmarkState | BenchmarkSummary) else None
-            )
-            seen.append((kind, done))
-
-    following = asyncio.create_task(follow())
+    following = asyncio.create_task(follow_events(settings, run.id, seen))
     async with asyncio.timeout(BOUND):
         while not seen:
             await asyncio.sleep(0.02)
@@ -735,14 +737,7 @@ async def test_progress_is_sent_at_most_once_a_progress_interval_and_no_keepaliv
     write(settings, run)
     kinds: list[tuple[str, int | None]] = []
 
-    async def follow() -> None:
-        async for kind, view in events(settings, run.id):
-            done = (
-                view.progress.done if isinstance(view, BenchmarkState | BenchmarkSummary) else None
-            )
-            kinds.append((kind, done))
-
-    following = asyncio.create_task(follow())
+    following = asyncio.create_task(follow_events(settings, run.id, kinds))
     async with asyncio.timeout(BOUND):
         while not kinds:
             await asyncio.sleep(0.02)
