@@ -8,7 +8,7 @@ RUN := $(UV) run --frozen
 SERVE := $(UV) run --frozen --no-dev --no-sync
 
 .DEFAULT_GOAL := help
-.PHONY: help uv redis-server sync sync-runtime run runner emulator bench follow test lint typecheck format perf mutate clean browser
+.PHONY: help uv redis-server sync sync-runtime run runner emulator bench follow test lint typecheck format perf profile mutate clean browser
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-13s %s\n", $$1, $$2}'
@@ -107,6 +107,9 @@ mutate: sync ## Mutation testing, one module at a time against its own tests: ki
 
 perf: sync ## Measure proxy overhead against direct calls to a loopback upstream
 	$(RUN) python scripts/perf.py
+
+profile: sync ## Where the service's time goes under load (py-spy), to read before and after a hot-path change
+	$(RUN) python scripts/perf.py profile
 
 .PHONY: docker-check
 docker-check: sync ## Build the image, run it and docker-compose.yml for real (needs a Docker engine)

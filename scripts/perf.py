@@ -33,6 +33,12 @@ Goals:
    rule, its credit-to-start latency standing for the send lag.
    `python scripts/perf.py rates` runs only this.
 
+`python scripts/perf.py profile` (`make profile`) measures no goal: it loads /generate at
+PROFILE_CONNECTIONS connections against an upstream that answers at once, samples the service's
+process with py-spy for PROFILE_SECONDS, and prints where its time goes: by function (own time)
+and by the innermost function of the service's own code. Profile before and after changing a
+measured path.
+
 Proxy comparisons run in interleaved rounds (direct, proxy, service, OpenAI face, direct, ...),
 and the median of the rounds counts, so that a noisy neighbour on the machine hits every
 contender alike. Results are printed as a table and saved as JSON under perf-results/. It is a
@@ -70,9 +76,16 @@ API_KEY = "perf-upstream-key-0123456789"
 WRK_SECONDS = int(os.environ.get("PERF_SECONDS", "8"))
 ROUNDS = int(os.environ.get("PERF_ROUNDS", "3"))
 TRUE_LATENCY = 0.5
+# The upstream counts as settled once a burst of the minimal client reads its p50 less than
+# this share of the true latency sooner than the burst before.
+SETTLED_GAIN = 0.005
+SETTLE_BURSTS = 5
 RATES = [float(rate) for rate in os.environ.get("PERF_RATES", "100,200,400,800,1600").split(",")]
 RATE_SECONDS = float(os.environ.get("PERF_RATE_SECONDS", "3"))
 RATE_TRUE_LATENCY = 0.1
+PROFILE_SECONDS = int(os.environ.get("PROFILE_SECONDS", "15"))
+PROFILE_CONNECTIONS = int(os.environ.get("PROFILE_CONNECTIONS", "50"))
+PROFILE_TOP = 12
 
 
 @dataclass
@@ -465,12 +478,23 @@ def reference_client(lab: Lab, stream: bool) -> dict[str, float]:
     return result
 
 
-def truth_goals(lab: Lab) -> tuple[list[Row], BenchmarkFigures, BenchmarkFigures]:
-    # Right after the load goals, the emulator answers the first burst of new connections late,
-    # whichever client sends it (the minimal client sent first reads it too). One unmeasured
-    # burst first, so that every client is timed against the same upstream.
+def settle_upstream(lab: Lab) -> None:
+    """Right after the load goals, the emulator answers bursts of new connections late,
+    whichever client sends them (the minimal client reads it too), and less late with each
+    burst. Unmeasured bursts of the minimal client first, until one reads the upstream no
+    sooner than the burst before it (or SETTLE_BURSTS have been sent), so that every client is
+    timed against the same upstream."""
     print("  settling the upstream after the load goals (not measured):")
-    reference_client(lab, stream=False)
+    previous = float("inf")
+    for _ in range(SETTLE_BURSTS):
+        p50 = reference_client(lab, stream=False)["p50"]
+        if p50 > previous - SETTLED_GAIN * TRUE_LATENCY:
+            return
+        previous = p50
+
+
+def truth_goals(lab: Lab) -> tuple[list[Row], BenchmarkFigures, BenchmarkFigures]:
+    settle_upstream(lab)
     plain = run_benchmark(lab, stream=False)
     streamed = run_benchmark(lab, stream=True)
     client_plain = reference_client(lab, stream=False)
@@ -903,6 +927,60 @@ def transport_goals(lab: Lab) -> list[Row]:
 # --- report --------------------------------------------------------------------------------------
 
 
+# --- profile ---------------------------------------------------------------------------------
+
+
+def profile(lab: Lab) -> None:
+    """Where the service's process spends its time under load (py-spy samples, own time)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is not installed: `make sync` installs it with the dev tools.")
+    url, body = lab.bodies(FAST)["service"]
+    wrk(url, body, 10, lab.workdir)  # warm pools and caches
+    load = subprocess.Popen(
+        wrk_command(url, body, PROFILE_CONNECTIONS, PROFILE_SECONDS + 4, lab.workdir),
+        stdout=subprocess.DEVNULL,
+    )
+    raw = lab.workdir / "profile.txt"
+    try:
+        time.sleep(2)
+        subprocess.run(
+            [spy, "record", "-p", str(lab.service_pid), "-d", str(PROFILE_SECONDS), "-r", "250"]
+            + ["--nolineno", "--nonblocking", "-f", "raw", "-o", str(raw)],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        load.wait()
+    own, ours, total = _profile_shares(raw.read_text())
+    load_text = f"/generate at {PROFILE_CONNECTIONS} connections, upstream answering at once"
+    print(f"\nMachine: {machine()}. {total} samples, {load_text}")
+    for title, counts in (("own time, by function", own), ("innermost service code", ours)):
+        print(f"\n{title}:")
+        for frame, count in sorted(counts.items(), key=lambda item: -item[1])[:PROFILE_TOP]:
+            print(f"  {count / total:6.1%}  {frame}")
+    print(f"\nRaw stacks: {raw}")
+
+
+def _profile_shares(raw: str) -> tuple[dict[str, int], dict[str, int], int]:
+    """py-spy's collapsed stacks ("outer;...;inner count") as samples per leaf function and per
+    innermost frame in the service's own code (src/)."""
+    own: dict[str, int] = {}
+    ours: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        mine = next((frame for frame in reversed(frames) if "(src/" in frame), "outside src/")
+        ours[mine] = ours.get(mine, 0) + count
+    return own, ours, max(total, 1)
+
+
 def render(rows: list[Row]) -> str:
     lines = [
         "| goal | metric | reference | reference value | service | ratio | target | met |",
@@ -968,6 +1046,9 @@ def main() -> int:
         lab = Lab(workdir, emulator_url, service_url, proxy_url, service.pid)
         rows: list[Row] = []
         only = sys.argv[1:]
+        if only == ["profile"]:
+            profile(lab)
+            return 0
         if not only:
             rows += proxy_goals(lab)
             truth, quiet_plain, quiet_stream = truth_goals(lab)

@@ -192,6 +192,13 @@ def test_a_pool_that_opened_nothing_reports_nothing_open() -> None:
     )
 
 
+def test_the_counters_a_caller_reads_are_a_copy_it_cannot_change_the_pool_through() -> None:
+    wire = WireTransport(trust_env=False)
+    read = wire.stats()
+    read.open, read.in_use, read.most_open, read.requests = 5, 5, 5, 5
+    assert wire.stats() == PoolStats(open=0, in_use=0, most_open=0, requests=0)
+
+
 async def test_a_connection_put_back_with_its_answer_unread_while_paused_reads_the_next() -> None:
     """An answer of more than a mebibyte that arrived whole and was closed unread leaves reading
     paused; the connection goes back to the pool, and the next request on it must be read."""

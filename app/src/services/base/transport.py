@@ -20,7 +20,7 @@ import collections
 import select
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, cast
 
 import httptools
@@ -61,12 +61,14 @@ class WireTiming:
     end: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PoolStats:
-    open: int  # connections open now, in use or idle
-    in_use: int
-    most_open: int  # the highest `open` ever reached
-    requests: int  # requests sent since the pool was made
+    """The pool's counters; `WireTransport.stats()` hands out a copy."""
+
+    open: int = 0  # connections open now, in use or idle
+    in_use: int = 0
+    most_open: int = 0  # the highest `open` ever reached
+    requests: int = 0  # requests sent since the pool was made
 
 
 class _Stop(Exception):
@@ -496,20 +498,12 @@ class WireTransport(httpx.AsyncBaseTransport):
         # connection that is lost leaves it at once); the last one is reused first.
         self._idle: dict[Origin, dict[_Connection, None]] = {}
         self._forget = self._forget_idle
-        self._open = 0
-        self._in_use = 0
-        self._most_open = 0
-        self._requests = 0
+        self._counts = PoolStats()
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
     def stats(self) -> PoolStats:
-        return PoolStats(
-            open=self._open,
-            in_use=self._in_use,
-            most_open=self._most_open,
-            requests=self._requests,
-        )
+        return replace(self._counts)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """One exchange. Sent once: a connection found dead is found so before anything is
@@ -533,7 +527,7 @@ class WireTransport(httpx.AsyncBaseTransport):
             message = await _encode_streamed(request, route)
         max_body = extensions.get("max_body_bytes", self._max_body_bytes)
         connection = await self._checkout(origin, timeouts)
-        self._requests += 1
+        self._counts.requests += 1
         try:
             connection.send(message, max_body, extensions.get("deadline"), request.method == "HEAD")
             if connection.write_paused:  # the peer is not taking the request as fast as sent
@@ -555,7 +549,7 @@ class WireTransport(httpx.AsyncBaseTransport):
 
     def release(self, connection: _Connection) -> None:
         """Back to the pool if its answer was read whole, else closed (the upstream stops)."""
-        self._in_use -= 1
+        self._counts.in_use -= 1
         if connection.reusable and not self._closed:
             connection.idle_since = now()
             connection.on_idle_lost = self._forget
@@ -584,11 +578,11 @@ class WireTransport(httpx.AsyncBaseTransport):
                 ) from None
         else:
             await self._limit.acquire()
-        self._in_use += 1
+        self._counts.in_use += 1
         try:
             return self._reuse(origin) or await self._connect(origin, timeouts.get("connect"))
         except BaseException:
-            self._in_use -= 1
+            self._counts.in_use -= 1
             self._limit.release()
             raise
 
@@ -632,8 +626,9 @@ class WireTransport(httpx.AsyncBaseTransport):
         loop = asyncio.get_running_loop()
         tls = self._ssl_context() if scheme == "https" else None
         route = self._route(origin)
-        self._open += 1
-        self._most_open = max(self._most_open, self._open)
+        counts = self._counts
+        counts.open += 1
+        counts.most_open = max(counts.most_open, counts.open)
         try:
             async with asyncio.timeout(timeout):
                 connection = await open_connection(
@@ -645,17 +640,17 @@ class WireTransport(httpx.AsyncBaseTransport):
                     resolver=self._resolver,
                 )
         except TimeoutError:
-            self._open -= 1
+            self._counts.open -= 1
             through = f" through proxy {route.proxy.label}" if route.proxy else ""
             raise UpstreamTimeoutError(
                 f"Upstream timed out: connecting to {host}:{port}{through} took over {timeout} s",
                 during_connect=True,
             ) from None
         except OSError as exc:
-            self._open -= 1
+            self._counts.open -= 1
             raise _connection_error(exc, origin) from exc
         except BaseException:
-            self._open -= 1
+            self._counts.open -= 1
             raise
         return connection
 
@@ -663,7 +658,7 @@ class WireTransport(httpx.AsyncBaseTransport):
         connection.on_idle_lost = None
         if connection.counted:
             connection.counted = False
-            self._open -= 1
+            self._counts.open -= 1
         connection.close()
 
     def _ssl_context(self) -> ssl.SSLContext:

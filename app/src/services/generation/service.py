@@ -45,9 +45,9 @@ async def generate(
     settings: Settings,
     client: OpenRouterClient,
     request: GenerateRequest,
-    timing: Timing | None = None,
+    timing: Timing,
 ) -> GenerationResult:
-    result = await client.complete(_allowed_call(settings, request), timing or Timing())
+    result = await client.complete(_allowed_call(settings, request), timing)
     if request.generation_stats and result.generation_id is not None:
         deadline = now() + settings.generation_stats_wait_seconds
         result = with_stats(result, await fetch_stats(client, result.generation_id, deadline))
@@ -58,7 +58,7 @@ async def open_generation_stream(
     settings: Settings,
     client: OpenRouterClient,
     request: GenerateRequest,
-    timing: Timing | None = None,
+    timing: Timing,
 ) -> AsyncGenerator[StreamItem]:
     """Start the upstream stream and wait for its first item (see `started`)."""
-    return await started(client.stream(_allowed_call(settings, request), timing or Timing()))
+    return await started(client.stream(_allowed_call(settings, request), timing))

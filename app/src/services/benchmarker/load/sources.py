@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Final
 
 import orjson
@@ -27,25 +28,9 @@ from src.services.base.exceptions import InvalidInputError
 DEFAULT_TOKENS_PER_WORD: Final = 1.3
 DEFAULT_SYNTHETIC_PROMPTS: Final = 10
 
-_WORD_TEXT: Final = """
-    time year people way day man thing woman life child world school state family student group
-    country problem hand part place case week company system program question work government
-    number night point home water room mother area money story fact month lot right study book
-    eye job word business issue side kind head house service friend father power hour game line
-    end member law car city community name president team minute idea kid body information back
-    parent face others level office door health person art war history party result change
-    morning reason research girl guy moment air teacher force education foot boy age policy
-    process music market sense nation plan college interest death experience effect use class
-    control care field development role effort rate heart drug show leader light voice wife
-    police mind price report decision son view relationship town road arm difference value
-    building action model season society tax director position player record paper space ground
-    form event official matter center couple site project activity star table need court oil
-    situation cost industry figure street image phone data picture practice piece land product
-    doctor wall patient worker news test movie north love support technology step baby computer
-    type attention film tree source organization hair window evidence population site wind river
-    ocean stone bridge garden signal engine
-"""
-_WORDS: Final = tuple(_WORD_TEXT.split())
+# The words synthetic prompts are drawn from: common English nouns. Their order is part of
+# what a seed means, so a change to the file changes every synthetic prompt.
+_WORDS: Final = tuple(Path(__file__).with_name("prompt_words.txt").read_text("utf-8").split())
 
 
 class ChatMessage(BaseModel):
