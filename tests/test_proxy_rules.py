@@ -165,6 +165,18 @@ def test_no_proxy_variables_means_every_origin_is_reached_directly(
             "is http://, https://, socks5:// or socks5h://host:port)",
         ),
         (
+            "HTTPS_PROXY",
+            "http://u:S3c://ret@proxy.corp:notaport",
+            "HTTPS_PROXY: 'http://proxy.corp:notaport' is not a usable proxy setting (a proxy URL "
+            "is http://, https://, socks5:// or socks5h://host:port)",
+        ),
+        (
+            "HTTPS_PROXY",
+            "u:S3c://ret@proxy.corp:notaport",
+            "HTTPS_PROXY: 'proxy.corp:notaport' is not a usable proxy setting (a proxy URL "
+            "is http://, https://, socks5:// or socks5h://host:port)",
+        ),
+        (
             "ALL_PROXY",
             "http://u:S3cret@proxy.corp:notaport",
             "ALL_PROXY: 'http://proxy.corp:notaport' is not a usable proxy setting (a proxy URL "

@@ -184,9 +184,14 @@ def _parse_rule(pattern: str, url: str | None) -> _Rule:
 _VARIABLES: Final = {"http://": "HTTP_PROXY", "https://": "HTTPS_PROXY", "all://": "ALL_PROXY"}
 
 
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _without_credentials(url: str) -> str:
-    scheme, separator, rest = url.rpartition("://")
-    return scheme + separator + rest.rpartition("@")[2]
+    """`url` with all before its last "@" dropped but its scheme; a password may hold "://"."""
+    scheme = _SCHEME.match(url)
+    kept = scheme.group() if scheme else ""
+    return kept + url[len(kept) :].rpartition("@")[2]
 
 
 def environment_proxy_secrets() -> list[str]:
