@@ -19,8 +19,11 @@ take, and accepts connections until the process runs out of file descriptors. He
   ones, and the descriptors stay bounded (descriptors.py fits the limit into the process's
   descriptor limit).
 
-Each refusal is our JSON error with X-Request-ID. Timeouts and closes to make room are logged
-as counts, at most about once a second: a flood must not become a flood of log lines.
+Each refusal is our JSON error with X-Request-ID. Timeouts are logged as counts, a line per
+kind by the sweep of deadlines that finds them (sweeps come SWEEP_SECONDS apart or more,
+unless a timeout setting is shorter); closes to make room likewise, at once when no count was
+logged in the last second, else with the next sweep's: a flood must not become a flood of log
+lines.
 """
 
 from __future__ import annotations
