@@ -7,7 +7,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from src.services.base.proxies import ProxyEndpoint, ProxyRules, environment_proxy_secrets
+from src.services.base.proxies import (
+    ProxyEndpoint,
+    ProxyRules,
+    environment_mounts,
+    environment_proxy_secrets,
+)
 
 
 def rules(monkeypatch: pytest.MonkeyPatch, **variables: str) -> ProxyRules:
@@ -138,6 +143,13 @@ def test_the_proxy_for_a_url_reads_its_default_port_as_no_port(
     ).proxy_for_url(httpx.URL(url))
 
     assert label(found) == ("http://all:1" if proxied else None)
+
+
+def test_proxy_variables_without_no_proxy_exempt_no_origin_from_the_proxy() -> None:
+    assert environment_mounts({"https": "http://p:1", "all": "socks5://q:2"}) == {
+        "https://": "http://p:1",
+        "all://": "socks5://q:2",
+    }
 
 
 def test_no_proxy_variables_means_every_origin_is_reached_directly(
