@@ -468,3 +468,22 @@ async def test_any_replica_serves_a_finished_runs_summary_from_redis(
     assert answer.headers["content-disposition"] == f'attachment; filename="{state.id}.json"'
     assert answer.content == store.summary_json(state.id)
     assert answer.json()["id"] == state.id
+
+
+@pytest.mark.anyio
+async def test_any_replica_draws_a_runs_page_from_the_rows_in_redis(
+    tmp_path: Path, redis_url: str, serve: Serve
+) -> None:
+    # No results file on this replica's disk: the rows are in Redis only, as for a run that
+    # another replica's runner is sending.
+    settings = redis_settings(tmp_path, redis_url)
+    store, state = admitted_run(settings, ["p", "q"])
+    store.add_rows(state.id, 0, [request_result(0.5, prompt="p"), request_result(0.7, prompt="q")])
+
+    async with serve(settings) as client:
+        page = await client.get(f"/runs/{state.id}")
+
+    assert page.status_code == 200, page.text
+    assert '<svg id="latency-cdf-so-far"' in page.text, "no rows drawn"
+    chart = page.text.split('<svg id="latency-cdf-so-far"', 1)[1].split("</svg>", 1)[0]
+    assert "m/x: 2 values" in chart

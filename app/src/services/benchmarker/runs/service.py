@@ -43,7 +43,6 @@ from src.services.benchmarker.load.sources import (
     parse_dataset,
     synthetic_conversations,
 )
-from src.services.benchmarker.results.csv_writer import read_records
 from src.services.benchmarker.results.file_utils import (
     AsyncReadable,
     parse_prompts,
@@ -425,8 +424,8 @@ def _running(view: RunView) -> TypeGuard[BenchmarkState]:
 
 
 async def run_records(settings: Settings, view: RunView) -> list[RequestRecord]:
-    """The rows a run the caller may see has written so far, in the order they finished."""
-    path = result_paths(settings.benchmarks_dir, view.id).csv
+    """The rows a run the caller may see has written so far, in the order they finished, from
+    the run store: under Redis every replica has every run's, whichever runner sent them."""
     # The rows say which prompt by its index; the prompts' text is not needed here.
     placeholders = [""] * view.parameters.prompts
-    return await asyncio.to_thread(read_records, path, placeholders)
+    return await asyncio.to_thread(run_store(settings).read_rows, view.id, placeholders)
