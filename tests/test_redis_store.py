@@ -422,13 +422,19 @@ def admitted_run(settings: Settings, prompts: list[str]) -> tuple[RedisRunStore,
     return store, state
 
 
+def run_with_two_rows(settings: Settings) -> tuple[RedisRunStore, BenchmarkState]:
+    """A running run of prompts p and q whose two rows are in Redis only, on no replica's disk."""
+    store, state = admitted_run(settings, ["p", "q"])
+    store.add_rows(state.id, 0, [request_result(0.5, prompt="p"), request_result(0.7, prompt="q")])
+    return store, state
+
+
 @pytest.mark.anyio
 async def test_any_replica_serves_a_runs_files_from_redis_and_says_which_is_missing(
     tmp_path: Path, redis_url: str, serve: Serve
 ) -> None:
     settings = redis_settings(tmp_path, redis_url)
-    store, state = admitted_run(settings, ["p", "q"])
-    store.add_rows(state.id, 0, [request_result(0.5, prompt="p"), request_result(0.7, prompt="q")])
+    store, state = run_with_two_rows(settings)
     other = new_run(plan_of(["m/x"], ["p"]))  # no such run in the store
 
     async with serve(settings) as client:
@@ -474,11 +480,9 @@ async def test_any_replica_serves_a_finished_runs_summary_from_redis(
 async def test_any_replica_draws_a_runs_page_from_the_rows_in_redis(
     tmp_path: Path, redis_url: str, serve: Serve
 ) -> None:
-    # No results file on this replica's disk: the rows are in Redis only, as for a run that
-    # another replica's runner is sending.
+    # As for a run that another replica's runner is sending.
     settings = redis_settings(tmp_path, redis_url)
-    store, state = admitted_run(settings, ["p", "q"])
-    store.add_rows(state.id, 0, [request_result(0.5, prompt="p"), request_result(0.7, prompt="q")])
+    _, state = run_with_two_rows(settings)
 
     async with serve(settings) as client:
         page = await client.get(f"/runs/{state.id}")
