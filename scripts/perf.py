@@ -60,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -924,9 +925,6 @@ def transport_goals(lab: Lab) -> list[Row]:
     ]
 
 
-# --- report --------------------------------------------------------------------------------------
-
-
 # --- profile ---------------------------------------------------------------------------------
 
 
@@ -957,28 +955,29 @@ def profile(lab: Lab) -> None:
     print(f"\nMachine: {machine()}. {total} samples, {load_text}")
     for title, counts in (("own time, by function", own), ("innermost service code", ours)):
         print(f"\n{title}:")
-        for frame, count in sorted(counts.items(), key=lambda item: -item[1])[:PROFILE_TOP]:
+        for frame, count in counts.most_common(PROFILE_TOP):
             print(f"  {count / total:6.1%}  {frame}")
     print(f"\nRaw stacks: {raw}")
 
 
-def _profile_shares(raw: str) -> tuple[dict[str, int], dict[str, int], int]:
+def _profile_shares(raw: str) -> tuple[Counter[str], Counter[str], int]:
     """py-spy's collapsed stacks ("outer;...;inner count") as samples per leaf function and per
     innermost frame in the service's own code (src/)."""
-    own: dict[str, int] = {}
-    ours: dict[str, int] = {}
-    total = 0
+    own: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        total += count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        mine = next((frame for frame in reversed(frames) if "(src/" in frame), "outside src/")
-        ours[mine] = ours.get(mine, 0) + count
-    return own, ours, max(total, 1)
+        own[frames[-1]] += count
+        innermost_ours = next((frame for frame in reversed(frames) if "(src/" in frame), None)
+        ours[innermost_ours or "outside src/"] += count
+    return own, ours, max(own.total(), 1)
+
+
+# --- report --------------------------------------------------------------------------------------
 
 
 def render(rows: list[Row]) -> str:
